@@ -1,0 +1,3 @@
+"""occystrap: copy container images fast and in bounded memory."""
+
+__version__ = "0.5.0.dev0"

@@ -1,0 +1,68 @@
+"""What every destination writer provides to the write stage.
+
+Writers receive layers in completion order, not manifest order: none of the formats needs
+them in order (tar members and blob files can come in any order; the manifests that give
+the order are written last). That is what keeps a sequential writer from deadlocking against
+fetch: it never waits for a particular layer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from abc import ABC, abstractmethod
+
+from occystrap.messages import ImagePlan, LayerDesc
+
+
+def hex_of(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+def write_atomic(path: str, data: bytes, token: str) -> None:
+    """Write `data` to a temp name beside `path`, fsync, then rename over it."""
+    tmp = f"{path}.occystrap-{token}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def move_file(src: str, dst: str) -> None:
+    """Rename `src` to `dst`; copy then delete when they are on different filesystems."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dst + ".partial"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        os.unlink(src)
+
+
+class Writer(ABC):
+    #: layers must arrive uncompressed (the compress stage decompresses them)
+    needs_uncompressed = False
+
+    @abstractmethod
+    def begin_image(self, plan: ImagePlan) -> None: ...
+
+    @abstractmethod
+    def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        """Take ownership of `layer.path` (move it in, or copy and delete it)."""
+
+    @abstractmethod
+    def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
+        """All layers are in (`layers`: their digests in manifest order): make the image
+        visible, last of all its files. Returns where it went."""
+
+    @abstractmethod
+    def fail_image(self, plan: ImagePlan) -> None:
+        """Undo what this image added that nothing else uses."""
+
+    @abstractmethod
+    def close(self, ok: bool) -> None:
+        """End of run: publish (ok) or remove every temp file (not ok)."""

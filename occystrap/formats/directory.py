@@ -1,0 +1,126 @@
+"""The original occystrap's `dir://` layout.
+
+    <config-hex>.json      the config, byte-exact (it hashes to its name)
+    <layer-hex>/layer.tar  each layer uncompressed; <layer-hex> is the compressed digest
+    manifest.json          [{"Config", "RepoTags", "Layers"}], written last
+    catalog.json           with ?unique_names=true: {image: {tag: manifest file name}}
+
+With `unique_names`, several images share one directory (and its layers), each with its own
+`manifest-<name>-<tag>.json`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+
+from occystrap.errors import DestinationError
+from occystrap.formats.base import Writer, hex_of, move_file, write_atomic
+from occystrap.messages import ImagePlan, LayerDesc
+
+
+def layer_file(root: str, digest: str) -> str:
+    return os.path.join(root, hex_of(digest), "layer.tar")
+
+
+def _slug(text: str) -> str:
+    return text.replace("/", "_").replace(":", "_")
+
+
+class DirectoryWriter(Writer):
+    needs_uncompressed = True
+
+    def __init__(self, path: str, unique_names: bool, token: str) -> None:
+        self.root = path
+        self.unique_names = unique_names
+        self.token = token
+        self._created_root = not os.path.exists(path)
+        self._added: dict[int, list[str]] = {}
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise DestinationError(f"cannot create directory {path}: {exc.strerror}") from None
+        if not os.access(path, os.W_OK):
+            raise DestinationError(f"cannot write to directory {path}: permission denied")
+
+    @staticmethod
+    def has_layer(path: str, digest: str) -> bool:
+        return os.path.isfile(layer_file(path, digest))
+
+    def begin_image(self, plan: ImagePlan) -> None:
+        self._added[plan.image_id] = []
+        target = os.path.join(self.root, f"{hex_of(plan.config_digest)}.json")
+        if not os.path.exists(target):
+            write_atomic(target, plan.config, self.token)
+            self._added[plan.image_id].append(target)
+
+    def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        if layer.present:
+            return
+        target = layer_file(self.root, layer.digest)
+        if os.path.exists(target):
+            os.unlink(layer.path)
+            return
+        layer_dir = os.path.dirname(target)
+        os.makedirs(layer_dir, exist_ok=True)
+        move_file(layer.path, target)
+        self._added[plan.image_id].append(layer_dir)
+
+    def _manifest_name(self, plan: ImagePlan) -> str:
+        if not self.unique_names:
+            return "manifest.json"
+        name = plan.repo_tag or plan.manifest_digest
+        return f"manifest-{_slug(name)}.json"
+
+    def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
+        entry: dict[str, object] = {
+            "Config": f"{hex_of(plan.config_digest)}.json",
+            "RepoTags": [plan.repo_tag] if plan.repo_tag else [],
+            "Layers": [f"{hex_of(d)}/layer.tar" for d in layers],
+        }
+        if self.unique_names:
+            entry["ImageName"] = plan.repo_tag or plan.source
+        name = self._manifest_name(plan)
+        write_atomic(os.path.join(self.root, name), json.dumps([entry], indent=2).encode(),
+                     self.token)
+        if self.unique_names:
+            self._update_catalog(plan, name)
+        self._added.pop(plan.image_id, None)
+        return f"dir://{self.root}/{name}"
+
+    def _update_catalog(self, plan: ImagePlan, manifest_name: str) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            path = os.path.join(self.root, "catalog.json")
+            try:
+                with open(path, "rb") as f:
+                    catalog = json.load(f)
+            except FileNotFoundError:
+                catalog = {}
+            except ValueError as exc:
+                raise DestinationError(f"{path} is not valid JSON: {exc}") from None
+            image, _, tag = (plan.repo_tag or plan.source).rpartition(":")
+            catalog.setdefault(image, {})[tag] = manifest_name
+            write_atomic(path, json.dumps(catalog, indent=2, sort_keys=True).encode(), self.token)
+        finally:
+            os.close(fd)
+
+    def fail_image(self, plan: ImagePlan) -> None:
+        for path in self._added.pop(plan.image_id, []):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+    def close(self, ok: bool) -> None:
+        if self._created_root:
+            try:
+                os.rmdir(self.root)  # only succeeds when nothing was written
+            except OSError:
+                pass

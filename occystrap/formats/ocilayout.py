@@ -1,0 +1,126 @@
+"""An OCI image layout directory (image-spec `image-layout.md`) as a destination.
+
+Several runs may add images to one layout: blobs are content-addressed and shared, and
+`index.json` is rewritten atomically under an exclusive `flock` on the layout directory, so
+concurrent runs do not lose each other's entries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+from occystrap.errors import DestinationError
+from occystrap.formats.base import Writer, hex_of, move_file, write_atomic
+from occystrap.messages import ImagePlan, LayerDesc
+
+REF_NAME = "org.opencontainers.image.ref.name"
+IMAGE_NAME = "io.containerd.image.name"
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+def blob_path(root: str, digest: str) -> str:
+    return os.path.join(root, "blobs", "sha256", hex_of(digest))
+
+
+class OCILayoutWriter(Writer):
+    def __init__(self, path: str, ref_name: str | None, token: str) -> None:
+        self.root = path
+        self.ref_name = ref_name
+        self.token = token
+        self._added: dict[int, list[str]] = {}
+        try:
+            os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
+            layout = os.path.join(path, "oci-layout")
+            if not os.path.exists(layout):
+                write_atomic(layout, OCI_LAYOUT, token)
+        except OSError as exc:
+            raise DestinationError(f"cannot write OCI layout {path}: {exc.strerror}") from None
+
+    @staticmethod
+    def has_blob(path: str, digest: str, size: int) -> bool:
+        try:
+            return os.stat(blob_path(path, digest)).st_size == size
+        except OSError:
+            return False
+
+    def _put_bytes(self, plan: ImagePlan, digest: str, data: bytes) -> None:
+        target = blob_path(self.root, digest)
+        if not os.path.exists(target):
+            write_atomic(target, data, self.token)
+            self._added.setdefault(plan.image_id, []).append(target)
+
+    def begin_image(self, plan: ImagePlan) -> None:
+        self._added[plan.image_id] = []
+        self._put_bytes(plan, plan.config_digest, plan.config)
+
+    def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        if layer.present:
+            return
+        target = blob_path(self.root, layer.digest)
+        if os.path.exists(target):
+            os.unlink(layer.path)
+            return
+        move_file(layer.path, target)
+        self._added[plan.image_id].append(target)
+
+    def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
+        self._put_bytes(plan, plan.manifest_digest, plan.manifest)
+        ref = self.ref_name or plan.tag
+        entry: dict[str, object] = {
+            "mediaType": plan.manifest_media_type,
+            "digest": plan.manifest_digest,
+            "size": len(plan.manifest),
+        }
+        annotations = {}
+        if ref:
+            annotations[REF_NAME] = ref
+        if plan.repo_tag:
+            annotations[IMAGE_NAME] = plan.repo_tag
+        if annotations:
+            entry["annotations"] = annotations
+        self._update_index(entry, ref)
+        self._added.pop(plan.image_id, None)
+        where = f"oci://{self.root}"
+        return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
+
+    def _update_index(self, entry: dict[str, object], ref: str | None) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            index_path = os.path.join(self.root, "index.json")
+            try:
+                with open(index_path, "rb") as f:
+                    index = json.load(f)
+            except FileNotFoundError:
+                index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                         "manifests": []}
+            except ValueError as exc:
+                raise DestinationError(f"{index_path} is not valid JSON: {exc}") from None
+            kept = []
+            for m in index.get("manifests", []):
+                m_ref = (m.get("annotations") or {}).get(REF_NAME)
+                if ref is not None and m_ref == ref:
+                    continue
+                if ref is None and m_ref is None and m.get("digest") == entry["digest"]:
+                    continue
+                kept.append(m)
+            kept.append(entry)
+            index["manifests"] = kept
+            write_atomic(index_path, json.dumps(index, indent=None).encode(), self.token)
+        finally:
+            os.close(fd)
+
+    def fail_image(self, plan: ImagePlan) -> None:
+        # Remove the blobs this image brought in. A concurrent run adding an image that
+        # shares one of them in the same instant could lose it; that window is accepted in
+        # exchange for not leaving a failed image's bytes behind.
+        for path in self._added.pop(plan.image_id, []):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def close(self, ok: bool) -> None:
+        pass

@@ -1,0 +1,72 @@
+"""Streaming decompression of spooled layers, hashing the uncompressed bytes as they pass.
+
+zlib, zstandard and hashlib release the GIL on large buffers, so several layers can be
+decompressed at once by threads of one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import zstandard
+
+CHUNK = 1 << 20
+
+
+def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
+    while chunk := f.read(CHUNK):
+        yield chunk
+
+
+def decompressed_chunks(f: BinaryIO, compression: str) -> Iterator[bytes]:
+    """Yield the uncompressed bytes of a layer in bounded chunks."""
+    if compression == "none":
+        yield from _read_chunks(f)
+    elif compression == "gzip":
+        # 16 + MAX_WBITS reads the gzip header; a new decompressor per member handles
+        # multi-member streams (pigz, concatenated gzip).
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        for chunk in _read_chunks(f):
+            data = chunk
+            while data:
+                if d.eof:
+                    if not data.strip(b"\0"):
+                        break  # zero padding after the last member
+                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                out = d.decompress(data, CHUNK)
+                if out:
+                    yield out
+                data = d.unused_data if d.eof else d.unconsumed_tail
+        if not d.eof:
+            raise ValueError("truncated gzip stream")
+    elif compression == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK,
+                                                            read_across_frames=True)
+        while chunk := reader.read(CHUNK):
+            yield chunk
+    else:
+        raise ValueError(f"unknown compression {compression!r}")
+
+
+def decompress_file(src: str, dst: str | None, compression: str) -> tuple[str, int]:
+    """Decompress `src` into `dst` (or only hash it when `dst` is None).
+
+    Returns the sha256 digest of the uncompressed bytes and their length.
+    """
+    h = hashlib.sha256()
+    total = 0
+    with open(src, "rb") as f:
+        out = open(dst, "wb") if dst else None  # noqa: SIM115
+        try:
+            for chunk in decompressed_chunks(f, compression):
+                h.update(chunk)
+                total += len(chunk)
+                if out is not None:
+                    out.write(chunk)
+        finally:
+            if out is not None:
+                out.close()
+    return f"sha256:{h.hexdigest()}", total

@@ -1,0 +1,98 @@
+"""The messages that travel on the pipeline's queues.
+
+Each is a tagged msgspec Struct encoded as msgpack. Manifests and configs are small (capped at
+4 MiB) and travel inline; layer bytes never do: a `LayerDesc` names the spool file that holds them.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ImagePlan(msgspec.Struct, tag=True):
+    """What resolve learned about one image; the stages after it need it before its layers."""
+
+    image_id: int
+    source: str
+    host: str
+    name: str
+    repo_tag: str | None
+    tag: str | None
+    manifest: bytes
+    manifest_media_type: str
+    manifest_digest: str
+    config: bytes
+    config_digest: str
+    config_media_type: str
+    diff_ids: list[str]
+    layer_count: int
+
+
+class LayerDesc(msgspec.Struct, tag=True):
+    """One layer on its way through the stages."""
+
+    image_id: int
+    index: int
+    digest: str
+    size: int
+    media_type: str
+    compression: str
+    path: str = ""
+    diff_id: str | None = None
+    present: bool = False  # the destination already holds it: no bytes move
+    fetched_digest: str | None = None
+    fetched_size: int = 0
+
+
+class ImageFailed(msgspec.Struct, tag=True):
+    image_id: int
+    source: str
+    stage: str
+    reason: str
+
+
+class ImageDone(msgspec.Struct, tag=True):
+    image_id: int
+    source: str
+    destination: str
+    manifest_digest: str
+    layers: int
+    bytes: int
+    skipped_layers: int
+
+
+class StageReport(msgspec.Struct, tag=True):
+    stage: str
+    items_in: int = 0
+    items_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    busy_seconds: float = 0.0
+    wait_in_seconds: float = 0.0
+    wait_out_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+class StageCrashed(msgspec.Struct, tag=True):
+    stage: str
+    error: str
+    traceback: str
+
+
+class Shutdown(msgspec.Struct, tag=True):
+    """End of input: every image has been sent; finish in-flight work, then exit."""
+
+
+Message = ImagePlan | LayerDesc | ImageFailed | ImageDone | StageReport | StageCrashed | Shutdown
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes) -> Message:
+    return _decoder.decode(data)

@@ -1,0 +1,209 @@
+"""The process pipeline: resolve → fetch → verify → compress → write.
+
+    resolve ─Q─► fetch ─Q─► verify ─Q─► compress ─Q─► write
+       ▲                                                │
+       └── admission semaphore (-J) ◄───────────────────┘   control queue ──► supervisor
+
+Each stage is a forked process (modules imported before the fork share their pages, which
+keeps the tree's memory near the floor). Queues are bounded and carry only msgspec-encoded
+descriptors. The supervisor (this process) collects outcomes and reports, samples memory,
+and on Ctrl-C or a dead stage stops every child, removes temp files and returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from typing import Any
+
+from occystrap import messages
+from occystrap.config import Config
+from occystrap.destination import Destination
+from occystrap.errors import DestinationError, OccystrapError
+from occystrap.messages import ImageDone, ImageFailed, StageCrashed, StageReport
+from occystrap.reference import Location
+from occystrap.stages import compress, fetch, resolve, verify, write
+from occystrap.stages.base import StageIO
+from occystrap.stats import MemorySampler
+
+QUEUE_SIZE = 64
+STAGES = ("resolve", "fetch", "verify", "compress", "write")
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class RunResult:
+    done: list[ImageDone] = field(default_factory=list)
+    failed: list[ImageFailed] = field(default_factory=list)
+    reports: dict[str, StageReport] = field(default_factory=dict)
+    memory: dict[str, dict[str, int]] = field(default_factory=dict)
+    peak_pss_total: int = 0
+    wall_seconds: float = 0.0
+    error: str | None = None
+    interrupted: bool = False
+
+
+def _child_setup() -> None:
+    """Children leave Ctrl-C to the supervisor and die with it if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _stage_main(name: str, body: Callable[[StageIO], None], inq: Queue[Any] | None,
+                outq: Queue[Any] | None, control: Queue[Any]) -> None:
+    _child_setup()
+    io = StageIO(name, inq, outq, control)
+    try:
+        body(io)
+    except OccystrapError as exc:
+        io.tell(StageCrashed(stage=name, error=str(exc), traceback=""))
+        os._exit(1)
+    except BaseException as exc:  # a bug: report it with its traceback
+        io.tell(StageCrashed(stage=name, error=f"{type(exc).__name__}: {exc}",
+                             traceback=traceback.format_exc()))
+        os._exit(1)
+    io.finish()
+    # Let the queue feeder threads flush, then leave without running atexit handlers that
+    # the parent's modules registered before the fork.
+    for q in (outq, control):
+        if q is not None:
+            q.close()
+            q.join_thread()
+    os._exit(0)
+
+
+def run(sources: Sequence[Location], dest_location: Location, config: Config,
+        on_event: Callable[[ImageDone | ImageFailed], None] | None = None) -> RunResult:
+    ctx = mp.get_context("fork")
+    token = uuid.uuid4().hex[:12]
+    dest = Destination(dest_location, token)
+    spool = dest.spool_dir(config.temp_dir)
+    result = RunResult()
+    started = time.monotonic()
+
+    writer = dest.open_writer()  # fails early (and cleanly) on an unwritable destination
+    try:
+        os.makedirs(spool, exist_ok=True)
+    except OSError as exc:
+        writer.close(False)
+        raise DestinationError(f"cannot create spool directory {spool}: {exc.strerror}") from None
+
+    queues = [ctx.Queue(QUEUE_SIZE) for _ in range(len(STAGES) - 1)]
+    control: Queue[Any] = ctx.Queue()
+    admit = ctx.Semaphore(max(1, config.image_parallel))
+    numbered = list(enumerate(sources))
+    bodies: dict[str, Callable[[StageIO], None]] = {
+        "resolve": lambda io: resolve.run(io, numbered, dest, config, admit, spool),
+        "fetch": lambda io: fetch.run(io, config, spool),
+        "verify": lambda io: verify.run(io, config),
+        "compress": lambda io: compress.run(io, dest.needs_uncompressed),
+        "write": lambda io: write.run(io, writer, admit, str(dest_location)),
+    }
+    procs: dict[str, mp.process.BaseProcess] = {}
+    for i, name in enumerate(STAGES):
+        inq = queues[i - 1] if i > 0 else None
+        outq = queues[i] if i < len(queues) else None
+        procs[name] = ctx.Process(target=_stage_main, name=f"occystrap-{name}",
+                                  args=(name, bodies[name], inq, outq, control), daemon=True)
+    for p in procs.values():
+        p.start()
+    sampler = MemorySampler({name: p.pid for name, p in procs.items() if p.pid})
+
+    try:
+        while True:
+            _drain(control, result, on_event)
+            sampler.sample()
+            if result.error is not None:
+                break
+            exited = {n: p.exitcode for n, p in procs.items() if p.exitcode is not None}
+            crashed = {n: c for n, c in exited.items() if c != 0}
+            if crashed:
+                _drain(control, result, on_event)
+                if result.error is None:
+                    name, code = next(iter(crashed.items()))
+                    result.error = f"internal error: the {name} stage died (exit code {code})"
+                break
+            if len(exited) == len(procs):
+                _drain(control, result, on_event)
+                break
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        result.error = "interrupted"
+    finally:
+        failed_run = result.error is not None
+        _stop(procs.values(), force=failed_run)
+        sampler.sample()
+        if failed_run:
+            dest.remove_temp_files(config.temp_dir)
+        shutil.rmtree(spool, ignore_errors=True)
+        if failed_run:
+            # The write process owned the writer; ours is the fork's twin and its close
+            # removes what the dead child could not (an empty new directory, a temp tar).
+            try:
+                writer.close(False)
+            except OccystrapError:
+                pass
+        for q in [*queues, control]:
+            q.cancel_join_thread()
+            q.close()
+    result.memory = sampler.peaks
+    result.peak_pss_total = sampler.peak_total
+    result.wall_seconds = time.monotonic() - started
+    return result
+
+
+def _drain(control: Queue[Any], result: RunResult,
+           on_event: Callable[[ImageDone | ImageFailed], None] | None) -> None:
+    while True:
+        try:
+            data = control.get(timeout=0.05)
+        except Exception:  # queue.Empty; also EOF when a child died mid-put
+            return
+        msg = messages.decode(data)
+        if isinstance(msg, ImageDone):
+            result.done.append(msg)
+        elif isinstance(msg, ImageFailed):
+            result.failed.append(msg)
+        elif isinstance(msg, StageReport):
+            result.reports[msg.stage] = msg
+            continue
+        elif isinstance(msg, StageCrashed):
+            if result.error is None:
+                if msg.traceback:
+                    result.error = (f"internal error in the {msg.stage} stage: {msg.error}\n"
+                                    f"{msg.traceback}")
+                else:
+                    result.error = msg.error
+            continue
+        if on_event is not None:
+            on_event(msg)  # type: ignore[arg-type]
+
+
+def _stop(procs: Any, force: bool) -> None:
+    procs = list(procs)
+    if force:
+        for p in procs:
+            if p.exitcode is None:
+                p.terminate()
+    deadline = time.monotonic() + 3.0
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.exitcode is None:
+            p.kill()
+            p.join(1.0)

@@ -1,0 +1,185 @@
+"""Parsing of occystrap URIs and image references.
+
+Pure: no I/O. Every string that later becomes part of a URL or a file name (names, tags,
+digests) is validated here with the distribution spec's grammar, so the rest of the code can
+trust it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from occystrap.errors import UsageError
+
+# The distribution spec's grammar (docker/distribution reference/regexp.go).
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+_HOST_RE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+)
+
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_REGISTRY = "registry-1.docker.io"
+
+SOURCE_SCHEMES = frozenset({"registry"})
+DESTINATION_SCHEMES = frozenset({"dir", "tar", "oci"})
+_ALIASES = {"file": "tar", "directory": "dir", "docker-registry": "registry"}
+_KNOWN_SCHEMES = frozenset({"registry", "dir", "tar", "oci", "docker", "quay"})
+
+
+def validate_digest(digest: str) -> str:
+    """Return `digest` if it is a well-formed sha256 digest; it will become a path."""
+    if not DIGEST_RE.match(digest):
+        raise UsageError(f"invalid digest {digest!r}: expected sha256:<64 hex digits>")
+    return digest
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A registry image: host, repository name, and a tag and/or a digest."""
+
+    host: str
+    name: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """What goes after /manifests/: the digest wins over the tag, as in docker."""
+        return self.digest or self.tag or "latest"
+
+    @property
+    def display_host(self) -> str:
+        return "docker.io" if self.host == DOCKER_HUB_REGISTRY else self.host
+
+    @property
+    def repo_tag(self) -> str | None:
+        """`host/name:tag` as docker shows it in RepoTags, or None for digest-only references."""
+        if self.tag is None:
+            return None
+        name = self.name
+        if self.host == DOCKER_HUB_REGISTRY:
+            name = name.removeprefix("library/")
+            return f"{name}:{self.tag}"
+        return f"{self.host}/{name}:{self.tag}"
+
+    def __str__(self) -> str:
+        text = f"{self.host}/{self.name}"
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed source or destination URI."""
+
+    scheme: str
+    ref: ImageRef | None = None
+    path: str | None = None
+    tag: str | None = None
+    options: dict[str, object] = field(default_factory=dict)
+    text: str = ""
+
+    def option(self, key: str, default: object = None) -> object:
+        return self.options.get(key, default)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _typed(value: str) -> object:
+    low = value.lower()
+    if low in ("true", "yes", "1"):
+        return True
+    if low in ("false", "no", "0"):
+        return False
+    if re.fullmatch(r"-?[0-9]+", value):
+        return int(value)
+    return value
+
+
+def parse_options(query: str) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        options[key.lower()] = _typed(value)
+    return options
+
+
+def parse_image_ref(text: str, where: str | None = None) -> ImageRef:
+    """Parse `HOST/NAME[:TAG][@DIGEST]`, normalising Docker Hub names as docker does."""
+    where = where or text
+    if "/" not in text:
+        raise UsageError(f"{where}: expected HOST/NAME[:TAG|@DIGEST]")
+    host, rest = text.split("/", 1)
+    if "@" in host:
+        raise UsageError(f"{where}: put credentials in --username/--password, not in the URI")
+    if not host or not _HOST_RE.match(host):
+        raise UsageError(f"{where}: invalid registry host {host!r}")
+    digest = None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        validate_digest(digest)
+    tag = None
+    last = rest.rsplit("/", 1)[-1]
+    if ":" in last:
+        rest, tag = rest.rsplit(":", 1)
+        if not TAG_RE.match(tag):
+            raise UsageError(f"{where}: invalid tag {tag!r}")
+    if host.lower() in DOCKER_HUB_HOSTS:
+        host = DOCKER_HUB_REGISTRY
+        if "/" not in rest:
+            rest = f"library/{rest}"
+    if not rest or not NAME_RE.match(rest):
+        raise UsageError(
+            f"{where}: invalid repository name {rest!r} (lower-case letters, digits, "
+            "separators . _ - and /)"
+        )
+    if tag is None and digest is None:
+        tag = "latest"
+    return ImageRef(host=host, name=rest, tag=tag, digest=digest)
+
+
+def parse_location(text: str, *, role: str) -> Location:
+    """Parse a SOURCE (`role="source"`) or DESTINATION URI.
+
+    `scheme:rest` without `//` is read as `scheme://rest`, as the original occystrap did.
+    """
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+    elif ":" in text and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", text.split(":", 1)[0]):
+        scheme, rest = text.split(":", 1)
+    else:
+        raise UsageError(f"{text!r}: not a URI; expected e.g. registry://HOST/NAME:TAG or tar://PATH")
+    scheme = _ALIASES.get(scheme.lower(), scheme.lower())
+    allowed = SOURCE_SCHEMES if role == "source" else DESTINATION_SCHEMES
+    if scheme not in allowed:
+        known = ", ".join(f"{s}://" for s in sorted(allowed))
+        what = "not implemented yet as a" if scheme in _KNOWN_SCHEMES else "unknown"
+        raise UsageError(f"{text}: {scheme}:// is {what} {role} (supported: {known})")
+    query = ""
+    if "?" in rest:
+        rest, query = rest.split("?", 1)
+    options = parse_options(query)
+    if scheme == "registry":
+        return Location(scheme, ref=parse_image_ref(rest, text), options=options, text=text)
+    path = rest
+    if path.startswith("localhost/"):
+        path = path[len("localhost") :]
+    tag = None
+    if scheme == "oci":
+        head, sep, tail = path.rpartition(":")
+        if sep and head and "/" not in tail:
+            if not TAG_RE.match(tail):
+                raise UsageError(f"{text}: invalid reference name {tail!r}")
+            path, tag = head, tail
+    if not path:
+        raise UsageError(f"{text}: missing path")
+    return Location(scheme, path=path, tag=tag, options=options, text=text)

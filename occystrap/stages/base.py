@@ -1,0 +1,94 @@
+"""What every stage process shares: queue I/O with accounting, failure bookkeeping, reports.
+
+A stage reads msgspec-encoded messages from its input queue and writes to its output queue.
+Time is split three ways so the report can say where a stage stands: waiting for input,
+blocked on a full output queue, and busy (everything else).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from multiprocessing.queues import Queue
+from typing import Any
+
+import psutil
+
+from occystrap import messages
+from occystrap.messages import ImageFailed, LayerDesc, Message, StageReport
+
+
+class StageIO:
+    def __init__(self, name: str, inq: Queue[Any] | None, outq: Queue[Any] | None,
+                 control: Queue[Any]) -> None:
+        self.name = name
+        self.inq = inq
+        self.outq = outq
+        self.control = control
+        self.report = StageReport(stage=name)
+        self.wait_in = 0.0
+        self.wait_out = 0.0
+        self.started = time.monotonic()
+        self.failed: set[int] = set()
+        self.busy_override: float | None = None  # for stages whose work is in threads
+        self._lock = threading.Lock()
+
+    def get(self) -> Message:
+        assert self.inq is not None
+        t0 = time.monotonic()
+        data = self.inq.get()
+        self.wait_in += time.monotonic() - t0
+        msg = messages.decode(data)
+        with self._lock:
+            self.report.items_in += 1
+            if isinstance(msg, LayerDesc):
+                self.report.bytes_in += msg.size
+        return msg
+
+    def put(self, msg: Message) -> None:
+        assert self.outq is not None
+        data = messages.encode(msg)
+        t0 = time.monotonic()
+        self.outq.put(data)
+        waited = time.monotonic() - t0
+        with self._lock:
+            self.wait_out += waited
+            self.report.items_out += 1
+            if isinstance(msg, LayerDesc):
+                self.report.bytes_out += msg.size
+
+    def tell(self, msg: Message) -> None:
+        """Send to the supervisor."""
+        self.control.put(messages.encode(msg))
+
+    def fail(self, image_id: int, source: str, reason: str, downstream: bool = True) -> None:
+        """Mark an image failed here (once) and tell the stages after this one."""
+        with self._lock:
+            if image_id in self.failed:
+                return
+            self.failed.add(image_id)
+        if downstream:
+            self.put(ImageFailed(image_id=image_id, source=source, stage=self.name,
+                                 reason=reason))
+
+    def drop(self, layer: LayerDesc) -> None:
+        """A layer of a failed image: its spool file goes, the message stops here."""
+        if layer.path:
+            try:
+                os.unlink(layer.path)
+            except FileNotFoundError:
+                pass
+
+    def finish(self) -> None:
+        wall = time.monotonic() - self.started
+        cpu = psutil.Process().cpu_times()
+        self.report.wall_seconds = wall
+        self.report.cpu_seconds = cpu.user + cpu.system
+        if self.busy_override is not None:
+            self.report.busy_seconds = self.busy_override
+        else:
+            self.report.busy_seconds = max(0.0, wall - self.wait_in - self.wait_out)
+        self.report.wait_in_seconds = self.wait_in
+        self.report.wait_out_seconds = self.wait_out
+        self.tell(self.report)

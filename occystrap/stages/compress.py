@@ -1,0 +1,73 @@
+"""Compress: changes a layer's encoding when the destination needs another one.
+
+For `dir://` and `tar://?format=v1.2` it decompresses each layer into a new spool file and
+checks the result against the config's diff_id (a free full verification). Otherwise it
+passes descriptors through untouched. Layers are decompressed by one thread per core: zlib,
+zstandard and hashlib release the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from occystrap.layerio import decompress_file
+from occystrap.messages import ImageFailed, ImagePlan, LayerDesc, Shutdown
+from occystrap.stages.base import StageIO
+
+
+def run(io: StageIO, uncompress: bool) -> None:
+    sources: dict[int, str] = {}
+    pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="compress")
+
+    def decompress(layer: LayerDesc) -> None:
+        if layer.image_id in io.failed:
+            io.drop(layer)
+            return
+        out = layer.path + ".tar"
+        try:
+            diff_id, size = decompress_file(layer.path, out, layer.compression)
+        except (ValueError, OSError, EOFError) as exc:
+            _unlink(out)
+            io.drop(layer)
+            io.fail(layer.image_id, sources.get(layer.image_id, "?"),
+                    f"layer {layer.digest}: cannot decompress: {exc}")
+            return
+        io.drop(layer)  # the compressed spool file is no longer needed
+        if layer.diff_id and diff_id != layer.diff_id:
+            _unlink(out)
+            io.fail(layer.image_id, sources.get(layer.image_id, "?"),
+                    f"layer {layer.digest}: uncompressed content {diff_id} "
+                    f"!= diff_id {layer.diff_id}")
+            return
+        layer.path = out
+        layer.compression = "none"
+        layer.diff_id = diff_id
+        io.put(layer)
+
+    while True:
+        msg = io.get()
+        if isinstance(msg, Shutdown):
+            break
+        if isinstance(msg, ImagePlan):
+            sources[msg.image_id] = msg.source
+            io.put(msg)
+        elif isinstance(msg, LayerDesc):
+            if msg.image_id in io.failed:
+                io.drop(msg)
+            elif uncompress and not msg.present:
+                pool.submit(decompress, msg)
+            else:
+                io.put(msg)
+        elif isinstance(msg, ImageFailed):
+            io.fail(msg.image_id, msg.source, msg.reason, downstream=False)
+            io.put(msg)
+    pool.shutdown(wait=True)
+    io.put(Shutdown())
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,96 @@
+import pytest
+
+from occystrap.errors import UsageError
+from occystrap.reference import parse_image_ref, parse_location
+
+D = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "text, host, name, tag, digest",
+    [
+        ("127.0.0.1:5000/library/app:1.0", "127.0.0.1:5000", "library/app", "1.0", None),
+        ("ghcr.io/org/app", "ghcr.io", "org/app", "latest", None),
+        (f"ghcr.io/org/app@{D}", "ghcr.io", "org/app", None, D),
+        (f"ghcr.io/org/app:v1@{D}", "ghcr.io", "org/app", "v1", D),
+        ("docker.io/busybox", "registry-1.docker.io", "library/busybox", "latest", None),
+        ("index.docker.io/library/busybox:1", "registry-1.docker.io", "library/busybox", "1",
+         None),
+        ("docker.io/grafana/grafana:10", "registry-1.docker.io", "grafana/grafana", "10", None),
+        ("localhost:5000/a/b/c:x_y.z-1", "localhost:5000", "a/b/c", "x_y.z-1", None),
+        ("[::1]:5000/app:1", "[::1]:5000", "app", "1", None),
+    ],
+)
+def test_parse_image_ref(text, host, name, tag, digest):
+    ref = parse_image_ref(text)
+    assert (ref.host, ref.name, ref.tag, ref.digest) == (host, name, tag, digest)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "app",  # no host
+        "ghcr.io/Org/app",  # upper case
+        "ghcr.io/org/app@sha256:abcd",  # short digest
+        "ghcr.io/org/app:bad/tag",  # tag must not hold '/'... parsed as name -> invalid
+        "user:pw@ghcr.io/org/app",
+        "ghcr.io/org/app:" + "x" * 200,
+        "ghcr.io/../etc",
+    ],
+)
+def test_parse_image_ref_rejects(text):
+    with pytest.raises(UsageError):
+        parse_image_ref(text)
+
+
+def test_reference_prefers_digest():
+    assert parse_image_ref(f"h.io/a:v1@{D}").reference == D
+    assert parse_image_ref("h.io/a").reference == "latest"
+
+
+def test_repo_tag():
+    assert parse_image_ref("127.0.0.1:5000/library/app:1.0").repo_tag == \
+        "127.0.0.1:5000/library/app:1.0"
+    assert parse_image_ref("docker.io/busybox:1").repo_tag == "busybox:1"
+    assert parse_image_ref(f"h.io/a@{D}").repo_tag is None
+
+
+@pytest.mark.parametrize(
+    "text, scheme, path, tag, options",
+    [
+        ("tar:///tmp/x.tar", "tar", "/tmp/x.tar", None, {}),
+        ("tar://x.tar?format=v1.2", "tar", "x.tar", None, {"format": "v1.2"}),
+        ("file:///tmp/x.tar", "tar", "/tmp/x.tar", None, {}),
+        ("tar:/tmp/x.tar", "tar", "/tmp/x.tar", None, {}),
+        ("dir:///out?unique_names=true", "dir", "/out", None, {"unique_names": True}),
+        ("directory://out", "dir", "out", None, {}),
+        ("oci:///srv/layout", "oci", "/srv/layout", None, {}),
+        ("oci:///srv/layout:v1", "oci", "/srv/layout", "v1", {}),
+        ("tar://localhost/tmp/x.tar", "tar", "/tmp/x.tar", None, {}),
+    ],
+)
+def test_parse_destination(text, scheme, path, tag, options):
+    loc = parse_location(text, role="destination")
+    assert (loc.scheme, loc.path, loc.tag, loc.options) == (scheme, path, tag, options)
+
+
+def test_parse_source_options():
+    loc = parse_location("registry://h.io/a:1?insecure=true&arch=arm64&retries=5",
+                         role="source")
+    assert loc.ref.name == "a"
+    assert loc.options == {"insecure": True, "arch": "arm64", "retries": 5}
+
+
+@pytest.mark.parametrize(
+    "text, role, fragment",
+    [
+        ("ftp://x/y", "source", "unknown source"),
+        ("docker://busybox", "source", "not implemented yet"),
+        ("registry://h.io/a", "destination", "not implemented yet"),
+        ("/tmp/x.tar", "destination", "not a URI"),
+        ("tar://", "destination", "missing path"),
+    ],
+)
+def test_parse_location_errors(text, role, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        parse_location(text, role=role)

@@ -5,6 +5,8 @@ import json
 import os
 import tarfile
 
+import pytest
+
 from occystrap.formats.directory import DirectoryWriter
 from occystrap.formats.dockerarchive import DockerArchiveWriter, temp_name
 from occystrap.formats.ocilayout import OCILayoutWriter

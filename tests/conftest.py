@@ -1,0 +1,157 @@
+"""Fixtures for the whole test suite: a real registry, sample images, and the CLI as users run it.
+
+Tests run against a real CNCF distribution registry on 127.0.0.1 (no mocks, no internet): the
+protocol details that break copiers are exactly the ones a mock would get wrong in our favour.
+Each pytest-xdist worker gets its own registry, so tests never share mutable state across
+processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from tools.imagebuilder import Sample, push_samples
+from tools.testregistry import REGISTRY_BINARY, TestRegistry
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SKOPEO = "/usr/bin/skopeo"
+TEST_USER = "tester"
+TEST_PASSWORD = "s3cret-password"
+
+
+def _require_registry_binary() -> None:
+    if not os.path.exists(REGISTRY_BINARY):
+        pytest.fail(
+            f"{REGISTRY_BINARY} is missing: run `bash tools/setup.sh` (installs Debian's "
+            "docker-registry and skopeo), or use `bash tools/test.sh`, which runs it for you",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[TestRegistry]:
+    """A plain-HTTP registry without auth, one per xdist worker, for the whole session."""
+    _require_registry_binary()
+    with TestRegistry() as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def auth_registry() -> Iterator[TestRegistry]:
+    """A registry with Basic auth: user ``TEST_USER``, password ``TEST_PASSWORD``."""
+    _require_registry_binary()
+    with TestRegistry(users={TEST_USER: TEST_PASSWORD}) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def sample_images(
+    registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Sample]:
+    """The sample set pushed into ``registry``; keys: docker, oci, zstd, index, manifest_list.
+
+    Each :class:`tools.imagebuilder.Sample` has ``name``, ``tag``, ``host``, ``built`` (a
+    BuiltImage or BuiltIndex with the exact bytes pushed and blob files on disk), ``digest``,
+    ``media_type``, ``manifest``, ``ref`` (host/name:tag) and ``uri`` (registry://...).
+    Session-scoped and read-only: a test that deletes or overwrites must push its own image.
+    """
+    return push_samples(registry.url, tmp_path_factory.mktemp("sample-images"))
+
+
+class CliResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli_command() -> list[str]:
+    """Prefer the installed console script (what users run); fall back to ``-m occystrap``."""
+    script = Path(sys.executable).with_name("occystrap")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "occystrap"]
+
+
+def _clean_env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.lower().endswith("_proxy") and not k.startswith("OCCYSTRAP_")
+    }
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+OccystrapCli = Callable[..., CliResult]
+
+
+@pytest.fixture
+def occystrap_cli(tmp_path: Path) -> OccystrapCli:
+    """Run occystrap in a subprocess: ``occystrap_cli("info", uri, timeout=60, env={...})``.
+
+    A subprocess, not click's CliRunner, so that multiprocessing, signals, exit codes and
+    stray output behave exactly as for a user. ``HOME`` points at an empty temp dir so a
+    developer's ``~/.docker/config.json`` never leaks into tests; ``OCCYSTRAP_*`` variables
+    from the calling shell are dropped for the same reason.
+    """
+
+    def run(
+        *args: str | os.PathLike[str],
+        timeout: float = 120,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> CliResult:
+        home = tmp_path / "home"
+        home.mkdir(exist_ok=True)
+        proc = subprocess.run(
+            [*_cli_command(), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            cwd=cwd or tmp_path,
+            env=_clean_env({"HOME": str(home), **(env or {})}),
+        )
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def have_skopeo() -> bool:
+    """Whether skopeo is there to check our outputs independently of our own readers."""
+    return os.access(SKOPEO, os.X_OK)
+
+
+@pytest.fixture
+def skopeo(have_skopeo: bool) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run skopeo (skipping the test when it is missing): ``skopeo("inspect", "oci:DIR")``."""
+    if not have_skopeo:
+        pytest.skip("skopeo not installed (tools/setup.sh installs it)")
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SKOPEO, *args], capture_output=True, text=True, timeout=timeout,
+            env=_clean_env(None),
+        )
+
+    return run
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """``sha256:<hex>`` of a file, read in chunks; for asserting byte-exact outputs."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()

@@ -1,0 +1,89 @@
+"""A TCP proxy on 127.0.0.1 that sits in front of the real test registry and misbehaves on
+purpose: it throttles bandwidth (so an interrupt can land mid-copy) or cuts a connection
+after N response bytes (so a download must resume). The registry behind it is the real one;
+only the wire is degraded, the way a slow or flaky network would be.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int, *, rate: float | None = None,
+                 cut_after: int | None = None, cuts: int = 1) -> None:
+        """`rate`: response bytes/s per connection; `cut_after`: close a connection after
+        that many response bytes, for the first `cuts` connections that get that far."""
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.rate = rate
+        self.cut_after = cut_after
+        self.cuts_left = cuts
+        self.cuts_done = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self._server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, upstream, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True),
+                             daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, response: bool) -> None:
+        sent = 0
+        started = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                if response and self.cut_after is not None and sent + len(data) > self.cut_after:
+                    with self._lock:
+                        cut = self.cuts_left > 0
+                        if cut:
+                            self.cuts_left -= 1
+                            self.cuts_done += 1
+                    if cut:
+                        dst.sendall(data[: max(0, self.cut_after - sent)])
+                        break
+                dst.sendall(data)
+                sent += len(data)
+                if response and self.rate:
+                    ahead = sent / self.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(min(ahead, 0.5))
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        self._thread.join(2)
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian (bookworm) machine or a developer's checkout.
+#
+# Installs the real tools the tests run against (a CNCF distribution registry and skopeo, an
+# independent reader of our outputs), then a venv with occystrap in editable mode. Re-running is
+# cheap: apt is only consulted for what is missing, and pip only when the packaging metadata
+# changed since the last successful install, so tools/test.sh can call this every time.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { echo "setup: $*" >&2; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+fi
+
+missing=()
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+[ -x /usr/bin/skopeo ] || missing+=(skopeo)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Only refresh the package lists when apt does not know a package yet (fresh images ship
+    # with none); an update costs tens of seconds and needs the network.
+    if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
+        "${SUDO[@]}" apt-get update -qq
+    fi
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    python3 -m venv .venv
+fi
+
+stamp=.venv/.occystrap-setup-stamp
+want="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1) $(.venv/bin/python -V 2>&1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
+        || ! .venv/bin/python -c 'import occystrap, pytest, xdist' >/dev/null 2>&1 \
+        || [ ! -x .venv/bin/occystrap ]; then
+    log "installing occystrap (editable) with test extras into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$want" > "$stamp"
+fi

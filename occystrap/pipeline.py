@@ -151,9 +151,10 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
         if failed_run:
             dest.remove_temp_files(config.temp_dir)
         shutil.rmtree(spool, ignore_errors=True)
-        if failed_run:
-            # The write process owned the writer; ours is the fork's twin and its close
-            # removes what the dead child could not (an empty new directory, a temp tar).
+        if failed_run and not result.done:
+            # The write process owned the writer; ours is the fork's twin, which knows of no
+            # published image, so it may only clean up when none was (an empty new directory
+            # or layout, a temp tar).
             try:
                 writer.close(False)
             except OccystrapError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 
 from occystrap.errors import DestinationError
 from occystrap.formats.base import Writer, hex_of, move_file, write_atomic
@@ -30,6 +31,8 @@ class OCILayoutWriter(Writer):
         self.ref_name = ref_name
         self.token = token
         self._added: dict[int, list[str]] = {}
+        self._created_root = not os.path.exists(path)
+        self._published = 0
         try:
             os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
             layout = os.path.join(path, "oci-layout")
@@ -82,6 +85,7 @@ class OCILayoutWriter(Writer):
             entry["annotations"] = annotations
         self._update_index(entry, ref)
         self._added.pop(plan.image_id, None)
+        self._published += 1
         where = f"oci://{self.root}"
         return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
 
@@ -123,4 +127,6 @@ class OCILayoutWriter(Writer):
                 pass
 
     def close(self, ok: bool) -> None:
-        pass
+        if self._created_root and not self._published:
+            # A layout this run created and never put an image in would look valid but empty.
+            shutil.rmtree(self.root, ignore_errors=True)

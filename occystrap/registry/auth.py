@@ -1,0 +1,441 @@
+"""Registry authentication: where credentials come from, what the server asks for, and tokens.
+
+The challenge parser and the config lookup are pure so they can be tested with tables; only
+`fetch_token` talks to the network, and it does one request: the client owns retries so every
+request in the tool follows one policy.
+
+Secrets never appear in a repr, an exception message or a log line. The token server's answer is
+not echoed either: some servers reflect the submitted form, which would leak a refresh token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from occystrap.errors import AuthError, RegistryError, TransientError
+from occystrap.registry.retry import RETRYABLE_STATUS, parse_retry_after
+
+DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "docker.io", "index.docker.io"})
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+DEFAULT_TOKEN_LIFETIME = 60.0
+# A JWT with many scopes is a few KiB; anything near this is not a token response.
+MAX_TOKEN_RESPONSE = 1 << 20
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """What we may present to a registry. The repr hides secrets so a stray log is harmless."""
+
+    username: str | None = None
+    password: str | None = None
+    identity_token: str | None = None
+
+    def __repr__(self) -> str:
+        password = "<hidden>" if self.password is not None else "None"
+        token = "<hidden>" if self.identity_token is not None else "None"
+        return (
+            f"Credentials(username={self.username!r}, password={password}, identity_token={token})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def has_basic(self) -> bool:
+        return self.username is not None and self.password is not None
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One challenge from a WWW-Authenticate header; names are lower-cased for lookups."""
+
+    scheme: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+# RFC 9110 §5.6.2: tchar.
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_WS = " \t"
+
+
+class _Scanner:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def skip_ws(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in _WS:
+            self.pos += 1
+
+    def skip_ws_and_commas(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in _WS + ",":
+            self.pos += 1
+
+    def token(self) -> str:
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] in _TCHAR:
+            self.pos += 1
+        return self.text[start : self.pos]
+
+    def bare(self) -> str:
+        """An unquoted value; lenient beyond RFC tokens because some servers send bare URLs."""
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in _WS + ",":
+            self.pos += 1
+        return self.text[start : self.pos]
+
+    def quoted(self) -> str:
+        """Read a quoted-string (the opening quote is current); an unterminated one runs to end."""
+        self.pos += 1
+        out: list[str] = []
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            if ch == "\\" and self.pos + 1 < len(self.text):
+                out.append(self.text[self.pos + 1])
+                self.pos += 2
+                continue
+            self.pos += 1
+            if ch == '"':
+                break
+            out.append(ch)
+        return "".join(out)
+
+    def looks_like_param(self) -> bool:
+        """True when a `name = value` pair starts here rather than the next challenge's scheme."""
+        saved = self.pos
+        try:
+            if not self.token():
+                return False
+            self.skip_ws()
+            if self.peek() != "=":
+                return False
+            self.pos += 1
+            self.skip_ws()
+            # `token68==` ends in '=' padding: that is not a parameter.
+            return self.peek() not in ("", ",", "=")
+        finally:
+            self.pos = saved
+
+
+def parse_challenges(header: str) -> list[Challenge]:
+    """Parse a WWW-Authenticate value into challenges (RFC 7235 §4.1).
+
+    Registries disagree on parameter order and quoting, and scopes contain commas
+    (`repository:a:pull,push`), so a split on ',' is wrong; this is a small scanner instead.
+    Malformed tails are skipped rather than raised: a partially understood challenge is still
+    better than none, and the caller reports a missing realm clearly.
+    """
+    scanner = _Scanner(header or "")
+    challenges: list[Challenge] = []
+    while True:
+        scanner.skip_ws_and_commas()
+        if scanner.at_end():
+            break
+        scheme = scanner.token()
+        if not scheme:
+            scanner.pos += 1  # not a token character: skip the junk
+            continue
+        params: dict[str, str] = {}
+        scanner.skip_ws()
+        if not scanner.looks_like_param() and scanner.peek() not in ("", ","):
+            # token68 (e.g. `Negotiate abc==`): consume it; we have no use for it.
+            scanner.token()
+            while scanner.peek() in ("=", "/"):
+                scanner.pos += 1
+                scanner.token()
+        while True:
+            scanner.skip_ws()
+            mark = scanner.pos
+            scanner.skip_ws_and_commas()
+            if not scanner.looks_like_param():
+                scanner.pos = mark
+                break
+            name = scanner.token().lower()
+            scanner.skip_ws()
+            scanner.pos += 1  # '='
+            scanner.skip_ws()
+            value = scanner.quoted() if scanner.peek() == '"' else scanner.bare()
+            params.setdefault(name, value)
+        challenges.append(Challenge(scheme=scheme.lower(), params=params))
+    return challenges
+
+
+def _config_path(env: Mapping[str, str], docker_config: str | None) -> str:
+    if docker_config is not None:
+        path = docker_config
+    elif env.get("DOCKER_CONFIG"):
+        path = env["DOCKER_CONFIG"]
+    else:
+        home = env.get("HOME") or os.path.expanduser("~")
+        path = os.path.join(home, ".docker")
+    # Accept the directory ($DOCKER_CONFIG's meaning) or the file itself.
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    return path
+
+
+def _normalise_key(key: str) -> str:
+    """`https://host:5000/v1/` → `host:5000`, the way docker matches legacy keys."""
+    text = key.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    return text.split("/", 1)[0].lower()
+
+
+def _candidate_keys(host: str) -> list[str]:
+    keys = [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"]
+    if host.lower() in DOCKER_HUB_HOSTS:
+        keys.append(DOCKER_HUB_KEY)
+    return keys
+
+
+def _entry_credentials(entry: object, path: str, key: str) -> Credentials | None:
+    if not isinstance(entry, dict):
+        raise AuthError(f"malformed docker config {path}: entry for {key} is not an object")
+    username = entry.get("username") or None
+    password = entry.get("password") or None
+    token = entry.get("identitytoken") or None
+    encoded = entry.get("auth") or None
+    if encoded is not None:
+        try:
+            decoded = base64.b64decode(str(encoded), validate=False).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise AuthError(
+                f"malformed docker config {path}: 'auth' for {key} is not base64 of user:password"
+            ) from None
+        user, sep, secret = decoded.partition(":")
+        if not sep:
+            raise AuthError(
+                f"malformed docker config {path}: 'auth' for {key} is not base64 of user:password"
+            )
+        username = username or user or None
+        password = password or secret or None
+    if token is not None:
+        # Docker stores a placeholder password next to an identity token; the token wins.
+        return Credentials(username=username, password=None, identity_token=str(token))
+    if username is None and password is None:
+        return None  # an empty entry: docker writes these when a credsStore holds the secret
+    return Credentials(username=username, password=password)
+
+
+def _from_docker_config(host: str, path: str) -> Credentials | None:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuthError(f"cannot read docker config {path}: {exc.strerror}") from None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise AuthError(f"malformed docker config {path}: not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise AuthError(f"malformed docker config {path}: top level is not an object")
+    auths = doc.get("auths")
+    if auths is None:
+        auths = {}
+    if not isinstance(auths, dict):
+        raise AuthError(f"malformed docker config {path}: 'auths' is not an object")
+    for key in _candidate_keys(host):
+        if key in auths:
+            creds = _entry_credentials(auths[key], path, key)
+            if creds is not None:
+                return creds
+    wanted = {_normalise_key(k) for k in _candidate_keys(host)}
+    for key, entry in auths.items():
+        if _normalise_key(key) in wanted:
+            creds = _entry_credentials(entry, path, key)
+            if creds is not None:
+                return creds
+    return None
+
+
+def credentials_for(
+    host: str,
+    username: str | None,
+    password: str | None,
+    env: Mapping[str, str] = os.environ,
+    docker_config: str | None = None,
+) -> Credentials | None:
+    """Pick credentials for `host`: explicit flags, then environment, then docker's config.json.
+
+    Explicit beats ambient so a user can override a stale `docker login` for one run.
+    Credential helpers (credsStore/credHelpers) are not run: executing binaries named by a
+    config file is a policy decision this tool does not make silently.
+    """
+    if username is not None or password is not None:
+        return Credentials(username=username, password=password)
+    env_user = env.get("OCCYSTRAP_USERNAME")
+    env_pass = env.get("OCCYSTRAP_PASSWORD")
+    if env_user or env_pass:
+        return Credentials(username=env_user or None, password=env_pass or None)
+    return _from_docker_config(host, _config_path(env, docker_config))
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    expires_at: float
+    refresh_at: float
+
+
+class TokenCache:
+    """Bearer tokens by (realm, service, scope), shared by all fetch threads of one client.
+
+    Tokens are dropped a little before expiry, so a long blob download does not start with a
+    token that dies halfway through the request and costs a 401 round trip.
+    """
+
+    def __init__(self, clock: object = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, str, str], _Token] = {}
+
+    def _now(self) -> float:
+        return self._clock()  # type: ignore[operator]
+
+    def get(self, realm: str, service: str, scope: str) -> str | None:
+        key = (realm, service, scope)
+        with self._lock:
+            token = self._tokens.get(key)
+            if token is None:
+                return None
+            if self._now() >= token.refresh_at:
+                del self._tokens[key]
+                return None
+            return token.value
+
+    def put(
+        self, realm: str, service: str, scope: str, token: str, expires_in: float | None
+    ) -> None:
+        lifetime = DEFAULT_TOKEN_LIFETIME if not expires_in or expires_in <= 0 else expires_in
+        margin = min(10.0, lifetime * 0.2)
+        now = self._now()
+        with self._lock:
+            self._tokens[(realm, service, scope)] = _Token(
+                value=token, expires_at=now + lifetime, refresh_at=now + lifetime - margin
+            )
+
+    def invalidate(self, realm: str, service: str, scope: str, token: str | None = None) -> None:
+        """Forget a token the registry refused; only if it is still the one that was refused."""
+        key = (realm, service, scope)
+        with self._lock:
+            current = self._tokens.get(key)
+            if current is not None and (token is None or current.value == token):
+                del self._tokens[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tokens)
+
+
+def validate_realm(realm: str, host: str) -> str:
+    """Refuse realms that are not plain http(s) URLs: they come from an untrusted server."""
+    parts = urllib.parse.urlsplit(realm)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AuthError(f"authentication to {host} failed: unusable token realm in challenge")
+    return realm
+
+
+def fetch_token(
+    http: httpx.Client,
+    host: str,
+    realm: str,
+    service: str | None,
+    scope: str | None,
+    credentials: Credentials | None,
+) -> tuple[str, float | None]:
+    """One request to the token server; returns (token, expires_in).
+
+    With an identity token this is Docker's OAuth2 refresh-token grant (POST); otherwise a GET,
+    with Basic credentials when we have them and anonymously otherwise.
+    """
+    validate_realm(realm, host)
+    realm_host = urllib.parse.urlsplit(realm).hostname
+    params: dict[str, str] = {}
+    if service:
+        params["service"] = service
+    if scope:
+        params["scope"] = scope
+    try:
+        if credentials is not None and credentials.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": credentials.identity_token,
+                "client_id": "occystrap",
+                **params,
+            }
+            request = http.build_request("POST", realm, data=form)
+        else:
+            request = http.build_request("GET", realm, params=params)
+            if credentials is not None and credentials.has_basic:
+                request.headers["Authorization"] = basic_header(credentials)
+        response = http.send(request, stream=True, follow_redirects=False)
+        try:
+            body = read_capped(response, MAX_TOKEN_RESPONSE)
+        finally:
+            response.close()
+    except httpx.TimeoutException as exc:
+        raise TransientError(f"token server {realm_host} for {host}: timed out") from exc
+    except httpx.TransportError as exc:
+        raise TransientError(
+            f"cannot reach token server {realm_host} for {host}: {type(exc).__name__}"
+        ) from exc
+    status = response.status_code
+    if status in (401, 403):
+        raise AuthError(
+            f"authentication to {host} failed: token server {realm_host} answered "
+            f"{status} {response.reason_phrase}"
+        )
+    if status in RETRYABLE_STATUS:
+        raise TransientError(
+            f"token server {realm_host} for {host}: {status} {response.reason_phrase}",
+            retry_after=parse_retry_after(response.headers.get("retry-after"), time.time()),
+        )
+    if status != 200 or len(body) > MAX_TOKEN_RESPONSE:
+        raise RegistryError(
+            f"token server {realm_host} for {host}: unexpected {status} {response.reason_phrase}"
+        )
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise RegistryError(f"token server {realm_host} for {host}: answer is not JSON") from None
+    token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
+    if not isinstance(token, str) or not token:
+        raise RegistryError(f"token server {realm_host} for {host}: answer holds no token")
+    expires_in = doc.get("expires_in")
+    lifetime = float(expires_in) if isinstance(expires_in, int | float) else None
+    return token, lifetime
+
+
+def basic_header(credentials: Credentials) -> str:
+    raw = f"{credentials.username or ''}:{credentials.password or ''}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def read_capped(response: httpx.Response, cap: int) -> bytes:
+    """Read a streamed body but stop at `cap`, so a hostile server cannot exhaust memory."""
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > cap:
+            break
+    return b"".join(chunks)[: cap + 1]

@@ -147,7 +147,8 @@ def main() -> None:
                     med = statistics.median(times[s.name])
                     ratio = ""
                     if s.peer and s.peer in times:
-                        ratio = f"{med / statistics.median(times[s.peer]):.2f}x {s.peer.split('-', 1)[1]}"
+                        peer_med = statistics.median(times[s.peer])
+                        ratio = f"{med / peer_med:.2f}x {s.peer.split('-', 1)[1]}"
                     print(f"{s.name:<24} {med:>9.2f} {min(times[s.name]):>7.2f} "
                           f"{total / 1e6 / med:>7.0f} {max(peaks[s.name]) / 1e6:>8.1f} {ratio:>14}")
                     results.setdefault(size_text, {})[s.name] = {

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash tools/setup.sh
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest -n auto -q "$@"

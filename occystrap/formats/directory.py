@@ -37,6 +37,7 @@ class DirectoryWriter(Writer):
         self.unique_names = unique_names
         self.token = token
         self._created_root = not os.path.exists(path)
+        self._published = 0
         self._added: dict[int, list[str]] = {}
         try:
             os.makedirs(path, exist_ok=True)
@@ -88,6 +89,7 @@ class DirectoryWriter(Writer):
         if self.unique_names:
             self._update_catalog(plan, name)
         self._added.pop(plan.image_id, None)
+        self._published += 1
         return f"dir://{self.root}/{name}"
 
     def _update_catalog(self, plan: ImagePlan, manifest_name: str) -> None:
@@ -119,8 +121,6 @@ class DirectoryWriter(Writer):
                     pass
 
     def close(self, ok: bool) -> None:
-        if self._created_root:
-            try:
-                os.rmdir(self.root)  # only succeeds when nothing was written
-            except OSError:
-                pass
+        if self._created_root and not self._published:
+            # A directory this run created and never completed an image in goes entirely.
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -16,6 +16,7 @@ class ImagePlan(msgspec.Struct, tag=True):
     source: str
     host: str
     name: str
+    insecure: bool
     repo_tag: str | None
     tag: str | None
     manifest: bytes

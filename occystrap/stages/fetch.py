@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from occystrap.config import Config
 from occystrap.errors import OccystrapError
 from occystrap.messages import ImageFailed, ImagePlan, LayerDesc, Shutdown
-from occystrap.reference import ImageRef
+from occystrap.registry.pool import ClientPool
 from occystrap.stages.base import StageIO
-from occystrap.stages.resolve import Clients
 
 
 @dataclass
@@ -56,7 +55,7 @@ def spool_path(spool: str, layer: LayerDesc) -> str:
 
 
 def run(io: StageIO, config: Config, spool: str) -> None:
-    clients = Clients(config, pool_size=config.parallel * config.image_parallel)
+    clients = ClientPool(config, pool_size=config.parallel * config.image_parallel)
     images: dict[int, _Image] = {}
     busy = _BusyClock()
     lock = threading.Lock()
@@ -83,7 +82,7 @@ def run(io: StageIO, config: Config, spool: str) -> None:
             return
         path = spool_path(spool, layer)
         try:
-            client = clients.get(ImageRef(plan.host, plan.name))
+            client = clients.get(plan.host, plan.insecure)
             with busy:
                 got = client.download_blob(plan.name, layer.digest, layer.size, path)
         except OccystrapError as exc:

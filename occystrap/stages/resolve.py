@@ -16,35 +16,9 @@ from occystrap.errors import DestinationError, ManifestError, OccystrapError
 from occystrap.mediatypes import ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.reference import ImageRef, Location
-from occystrap.registry.auth import credentials_for
 from occystrap.registry.client import RegistryClient
+from occystrap.registry.pool import ClientPool
 from occystrap.stages.base import StageIO
-
-
-class Clients:
-    """One RegistryClient per host, made on first use (after the fork)."""
-
-    def __init__(self, config: Config, pool_size: int) -> None:
-        self.config = config
-        self.pool_size = pool_size
-        self._clients: dict[tuple[str, bool], RegistryClient] = {}
-
-    def get(self, ref: ImageRef, location: Location | None = None) -> RegistryClient:
-        insecure = self.config.insecure
-        if location is not None and location.option("insecure") is not None:
-            insecure = bool(location.option("insecure"))
-        key = (ref.host, insecure)
-        if key not in self._clients:
-            creds = credentials_for(ref.host, self.config.username, self.config.password)
-            self._clients[key] = RegistryClient(
-                ref.host, insecure=insecure, tls_verify=self.config.tls_verify,
-                ca_file=self.config.ca_file, credentials=creds, retries=self.config.retries,
-                timeout=self.config.timeout, pool_size=self.pool_size)
-        return self._clients[key]
-
-    def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
 
 
 def resolve_image(client: RegistryClient, ref: ImageRef, config: Config
@@ -85,15 +59,16 @@ def check_space(path: str, needed: int) -> None:
 
 def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
         config: Config, admit: Semaphore, spool: str) -> None:
-    clients = Clients(config, pool_size=4)
+    clients = ClientPool(config, pool_size=4)
     try:
         for image_id, location in sources:
             admit.acquire()
             ref = location.ref
             assert ref is not None
             source = location.text
+            insecure = bool(location.option("insecure", config.insecure))
             try:
-                client = clients.get(ref, location)
+                client = clients.get(ref.host, insecure)
                 manifest, media_type, digest, parsed = resolve_image(client, ref, config)
                 config_bytes = client.get_blob(ref.name, parsed.config.digest)
                 diff_ids = diff_ids_of(config_bytes, len(parsed.layers))
@@ -114,6 +89,7 @@ def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
                 continue
             io.put(ImagePlan(
                 image_id=image_id, source=source, host=ref.host, name=ref.name,
+                insecure=insecure,
                 repo_tag=ref.repo_tag, tag=ref.tag, manifest=manifest,
                 manifest_media_type=media_type, manifest_digest=digest, config=config_bytes,
                 config_digest=parsed.config.digest, config_media_type=parsed.config.media_type,

@@ -232,3 +232,19 @@ def test_several_layers_many_threads(occystrap_cli, registry, tmp_path):
     with tarfile.open(tmp_path / "a.tar") as tf:
         manifest = json.load(tf.extractfile("manifest.json"))
     assert manifest[0]["Layers"] == [f"blobs/sha256/{b.digest[7:]}" for b in image.layers]
+
+
+def test_insecure_as_uri_option(occystrap_cli, sample_images, tmp_path):
+    """`?insecure=true` on the source alone reaches every stage that talks to the registry."""
+    s = sample_images["docker"]
+    r = occystrap_cli("process", f"{s.uri}?insecure=true", f"tar://{tmp_path / 'a.tar'}")
+    assert r.returncode == 0, r.stderr
+
+
+def test_https_by_default(occystrap_cli, sample_images, tmp_path):
+    """Without --insecure the client speaks TLS; a plain-HTTP registry then fails cleanly."""
+    s = sample_images["docker"]
+    r = occystrap_cli("--retries", "0", "process", s.uri, f"tar://{tmp_path / 'a.tar'}")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and s.host in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["home"]

@@ -21,7 +21,7 @@ def make_plan(tmp_path, layers: list[bytes], image_id=0, tag="1.0"):
     config = json.dumps({"rootfs": {"diff_ids": [digest(b) for b in layers]}}).encode()
     manifest = json.dumps({"layers": [digest(b) for b in layers]}).encode()
     plan = ImagePlan(image_id=image_id, source="registry://h/a:1.0", host="h", name="a",
-                     repo_tag=f"h/a:{tag}", tag=tag, manifest=manifest,
+                     insecure=False, repo_tag=f"h/a:{tag}", tag=tag, manifest=manifest,
                      manifest_media_type="application/vnd.oci.image.manifest.v1+json",
                      manifest_digest=digest(manifest), config=config,
                      config_digest=digest(config),

@@ -51,14 +51,33 @@ def decompressed_chunks(f: BinaryIO, compression: str) -> Iterator[bytes]:
         raise ValueError(f"unknown compression {compression!r}")
 
 
-def decompress_file(src: str, dst: str | None, compression: str) -> tuple[str, int]:
-    """Decompress `src` into `dst` (or only hash it when `dst` is None).
+class _Slice:
+    """A read-only window `[offset, offset + length)` of a file: a blob inside a tarball."""
+
+    def __init__(self, f: BinaryIO, offset: int, length: int) -> None:
+        self._f = f
+        self._left = length
+        f.seek(offset)
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self._left:
+            n = self._left
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+
+def decompress_file(src: str, dst: str | None, compression: str, offset: int = -1,
+                    length: int = 0) -> tuple[str, int]:
+    """Decompress `src` (or, with `offset` >= 0, the `length` bytes there) into `dst`, or
+    only hash it when `dst` is None.
 
     Returns the sha256 digest of the uncompressed bytes and their length.
     """
     h = hashlib.sha256()
     total = 0
-    with open(src, "rb") as f:
+    with open(src, "rb") as raw:
+        f: BinaryIO = _Slice(raw, offset, length) if offset >= 0 else raw  # type: ignore
         out = open(dst, "wb") if dst else None  # noqa: SIM115
         try:
             for chunk in decompressed_chunks(f, compression):

@@ -9,6 +9,14 @@ from __future__ import annotations
 import msgspec
 
 
+class Region(msgspec.Struct):
+    """A member of a tarball reserved before its bytes arrive: the data starts at `offset`."""
+
+    name: str
+    offset: int
+    size: int
+
+
 class ImagePlan(msgspec.Struct, tag=True):
     """What resolve learned about one image; the stages after it need it before its layers."""
 
@@ -27,6 +35,9 @@ class ImagePlan(msgspec.Struct, tag=True):
     config_media_type: str
     diff_ids: list[str]
     layer_count: int
+    # tar:// only: where each blob of this image goes in the archive, and its end
+    regions: list[Region] = []
+    tar_end: int = -1
 
 
 class LayerDesc(msgspec.Struct, tag=True):
@@ -39,6 +50,7 @@ class LayerDesc(msgspec.Struct, tag=True):
     media_type: str
     compression: str
     path: str = ""
+    offset: int = -1  # >= 0: the bytes go into `path` at this offset (a tarball region)
     diff_id: str | None = None
     present: bool = False  # the destination already holds it: no bytes move
     fetched_digest: str | None = None

@@ -106,8 +106,9 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     control: Queue[Any] = ctx.Queue()
     admit = ctx.Semaphore(max(1, config.image_parallel))
     numbered = list(enumerate(sources))
+    planner = writer.planner()
     bodies: dict[str, Callable[[StageIO], None]] = {
-        "resolve": lambda io: resolve.run(io, numbered, dest, config, admit, spool),
+        "resolve": lambda io: resolve.run(io, numbered, dest, config, admit, spool, planner),
         "fetch": lambda io: fetch.run(io, config, spool),
         "verify": lambda io: verify.run(io, config),
         "compress": lambda io: compress.run(io, dest.needs_uncompressed),

@@ -12,8 +12,12 @@ import errno
 import os
 import shutil
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 from occystrap.messages import ImagePlan, LayerDesc
+
+if TYPE_CHECKING:
+    from occystrap.formats.dockerarchive import TarPlanner
 
 
 def hex_of(digest: str) -> str:
@@ -28,6 +32,13 @@ def write_atomic(path: str, data: bytes, token: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def move_file(src: str, dst: str) -> None:
@@ -46,6 +57,10 @@ def move_file(src: str, dst: str) -> None:
 class Writer(ABC):
     #: layers must arrive uncompressed (the compress stage decompresses them)
     needs_uncompressed = False
+
+    def planner(self) -> TarPlanner | None:
+        """A layout planner when blobs are written in place (tar://), for resolve."""
+        return None
 
     @abstractmethod
     def begin_image(self, plan: ImagePlan) -> None: ...

@@ -5,8 +5,18 @@ The default is the shape Docker ≥25 `docker save` writes: an OCI image layout 
 plus the legacy `manifest.json` and `repositories`, written last. `?format=v1.2` writes the
 older layout instead: `<config-hex>.json` and uncompressed `<layer-hex>/layer.tar`.
 
-The archive is one sequential stream to a temp name beside the destination and is renamed
-into place only when complete.
+Default shape, written in place: every blob's size is known from the manifest, and a tar
+header depends only on name and size, so resolve plans the whole archive up front
+(`TarPlanner`) and fetch downloads each blob straight into its region of the temp file. No
+byte is written twice; the writer only fills in headers and appends the metadata at the end.
+An image that fails leaves its regions behind under `blobs/unused/…` names that nothing
+references, which keeps the archive valid.
+
+Legacy shape: layer sizes are only known after decompression, so layers are spooled and
+appended with sendfile as they arrive.
+
+Either way the archive is written to a temp name beside the destination and renamed into
+place only when complete.
 """
 
 from __future__ import annotations
@@ -17,13 +27,45 @@ import os
 from occystrap.errors import DestinationError
 from occystrap.formats.base import Writer, hex_of
 from occystrap.formats.ocilayout import IMAGE_NAME, OCI_LAYOUT, REF_NAME
-from occystrap.formats.tarstream import TarStream
-from occystrap.messages import ImagePlan, LayerDesc
+from occystrap.formats.tarstream import TarStream, header, padding
+from occystrap.messages import ImagePlan, LayerDesc, Region
+
+UNUSED_PREFIX = "blobs/unused/"  # same length as "blobs/sha256/": same header size
 
 
 def temp_name(path: str, token: str) -> str:
     head, tail = os.path.split(os.path.abspath(path))
     return os.path.join(head, f".{tail}.occystrap-{token}.tmp")
+
+
+def blob_name(digest: str) -> str:
+    return f"blobs/sha256/{hex_of(digest)}"
+
+
+class TarPlanner:
+    """Reserves each blob's region of the archive. Lives in resolve, which plans images one
+    at a time, so the layout needs no coordination between processes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.end = 0
+
+    def reserve(self, name: str, size: int) -> Region:
+        data_offset = self.end + len(header(name, size))
+        self.end = data_offset + size + padding(size)
+        return Region(name=name, offset=data_offset, size=size)
+
+    def plan_image(self, config_digest: str, config_size: int, manifest_digest: str,
+                   manifest_size: int, layers: list[LayerDesc]) -> list[Region]:
+        """Regions for config, layers and manifest (in that order); sets each layer's
+        `path` and `offset` so fetch writes it in place."""
+        regions = [self.reserve(blob_name(config_digest), config_size)]
+        for layer in layers:
+            region = self.reserve(blob_name(layer.digest), layer.size)
+            layer.path, layer.offset = self.path, region.offset
+            regions.append(region)
+        regions.append(self.reserve(blob_name(manifest_digest), manifest_size))
+        return regions
 
 
 class DockerArchiveWriter(Writer):
@@ -38,23 +80,26 @@ class DockerArchiveWriter(Writer):
             self._file = open(self.tmp, "wb", buffering=0)  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise DestinationError(f"cannot write tarball {path}: {exc.strerror}") from None
+        self._fd = self._file.fileno()
         self._tar = TarStream(self._file)
-        self._members: set[str] = set()
+        self._members: set[str] = set()  # legacy: names already appended
+        self._end = 0  # in place: the end of every region planned so far
         self._images: list[tuple[ImagePlan, list[str]]] = []
-        self._broken: OSError | None = None  # a failed write leaves the stream unusable
+        self._broken: OSError | None = None  # a failed write leaves the archive unusable
 
-    def _blob_name(self, digest: str) -> str:
-        return f"blobs/sha256/{hex_of(digest)}"
+    def planner(self) -> TarPlanner | None:
+        return None if self.legacy else TarPlanner(self.tmp)
+
+    # -- names -----------------------------------------------------------------------------
 
     def _layer_name(self, digest: str) -> str:
-        if self.legacy:
-            return f"{hex_of(digest)}/layer.tar"
-        return self._blob_name(digest)
+        return f"{hex_of(digest)}/layer.tar" if self.legacy else blob_name(digest)
 
     def _config_name(self, plan: ImagePlan) -> str:
-        if self.legacy:
-            return f"{hex_of(plan.config_digest)}.json"
-        return self._blob_name(plan.config_digest)
+        return f"{hex_of(plan.config_digest)}.json" if self.legacy else \
+            blob_name(plan.config_digest)
+
+    # -- low-level writes, each of which marks the archive broken on failure ----------------
 
     def _guard(self) -> None:
         if self._broken is not None:
@@ -62,7 +107,26 @@ class DockerArchiveWriter(Writer):
                 f"cannot write tarball {self.path}: an earlier write failed "
                 f"({self._broken.strerror})")
 
-    def _add_bytes(self, name: str, data: bytes) -> None:
+    def _pwrite(self, data: bytes, offset: int) -> None:
+        self._guard()
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(self._fd, view, offset)
+                view, offset = view[n:], offset + n
+        except OSError as exc:
+            self._broken = exc
+            raise
+
+    def _fill(self, region: Region, data: bytes | None = None, name: str | None = None) -> None:
+        """Write a planned region's header (and its data, for small blobs held in memory)."""
+        head = header(name or region.name, region.size)
+        if data is None:
+            self._pwrite(head, region.offset - len(head))
+        else:
+            self._pwrite(head + data + b"\0" * padding(len(data)), region.offset - len(head))
+
+    def _append_bytes(self, name: str, data: bytes) -> None:
         self._guard()
         if name not in self._members:
             try:
@@ -72,10 +136,19 @@ class DockerArchiveWriter(Writer):
                 raise
             self._members.add(name)
 
+    # -- the Writer protocol -----------------------------------------------------------------
+
     def begin_image(self, plan: ImagePlan) -> None:
-        self._add_bytes(self._config_name(plan), plan.config)
+        if self.legacy:
+            self._append_bytes(self._config_name(plan), plan.config)
+            return
+        self._end = max(self._end, plan.tar_end)
+        self._fill(plan.regions[0], plan.config)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        if not self.legacy:
+            self._fill(plan.regions[1 + layer.index])
+            return
         self._guard()
         name = self._layer_name(layer.digest)
         if name not in self._members:
@@ -89,14 +162,15 @@ class DockerArchiveWriter(Writer):
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         if not self.legacy:
-            self._add_bytes(self._blob_name(plan.manifest_digest), plan.manifest)
+            self._fill(plan.regions[-1], plan.manifest)
         self._images.append((plan, list(layers)))
         return f"tar://{self.path}"
 
     def fail_image(self, plan: ImagePlan) -> None:
-        # Bytes already streamed cannot be taken back; they stay as unreferenced members,
-        # and the image is absent from index.json and manifest.json.
-        pass
+        # Legacy: bytes already streamed stay as unreferenced members. In place: every
+        # region of the image is renamed to an unused name, whatever its bytes are.
+        for region in plan.regions:
+            self._fill(region, name=UNUSED_PREFIX + region.name.rsplit("/", 1)[1])
 
     def _metadata(self) -> None:
         manifest_json = []
@@ -126,21 +200,25 @@ class DockerArchiveWriter(Writer):
                 entry["annotations"] = annotations
             index_entries.append(entry)
         if not self.legacy:
-            self._add_bytes("oci-layout", OCI_LAYOUT)
+            self._append_bytes("oci-layout", OCI_LAYOUT)
             index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                      "manifests": index_entries}
-            self._add_bytes("index.json", json.dumps(index).encode())
+            self._append_bytes("index.json", json.dumps(index).encode())
         if repositories:
-            self._add_bytes("repositories", json.dumps(repositories).encode())
-        self._add_bytes("manifest.json", json.dumps(manifest_json).encode())
+            self._append_bytes("repositories", json.dumps(repositories).encode())
+        self._append_bytes("manifest.json", json.dumps(manifest_json).encode())
 
     def close(self, ok: bool) -> None:
         try:
             self._guard()
             if ok and self._images:
+                if not self.legacy:
+                    self._file.seek(self._end)
+                    self._tar = TarStream(self._file, start=self._end)
                 self._metadata()
                 self._tar.close()
-                os.fsync(self._file.fileno())
+                self._file.truncate()
+                os.fsync(self._fd)
                 self._file.close()
                 os.replace(self.tmp, self.path)
                 return

@@ -1,8 +1,10 @@
-"""A minimal sequential tar writer that copies member data with `os.sendfile`.
+"""Tar member headers, and a sequential writer that copies member data with `os.sendfile`.
 
 `tarfile.addfile` copies through 16 KiB Python reads; a spooled layer is already a file, so
 the kernel can move it straight into the archive. Members are written in PAX format (no 8 GiB
 member limit) with fixed ownership and mtime, so output does not depend on who ran it.
+Headers depend only on (name, size), which lets a tarball's layout be planned before any
+member's bytes exist (see `dockerarchive.TarPlanner`).
 """
 
 from __future__ import annotations
@@ -11,46 +13,48 @@ import os
 import tarfile
 from typing import BinaryIO
 
-_BLOCK = 512
+BLOCK = 512
+
+
+def header(name: str, size: int) -> bytes:
+    if name.startswith(("/", "./")) or ".." in name.split("/"):
+        raise ValueError(f"unsafe tar member name {name!r}")
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    info.uname = info.gname = ""
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def padding(size: int) -> int:
+    return -size % BLOCK
 
 
 class TarStream:
-    """Writes to an unbuffered file (`open(path, "wb", buffering=0)`): member data bypasses
-    Python with sendfile, so no userspace buffer may sit between the two."""
+    """Appends members to an unbuffered file (`open(path, "wb", buffering=0)`) from its
+    current position: member data bypasses Python with sendfile, so no userspace buffer may
+    sit between the two. `start` is the file offset the stream begins at."""
 
-    def __init__(self, fileobj: BinaryIO) -> None:
+    def __init__(self, fileobj: BinaryIO, start: int = 0) -> None:
         self._f = fileobj
-        self.bytes_written = 0
+        self.position = start
 
-    def _header(self, name: str, size: int) -> None:
-        if name.startswith(("/", "./")) or ".." in name.split("/"):
-            raise ValueError(f"unsafe tar member name {name!r}")
-        info = tarfile.TarInfo(name)
-        info.size = size
-        info.mode = 0o644
-        info.mtime = 0
-        info.uname = info.gname = ""
-        header = info.tobuf(format=tarfile.PAX_FORMAT)
-        self._f.write(header)
-        self.bytes_written += len(header)
-
-    def _pad(self, size: int) -> None:
-        rest = size % _BLOCK
-        if rest:
-            self._f.write(b"\0" * (_BLOCK - rest))
-            self.bytes_written += _BLOCK - rest
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._f.write(view)
+            view = view[n:]
+        self.position += len(data)
 
     def add_bytes(self, name: str, data: bytes) -> None:
-        self._header(name, len(data))
-        self._f.write(data)
-        self.bytes_written += len(data)
-        self._pad(len(data))
+        self._write(header(name, len(data)) + data + b"\0" * padding(len(data)))
 
     def add_file(self, name: str, path: str) -> int:
         """Append the file at `path`; returns its size."""
         with open(path, "rb") as src:
             size = os.fstat(src.fileno()).st_size
-            self._header(name, size)
+            self._write(header(name, size))
             out_fd = self._f.fileno()
             offset = 0
             while offset < size:
@@ -58,17 +62,12 @@ class TarStream:
                 if sent == 0:
                     raise OSError(f"{path} shrank while being archived")
                 offset += sent
-        self.bytes_written += size
-        self._pad(size)
+        self.position += size
+        self._write(b"\0" * padding(size))
         return size
 
     def close(self) -> None:
-        """Write the two zero blocks that end an archive (and pad to a 10 KiB record)."""
-        end = b"\0" * (2 * _BLOCK)
-        self._f.write(end)
-        self.bytes_written += len(end)
-        record = tarfile.RECORDSIZE
-        rest = self.bytes_written % record
-        if rest:
-            self._f.write(b"\0" * (record - rest))
-            self.bytes_written += record - rest
+        """Write the two zero blocks that end an archive, padded to a whole record."""
+        end = 2 * BLOCK
+        end += -(self.position + end) % tarfile.RECORDSIZE
+        self._write(b"\0" * end)

@@ -558,8 +558,13 @@ class RegistryClient:
         size: int | None,
         dest: str,
         on_progress: Callable[[int], None] | None = None,
+        offset: int | None = None,
     ) -> int:
         """Stream a blob to `dest`, hashing inline; resume a broken stream with Range.
+
+        With `offset`, `dest` is an existing file (a tarball being assembled) and the blob
+        goes into the region that starts there: nothing outside it is written or truncated,
+        so `size` must be given.
 
         Returns the number of bytes written. `on_progress(n)` is called after each chunk; when
         the server ignores Range and the download restarts from zero, it is called once with
@@ -573,8 +578,15 @@ class RegistryClient:
         buffer = bytearray(BLOB_BUFFER)
         hasher = hashlib.sha256()
         written = 0
+        if offset is not None and size is None:
+            raise ValueError("writing at an offset needs the blob's size")
+        base = offset or 0
         try:
-            out = open(dest, "wb")
+            if offset is None:
+                out = open(dest, "wb")
+            else:
+                out = os.fdopen(os.open(dest, os.O_WRONLY), "wb")
+                out.seek(base)
         except OSError as exc:
             raise DestinationError(f"cannot write {dest}: {exc.strerror}") from None
         try:
@@ -591,8 +603,9 @@ class RegistryClient:
                     if start != written:
                         # The server ignored Range (200) or resumed elsewhere: start over.
                         log.debug("blob %s: no resume at byte %d; restarting", digest, written)
-                        out.seek(0)
-                        out.truncate()
+                        out.seek(base)
+                        if offset is None:
+                            out.truncate()
                         hasher = hashlib.sha256()
                         if on_progress is not None and written:
                             on_progress(-written)
@@ -607,16 +620,18 @@ class RegistryClient:
                             continue
                     update, write = hasher.update, out.write
                     for chunk in response.chunks(buffer):
-                        update(chunk)
-                        write(chunk)
                         n = len(chunk)
-                        written += n
-                        if on_progress is not None:
-                            on_progress(n)
-                        if size is not None and written > size:
+                        if size is not None and written + n > size:
+                            # Checked before writing: at an offset, the next region is
+                            # another blob's.
                             raise DigestError(
                                 f"blob {digest} from {where}: more than the expected {size} bytes"
                             )
+                        update(chunk)
+                        write(chunk)
+                        written += n
+                        if on_progress is not None:
+                            on_progress(n)
                     break
                 except _TransportFailure as exc:
                     if budget.exhausted():
@@ -638,10 +653,12 @@ class RegistryClient:
                 raise DigestError(f"blob {digest} from {where}: got {got}")
             return written
         except OSError as exc:
-            _truncate_quietly(out)
+            if offset is None:
+                _truncate_quietly(out)
             raise DestinationError(f"cannot write {dest}: {exc.strerror}") from None
         except BaseException:
-            _truncate_quietly(out)
+            if offset is None:
+                _truncate_quietly(out)
             raise
         finally:
             out.close()

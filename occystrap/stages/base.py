@@ -73,8 +73,9 @@ class StageIO:
                                  reason=reason))
 
     def drop(self, layer: LayerDesc) -> None:
-        """A layer of a failed image: its spool file goes, the message stops here."""
-        if layer.path:
+        """A layer of a failed image: its spool file goes, the message stops here. A layer
+        written in place into a tarball stays: the writer disowns its region."""
+        if layer.path and layer.offset < 0:
             try:
                 os.unlink(layer.path)
             except FileNotFoundError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from occystrap.formats.base import unlink_quietly
 from occystrap.layerio import decompress_file
 from occystrap.messages import ImageFailed, ImagePlan, LayerDesc, Shutdown
 from occystrap.stages.base import StageIO
@@ -28,14 +29,14 @@ def run(io: StageIO, uncompress: bool) -> None:
         try:
             diff_id, size = decompress_file(layer.path, out, layer.compression)
         except (ValueError, OSError, EOFError) as exc:
-            _unlink(out)
+            unlink_quietly(out)
             io.drop(layer)
             io.fail(layer.image_id, sources.get(layer.image_id, "?"),
                     f"layer {layer.digest}: cannot decompress: {exc}")
             return
         io.drop(layer)  # the compressed spool file is no longer needed
         if layer.diff_id and diff_id != layer.diff_id:
-            _unlink(out)
+            unlink_quietly(out)
             io.fail(layer.image_id, sources.get(layer.image_id, "?"),
                     f"layer {layer.digest}: uncompressed content {diff_id} "
                     f"!= diff_id {layer.diff_id}")
@@ -65,9 +66,3 @@ def run(io: StageIO, uncompress: bool) -> None:
     pool.shutdown(wait=True)
     io.put(Shutdown())
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

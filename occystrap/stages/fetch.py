@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from occystrap.config import Config
 from occystrap.errors import OccystrapError
+from occystrap.formats.base import unlink_quietly
 from occystrap.messages import ImageFailed, ImagePlan, LayerDesc, Shutdown
 from occystrap.registry.pool import ClientPool
 from occystrap.stages.base import StageIO
@@ -80,21 +81,21 @@ def run(io: StageIO, config: Config, spool: str) -> None:
         plan = image.plan
         if layer.image_id in io.failed:
             return
-        path = spool_path(spool, layer)
+        in_place = layer.offset >= 0
+        path = layer.path if in_place else spool_path(spool, layer)
         try:
             client = clients.get(plan.host, plan.insecure)
             with busy:
-                got = client.download_blob(plan.name, layer.digest, layer.size, path)
+                got = client.download_blob(plan.name, layer.digest, layer.size, path,
+                                           offset=layer.offset if in_place else None)
         except OccystrapError as exc:
-            _unlink(path)
+            if not in_place:
+                unlink_quietly(path)
             io.fail(layer.image_id, plan.source, str(exc))
             return
-        except OSError as exc:
-            _unlink(path)
-            io.fail(layer.image_id, plan.source, f"cannot write spool file {path}: {exc}")
-            return
         if layer.image_id in io.failed:
-            _unlink(path)
+            if not in_place:
+                unlink_quietly(path)
             return
         layer.path = path
         layer.fetched_digest = layer.digest  # download_blob raises unless they match
@@ -142,9 +143,3 @@ def run(io: StageIO, config: Config, spool: str) -> None:
         clients.close()
         io.busy_override = busy.total
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

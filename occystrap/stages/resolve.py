@@ -13,6 +13,7 @@ from occystrap import mediatypes
 from occystrap.config import Config
 from occystrap.destination import Destination
 from occystrap.errors import DestinationError, ManifestError, OccystrapError
+from occystrap.formats.dockerarchive import TarPlanner
 from occystrap.mediatypes import ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.reference import ImageRef, Location
@@ -58,7 +59,7 @@ def check_space(path: str, needed: int) -> None:
 
 
 def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
-        config: Config, admit: Semaphore, spool: str) -> None:
+        config: Config, admit: Semaphore, spool: str, planner: TarPlanner | None) -> None:
     clients = ClientPool(config, pool_size=4)
     try:
         for image_id, location in sources:
@@ -87,13 +88,18 @@ def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
             except OccystrapError as exc:
                 io.fail(image_id, source, str(exc))
                 continue
+            regions = []
+            if planner is not None:
+                regions = planner.plan_image(parsed.config.digest, len(config_bytes), digest,
+                                             len(manifest), layers)
             io.put(ImagePlan(
                 image_id=image_id, source=source, host=ref.host, name=ref.name,
                 insecure=insecure,
                 repo_tag=ref.repo_tag, tag=ref.tag, manifest=manifest,
                 manifest_media_type=media_type, manifest_digest=digest, config=config_bytes,
                 config_digest=parsed.config.digest, config_media_type=parsed.config.media_type,
-                diff_ids=diff_ids, layer_count=len(layers)))
+                diff_ids=diff_ids, layer_count=len(layers), regions=regions,
+                tar_end=planner.end if planner is not None else -1))
             # Largest first: the long downloads start early and the short ones fill in.
             for layer in sorted(layers, key=lambda lay: -lay.size):
                 io.put(layer)

@@ -20,7 +20,8 @@ def check_layer(layer: LayerDesc, full: bool) -> str | None:
         return f"layer {layer.digest}: {layer.fetched_size} bytes, manifest says {layer.size}"
     if full and layer.diff_id:
         try:
-            diff_id, _ = decompress_file(layer.path, None, layer.compression)
+            diff_id, _ = decompress_file(layer.path, None, layer.compression, layer.offset,
+                                         layer.size)
         except (ValueError, OSError, EOFError) as exc:
             return f"layer {layer.digest}: cannot decompress: {exc}"
         if diff_id != layer.diff_id:

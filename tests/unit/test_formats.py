@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from occystrap.formats.directory import DirectoryWriter
-from occystrap.formats.dockerarchive import DockerArchiveWriter, temp_name
+from occystrap.formats.dockerarchive import DockerArchiveWriter, TarPlanner, temp_name
 from occystrap.formats.ocilayout import OCILayoutWriter
 from occystrap.messages import ImagePlan, LayerDesc, decode, encode
 
@@ -43,10 +43,26 @@ def test_messages_roundtrip():
     assert decode(encode(msg)) == msg
 
 
+def fetch_in_place(planner: TarPlanner, plan: ImagePlan, descs: list[LayerDesc]) -> None:
+    """What resolve and fetch do for tar://: plan regions, then write each blob into its own."""
+    spooled = {d.index: open(d.path, "rb").read() for d in descs}
+    regions = planner.plan_image(plan.config_digest, len(plan.config), plan.manifest_digest,
+                                 len(plan.manifest), descs)
+    plan.regions, plan.tar_end = regions, planner.end
+    for d in descs:
+        with open(d.path, "r+b") as f:
+            f.seek(d.offset)
+            f.write(spooled[d.index])
+
+
 def test_docker_archive(tmp_path):
     out = tmp_path / "out.tar"
     plan, descs = make_plan(tmp_path, [b"a" * 1000, b"b" * 5000])
     w = DockerArchiveWriter(str(out), legacy=False, token="t")
+    spools = [d.path for d in descs]
+    fetch_in_place(w.planner(), plan, descs)
+    for path in spools:
+        os.unlink(path)
     w.begin_image(plan)
     for d in reversed(descs):  # any order
         w.add_layer(plan, d)
@@ -65,6 +81,47 @@ def test_docker_archive(tmp_path):
     assert manifest[0]["RepoTags"] == ["h/a:1.0"]
     assert manifest[0]["Layers"] == [f"blobs/sha256/{d.digest[7:]}" for d in descs]
     assert index["manifests"][0]["digest"] == plan.manifest_digest
+
+
+def test_docker_archive_failed_image_is_disowned(tmp_path):
+    """Two images in one archive; the second fails after its bytes landed in place."""
+    out = tmp_path / "out.tar"
+    w = DockerArchiveWriter(str(out), legacy=False, token="t")
+    good, good_descs = make_plan(tmp_path, [b"g" * 700], image_id=0, tag="good")
+    bad, bad_descs = make_plan(tmp_path, [b"x" * 900, b"y" * 10], image_id=1, tag="bad")
+    planner = w.planner()
+    fetch_in_place(planner, good, good_descs)
+    fetch_in_place(planner, bad, bad_descs)
+    w.begin_image(good)
+    w.begin_image(bad)
+    w.add_layer(good, good_descs[0])
+    w.add_layer(bad, bad_descs[0])
+    w.finish_image(good, [good_descs[0].digest])
+    w.fail_image(bad)
+    w.close(True)
+    with tarfile.open(out) as tf:
+        names = tf.getnames()
+        manifest = json.load(tf.extractfile("manifest.json"))
+    assert [m["RepoTags"] for m in manifest] == [["h/a:good"]]
+    assert f"blobs/sha256/{good_descs[0].digest[7:]}" in names
+    assert f"blobs/unused/{bad_descs[0].digest[7:]}" in names
+    assert f"blobs/sha256/{bad_descs[0].digest[7:]}" not in names
+
+
+def test_docker_archive_legacy(tmp_path):
+    out = tmp_path / "out.tar"
+    plan, descs = make_plan(tmp_path, [b"a" * 1000, b"b" * 5000])
+    w = DockerArchiveWriter(str(out), legacy=True, token="t")
+    w.begin_image(plan)
+    for d in reversed(descs):
+        w.add_layer(plan, d)
+    w.finish_image(plan, [d.digest for d in descs])
+    w.close(True)
+    with tarfile.open(out) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))
+        for d, name in zip(descs, manifest[0]["Layers"], strict=True):
+            assert name == f"{d.digest[7:]}/layer.tar"
+            assert digest(tf.extractfile(name).read()) == d.digest
     assert not any(os.path.exists(d.path) for d in descs)
 
 

@@ -78,6 +78,12 @@ def tree_pss(proc: psutil.Process) -> int:
     return total
 
 
+def settle() -> None:
+    """Let the last run's writeback and discards finish so they do not bill the next one."""
+    subprocess.run(["sync"], check=False)
+    time.sleep(2)
+
+
 def timed(cmd: list[str]) -> tuple[float, int]:
     """Wall seconds and peak tree PSS of one run."""
     t0 = time.monotonic()
@@ -133,11 +139,11 @@ def main() -> None:
                         out = os.path.join(work, "out")
                         shutil.rmtree(out, ignore_errors=True)
                         os.makedirs(out)
-                        subprocess.run(["sync"], check=False)
                         wall, peak = timed(s.command(src, out))
                         times[s.name].append(wall)
                         peaks[s.name].append(peak)
                         shutil.rmtree(out, ignore_errors=True)
+                        settle()
                 total = sum(layer.size for layer in image.layers)
                 print(f"\nimage {size_text}: {args.layers} layers, {total / 1e6:.0f} MB "
                       f"compressed; {args.runs} runs each")

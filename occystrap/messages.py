@@ -53,8 +53,7 @@ class LayerDesc(msgspec.Struct, tag=True):
     offset: int = -1  # >= 0: the bytes go into `path` at this offset (a tarball region)
     diff_id: str | None = None
     present: bool = False  # the destination already holds it: no bytes move
-    fetched_digest: str | None = None
-    fetched_size: int = 0
+    fetched_size: int = 0  # bytes fetch wrote (it checked their sha256 as they streamed)
 
 
 class ImageFailed(msgspec.Struct, tag=True):

@@ -89,12 +89,14 @@ def to_text(result: Any) -> str:
     ]
     for s in data["stages"]:
         busy = s.get("busy_seconds", 0.0)
-        rate = s.get("bytes_out", 0) / 1e6 / busy if busy else 0.0
+        moved = max(s.get("bytes_in", 0), s.get("bytes_out", 0))
+        # A rate over a few milliseconds of work says nothing: leave it out.
+        rate = f"{moved / 1e6 / busy:.1f}" if busy >= 0.05 else "-"
         lines.append(
-            f"{s['stage']:<9} {s.get('items_out', 0):>6} {_mb(s.get('bytes_in', 0)):>9} "
+            f"{s['stage']:<9} {s.get('items_in', 0):>6} {_mb(s.get('bytes_in', 0)):>9} "
             f"{_mb(s.get('bytes_out', 0)):>9} {busy:>7.2f} {s.get('wait_in_seconds', 0):>7.2f} "
             f"{s.get('wait_out_seconds', 0):>7.2f} {s.get('cpu_seconds', 0):>6.2f} "
-            f"{rate:>7.1f} {_mb(s['peak_pss']):>8}")
+            f"{rate:>7} {_mb(s['peak_pss']):>8}")
     lines.append(
         f"wall {data['wall_seconds']:.2f} s, {_mb(data['bytes'])} MB moved "
         f"({data['throughput_mb_s']} MB/s), peak memory of the process tree "

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.queues import Queue
 from typing import Any
 
 import psutil
 
 from occystrap import messages
-from occystrap.messages import ImageFailed, LayerDesc, Message, StageReport
+from occystrap.messages import ImageFailed, ImagePlan, LayerDesc, Message, Shutdown, StageReport
 
 
 class StageIO:
@@ -31,6 +32,7 @@ class StageIO:
         self.wait_out = 0.0
         self.started = time.monotonic()
         self.failed: set[int] = set()
+        self.sources: dict[int, str] = {}  # image id → its source URI, for messages
         self.busy_override: float | None = None  # for stages whose work is in threads
         self._lock = threading.Lock()
 
@@ -80,6 +82,40 @@ class StageIO:
                 os.unlink(layer.path)
             except FileNotFoundError:
                 pass
+
+    def relay(self, on_layer: Callable[[LayerDesc], None],
+              on_plan: Callable[[ImagePlan], None] | None = None,
+              on_failed: Callable[[ImageFailed], None] | None = None) -> None:
+        """The loop of a stage between resolve and write, until Shutdown (not forwarded: the
+        caller finishes its in-flight work first).
+
+        Plans and failures pass through in order, so a plan always precedes its layers
+        downstream; layers of a failed image are dropped here; the rest go to `on_layer`.
+        """
+        while True:
+            msg = self.get()
+            if isinstance(msg, Shutdown):
+                return
+            if isinstance(msg, ImagePlan):
+                self.sources[msg.image_id] = msg.source
+                if on_plan is not None:
+                    on_plan(msg)
+                self.put(msg)
+            elif isinstance(msg, ImageFailed):
+                self.fail(msg.image_id, msg.source, msg.reason, downstream=False)
+                if on_failed is not None:
+                    on_failed(msg)
+                self.put(msg)
+            elif isinstance(msg, LayerDesc):
+                if msg.image_id in self.failed:
+                    self.drop(msg)
+                else:
+                    on_layer(msg)
+
+    def fail_layer(self, layer: LayerDesc, reason: str) -> None:
+        """This layer is bad: drop it and fail its image."""
+        self.drop(layer)
+        self.fail(layer.image_id, self.sources.get(layer.image_id, "?"), reason)
 
     def finish(self) -> None:
         wall = time.monotonic() - self.started

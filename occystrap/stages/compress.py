@@ -13,12 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from occystrap.formats.base import unlink_quietly
 from occystrap.layerio import decompress_file
-from occystrap.messages import ImageFailed, ImagePlan, LayerDesc, Shutdown
+from occystrap.messages import LayerDesc, Shutdown
 from occystrap.stages.base import StageIO
 
 
 def run(io: StageIO, uncompress: bool) -> None:
-    sources: dict[int, str] = {}
     pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="compress")
 
     def decompress(layer: LayerDesc) -> None:
@@ -27,42 +26,28 @@ def run(io: StageIO, uncompress: bool) -> None:
             return
         out = layer.path + ".tar"
         try:
-            diff_id, size = decompress_file(layer.path, out, layer.compression)
+            diff_id, _ = decompress_file(layer.path, out, layer.compression)
         except (ValueError, OSError, EOFError) as exc:
             unlink_quietly(out)
-            io.drop(layer)
-            io.fail(layer.image_id, sources.get(layer.image_id, "?"),
-                    f"layer {layer.digest}: cannot decompress: {exc}")
+            io.fail_layer(layer, f"layer {layer.digest}: cannot decompress: {exc}")
             return
         io.drop(layer)  # the compressed spool file is no longer needed
         if layer.diff_id and diff_id != layer.diff_id:
             unlink_quietly(out)
-            io.fail(layer.image_id, sources.get(layer.image_id, "?"),
-                    f"layer {layer.digest}: uncompressed content {diff_id} "
-                    f"!= diff_id {layer.diff_id}")
+            io.fail_layer(layer, f"layer {layer.digest}: uncompressed content {diff_id} "
+                                 f"!= diff_id {layer.diff_id}")
             return
         layer.path = out
         layer.compression = "none"
         layer.diff_id = diff_id
         io.put(layer)
 
-    while True:
-        msg = io.get()
-        if isinstance(msg, Shutdown):
-            break
-        if isinstance(msg, ImagePlan):
-            sources[msg.image_id] = msg.source
-            io.put(msg)
-        elif isinstance(msg, LayerDesc):
-            if msg.image_id in io.failed:
-                io.drop(msg)
-            elif uncompress and not msg.present:
-                pool.submit(decompress, msg)
-            else:
-                io.put(msg)
-        elif isinstance(msg, ImageFailed):
-            io.fail(msg.image_id, msg.source, msg.reason, downstream=False)
-            io.put(msg)
+    def on_layer(layer: LayerDesc) -> None:
+        if uncompress and not layer.present:
+            pool.submit(decompress, layer)
+        else:
+            io.put(layer)
+
+    io.relay(on_layer)
     pool.shutdown(wait=True)
     io.put(Shutdown())
-

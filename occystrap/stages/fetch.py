@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from occystrap.config import Config
 from occystrap.errors import OccystrapError
 from occystrap.formats.base import unlink_quietly
-from occystrap.messages import ImageFailed, ImagePlan, LayerDesc, Shutdown
+from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.registry.pool import ClientPool
 from occystrap.stages.base import StageIO
 
@@ -61,23 +61,24 @@ def run(io: StageIO, config: Config, spool: str) -> None:
     busy = _BusyClock()
     lock = threading.Lock()
 
+    def forget(image_id: int) -> None:
+        """Stop work on an image: queued downloads are cancelled, its threads let go."""
+        with lock:
+            image = images.pop(image_id, None)
+        if image is not None:
+            for fut in image.futures:
+                fut.cancel()
+            image.pool.shutdown(wait=False)
+
     def settle(image: _Image) -> None:
         """One layer of `image` is through; when all are, its threads can go."""
         with lock:
             image.remaining -= 1
             done = image.remaining == 0
-            if done:
-                images.pop(image.plan.image_id, None)
         if done:
-            image.pool.shutdown(wait=False)
+            forget(image.plan.image_id)
 
     def download(image: _Image, layer: LayerDesc) -> None:
-        try:
-            _download(image, layer)
-        finally:
-            settle(image)
-
-    def _download(image: _Image, layer: LayerDesc) -> None:
         plan = image.plan
         if layer.image_id in io.failed:
             return
@@ -92,48 +93,36 @@ def run(io: StageIO, config: Config, spool: str) -> None:
             if not in_place:
                 unlink_quietly(path)
             io.fail(layer.image_id, plan.source, str(exc))
+            forget(layer.image_id)
             return
         if layer.image_id in io.failed:
             if not in_place:
                 unlink_quietly(path)
             return
         layer.path = path
-        layer.fetched_digest = layer.digest  # download_blob raises unless they match
         layer.fetched_size = got
         io.put(layer)
+        settle(image)
+
+    def on_plan(plan: ImagePlan) -> None:
+        pool = ThreadPoolExecutor(config.parallel, thread_name_prefix="fetch")
+        with lock:
+            images[plan.image_id] = _Image(plan, pool, remaining=plan.layer_count)
+
+    def on_layer(layer: LayerDesc) -> None:
+        with lock:
+            image = images.get(layer.image_id)
+        if image is None:  # failed meanwhile
+            io.drop(layer)
+            return
+        if layer.present:
+            io.put(layer)
+            settle(image)
+            return
+        image.futures.append(image.pool.submit(download, image, layer))
 
     try:
-        while True:
-            msg = io.get()
-            if isinstance(msg, Shutdown):
-                break
-            if isinstance(msg, ImagePlan):
-                with lock:
-                    images[msg.image_id] = _Image(
-                        msg, ThreadPoolExecutor(config.parallel, thread_name_prefix="fetch"),
-                        remaining=msg.layer_count)
-                io.put(msg)
-            elif isinstance(msg, LayerDesc):
-                with lock:
-                    image = images.get(msg.image_id)
-                if msg.image_id in io.failed or image is None:
-                    if image is not None:
-                        settle(image)
-                    continue
-                if msg.present:
-                    io.put(msg)
-                    settle(image)
-                    continue
-                image.futures.append(image.pool.submit(download, image, msg))
-            elif isinstance(msg, ImageFailed):
-                io.fail(msg.image_id, msg.source, msg.reason, downstream=False)
-                with lock:
-                    image = images.pop(msg.image_id, None)
-                if image is not None:
-                    for fut in image.futures:
-                        fut.cancel()
-                    image.pool.shutdown(wait=False)
-                io.put(msg)
+        io.relay(on_layer, on_plan, lambda failed: forget(failed.image_id))
         with lock:
             pending = list(images.values())
         for image in pending:
@@ -142,4 +131,3 @@ def run(io: StageIO, config: Config, spool: str) -> None:
     finally:
         clients.close()
         io.busy_override = busy.total
-

@@ -1,0 +1,57 @@
+import gzip
+import hashlib
+import io
+import random
+
+import pytest
+import zstandard
+
+from occystrap.layerio import decompress_file, decompressed_chunks
+from occystrap.messages import LayerDesc
+from occystrap.stages.verify import check_layer
+
+DATA = random.Random(1).randbytes(3_000_000) + b"a" * 2_000_000
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("compressed, compression", [
+    (gzip.compress(DATA), "gzip"),
+    (gzip.compress(DATA[:1000]) + gzip.compress(DATA[1000:]) + b"\0" * 512, "gzip"),
+    (zstandard.ZstdCompressor().compress(DATA), "zstd"),
+    (DATA, "none"),
+])
+def test_decompressed_chunks(compressed, compression):
+    assert b"".join(decompressed_chunks(io.BytesIO(compressed), compression)) == DATA
+
+
+def test_truncated_gzip_is_an_error():
+    with pytest.raises(ValueError, match="truncated"):
+        b"".join(decompressed_chunks(io.BytesIO(gzip.compress(DATA)[:-100]), "gzip"))
+
+
+def test_decompress_a_region_of_a_file(tmp_path):
+    blob = gzip.compress(DATA)
+    path = tmp_path / "archive"
+    path.write_bytes(b"x" * 777 + blob + b"y" * 333)
+    assert decompress_file(str(path), None, "gzip", 777, len(blob)) == (sha(DATA), len(DATA))
+
+
+def layer(path, size, diff_id=None, fetched=None, offset=-1):
+    return LayerDesc(image_id=0, index=0, digest=sha(b"c"), size=size, media_type="m",
+                     compression="gzip", path=str(path), diff_id=diff_id,
+                     fetched_size=size if fetched is None else fetched, offset=offset)
+
+
+def test_check_layer(tmp_path):
+    blob = gzip.compress(DATA)
+    path = tmp_path / "spool"
+    path.write_bytes(blob)
+    assert check_layer(layer(path, len(blob)), full=False) is None
+    assert check_layer(layer(path, len(blob), diff_id=sha(DATA)), full=True) is None
+    assert "diff_id" in check_layer(layer(path, len(blob), diff_id=sha(b"other")), full=True)
+    assert "bytes, manifest says" in check_layer(layer(path, len(blob), fetched=5), full=False)
+    path.write_bytes(blob[:-10])  # the spool lost its tail
+    assert "spool file holds" in check_layer(layer(path, len(blob)), full=False)

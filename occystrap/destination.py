@@ -8,7 +8,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from occystrap.formats.base import Writer
+from occystrap.formats.base import Writer, remove_paths
 from occystrap.formats.directory import DirectoryWriter
 from occystrap.formats.dockerarchive import DockerArchiveWriter
 from occystrap.formats.ocilayout import OCILayoutWriter
@@ -67,19 +67,8 @@ class Destination:
     def remove_temp_files(self, temp_dir: str | None) -> None:
         """After a crash or an interrupt: remove everything this run left beside the output."""
         shutil.rmtree(self.spool_dir(temp_dir), ignore_errors=True)
-        for leftover in glob.glob(glob.escape(self.temp_prefix) + "*"):
-            if os.path.isdir(leftover):
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(leftover)
-                except OSError:
-                    pass
+        remove_paths(glob.glob(glob.escape(self.temp_prefix) + "*"))
         if self.location.scheme in ("dir", "oci") and os.path.isdir(self.path):
-            for leftover in glob.glob(os.path.join(glob.escape(self.path), "**",
-                                                   f"*.occystrap-{self.token}.tmp"),
-                                      recursive=True):
-                try:
-                    os.unlink(leftover)
-                except OSError:
-                    pass
+            remove_paths(glob.glob(os.path.join(glob.escape(self.path), "**",
+                                                f"*.occystrap-{self.token}.tmp"),
+                                   recursive=True))

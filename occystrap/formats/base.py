@@ -9,11 +9,15 @@ fetch: it never waits for a particular layer.
 from __future__ import annotations
 
 import errno
+import fcntl
+import json
 import os
 import shutil
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from occystrap.errors import DestinationError
 from occystrap.messages import ImagePlan, LayerDesc
 
 if TYPE_CHECKING:
@@ -39,6 +43,36 @@ def unlink_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def remove_paths(paths: Iterable[str]) -> None:
+    """Remove files and directory trees, ignoring those already gone."""
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            unlink_quietly(path)
+
+
+def update_json_locked(root: str, name: str, default: Callable[[], Any],
+                       change: Callable[[Any], None], token: str) -> None:
+    """Read-modify-write `root/name` under an exclusive flock on `root`, replacing the file
+    atomically, so concurrent runs adding to one directory do not lose each other's entries."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = os.path.join(root, name)
+        try:
+            with open(path, "rb") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            doc = default()
+        except ValueError as exc:
+            raise DestinationError(f"{path} is not valid JSON: {exc}") from None
+        change(doc)
+        write_atomic(path, json.dumps(doc, indent=2, sort_keys=True).encode(), token)
+    finally:
+        os.close(fd)
 
 
 def move_file(src: str, dst: str) -> None:

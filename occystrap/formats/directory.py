@@ -11,13 +11,19 @@ With `unique_names`, several images share one directory (and its layers), each w
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 
 from occystrap.errors import DestinationError
-from occystrap.formats.base import Writer, hex_of, move_file, write_atomic
+from occystrap.formats.base import (
+    Writer,
+    hex_of,
+    move_file,
+    remove_paths,
+    update_json_locked,
+    write_atomic,
+)
 from occystrap.messages import ImagePlan, LayerDesc
 
 
@@ -93,32 +99,14 @@ class DirectoryWriter(Writer):
         return f"dir://{self.root}/{name}"
 
     def _update_catalog(self, plan: ImagePlan, manifest_name: str) -> None:
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            path = os.path.join(self.root, "catalog.json")
-            try:
-                with open(path, "rb") as f:
-                    catalog = json.load(f)
-            except FileNotFoundError:
-                catalog = {}
-            except ValueError as exc:
-                raise DestinationError(f"{path} is not valid JSON: {exc}") from None
-            image, _, tag = (plan.repo_tag or plan.source).rpartition(":")
-            catalog.setdefault(image, {})[tag] = manifest_name
-            write_atomic(path, json.dumps(catalog, indent=2, sort_keys=True).encode(), self.token)
-        finally:
-            os.close(fd)
+        image, _, tag = (plan.repo_tag or plan.source).rpartition(":")
+        update_json_locked(self.root, "catalog.json", dict,
+                           lambda catalog: catalog.setdefault(image, {}).update(
+                               {tag: manifest_name}),
+                           self.token)
 
     def fail_image(self, plan: ImagePlan) -> None:
-        for path in self._added.pop(plan.image_id, []):
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+        remove_paths(self._added.pop(plan.image_id, []))
 
     def close(self, ok: bool) -> None:
         if self._created_root and not self._published:

@@ -7,13 +7,20 @@ concurrent runs do not lose each other's entries.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import shutil
+from typing import Any
 
 from occystrap.errors import DestinationError
-from occystrap.formats.base import Writer, hex_of, move_file, write_atomic
+from occystrap.formats.base import (
+    Writer,
+    hex_of,
+    move_file,
+    remove_paths,
+    update_json_locked,
+    write_atomic,
+)
+from occystrap.mediatypes import OCI_INDEX
 from occystrap.messages import ImagePlan, LayerDesc
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -90,41 +97,25 @@ class OCILayoutWriter(Writer):
         return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
 
     def _update_index(self, entry: dict[str, object], ref: str | None) -> None:
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            index_path = os.path.join(self.root, "index.json")
-            try:
-                with open(index_path, "rb") as f:
-                    index = json.load(f)
-            except FileNotFoundError:
-                index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                         "manifests": []}
-            except ValueError as exc:
-                raise DestinationError(f"{index_path} is not valid JSON: {exc}") from None
+        def change(index: dict[str, Any]) -> None:
             kept = []
             for m in index.get("manifests", []):
                 m_ref = (m.get("annotations") or {}).get(REF_NAME)
                 if ref is not None and m_ref == ref:
-                    continue
+                    continue  # the reference moves to the new image
                 if ref is None and m_ref is None and m.get("digest") == entry["digest"]:
-                    continue
+                    continue  # the same unnamed image again
                 kept.append(m)
-            kept.append(entry)
-            index["manifests"] = kept
-            write_atomic(index_path, json.dumps(index, indent=None).encode(), self.token)
-        finally:
-            os.close(fd)
+            index["manifests"] = [*kept, entry]
+
+        update_json_locked(self.root, "index.json", lambda: {
+            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}, change, self.token)
 
     def fail_image(self, plan: ImagePlan) -> None:
         # Remove the blobs this image brought in. A concurrent run adding an image that
         # shares one of them in the same instant could lose it; that window is accepted in
         # exchange for not leaving a failed image's bytes behind.
-        for path in self._added.pop(plan.image_id, []):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        remove_paths(self._added.pop(plan.image_id, []))
 
     def close(self, ok: bool) -> None:
         if self._created_root and not self._published:

@@ -40,10 +40,19 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                              help="Verify registry TLS certificates.")),
     (("--ca-file",), dict(type=click.Path(dir_okay=False, exists=True), default=None,
                           help="Extra CA bundle (PEM) for self-signed registries.")),
-    (("--username",), dict(default=None, help="Registry user name.")),
+    (("--username",), dict(default=None, help="Registry user name (source and destination).")),
     (("--password",), dict(default=None, help="Registry password or token.")),
-    (("--platform",), dict(default="linux/amd64", show_default=True,
-                           help="os/arch[/variant] to pick from a multi-platform image.")),
+    (("--src-username",), dict(default=None, help="User name for the source registry.")),
+    (("--src-password",), dict(default=None, help="Password for the source registry.")),
+    (("--dest-username",), dict(default=None,
+                                help="User name for the destination registry.")),
+    (("--dest-password",), dict(default=None, help="Password for the destination registry.")),
+    (("--platform",), dict(default=None,
+                           help="os/arch[/variant] to pick from a multi-platform image "
+                                "[default: linux/amd64; into a registry: every platform].")),
+    (("--all-platforms",), dict(is_flag=True, default=False,
+                                help="Copy a multi-platform index whole (registry:// and "
+                                     "oci:// destinations).")),
     (("--verify-full",), dict(is_flag=True, default=False,
                               help="Also check every layer's uncompressed diff_id.")),
     (("--stats",), dict(type=click.Choice(["text", "json"]), default=None,
@@ -91,13 +100,17 @@ def _merge(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_config(opts: dict[str, Any]) -> Config:
-    platform: Platform = parse_platform(opts["platform"])
+    platform: Platform = parse_platform(opts["platform"] or "linux/amd64")
     stats = opts["stats"] or ("json" if opts["stats_file"] else None)
     return Config(
         parallel=opts["parallel"], image_parallel=opts["image_parallel"],
         retries=opts["retries"], timeout=opts["timeout"], temp_dir=opts["temp_dir"],
         insecure=opts["insecure"], tls_verify=opts["tls_verify"], ca_file=opts["ca_file"],
-        username=opts["username"], password=opts["password"], platform=platform,
+        username=opts["username"], password=opts["password"],
+        src_username=opts["src_username"], src_password=opts["src_password"],
+        dest_username=opts["dest_username"], dest_password=opts["dest_password"],
+        platform=platform, platform_given=opts["platform"] is not None,
+        all_platforms=opts["all_platforms"],
         verify_full=opts["verify_full"], stats=stats, stats_file=opts["stats_file"],
         quiet=opts["quiet"], verbose=opts["verbose"])
 
@@ -134,7 +147,8 @@ def cli(ctx: click.Context, **opts: Any) -> None:
 
     \b
     Sources:      registry://HOST/NAME[:TAG|@sha256:DIGEST][?insecure=true&os=&arch=&variant=]
-    Destinations: tar://PATH[?format=v1.2]   a docker-loadable tarball (Docker >= 25 shape)
+    Destinations: registry://HOST/NAME[:TAG]  byte-exact push (tag defaults to the source's)
+                  tar://PATH[?format=v1.2]   a docker-loadable tarball (Docker >= 25 shape)
                   oci://PATH[:REF]           an OCI image layout directory
                   dir://PATH[?unique_names=true]  the original occystrap directory layout
     """
@@ -145,8 +159,15 @@ def _print_event(quiet: bool) -> Callable[[ImageDone | ImageFailed], None]:
     def show(event: ImageDone | ImageFailed) -> None:
         if isinstance(event, ImageFailed):
             _err(f"{event.source}: {event.reason}")
-        elif not quiet:
+        elif quiet:
+            return
+        elif event.up_to_date:
+            click.echo(f"up to date: {event.destination} already has {event.source} "
+                       f"({event.manifest_digest})", err=True)
+        else:
             skipped = f", {event.skipped_layers} already present" if event.skipped_layers else ""
+            if event.detail:
+                skipped += f", {event.detail}"
             click.echo(f"copied {event.source} -> {event.destination} "
                        f"({event.layers} layers, {event.bytes / 1e6:.1f} MB{skipped}; "
                        f"{event.manifest_digest})", err=True)
@@ -195,7 +216,9 @@ def process(obj: dict[str, Any], source: str, destination: str, **after: Any) ->
         layers = sum(d.layers for d in result.done)
         total = len(result.done) + len(result.failed)
         rate = moved / 1e6 / result.wall_seconds if result.wall_seconds else 0.0
-        click.echo(f"Summary: {len(result.done)}/{total} images, {layers} layers, "
+        current = sum(1 for d in result.done if d.up_to_date)
+        noted = f" ({current} already up to date)" if current else ""
+        click.echo(f"Summary: {len(result.done)}/{total} images{noted}, {layers} layers, "
                    f"{moved / 1e6:.1f} MB in {result.wall_seconds:.1f} s ({rate:.0f} MB/s)"
                    + (f", {len(result.failed)} failed" if result.failed else ""), err=True)
     return 1 if result.failed or not result.done else 0
@@ -211,7 +234,7 @@ def _source_config(src: Any, config: Config) -> Config:
     p = config.platform
     platform = Platform(str(os_ or p.os), str(arch or p.architecture),
                         str(variant) if variant else (None if arch else p.variant))
-    return replace(config, platform=platform)
+    return replace(config, platform=platform, platform_given=True)
 
 
 def main() -> None:

@@ -18,10 +18,25 @@ class Config:
     ca_file: str | None = None
     username: str | None = None
     password: str | None = None
+    src_username: str | None = None
+    src_password: str | None = None
+    dest_username: str | None = None
+    dest_password: str | None = None
     platform: Platform = Platform("linux", "amd64")
+    platform_given: bool = False  # --platform (or ?os=/arch=) was given, not defaulted
+    all_platforms: bool = False
     verify_full: bool = False
     stats: str | None = None
     stats_file: str | None = None
     quiet: bool = False
     verbose: bool = False
     timeout: float = 60.0
+
+    def credentials(self, role: str) -> tuple[str | None, str | None]:
+        """(username, password) for the source or destination registry: the role's own
+        flags first, then the shared --username/--password."""
+        if role == "dest" and (self.dest_username or self.dest_password):
+            return self.dest_username, self.dest_password
+        if role == "src" and (self.src_username or self.src_password):
+            return self.src_username, self.src_password
+        return self.username, self.password

@@ -6,19 +6,39 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 
+from occystrap.config import Config
 from occystrap.formats.base import Writer, remove_paths
 from occystrap.formats.directory import DirectoryWriter
 from occystrap.formats.dockerarchive import DockerArchiveWriter
 from occystrap.formats.ocilayout import OCILayoutWriter
+from occystrap.formats.registrydest import RegistryWriter
+from occystrap.mediatypes import ACCEPT
 from occystrap.reference import Location
+from occystrap.registry.client import RegistryClient
+from occystrap.registry.pool import ClientPool
 
 
 @dataclass(frozen=True)
 class Destination:
     location: Location
     token: str
+
+    @property
+    def is_registry(self) -> bool:
+        return self.location.scheme == "registry"
+
+    @property
+    def takes_index(self) -> bool:
+        """Can hold a multi-platform index whole."""
+        return self.location.scheme in ("registry", "oci")
+
+    @property
+    def insecure_default(self) -> bool | None:
+        value = self.location.option("insecure")
+        return None if value is None else bool(value)
 
     @property
     def path(self) -> str:
@@ -41,11 +61,17 @@ class Destination:
         return os.path.join(head, f".{tail}.occystrap-{self.token}")
 
     def spool_dir(self, temp_dir: str | None) -> str:
+        if self.is_registry and not temp_dir:
+            temp_dir = tempfile.gettempdir()
         if temp_dir:
             return os.path.join(os.path.abspath(temp_dir), f"occystrap-spool-{self.token}")
         return self.temp_prefix + ".spool"
 
+    def probe(self, config: Config) -> Probe:
+        return Probe(self, config)
+
     def has_layer(self, digest: str, size: int) -> bool:
+        """For local destinations; a registry is asked through a Probe."""
         scheme = self.location.scheme
         if scheme == "oci":
             return OCILayoutWriter.has_blob(self.path, digest, size)
@@ -53,8 +79,14 @@ class Destination:
             return DirectoryWriter.has_layer(self.path, digest)
         return False
 
-    def open_writer(self) -> Writer:
+    def open_writer(self, config: Config, spool: str) -> Writer:
         scheme = self.location.scheme
+        if scheme == "registry":
+            assert self.location.ref is not None
+            insecure = self.insecure_default
+            return RegistryWriter(self.location.ref, config,
+                                  config.insecure if insecure is None else insecure, spool,
+                                  self.token)
         if scheme == "tar":
             return DockerArchiveWriter(self.path, self.legacy_tar, self.token)
         if scheme == "oci":
@@ -67,8 +99,44 @@ class Destination:
     def remove_temp_files(self, temp_dir: str | None) -> None:
         """After a crash or an interrupt: remove everything this run left beside the output."""
         shutil.rmtree(self.spool_dir(temp_dir), ignore_errors=True)
+        if self.is_registry:
+            return
         remove_paths(glob.glob(glob.escape(self.temp_prefix) + "*"))
         if self.location.scheme in ("dir", "oci") and os.path.isdir(self.path):
             remove_paths(glob.glob(os.path.join(glob.escape(self.path), "**",
                                                 f"*.occystrap-{self.token}.tmp"),
                                    recursive=True))
+
+
+class Probe:
+    """What resolve asks the destination before planning an image: is this exact manifest
+    there already (then nothing is copied), and which layers are. Made in the resolve
+    process, so its registry client is that process's own."""
+
+    def __init__(self, dest: Destination, config: Config) -> None:
+        self.dest = dest
+        self._pool: ClientPool | None = None
+        self._client: RegistryClient | None = None
+        if dest.is_registry:
+            assert dest.location.ref is not None
+            insecure = dest.insecure_default
+            self._pool = ClientPool(config, pool_size=4, role="dest")
+            self._client = self._pool.get(dest.location.ref.host,
+                                          config.insecure if insecure is None else insecure)
+
+    def up_to_date(self, reference: str, digest: str) -> bool:
+        if self._client is None:
+            return False
+        assert self.dest.location.ref is not None
+        head = self._client.head_manifest(self.dest.location.ref.name, reference, ACCEPT)
+        return head is not None and head.digest == digest
+
+    def has_layer(self, digest: str, size: int) -> bool:
+        if self._client is None:
+            return self.dest.has_layer(digest, size)
+        assert self.dest.location.ref is not None
+        return self._client.blob_exists(self.dest.location.ref.name, digest) is not None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()

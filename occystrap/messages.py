@@ -38,6 +38,12 @@ class ImagePlan(msgspec.Struct, tag=True):
     # tar:// only: where each blob of this image goes in the archive, and its end
     regions: list[Region] = []
     tar_end: int = -1
+    # registry://: the destination already serves this exact manifest; nothing to copy
+    up_to_date: bool = False
+    # an index copied whole: the index's plan lists its children (sent after it), and each
+    # child names its parent; the index is published once every child is
+    children: list[int] = []
+    parent: int = -1
 
 
 class LayerDesc(msgspec.Struct, tag=True):
@@ -71,6 +77,8 @@ class ImageDone(msgspec.Struct, tag=True):
     layers: int
     bytes: int
     skipped_layers: int
+    up_to_date: bool = False
+    detail: str = ""
 
 
 class StageReport(msgspec.Struct, tag=True):

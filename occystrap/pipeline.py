@@ -95,7 +95,7 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     result = RunResult()
     started = time.monotonic()
 
-    writer = dest.open_writer()  # fails early (and cleanly) on an unwritable destination
+    writer = dest.open_writer(config, spool)  # fails early on an unwritable destination
     try:
         os.makedirs(spool, exist_ok=True)
     except OSError as exc:

@@ -27,7 +27,7 @@ DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 
 SOURCE_SCHEMES = frozenset({"registry"})
-DESTINATION_SCHEMES = frozenset({"dir", "tar", "oci"})
+DESTINATION_SCHEMES = frozenset({"dir", "tar", "oci", "registry"})
 _ALIASES = {"file": "tar", "directory": "dir", "docker-registry": "registry"}
 _KNOWN_SCHEMES = frozenset({"registry", "dir", "tar", "oci", "docker", "quay"})
 
@@ -113,8 +113,12 @@ def parse_options(query: str) -> dict[str, object]:
     return options
 
 
-def parse_image_ref(text: str, where: str | None = None) -> ImageRef:
-    """Parse `HOST/NAME[:TAG][@DIGEST]`, normalising Docker Hub names as docker does."""
+def parse_image_ref(text: str, where: str | None = None,
+                    default_tag: str | None = "latest") -> ImageRef:
+    """Parse `HOST/NAME[:TAG][@DIGEST]`, normalising Docker Hub names as docker does.
+
+    A destination passes `default_tag=None`: without a tag it takes the source's.
+    """
     where = where or text
     if "/" not in text:
         raise UsageError(f"{where}: expected HOST/NAME[:TAG|@DIGEST]")
@@ -143,7 +147,7 @@ def parse_image_ref(text: str, where: str | None = None) -> ImageRef:
             "separators . _ - and /)"
         )
     if tag is None and digest is None:
-        tag = "latest"
+        tag = default_tag
     return ImageRef(host=host, name=rest, tag=tag, digest=digest)
 
 
@@ -169,7 +173,11 @@ def parse_location(text: str, *, role: str) -> Location:
         rest, query = rest.split("?", 1)
     options = parse_options(query)
     if scheme == "registry":
-        return Location(scheme, ref=parse_image_ref(rest, text), options=options, text=text)
+        ref = parse_image_ref(rest, text, default_tag="latest" if role == "source" else None)
+        if role == "destination" and ref.digest:
+            raise UsageError(f"{text}: a destination takes a tag, not a digest (the digest "
+                             "is the source's)")
+        return Location(scheme, ref=ref, options=options, text=text)
     path = rest
     if path.startswith("localhost/"):
         path = path[len("localhost") :]

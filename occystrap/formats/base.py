@@ -108,6 +108,10 @@ class Writer(ABC):
         """All layers are in (`layers`: their digests in manifest order): make the image
         visible, last of all its files. Returns where it went."""
 
+    def detail(self, plan: ImagePlan) -> str:
+        """A few words on how the image went, for the summary line (e.g. blobs mounted)."""
+        return ""
+
     @abstractmethod
     def fail_image(self, plan: ImagePlan) -> None:
         """Undo what this image added that nothing else uses."""

@@ -63,7 +63,8 @@ class OCILayoutWriter(Writer):
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._added[plan.image_id] = []
-        self._put_bytes(plan, plan.config_digest, plan.config)
+        if plan.config:  # an index has none
+            self._put_bytes(plan, plan.config_digest, plan.config)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         if layer.present:
@@ -77,6 +78,10 @@ class OCILayoutWriter(Writer):
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         self._put_bytes(plan, plan.manifest_digest, plan.manifest)
+        if plan.parent >= 0:
+            # A platform image of an index: reachable through the index, not index.json.
+            self._added.pop(plan.image_id, None)
+            return f"oci://{self.root}@{plan.manifest_digest}"
         ref = self.ref_name or plan.tag
         entry: dict[str, object] = {
             "mediaType": plan.manifest_media_type,

@@ -368,21 +368,27 @@ def fetch_token(
     """
     validate_realm(realm, host)
     realm_host = urllib.parse.urlsplit(realm).hostname
-    params: dict[str, str] = {}
-    if service:
-        params["service"] = service
-    if scope:
-        params["scope"] = scope
+    # Several scopes (a push plus the pull on a mount's source) travel space-separated in
+    # `scope`: the token spec wants them as repeated `scope=` query parameters on the GET, and
+    # OAuth2 wants one space-delimited `scope` field in the POST form.
+    scopes = scope.split() if scope else []
     try:
         if credentials is not None and credentials.identity_token:
             form = {
                 "grant_type": "refresh_token",
                 "refresh_token": credentials.identity_token,
                 "client_id": "occystrap",
-                **params,
             }
+            if service:
+                form["service"] = service
+            if scopes:
+                form["scope"] = " ".join(scopes)
             request = http.build_request("POST", realm, data=form)
         else:
+            params: list[tuple[str, str]] = []
+            if service:
+                params.append(("service", service))
+            params += [("scope", s) for s in scopes]
             request = http.build_request("GET", realm, params=params)
             if credentials is not None and credentials.has_basic:
                 request.headers["Authorization"] = basic_header(credentials)

@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import re
+import select
+import socket
 import ssl
 import threading
 import time
@@ -27,6 +29,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import NoReturn
 
 import httpx
 
@@ -36,6 +39,7 @@ from occystrap.errors import (
     DigestError,
     ManifestError,
     NotFoundError,
+    OccystrapError,
     RegistryError,
     TransientError,
     UsageError,
@@ -57,6 +61,12 @@ MAX_MANIFEST_SIZE = 4 * 2**20
 MAX_ERROR_BODY = 64 * 2**10
 MAX_REDIRECTS = 5
 BLOB_BUFFER = 2**20
+SENDFILE_SLICE = 8 * 2**20
+# Blobs above this go up in chunks (PATCH) so a broken connection costs one chunk, not the
+# blob; below it one PUT is two requests in all. Module constants so tests can shrink them.
+CHUNKED_THRESHOLD = 64 * 2**20
+CHUNK_SIZE = 32 * 2**20
+UPLOAD_CONTENT_TYPE = "application/octet-stream"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -286,26 +296,54 @@ class _RawPool:
             idle = self._local.idle = {}
         return idle
 
-    def send(self, method: str, url: str, headers: Mapping[str, str]) -> _RawResponse:
+    def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | _Region | None = None,
+    ) -> _RawResponse:
         parts = urllib.parse.urlsplit(url)
         key = _origin(url)
         target = parts.path or "/"
         if parts.query:
             target = f"{target}?{parts.query}"
         conn = self._idle().pop(key, None)
+        streamed = isinstance(body, _Region)
+        if conn is not None and streamed and _dropped(conn):
+            # A blob chunk must not be sent twice blindly (see below), so weed out idle
+            # connections the server has closed before sending, not after.
+            conn.close()
+            self._forget(conn)
+            conn = None
         reused = conn is not None
         while True:
             if conn is None:
                 conn = self._connect(key)
             try:
-                conn.request(method, target, headers=dict(headers))
-                response = conn.getresponse()
+                if isinstance(body, _Region):
+                    conn.request(method, target, headers=dict(headers))
+                    response = self._stream_region(conn, body)
+                else:
+                    conn.request(method, target, body=body, headers=dict(headers))
+                    response = conn.getresponse()
+            except _ShortSource:
+                conn.close()
+                self._forget(conn)
+                raise
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 self._forget(conn)
-                # A kept-alive connection the server already closed is not a failure.
-                if reused and isinstance(
-                    exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+                # A kept-alive connection the server already closed is not a failure, unless
+                # part of a blob went out: the registry may hold it, and only the caller can
+                # ask where the upload stands.
+                if (
+                    reused
+                    and not streamed
+                    and isinstance(
+                        exc,
+                        (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError),
+                    )
                 ):
                     conn, reused = None, False
                     continue
@@ -313,6 +351,30 @@ class _RawPool:
             if method == "HEAD":
                 response.read()
             return _RawResponse(response, conn, self._release, url)
+
+    @staticmethod
+    def _stream_region(
+        conn: http.client.HTTPConnection, region: _Region
+    ) -> http.client.HTTPResponse:
+        """Send the body after the headers; if sending breaks, still read an early answer.
+
+        A registry that refuses an upload (401, 400, 413) may answer and close before taking
+        the whole body; its answer explains the failure better than "connection reset" does.
+        """
+        try:
+            region.send(conn.sock)
+        except OSError as exc:
+            try:
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                raise exc from None
+            if 200 <= response.status < 300:
+                # A success for a body we did not finish sending cannot be trusted.
+                response.close()
+                raise exc from None
+            response.will_close = True
+            return response
+        return conn.getresponse()
 
     def _connect(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
         scheme, host, port = key
@@ -356,6 +418,79 @@ class _RawPool:
             conn.close()
 
 
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """True when an idle keep-alive connection was closed by the peer (EOF or stray bytes)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+@dataclass(frozen=True)
+class _Region:
+    """Bytes [offset, offset+size) of a file, sent as a request body without loading them.
+
+    Plain HTTP uses sendfile (the kernel copies page cache to socket); TLS reads 1 MiB at a
+    time into one reused buffer, since sendfile cannot encrypt. Either way memory stays flat
+    however big the blob or the tarball it lives in.
+    """
+
+    path: str
+    offset: int
+    size: int
+    on_progress: Callable[[int], None] | None = None
+
+    def send(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            raise ConnectionError("connection closed before the body was sent")
+        report = self.on_progress
+        pos, end = self.offset, self.offset + self.size
+        with open(self.path, "rb") as f:
+            if not isinstance(sock, ssl.SSLSocket):
+                while pos < end:
+                    n = sock.sendfile(f, pos, min(SENDFILE_SLICE, end - pos))
+                    if not n:
+                        raise _ShortSource(f"{self.path} ends before byte {end}")
+                    pos += n
+                    if report is not None:
+                        report(n)
+                return
+            buffer = bytearray(BLOB_BUFFER)
+            view = memoryview(buffer)
+            f.seek(pos)
+            while pos < end:
+                n = f.readinto(view[: min(len(buffer), end - pos)])
+                if not n:
+                    raise _ShortSource(f"{self.path} ends before byte {end}")
+                sock.sendall(view[:n])
+                pos += n
+                if report is not None:
+                    report(n)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The same bytes for httpx (the proxy path), in 1 MiB pieces."""
+        report = self.on_progress
+        pos, end = self.offset, self.offset + self.size
+        with open(self.path, "rb") as f:
+            f.seek(pos)
+            while pos < end:
+                data = f.read(min(BLOB_BUFFER, end - pos))
+                if not data:
+                    raise _ShortSource(f"{self.path} ends before byte {end}")
+                pos += len(data)
+                if report is not None:
+                    report(len(data))
+                yield data
+
+
+class _ShortSource(Exception):
+    """The file to upload is shorter than the blob: a local fault, never worth a retry."""
+
+
 class _Authenticator:
     """Decides the Authorization header per repository, shared by every thread of a client.
 
@@ -373,16 +508,26 @@ class _Authenticator:
         self._realm: tuple[str, str] | None = None
 
     @staticmethod
-    def scope(name: str | None) -> str:
-        return f"repository:{name}:pull" if name else ""
+    def scope(name: str | None, push: bool = False, mount_from: str | None = None) -> str:
+        """The token scope an operation needs; several scopes are space-separated.
 
-    def header(self, name: str | None) -> str | None:
+        Pushes ask for `pull,push` only when they push, so a read-only credential keeps
+        working for copies out of a registry; a mount also needs to read its source.
+        """
+        if not name:
+            return ""
+        scope = f"repository:{name}:pull,push" if push else f"repository:{name}:pull"
+        if mount_from and mount_from != name:
+            scope += f" repository:{mount_from}:pull"
+        return scope
+
+    def header(self, scope: str) -> str | None:
         with self._lock:
             scheme, realm = self._scheme, self._realm
         if scheme == "basic" and self._credentials is not None:
             return basic_header(self._credentials)
         if scheme == "bearer" and realm is not None:
-            return f"Bearer {self._token(realm, self.scope(name), refused=None)}"
+            return f"Bearer {self._token(realm, scope, refused=None)}"
         return None
 
     def _token(self, realm: tuple[str, str], scope: str, refused: str | None) -> str:
@@ -402,9 +547,7 @@ class _Authenticator:
                 self._tokens.put(url, service, scope, token, expires_in)
         return token
 
-    def on_unauthorized(
-        self, www_authenticate: str | None, name: str | None, sent: str | None
-    ) -> None:
+    def on_unauthorized(self, www_authenticate: str | None, scope: str, sent: str | None) -> None:
         host = self._client.host
         challenges = parse_challenges(www_authenticate or "")
         by_scheme = {c.scheme: c for c in challenges}
@@ -418,7 +561,7 @@ class _Authenticator:
             with self._lock:
                 self._scheme, self._realm = "bearer", realm
             refused = sent[len("Bearer ") :] if sent and sent.startswith("Bearer ") else None
-            self._token(realm, self.scope(name), refused)
+            self._token(realm, scope, refused)
             return
         if "basic" in by_scheme:
             creds = self._credentials
@@ -663,6 +806,371 @@ class RegistryClient:
         finally:
             out.close()
 
+    # -- pushing ---------------------------------------------------------------------------
+
+    def blob_exists(self, name: str, digest: str) -> int | None:
+        """HEAD a blob: its size when the repository has it, None when it does not.
+
+        The cheapest way to skip an upload; a size of 0 means the registry did not say.
+        """
+        url = self._blob_url(name, digest)
+        response = self._request("HEAD", url, name=name, raw=True)
+        response.close()
+        if response.status == 404:
+            return None
+        self._check_status(response, "HEAD", url, f"blob {digest} not found in {self.host}/{name}")
+        try:
+            return int(response.headers.get("content-length") or 0)
+        except ValueError:
+            return 0
+
+    def mount_blob(self, name: str, digest: str, from_name: str) -> bool:
+        """Ask the registry to link a blob from another repository instead of uploading it.
+
+        True when mounted (201). A 202 means the registry declined (the source lacks the blob,
+        or we may not read it) and opened an upload session instead; that session is deleted
+        at once so it does not linger, and the caller falls back to an upload.
+        """
+        self._blob_url(name, digest)
+        _check_name(from_name)
+        query = urllib.parse.urlencode({"mount": digest, "from": from_name})
+        url = f"{self.base_url}/v2/{name}/blobs/uploads/?{query}"
+        what = f"blob {digest} to {self.host}/{name}"
+        response = self._request(
+            "POST", url, name=name, push=True, mount_from=from_name, raw=True
+        )
+        try:
+            if response.status == 201:
+                return True
+            if response.status == 202:
+                location = response.headers.get("location")
+                if location:
+                    try:
+                        session = self._upload_location(url, location, what)
+                    except RegistryError:
+                        return False  # never send anything to a foreign host, not even DELETE
+                    response.close()
+                    self._cancel_upload(name, session)
+                return False
+            self._raise_upload_error(response, "POST", url, what)
+        finally:
+            response.close()
+
+    def upload_blob(
+        self,
+        name: str,
+        digest: str,
+        size: int,
+        src: str,
+        offset: int = 0,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Upload bytes [offset, offset+size) of `src` as blob `digest`, streaming from disk.
+
+        The digest is not recomputed: the caller verified these bytes when it fetched them, and
+        the registry checks them again on the final PUT (a refusal becomes DigestError).
+
+        Small blobs take one POST and one monolithic PUT. Big blobs, and a small one whose PUT
+        broke mid-body, go up in chunks; after a failure the registry is asked how much it
+        holds (GET on the session) and the upload continues from there rather than from zero.
+        Every failure spends the one `--retries` budget of this blob. An abandoned session is
+        deleted (best effort) so registries with quotas do not count it.
+
+        `on_progress(n)` gets the bytes sent; after a resume from an earlier point it gets the
+        negative difference, so a progress total stays honest.
+        """
+        url = self._blob_url(name, digest)
+        what = f"blob {digest} to {self.host}/{name}"
+        if size < 0 or offset < 0:
+            raise ValueError("size and offset must not be negative")
+        try:
+            available = os.stat(src).st_size
+        except OSError as exc:
+            raise DestinationError(f"cannot read {src}: {exc.strerror}") from None
+        if available < offset + size:
+            raise DigestError(
+                f"{what}: {src} holds {available} bytes, fewer than the blob's end at byte "
+                f"{offset + size}"
+            )
+        progress = _Progress(on_progress)
+        budget = _Budget(self._retries)
+        session = self._open_upload(name, url, budget, what)
+        try:
+            done = 0
+            if size <= CHUNKED_THRESHOLD:
+                failure = self._put_whole(name, session, digest, size, src, offset, budget,
+                                          progress, what)
+                if failure is None:
+                    return
+                session, done = self._recover(name, url, session, budget, what, *failure)
+                progress.rewind(done)
+            while True:
+                while done < size:
+                    chunk = min(max(session.min_chunk, CHUNK_SIZE), size - done)
+                    region = _Region(src, offset + done, chunk, progress.add)
+                    outcome = self._patch(name, session, done, region, budget, what)
+                    if isinstance(outcome, _Session):
+                        session, done = outcome, done + chunk
+                        continue
+                    session, done = self._recover(name, url, session, budget, what, *outcome)
+                    progress.rewind(done)
+                failure = self._finish_upload(name, session, digest, budget, what)
+                if failure is None:
+                    return
+                session, done = self._recover(name, url, session, budget, what, *failure)
+                progress.rewind(done)
+        except _ShortSource as exc:  # the file shrank under us after the size check
+            self._cancel_upload(name, session)
+            raise DigestError(f"{what}: {exc}") from None
+        except Exception:
+            self._cancel_upload(name, session)
+            raise
+
+    def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
+        """PUT a manifest byte-exact under a tag or digest; return its digest.
+
+        The digest is ours (sha256 of the exact bytes); a registry that reports another one
+        has rewritten the manifest, which would break every pinned reference, so it is an error.
+        """
+        url = self._manifest_url(name, reference)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        what = f"manifest {name}:{reference} to {self.host}"
+        if DIGEST_RE.match(reference) and reference != digest:
+            raise DigestError(f"{what}: the manifest hashes to {digest}")
+        response = self._request(
+            "PUT",
+            url,
+            name=name,
+            push=True,
+            headers={"Content-Type": media_type},
+            body=body,
+            raw=True,
+        )
+        try:
+            if response.status not in (200, 201):
+                self._raise_upload_error(response, "PUT", url, what)
+            served = response.headers.get("docker-content-digest")
+        finally:
+            response.close()
+        if served and served != digest:
+            raise DigestError(f"{what}: the registry stored it as {served}, expected {digest}")
+        return digest
+
+    # -- upload steps: each returns a failure (message, retry_after) or raises ---------------
+
+    def _open_upload(self, name: str, url: str, budget: _Budget, what: str) -> _Session:
+        """POST a new upload session (retried inside `_request`: it carries no body)."""
+        start = f"{self.base_url}/v2/{name}/blobs/uploads/"
+        response = self._request("POST", start, name=name, push=True, budget=budget, raw=True)
+        try:
+            if response.status != 202:
+                self._raise_upload_error(response, "POST", start, what)
+            location = response.headers.get("location")
+            if not location:
+                raise RegistryError(f"{what}: POST {_redact(start)} answered 202 without Location")
+            try:
+                min_chunk = int(response.headers.get("oci-chunk-min-length") or 0)
+            except ValueError:
+                min_chunk = 0
+        finally:
+            response.close()
+        return _Session(self._upload_location(start, location, what), max(min_chunk, 0))
+
+    def _put_whole(
+        self,
+        name: str,
+        session: _Session,
+        digest: str,
+        size: int,
+        src: str,
+        offset: int,
+        budget: _Budget,
+        progress: _Progress,
+        what: str,
+    ) -> tuple[str, float | None] | None:
+        target = _with_digest(session.location, digest)
+        headers = {"Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": str(size)}
+        region = _Region(src, offset, size, progress.add)
+        try:
+            response = self._request(
+                "PUT", target, name=name, push=True, headers=headers, budget=budget, raw=True,
+                body=region, retry=False,
+            )
+        except _TransportFailure as exc:
+            return f"PUT {_redact(target)}: {exc}", None
+        try:
+            return self._completed(response, "PUT", target, digest, what)
+        finally:
+            response.close()
+
+    def _patch(
+        self,
+        name: str,
+        session: _Session,
+        start: int,
+        region: _Region,
+        budget: _Budget,
+        what: str,
+    ) -> _Session | tuple[str, float | None]:
+        """Send one chunk; the next session state on success, a failure to recover from."""
+        end = start + region.size - 1
+        headers = {
+            "Content-Type": UPLOAD_CONTENT_TYPE,
+            "Content-Length": str(region.size),
+            "Content-Range": f"{start}-{end}",
+        }
+        url = session.location
+        try:
+            response = self._request(
+                "PATCH", url, name=name, push=True, headers=headers, budget=budget, raw=True,
+                body=region, retry=False,
+            )
+        except _TransportFailure as exc:
+            return f"PATCH {_redact(url)}: {exc}", None
+        try:
+            if response.status == 202:
+                accepted = _range_end(response.headers.get("range"))
+                if accepted is not None and accepted != end:
+                    # The registry kept a different amount: ask it and resume from there.
+                    return f"PATCH {_redact(url)}: registry holds up to byte {accepted}", 0.0
+                location = response.headers.get("location")
+                if location:
+                    return _Session(self._upload_location(url, location, what), session.min_chunk)
+                return session
+            if response.status in RETRYABLE_STATUS or response.status in (404, 416):
+                # 404/416: the session is gone or out of step; recovery starts a new one.
+                return _status_failure("PATCH", url, response)
+            self._raise_upload_error(response, "PATCH", url, what)
+        finally:
+            response.close()
+
+    def _finish_upload(
+        self, name: str, session: _Session, digest: str, budget: _Budget, what: str
+    ) -> tuple[str, float | None] | None:
+        target = _with_digest(session.location, digest)
+        headers = {"Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": "0"}
+        try:
+            response = self._request(
+                "PUT", target, name=name, push=True, headers=headers, budget=budget, raw=True,
+                retry=False,
+            )
+        except _TransportFailure as exc:
+            failure: tuple[str, float | None] = (f"PUT {_redact(target)}: {exc}", None)
+        else:
+            try:
+                outcome = self._completed(response, "PUT", target, digest, what)
+            finally:
+                response.close()
+            if outcome is None:
+                return None
+            failure = outcome
+        # The PUT may have landed with its answer lost: then the blob is simply there.
+        if self.blob_exists(name, digest) is not None:
+            return None
+        return failure
+
+    def _completed(
+        self, response: _Response, method: str, url: str, digest: str, what: str
+    ) -> tuple[str, float | None] | None:
+        """Judge the answer to a committing PUT: None when the blob is in, else a failure."""
+        if response.status == 201:
+            served = response.headers.get("docker-content-digest")
+            if served and served != digest:
+                raise DigestError(f"{what}: the registry stored it as {served}")
+            return None
+        if response.status in RETRYABLE_STATUS or response.status in (404, 416):
+            return _status_failure(method, url, response)
+        self._raise_upload_error(response, method, url, what)
+
+    def _recover(
+        self,
+        name: str,
+        url: str,
+        session: _Session,
+        budget: _Budget,
+        what: str,
+        failure: str,
+        retry_after: float | None,
+    ) -> tuple[_Session, int]:
+        """After a failed upload step: wait, then ask where the session stands.
+
+        Returns the session to continue and the offset to continue from; a session the
+        registry no longer knows (or has cancelled because its offset went wrong, as
+        distribution does after a broken PATCH) is replaced by a new one from offset 0.
+        """
+        if budget.exhausted():
+            raise TransientError(f"{what}: {failure} after {budget.attempts} attempts",
+                                 retry_after=retry_after)
+        log.debug("%s: %s; resuming", what, failure)
+        self._sleep(budget.used, retry_after)
+        budget.used += 1
+        response = self._request(
+            "GET", session.location, name=name, push=True, budget=budget, raw=True
+        )
+        try:
+            if response.status == 204:
+                end = _range_end(response.headers.get("range"))
+                location = response.headers.get("location")
+                if location:
+                    session = _Session(
+                        self._upload_location(session.location, location, what),
+                        session.min_chunk,
+                    )
+                return session, (end + 1 if end is not None else 0)
+        finally:
+            response.close()
+        log.debug("%s: upload session lost (%d); starting a new one", what, response.status)
+        self._cancel_upload(name, session)
+        return self._open_upload(name, url, budget, what), 0
+
+    def _cancel_upload(self, name: str, session: _Session) -> None:
+        """DELETE an abandoned session, once, ignoring every failure: it is only tidying."""
+        try:
+            response = self._request(
+                "DELETE", session.location, name=name, push=True, budget=_Budget(0), raw=True
+            )
+            response.close()
+        except (OccystrapError, _TransportFailure) as exc:
+            log.debug("cancelling upload %s: %s", _redact(session.location), exc)
+
+    def _upload_location(self, request_url: str, location: str, what: str) -> str:
+        """Resolve an upload Location and refuse one that leaves the registry.
+
+        The spec lets Location be relative or absolute but says nothing of other hosts; a
+        registry that sends blob bodies (and would get our credentials) elsewhere is either
+        misconfigured or hostile, so only the registry's own scheme, host and port pass.
+        """
+        resolved = urllib.parse.urljoin(request_url, location.strip())
+        resolved = urllib.parse.urldefrag(resolved)[0]
+        if _origin(resolved) != self._origin:
+            raise RegistryError(
+                f"{what}: the registry sent an upload location on another server "
+                f"({_redact(resolved)}); refusing to send the blob there"
+            )
+        return resolved
+
+    def _raise_upload_error(
+        self, response: _Response, method: str, url: str, what: str
+    ) -> NoReturn:
+        """Turn a final refusal into the error that says what and why, using the JSON body."""
+        body = b""
+        if method != "HEAD":
+            try:
+                body = response.read(MAX_ERROR_BODY)
+            except _TransportFailure:
+                body = b""
+        response.close()
+        detail = _error_detail(body)
+        status = f"{response.status} {response.reason}"
+        if _error_code(body) == "DIGEST_INVALID":
+            raise DigestError(f"{what}: the registry refused the digest: {status}{detail}")
+        if response.status in (401, 403):
+            raise AuthError(
+                f"authentication to {self.host} failed: {what}: {method} {_redact(url)}: "
+                f"{status}{detail}"
+            )
+        raise RegistryError(f"{what}: {method} {_redact(url)} answered {status}{detail}")
+
     def close(self) -> None:
         self._http.close()
         self._raw.close()
@@ -689,27 +1197,40 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         budget: _Budget | None = None,
         raw: bool = False,
+        push: bool = False,
+        mount_from: str | None = None,
+        body: bytes | _Region | None = None,
+        retry: bool = True,
     ) -> _Response:
         """Send a request with auth, retries and redirects; return the first final answer.
 
         The caller must close the response. Statuses other than 401, redirects and retryable
         ones are returned as-is for the caller to interpret (404 means different things).
+        Only GET and HEAD follow redirects: re-sending an upload body elsewhere is a decision
+        the spec leaves to us, and we decline it.
+
+        With `retry=False` (an upload that carries part of a blob) a transport failure raises
+        `_TransportFailure` and a retryable status is returned: a half-sent chunk may have
+        moved the registry's offset, and only the caller can ask where the upload stands.
         """
         budget = budget or _Budget(self._retries)
+        scope = self._auth.scope(name, push, mount_from)
         auth_rounds = 0
         redirects = 0
         current = url
         while True:
             on_registry = _origin(current) == self._origin
             send_headers = dict(headers or {})
-            sent_auth = self._auth.header(name) if on_registry else None
+            sent_auth = self._auth.header(scope) if on_registry else None
             if sent_auth is not None:
                 send_headers["Authorization"] = sent_auth
             try:
-                response = self._send(method, current, send_headers, raw)
+                response = self._send(method, current, send_headers, raw, body)
             except _TransportFailure as exc:
                 if not exc.retryable:
                     raise RegistryError(f"cannot reach registry {self.host}: {exc}") from None
+                if not retry:
+                    raise
                 if budget.exhausted():
                     raise TransientError(
                         f"cannot reach registry {self.host}: {exc} "
@@ -730,9 +1251,9 @@ class RegistryClient:
                         "answered 401 Unauthorized with fresh credentials"
                     )
                 auth_rounds += 1
-                self._auth.on_unauthorized(challenge, name, sent_auth)
+                self._auth.on_unauthorized(challenge, scope, sent_auth)
                 continue
-            if status in _REDIRECTS:
+            if status in _REDIRECTS and method in ("GET", "HEAD"):
                 location = response.headers.get("location")
                 response.close()
                 redirects += 1
@@ -742,7 +1263,7 @@ class RegistryClient:
                 if urllib.parse.urlsplit(current).scheme not in ("http", "https"):
                     raise RegistryError(f"{method} {_redact(url)}: redirect to a non-HTTP URL")
                 continue
-            if status in RETRYABLE_STATUS:
+            if status in RETRYABLE_STATUS and retry:
                 retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
                 response.close()
                 if budget.exhausted():
@@ -757,11 +1278,21 @@ class RegistryClient:
                 continue
             return response
 
-    def _send(self, method: str, url: str, headers: Mapping[str, str], raw: bool) -> _Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        raw: bool,
+        body: bytes | _Region | None = None,
+    ) -> _Response:
         if raw and not _proxied(url):
-            return self._raw.send(method, url, headers)
+            return self._raw.send(method, url, headers, body)
+        content: bytes | Iterator[bytes] | None = (
+            body.chunks() if isinstance(body, _Region) else body
+        )
         try:
-            request = self._http.build_request(method, url, headers=headers)
+            request = self._http.build_request(method, url, headers=headers, content=content)
             response = self._http.send(request, stream=True, follow_redirects=False)
         except httpx.TransportError as exc:
             raise _TransportFailure(_describe(exc), retryable=not _is_tls_failure(exc)) from exc
@@ -825,6 +1356,69 @@ class RegistryClient:
         if not DIGEST_RE.match(digest):
             raise DigestError(f"invalid blob digest {digest!r}: expected sha256:<64 hex digits>")
         return f"{self.base_url}/v2/{name}/blobs/{digest}"
+
+
+@dataclass(frozen=True)
+class _Session:
+    """An open upload: where to send the next request, and the registry's minimum chunk."""
+
+    location: str
+    min_chunk: int
+
+
+class _Progress:
+    """Bytes reported to the caller's callback, so a resume can take back what was resent."""
+
+    def __init__(self, callback: Callable[[int], None] | None) -> None:
+        self._callback = callback
+        self.reported = 0
+
+    def add(self, n: int) -> None:
+        self.reported += n
+        if self._callback is not None:
+            self._callback(n)
+
+    def rewind(self, to: int) -> None:
+        delta = to - self.reported
+        if delta:
+            self.add(delta)
+
+
+_RANGE_RE = re.compile(r"^(?:bytes=)?0-(\d+)$")
+
+
+def _range_end(value: str | None) -> int | None:
+    """The last byte index from an upload `Range: 0-N`, or None when absent or malformed.
+
+    distribution answers `0-0` both for nothing and for one byte received; reading it as
+    nothing costs at most a resent byte, never a corrupt blob (the registry checks offsets).
+    """
+    match = _RANGE_RE.match((value or "").strip())
+    if not match:
+        return None
+    end = int(match.group(1))
+    return None if end == 0 else end
+
+
+def _with_digest(location: str, digest: str) -> str:
+    """Add `digest=` to an upload URL, keeping the registry's own (opaque) query intact."""
+    parts = urllib.parse.urlsplit(location)
+    extra = urllib.parse.urlencode({"digest": digest})
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def _status_failure(method: str, url: str, response: _Response) -> tuple[str, float | None]:
+    retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+    return f"{method} {_redact(url)}: {response.status} {response.reason}", retry_after
+
+
+def _error_code(body: bytes) -> str:
+    try:
+        code = json.loads(body[:MAX_ERROR_BODY])["errors"][0]["code"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+    return code if isinstance(code, str) else ""
 
 
 def _check_name(name: str) -> None:

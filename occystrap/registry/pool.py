@@ -14,8 +14,11 @@ from occystrap.registry.client import RegistryClient
 
 
 class ClientPool:
-    def __init__(self, config: Config, pool_size: int) -> None:
+    """Clients for one role: "src" registries are read, "dest" registries written."""
+
+    def __init__(self, config: Config, pool_size: int, role: str = "src") -> None:
         self.config = config
+        self.role = role
         self.pool_size = pool_size
         self._clients: dict[tuple[str, bool], RegistryClient] = {}
         self._lock = threading.Lock()  # fetch threads ask at once
@@ -25,7 +28,7 @@ class ClientPool:
         with self._lock:
             if key in self._clients:
                 return self._clients[key]
-            creds = credentials_for(host, self.config.username, self.config.password)
+            creds = credentials_for(host, *self.config.credentials(self.role))
             self._clients[key] = RegistryClient(
                 host, insecure=insecure, tls_verify=self.config.tls_verify,
                 ca_file=self.config.ca_file, credentials=creds, retries=self.config.retries,

@@ -4,15 +4,22 @@ its LayerDescs per image. Admits a new image only while fewer than -J are in fli
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from threading import Semaphore
 
 from occystrap import mediatypes
 from occystrap.config import Config
-from occystrap.destination import Destination
-from occystrap.errors import DestinationError, ManifestError, OccystrapError
+from occystrap.destination import Destination, Probe
+from occystrap.errors import (
+    DestinationError,
+    ManifestError,
+    OccystrapError,
+    UsageError,
+)
 from occystrap.formats.dockerarchive import TarPlanner
 from occystrap.mediatypes import ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
@@ -22,20 +29,17 @@ from occystrap.registry.pool import ClientPool
 from occystrap.stages.base import StageIO
 
 
-def resolve_image(client: RegistryClient, ref: ImageRef, config: Config
-                  ) -> tuple[bytes, str, str, ImageManifest]:
-    """Manifest bytes, media type, digest and parsed manifest for the wanted platform."""
-    resp = client.get_manifest(ref.name, ref.reference, mediatypes.ACCEPT)
+def fetch_manifest(client: RegistryClient, name: str, reference: str
+                   ) -> tuple[bytes, str, str, ImageManifest | ImageIndex]:
+    resp = client.get_manifest(name, reference, mediatypes.ACCEPT)
     media_type = mediatypes.effective_media_type(resp.media_type, resp.body)
-    parsed = mediatypes.parse(resp.body, media_type)
-    if isinstance(parsed, ImageIndex):
-        chosen = mediatypes.select_platform(parsed, config.platform)
-        resp = client.get_manifest(ref.name, chosen.digest, mediatypes.ACCEPT)
-        media_type = mediatypes.effective_media_type(resp.media_type, resp.body)
-        parsed = mediatypes.parse(resp.body, media_type)
-        if isinstance(parsed, ImageIndex):
-            raise ManifestError(f"index {chosen.digest} points at another index; not supported")
-    return resp.body, media_type, resp.digest, parsed
+    return resp.body, media_type, resp.digest, mediatypes.parse(resp.body, media_type)
+
+
+def copies_whole_index(config: Config, dest: Destination) -> bool:
+    """An index is copied whole with --all-platforms, or into a registry when no platform
+    was asked for (a mirror should serve every platform the source does)."""
+    return config.all_platforms or (dest.is_registry and not config.platform_given)
 
 
 def diff_ids_of(config_bytes: bytes, layer_count: int) -> list[str]:
@@ -58,51 +62,123 @@ def check_space(path: str, needed: int) -> None:
             f"have {free / 2**20:.0f} MiB")
 
 
+@dataclass
+class Resolved:
+    manifest: bytes
+    media_type: str
+    digest: str
+    parsed: ImageManifest | ImageIndex
+
+
+def plan_image(image_id: int, ref: ImageRef, source: str, got: Resolved,
+               client: RegistryClient, insecure: bool, probe: Probe, config: Config,
+               spool: str, planner: TarPlanner | None, parent: int = -1
+               ) -> tuple[ImagePlan, list[LayerDesc]]:
+    """The plan and layers of one single-platform image whose manifest is `got`."""
+    parsed = got.parsed
+    assert isinstance(parsed, ImageManifest)
+    common = dict(image_id=image_id, source=source, host=ref.host, name=ref.name,
+                  insecure=insecure, repo_tag=ref.repo_tag if parent < 0 else None,
+                  tag=ref.tag if parent < 0 else None, manifest=got.manifest,
+                  manifest_media_type=got.media_type, manifest_digest=got.digest,
+                  config_digest=parsed.config.digest,
+                  config_media_type=parsed.config.media_type, parent=parent)
+    config_bytes = client.get_blob(ref.name, parsed.config.digest)
+    diff_ids = diff_ids_of(config_bytes, len(parsed.layers))
+    layers = []
+    needed = 0
+    for index, d in enumerate(parsed.layers):
+        present = probe.has_layer(d.digest, d.size)
+        if not present:
+            needed += d.size
+        layers.append(LayerDesc(
+            image_id=image_id, index=index, digest=d.digest, size=d.size,
+            media_type=d.media_type, compression=mediatypes.compression_of(d.media_type),
+            diff_id=diff_ids[index], present=present))
+    check_space(spool, needed)
+    regions = []
+    if planner is not None:
+        regions = planner.plan_image(parsed.config.digest, len(config_bytes), got.digest,
+                                     len(got.manifest), layers)
+    plan = ImagePlan(**common, config=config_bytes, diff_ids=diff_ids, layer_count=len(layers),
+                     regions=regions, tar_end=planner.end if planner is not None else -1)
+    return plan, layers
+
+
+def up_to_date_plan(image_id: int, ref: ImageRef, source: str, got: Resolved,
+                    insecure: bool) -> ImagePlan:
+    return ImagePlan(image_id=image_id, source=source, host=ref.host, name=ref.name,
+                     insecure=insecure, repo_tag=ref.repo_tag, tag=ref.tag,
+                     manifest=got.manifest, manifest_media_type=got.media_type,
+                     manifest_digest=got.digest, config=b"", config_digest="",
+                     config_media_type="", diff_ids=[], layer_count=0, up_to_date=True)
+
+
 def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
         config: Config, admit: Semaphore, spool: str, planner: TarPlanner | None) -> None:
-    clients = ClientPool(config, pool_size=4)
+    clients = ClientPool(config, pool_size=4, role="src")
+    probe = dest.probe(config)
+    child_ids = itertools.count(len(sources))  # children of an index get ids after sources
+
+    def emit(plan: ImagePlan, layers: list[LayerDesc]) -> None:
+        io.put(plan)
+        # Largest first: the long downloads start early and the short ones fill in.
+        for layer in sorted(layers, key=lambda lay: -lay.size):
+            io.put(layer)
+
+    def one_source(image_id: int, location: Location) -> None:
+        ref = location.ref
+        assert ref is not None
+        insecure = bool(location.option("insecure", config.insecure))
+        client = clients.get(ref.host, insecure)
+        got = Resolved(*fetch_manifest(client, ref.name, ref.reference))  # digest verified
+        whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(config, dest)
+        if not whole_index and isinstance(got.parsed, ImageIndex):
+            chosen = mediatypes.select_platform(got.parsed, config.platform)
+            got = Resolved(*fetch_manifest(client, ref.name, chosen.digest))
+            if isinstance(got.parsed, ImageIndex):
+                raise ManifestError(f"index {chosen.digest} points at another index")
+        dest_ref = dest.location.ref
+        if dest_ref is not None and probe.up_to_date(dest_ref.tag or ref.tag or got.digest,
+                                                     got.digest):
+            # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
+            emit(up_to_date_plan(image_id, ref, location.text, got, insecure), [])
+            return
+        if not whole_index:
+            emit(*plan_image(image_id, ref, location.text, got, client, insecure, probe,
+                             config, spool, planner))
+            return
+        if not dest.takes_index:
+            raise UsageError(f"{dest.location}: copying every platform of an index needs a "
+                             "registry:// or oci:// destination; pick one with --platform")
+        assert isinstance(got.parsed, ImageIndex)
+        # Resolve every child before sending anything: a child that cannot be planned fails
+        # the index before a byte moves.
+        children = []
+        for d in got.parsed.manifests:
+            child = Resolved(*fetch_manifest(client, ref.name, d.digest))
+            if not isinstance(child.parsed, ImageManifest):
+                raise ManifestError(f"index {got.digest}: {d.digest} is not an image manifest")
+            children.append(plan_image(next(child_ids), ref, location.text, child, client,
+                                       insecure, probe, config, spool, planner,
+                                       parent=image_id))
+        emit(ImagePlan(image_id=image_id, source=location.text, host=ref.host, name=ref.name,
+                       insecure=insecure, repo_tag=ref.repo_tag, tag=ref.tag,
+                       manifest=got.manifest, manifest_media_type=got.media_type,
+                       manifest_digest=got.digest, config=b"", config_digest="",
+                       config_media_type="", diff_ids=[], layer_count=0,
+                       children=[plan.image_id for plan, _ in children]), [])
+        for plan, layers in children:
+            emit(plan, layers)
+
     try:
         for image_id, location in sources:
-            admit.acquire()
-            ref = location.ref
-            assert ref is not None
-            source = location.text
-            insecure = bool(location.option("insecure", config.insecure))
+            admit.acquire()  # one slot per source: an index and its children share it
             try:
-                client = clients.get(ref.host, insecure)
-                manifest, media_type, digest, parsed = resolve_image(client, ref, config)
-                config_bytes = client.get_blob(ref.name, parsed.config.digest)
-                diff_ids = diff_ids_of(config_bytes, len(parsed.layers))
-                layers = []
-                needed = 0
-                for index, d in enumerate(parsed.layers):
-                    present = dest.has_layer(d.digest, d.size)
-                    if not present:
-                        needed += d.size
-                    layers.append(LayerDesc(
-                        image_id=image_id, index=index, digest=d.digest, size=d.size,
-                        media_type=d.media_type,
-                        compression=mediatypes.compression_of(d.media_type),
-                        diff_id=diff_ids[index], present=present))
-                check_space(spool, needed)
+                one_source(image_id, location)
             except OccystrapError as exc:
-                io.fail(image_id, source, str(exc))
-                continue
-            regions = []
-            if planner is not None:
-                regions = planner.plan_image(parsed.config.digest, len(config_bytes), digest,
-                                             len(manifest), layers)
-            io.put(ImagePlan(
-                image_id=image_id, source=source, host=ref.host, name=ref.name,
-                insecure=insecure,
-                repo_tag=ref.repo_tag, tag=ref.tag, manifest=manifest,
-                manifest_media_type=media_type, manifest_digest=digest, config=config_bytes,
-                config_digest=parsed.config.digest, config_media_type=parsed.config.media_type,
-                diff_ids=diff_ids, layer_count=len(layers), regions=regions,
-                tar_end=planner.end if planner is not None else -1))
-            # Largest first: the long downloads start early and the short ones fill in.
-            for layer in sorted(layers, key=lambda lay: -lay.size):
-                io.put(layer)
+                io.fail(image_id, location.text, str(exc))
         io.put(Shutdown())
     finally:
+        probe.close()
         clients.close()

@@ -17,6 +17,8 @@ from occystrap.stages.base import StageIO
 class _Image:
     plan: ImagePlan
     layers: dict[int, str] = field(default_factory=dict)
+    waiting: set[int] = field(default_factory=set)  # an index: children not yet published
+    layer_total: int = 0  # an index: its children's layers
     skipped: int = 0
     bytes: int = 0
 
@@ -30,19 +32,50 @@ def _describe(exc: BaseException) -> str:
 
 def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None:
     images: dict[int, _Image] = {}
+    parent_of: dict[int, int] = {}
     finished = 0
 
     def fail(image_id: int, source: str, stage: str, reason: str) -> None:
-        image = images.pop(image_id, None)
         if image_id in io.failed:
             return
         io.failed.add(image_id)
+        image = images.pop(image_id, None)
         if image is not None:
             try:
                 writer.fail_image(image.plan)
-            except OSError:
+            except (OccystrapError, OSError):
                 pass
+            for child in image.plan.children:
+                fail(child, source, stage, reason)
+        if image_id in parent_of:
+            # A platform of an index failed: the index fails (and with it its siblings).
+            fail(parent_of[image_id], source, stage, f"platform image: {reason}")
+            return
         io.tell(ImageFailed(image_id=image_id, source=source, stage=stage, reason=reason))
+        admit.release()
+
+    def maybe_finish(image: _Image) -> None:
+        nonlocal finished
+        plan = image.plan
+        if len(image.layers) < plan.layer_count or image.waiting:
+            return
+        ordered = [image.layers[i] for i in range(plan.layer_count)]
+        where = writer.finish_image(plan, ordered)
+        images.pop(plan.image_id)
+        parent = images.get(parent_of.get(plan.image_id, -1))
+        if parent is not None:
+            parent.waiting.discard(plan.image_id)
+            parent.layer_total += plan.layer_count
+            parent.bytes += image.bytes
+            parent.skipped += image.skipped
+            maybe_finish(parent)
+            return
+        finished += 1
+        io.tell(ImageDone(
+            image_id=plan.image_id, source=plan.source, destination=where,
+            manifest_digest=plan.manifest_digest, layers=plan.layer_count + image.layer_total,
+            bytes=image.bytes, skipped_layers=image.skipped, up_to_date=plan.up_to_date,
+            detail=writer.detail(plan)))
         admit.release()
 
     ok = False
@@ -61,7 +94,9 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None
                 continue
             try:
                 if isinstance(msg, ImagePlan):
-                    image = images[image_id] = _Image(msg)
+                    image = images[image_id] = _Image(msg, waiting=set(msg.children))
+                    for child in msg.children:
+                        parent_of[child] = image_id
                     writer.begin_image(msg)
                 elif isinstance(msg, LayerDesc):
                     image = images[image_id]
@@ -73,17 +108,7 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None
                         image.bytes += msg.size
                 else:
                     continue
-                plan = image.plan
-                if len(image.layers) == plan.layer_count:
-                    ordered = [image.layers[i] for i in range(plan.layer_count)]
-                    where = writer.finish_image(plan, ordered)
-                    images.pop(image_id)
-                    finished += 1
-                    io.tell(ImageDone(
-                        image_id=image_id, source=plan.source, destination=where,
-                        manifest_digest=plan.manifest_digest, layers=plan.layer_count,
-                        bytes=image.bytes, skipped_layers=image.skipped))
-                    admit.release()
+                maybe_finish(image)
             except (OccystrapError, OSError) as exc:
                 if isinstance(msg, LayerDesc):
                     io.drop(msg)

@@ -74,6 +74,12 @@ def test_parse_destination(text, scheme, path, tag, options):
     assert (loc.scheme, loc.path, loc.tag, loc.options) == (scheme, path, tag, options)
 
 
+def test_registry_destination_keeps_source_tag_unless_given():
+    assert parse_location("registry://h.io/a", role="destination").ref.tag is None
+    assert parse_location("registry://h.io/a:v2", role="destination").ref.tag == "v2"
+    assert parse_location("registry://h.io/a", role="source").ref.tag == "latest"
+
+
 def test_parse_source_options():
     loc = parse_location("registry://h.io/a:1?insecure=true&arch=arm64&retries=5",
                          role="source")
@@ -86,7 +92,7 @@ def test_parse_source_options():
     [
         ("ftp://x/y", "source", "unknown source"),
         ("docker://busybox", "source", "not implemented yet"),
-        ("registry://h.io/a", "destination", "not implemented yet"),
+        (f"registry://h.io/a@{D}", "destination", "takes a tag, not a digest"),
         ("/tmp/x.tar", "destination", "not a URI"),
         ("tar://", "destination", "missing path"),
     ],

@@ -1,0 +1,128 @@
+"""`registry://` as a destination: blobs uploaded in parallel, the manifest last.
+
+Byte-exact: the manifest bytes pushed are the source's, so the destination serves the same
+digest and a pinned reference keeps working after a mirror. Per blob the cheapest path wins:
+resolve has already HEADed the destination (present layers never reach here); a blob that
+lives in another repository of the same registry is mounted; the rest is uploaded from the
+spool file, whose bytes fetch verified.
+
+The registry client is made on first use, in the write process: connection pools are never
+shared across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from occystrap.config import Config
+from occystrap.formats.base import Writer, hex_of, unlink_quietly, write_atomic
+from occystrap.messages import ImagePlan, LayerDesc
+from occystrap.reference import ImageRef
+from occystrap.registry.client import RegistryClient
+from occystrap.registry.pool import ClientPool
+
+
+def target_reference(dest: ImageRef, plan: ImagePlan) -> str:
+    """The tag to push to: the destination's own, else the source's, else the digest. The
+    platform images of an index are pushed by digest; the index takes the tag."""
+    if plan.parent >= 0:
+        return plan.manifest_digest
+    return dest.tag or plan.tag or plan.manifest_digest
+
+
+class RegistryWriter(Writer):
+    def __init__(self, dest: ImageRef, config: Config, insecure: bool, spool: str,
+                 token: str) -> None:
+        self.dest = dest
+        self.config = config
+        self.insecure = insecure
+        self.spool = spool
+        self.token = token
+        self._clients: ClientPool | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._uploads: dict[int, list[Future[None]]] = {}
+        self._counts: dict[int, Counter[str]] = {}  # per top-level image: how blobs went
+        self._lock = threading.Lock()
+
+    def _client(self) -> RegistryClient:
+        if self._clients is None:
+            self._clients = ClientPool(self.config, self.config.parallel, role="dest")
+        return self._clients.get(self.dest.host, self.insecure)
+
+    def _submit(self, plan: ImagePlan, fn: object, *args: object) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.parallel, thread_name_prefix="upload")
+        fut = self._pool.submit(fn, *args)  # type: ignore[arg-type]
+        with self._lock:
+            self._uploads.setdefault(plan.image_id, []).append(fut)
+
+    def _push_blob(self, plan: ImagePlan, digest: str, size: int, path: str,
+                   offset: int, check_first: bool) -> None:
+        client = self._client()
+        try:
+            if check_first and client.blob_exists(self.dest.name, digest) is not None:
+                how = "present"
+            elif (plan.host == self.dest.host and plan.name != self.dest.name
+                  and client.mount_blob(self.dest.name, digest, plan.name)):
+                how = "mounted"
+            else:
+                client.upload_blob(self.dest.name, digest, size, path, offset=max(offset, 0))
+                how = "uploaded"
+        finally:
+            if offset < 0:
+                unlink_quietly(path)
+        top = plan.parent if plan.parent >= 0 else plan.image_id
+        with self._lock:
+            self._counts.setdefault(top, Counter())[how] += 1
+
+    def begin_image(self, plan: ImagePlan) -> None:
+        self._uploads[plan.image_id] = []
+        if plan.up_to_date or not plan.config:  # nothing to do, or an index (no config)
+            return
+        path = os.path.join(self.spool, f"config-{plan.image_id}-{hex_of(plan.config_digest)}")
+        write_atomic(path, plan.config, self.token)
+        self._submit(plan, self._push_blob, plan, plan.config_digest, len(plan.config), path,
+                     -1, True)
+
+    def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        if layer.present:
+            return
+        # resolve HEADed every layer already: no second check
+        self._submit(plan, self._push_blob, plan, layer.digest, layer.size, layer.path,
+                     layer.offset, False)
+
+    def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
+        reference = target_reference(self.dest, plan)
+        where = f"registry://{self.dest.host}/{self.dest.name}"
+        where += f"@{reference}" if reference.startswith("sha256:") else f":{reference}"
+        if plan.up_to_date:
+            return where
+        with self._lock:
+            futures = self._uploads.pop(plan.image_id, [])
+        for fut in futures:
+            fut.result()  # the first failed upload fails the image
+        self._client().put_manifest(self.dest.name, reference, plan.manifest,
+                                    plan.manifest_media_type)
+        return where
+
+    def detail(self, plan: ImagePlan) -> str:
+        with self._lock:
+            counts = self._counts.pop(plan.image_id, Counter())
+        return ", ".join(f"{n} blobs {how}" for how, n in sorted(counts.items()))
+
+    def fail_image(self, plan: ImagePlan) -> None:
+        # Blobs already uploaded stay: unreferenced blobs are the registry's to collect, and a
+        # re-run finds them with a HEAD instead of uploading them again.
+        with self._lock:
+            futures = self._uploads.pop(plan.image_id, [])
+        for fut in futures:
+            fut.cancel()
+
+    def close(self, ok: bool) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._clients is not None:
+            self._clients.close()

@@ -53,6 +53,11 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--all-platforms",), dict(is_flag=True, default=False,
                                 help="Copy a multi-platform index whole (registry:// and "
                                      "oci:// destinations).")),
+    (("--compression",), dict(type=click.Choice(["gzip", "zstd"]), default=None,
+                               help="Re-encode layers (new digests; the default keeps every "
+                                    "byte).")),
+    (("--compression-level",), dict(type=click.IntRange(0, 22), default=None,
+                                     help="gzip 0-9 [6], zstd 1-22 [3].")),
     (("--verify-full",), dict(is_flag=True, default=False,
                               help="Also check every layer's uncompressed diff_id.")),
     (("--stats",), dict(type=click.Choice(["text", "json"]), default=None,
@@ -111,7 +116,8 @@ def build_config(opts: dict[str, Any]) -> Config:
         dest_username=opts["dest_username"], dest_password=opts["dest_password"],
         platform=platform, platform_given=opts["platform"] is not None,
         all_platforms=opts["all_platforms"],
-        verify_full=opts["verify_full"], stats=stats, stats_file=opts["stats_file"],
+        verify_full=opts["verify_full"], compression=opts["compression"],
+        compression_level=opts["compression_level"], stats=stats, stats_file=opts["stats_file"],
         quiet=opts["quiet"], verbose=opts["verbose"])
 
 
@@ -194,6 +200,10 @@ def process(obj: dict[str, Any], source: str, destination: str, **after: Any) ->
     config = build_config(_merge(obj, after))
     src = parse_location(source, role="source")
     dst = parse_location(destination, role="destination")
+    if config.compression and (dst.scheme == "dir" or
+                               str(dst.option("format", "")).lower() in ("v1.2", "legacy")):
+        raise UsageError(f"{destination}: stores uncompressed layers; --compression does "
+                         "not apply")
     result = pipeline.run([src], dst, _source_config(src, config),
                           on_event=_print_event(config.quiet))
     if result.error:

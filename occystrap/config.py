@@ -26,6 +26,8 @@ class Config:
     platform_given: bool = False  # --platform (or ?os=/arch=) was given, not defaulted
     all_platforms: bool = False
     verify_full: bool = False
+    compression: str | None = None  # re-encode layers: "gzip" or "zstd"; None keeps bytes
+    compression_level: int | None = None
     stats: str | None = None
     stats_file: str | None = None
     quiet: bool = False

@@ -88,7 +88,9 @@ class Destination:
                                   config.insecure if insecure is None else insecure, spool,
                                   self.token)
         if scheme == "tar":
-            return DockerArchiveWriter(self.path, self.legacy_tar, self.token)
+            # Re-encoded layers have sizes nobody knows in advance: no in-place planning.
+            return DockerArchiveWriter(self.path, self.legacy_tar, self.token,
+                                       in_place=config.compression is None)
         if scheme == "oci":
             return OCILayoutWriter(self.path, self.location.tag, self.token)
         if scheme == "dir":

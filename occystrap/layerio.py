@@ -89,3 +89,38 @@ def decompress_file(src: str, dst: str | None, compression: str, offset: int = -
             if out is not None:
                 out.close()
     return f"sha256:{h.hexdigest()}", total
+
+
+def recompress_file(src: str, dst: str, source: str, target: str, level: int | None
+                    ) -> tuple[str, int, str]:
+    """Re-encode the layer in `src` (compression `source`) into `dst` as `target`.
+
+    Streams in bounded chunks; zstd uses every core (zstandard's own worker threads), gzip
+    one core per layer (callers run several layers at once). Returns the new blob's digest,
+    its size, and the diff_id of the uncompressed content.
+    """
+    blob_hash = hashlib.sha256()
+    diff_hash = hashlib.sha256()
+    size = 0
+    if target == "gzip":
+        gz = zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        compress, flush = gz.compress, gz.flush
+    elif target == "zstd":
+        zc = zstandard.ZstdCompressor(level=3 if level is None else level,
+                                      threads=-1).compressobj()
+        compress, flush = zc.compress, zc.flush
+    else:
+        raise ValueError(f"unknown compression {target!r}")
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        def emit(data: bytes) -> None:
+            nonlocal size
+            if data:
+                blob_hash.update(data)
+                out.write(data)
+                size += len(data)
+
+        for chunk in decompressed_chunks(f, source):
+            diff_hash.update(chunk)
+            emit(compress(chunk))
+        emit(flush())
+    return f"sha256:{blob_hash.hexdigest()}", size, f"sha256:{diff_hash.hexdigest()}"

@@ -60,6 +60,7 @@ class LayerDesc(msgspec.Struct, tag=True):
     diff_id: str | None = None
     present: bool = False  # the destination already holds it: no bytes move
     fetched_size: int = 0  # bytes fetch wrote (it checked their sha256 as they streamed)
+    source_digest: str = ""  # set when compress re-encoded the layer: the source's digest
 
 
 class ImageFailed(msgspec.Struct, tag=True):

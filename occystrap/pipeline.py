@@ -111,7 +111,8 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
         "resolve": lambda io: resolve.run(io, numbered, dest, config, admit, spool, planner),
         "fetch": lambda io: fetch.run(io, config, spool),
         "verify": lambda io: verify.run(io, config),
-        "compress": lambda io: compress.run(io, dest.needs_uncompressed),
+        "compress": lambda io: compress.run(io, dest.needs_uncompressed, config.compression,
+                                            config.compression_level),
         "write": lambda io: write.run(io, writer, admit, str(dest_location)),
     }
     procs: dict[str, mp.process.BaseProcess] = {}

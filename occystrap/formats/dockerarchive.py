@@ -12,8 +12,8 @@ byte is written twice; the writer only fills in headers and appends the metadata
 An image that fails leaves its regions behind under `blobs/unused/…` names that nothing
 references, which keeps the archive valid.
 
-Legacy shape: layer sizes are only known after decompression, so layers are spooled and
-appended with sendfile as they arrive.
+Legacy shape, or layers re-encoded with --compression: sizes are only known once the
+layer is written, so layers are spooled and appended with sendfile as they arrive.
 
 Either way the archive is written to a temp name beside the destination and renamed into
 place only when complete.
@@ -69,9 +69,10 @@ class TarPlanner:
 
 
 class DockerArchiveWriter(Writer):
-    def __init__(self, path: str, legacy: bool, token: str) -> None:
+    def __init__(self, path: str, legacy: bool, token: str, in_place: bool = True) -> None:
         self.path = path
         self.legacy = legacy
+        self.in_place = in_place and not legacy
         self.needs_uncompressed = legacy
         self.tmp = temp_name(path, token)
         if os.path.isdir(path):
@@ -88,7 +89,7 @@ class DockerArchiveWriter(Writer):
         self._broken: OSError | None = None  # a failed write leaves the archive unusable
 
     def planner(self) -> TarPlanner | None:
-        return None if self.legacy else TarPlanner(self.tmp)
+        return TarPlanner(self.tmp) if self.in_place else None
 
     # -- names -----------------------------------------------------------------------------
 
@@ -139,14 +140,14 @@ class DockerArchiveWriter(Writer):
     # -- the Writer protocol -----------------------------------------------------------------
 
     def begin_image(self, plan: ImagePlan) -> None:
-        if self.legacy:
+        if not self.in_place:
             self._append_bytes(self._config_name(plan), plan.config)
             return
         self._end = max(self._end, plan.tar_end)
         self._fill(plan.regions[0], plan.config)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
-        if not self.legacy:
+        if self.in_place:
             self._fill(plan.regions[1 + layer.index])
             return
         self._guard()
@@ -161,8 +162,10 @@ class DockerArchiveWriter(Writer):
         os.unlink(layer.path)
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
-        if not self.legacy:
+        if self.in_place:
             self._fill(plan.regions[-1], plan.manifest)
+        elif not self.legacy:
+            self._append_bytes(blob_name(plan.manifest_digest), plan.manifest)
         self._images.append((plan, list(layers)))
         return f"tar://{self.path}"
 
@@ -212,7 +215,7 @@ class DockerArchiveWriter(Writer):
         try:
             self._guard()
             if ok and self._images:
-                if not self.legacy:
+                if self.in_place:
                     self._file.seek(self._end)
                     self._tar = TarStream(self._file, start=self._end)
                 self._metadata()

@@ -90,9 +90,9 @@ class RegistryWriter(Writer):
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         if layer.present:
             return
-        # resolve HEADed every layer already: no second check
+        # resolve HEADed every layer already, except those re-encoded since (new digests)
         self._submit(plan, self._push_blob, plan, layer.digest, layer.size, layer.path,
-                     layer.offset, False)
+                     layer.offset, bool(layer.source_digest))
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         reference = target_reference(self.dest, plan)

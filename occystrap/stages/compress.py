@@ -11,14 +11,26 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import zstandard
+
 from occystrap.formats.base import unlink_quietly
-from occystrap.layerio import decompress_file
-from occystrap.messages import LayerDesc, Shutdown
+from occystrap.layerio import decompress_file, recompress_file
+from occystrap.mediatypes import DOCKER_MANIFEST
+from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.stages.base import StageIO
+from occystrap.transform import layer_media_type
 
 
-def run(io: StageIO, uncompress: bool) -> None:
+def wants_recompression(layer: LayerDesc, target: str | None) -> bool:
+    return target is not None and layer.compression != target
+
+
+def run(io: StageIO, uncompress: bool, target: str | None = None,
+        level: int | None = None) -> None:
+    """`uncompress`: the destination stores plain tar layers. `target`: re-encode every layer
+    not already in that compression (the only change to a copy's bytes the user can ask)."""
     pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="compress")
+    docker_manifest: dict[int, bool] = {}
 
     def decompress(layer: LayerDesc) -> None:
         if layer.image_id in io.failed:
@@ -42,12 +54,46 @@ def run(io: StageIO, uncompress: bool) -> None:
         layer.diff_id = diff_id
         io.put(layer)
 
+    def recompress(layer: LayerDesc) -> None:
+        assert target is not None
+        if layer.image_id in io.failed:
+            io.drop(layer)
+            return
+        out = f"{layer.path}.{target}"
+        try:
+            digest, size, diff_id = recompress_file(layer.path, out, layer.compression,
+                                                    target, level)
+        except (ValueError, OSError, EOFError, zstandard.ZstdError) as exc:
+            unlink_quietly(out)
+            io.fail_layer(layer, f"layer {layer.digest}: cannot recompress: {exc}")
+            return
+        io.drop(layer)
+        if layer.diff_id and diff_id != layer.diff_id:
+            unlink_quietly(out)
+            io.fail_layer(layer, f"layer {layer.digest}: uncompressed content {diff_id} "
+                                 f"!= diff_id {layer.diff_id}")
+            return
+        oci = not docker_manifest.get(layer.image_id, False) or target == "zstd"
+        layer.source_digest = layer.digest
+        layer.digest, layer.size, layer.path = digest, size, out
+        layer.compression = target
+        layer.media_type = layer_media_type(target, oci)
+        layer.offset = -1
+        io.put(layer)
+
+    def on_plan(plan: ImagePlan) -> None:
+        docker_manifest[plan.image_id] = plan.manifest_media_type == DOCKER_MANIFEST
+
     def on_layer(layer: LayerDesc) -> None:
-        if uncompress and not layer.present:
+        if layer.present:
+            io.put(layer)
+        elif uncompress:
             pool.submit(decompress, layer)
+        elif wants_recompression(layer, target):
+            pool.submit(recompress, layer)
         else:
             io.put(layer)
 
-    io.relay(on_layer)
+    io.relay(on_layer, on_plan)
     pool.shutdown(wait=True)
     io.put(Shutdown())

@@ -88,12 +88,16 @@ def plan_image(image_id: int, ref: ImageRef, source: str, got: Resolved,
     layers = []
     needed = 0
     for index, d in enumerate(parsed.layers):
-        present = probe.has_layer(d.digest, d.size)
+        compression = mediatypes.compression_of(d.media_type)
+        # A layer to be re-encoded will have another digest at the destination: asking
+        # about this one would be meaningless.
+        present = (not (config.compression and compression != config.compression)
+                   and probe.has_layer(d.digest, d.size))
         if not present:
             needed += d.size
         layers.append(LayerDesc(
             image_id=image_id, index=index, digest=d.digest, size=d.size,
-            media_type=d.media_type, compression=mediatypes.compression_of(d.media_type),
+            media_type=d.media_type, compression=compression,
             diff_id=diff_ids[index], present=present))
     check_space(spool, needed)
     regions = []

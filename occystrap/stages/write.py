@@ -7,20 +7,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from threading import Semaphore
 
+import msgspec
+
 from occystrap.errors import OccystrapError
 from occystrap.formats.base import Writer
 from occystrap.messages import ImageDone, ImageFailed, ImagePlan, LayerDesc, Shutdown
 from occystrap.stages.base import StageIO
+from occystrap.transform import NewDescriptor, rewrite_index, rewrite_manifest
 
 
 @dataclass
 class _Image:
     plan: ImagePlan
-    layers: dict[int, str] = field(default_factory=dict)
+    layers: dict[int, LayerDesc] = field(default_factory=dict)
+    children_changed: dict[str, NewDescriptor] = field(default_factory=dict)
     waiting: set[int] = field(default_factory=set)  # an index: children not yet published
     layer_total: int = 0  # an index: its children's layers
     skipped: int = 0
     bytes: int = 0
+
+
+def with_new_digests(plan: ImagePlan, layers: list[LayerDesc],
+                     children: dict[str, NewDescriptor]) -> ImagePlan:
+    """The plan as published: its own, unless --compression re-encoded layers (or the
+    children of an index), which gives the manifest new bytes and a new digest."""
+    if any(layer.source_digest for layer in layers):
+        target = "zstd" if any(layer.compression == "zstd" for layer in layers) else None
+        body, media_type, digest = rewrite_manifest(
+            plan.manifest, plan.manifest_media_type,
+            [NewDescriptor(la.digest, la.size, la.media_type) for la in layers], target)
+    elif children:
+        body, media_type, digest = rewrite_index(plan.manifest, plan.manifest_media_type,
+                                                 children)
+    else:
+        return plan
+    return msgspec.structs.replace(plan, manifest=body, manifest_media_type=media_type,
+                                   manifest_digest=digest)
 
 
 def _describe(exc: BaseException) -> str:
@@ -56,13 +78,17 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None
 
     def maybe_finish(image: _Image) -> None:
         nonlocal finished
-        plan = image.plan
+        plan = source_plan = image.plan
         if len(image.layers) < plan.layer_count or image.waiting:
             return
-        ordered = [image.layers[i] for i in range(plan.layer_count)]
-        where = writer.finish_image(plan, ordered)
+        layers = [image.layers[i] for i in range(plan.layer_count)]
+        plan = with_new_digests(plan, layers, image.children_changed)
+        where = writer.finish_image(plan, [layer.digest for layer in layers])
         images.pop(plan.image_id)
         parent = images.get(parent_of.get(plan.image_id, -1))
+        if parent is not None and plan.manifest_digest != source_plan.manifest_digest:
+            parent.children_changed[source_plan.manifest_digest] = NewDescriptor(
+                plan.manifest_digest, len(plan.manifest), plan.manifest_media_type)
         if parent is not None:
             parent.waiting.discard(plan.image_id)
             parent.layer_total += plan.layer_count
@@ -71,11 +97,16 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None
             maybe_finish(parent)
             return
         finished += 1
+        detail = writer.detail(plan)
+        if plan.manifest_digest != source_plan.manifest_digest:
+            detail = ", ".join(filter(None, [
+                detail, f"layers re-encoded: new manifest digest (source's was "
+                        f"{source_plan.manifest_digest})"]))
         io.tell(ImageDone(
             image_id=plan.image_id, source=plan.source, destination=where,
             manifest_digest=plan.manifest_digest, layers=plan.layer_count + image.layer_total,
             bytes=image.bytes, skipped_layers=image.skipped, up_to_date=plan.up_to_date,
-            detail=writer.detail(plan)))
+            detail=detail))
         admit.release()
 
     ok = False
@@ -101,7 +132,7 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None
                 elif isinstance(msg, LayerDesc):
                     image = images[image_id]
                     writer.add_layer(image.plan, msg)
-                    image.layers[msg.index] = msg.digest
+                    image.layers[msg.index] = msg
                     if msg.present:
                         image.skipped += 1
                     else:

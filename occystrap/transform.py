@@ -1,0 +1,78 @@
+"""Manifests for recompressed images (pure: bytes in, bytes out).
+
+A copy is byte-exact unless the user asks for another compression; then every changed layer
+gets a new descriptor, the manifest new bytes and a new digest, and an index the new digests
+of its children. A zstd layer has no Docker media type, so a Docker manifest that gains one
+becomes an OCI manifest (as skopeo does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from occystrap import mediatypes as mt
+
+
+@dataclass(frozen=True)
+class NewDescriptor:
+    digest: str
+    size: int
+    media_type: str
+
+
+def layer_media_type(compression: str, oci: bool) -> str:
+    if compression == "zstd":
+        return mt.OCI_LAYER_ZSTD
+    if compression == "gzip":
+        return mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP
+    return mt.OCI_LAYER
+
+
+def needs_oci(manifest_media_type: str, compression: str | None) -> bool:
+    return manifest_media_type == mt.DOCKER_MANIFEST and compression == "zstd"
+
+
+def _encode(doc: object) -> tuple[bytes, str]:
+    body = json.dumps(doc, indent=3).encode()
+    return body, "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def rewrite_manifest(body: bytes, media_type: str, layers: Sequence[NewDescriptor],
+                     compression: str | None) -> tuple[bytes, str, str]:
+    """New (bytes, media type, digest) with `layers` in place of the manifest's layers."""
+    doc = json.loads(body)
+    if len(doc["layers"]) != len(layers):
+        raise ValueError("layer count changed")
+    to_oci = needs_oci(media_type, compression)
+    if to_oci:
+        media_type = mt.OCI_MANIFEST
+        doc["mediaType"] = mt.OCI_MANIFEST
+        doc["config"]["mediaType"] = mt.OCI_CONFIG
+    for entry, new in zip(doc["layers"], layers, strict=True):
+        entry["digest"] = new.digest
+        entry["size"] = new.size
+        entry["mediaType"] = (mt.OCI_LAYER_GZIP if to_oci and new.media_type ==
+                              mt.DOCKER_LAYER_GZIP else new.media_type)
+    out, digest = _encode(doc)
+    return out, media_type, digest
+
+
+def rewrite_index(body: bytes, media_type: str, children: Mapping[str, NewDescriptor]
+                  ) -> tuple[bytes, str, str]:
+    """New (bytes, media type, digest) of an index whose children (old digest → new)
+    changed."""
+    doc = json.loads(body)
+    to_oci = False
+    for entry in doc["manifests"]:
+        new = children.get(entry["digest"])
+        if new is not None:
+            entry["digest"], entry["size"], entry["mediaType"] = (new.digest, new.size,
+                                                                  new.media_type)
+            to_oci = to_oci or new.media_type == mt.OCI_MANIFEST
+    if to_oci and media_type == mt.DOCKER_MANIFEST_LIST:
+        media_type = doc["mediaType"] = mt.OCI_INDEX
+    out, digest = _encode(doc)
+    return out, media_type, digest

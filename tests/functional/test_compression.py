@@ -1,0 +1,98 @@
+"""--compression: layers re-encoded in the compress stage, a new manifest, same content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+
+import pytest
+import zstandard
+
+from occystrap import mediatypes as mt
+
+
+def inspect(skopeo, *args: str) -> dict:
+    r = skopeo("inspect", "--tls-verify=false", *args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("key, target", [("docker", "zstd"), ("zstd", "gzip"),
+                                         ("oci", "zstd")])
+def test_registry_recompression(occystrap_cli, registry, sample_images, skopeo, key, target):
+    s = sample_images[key]
+    dest = f"{registry.host}/recompressed/{key}-{target}:1.0"
+    r = occystrap_cli("--insecure", "--compression", target, "process", s.uri,
+                      f"registry://{dest}")
+    assert r.returncode == 0, r.stderr
+    assert "new manifest digest" in r.stderr
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                                 f"docker://{dest}").stdout)
+    want = mt.OCI_LAYER_ZSTD if target == "zstd" else (
+        mt.DOCKER_LAYER_GZIP if s.media_type == mt.DOCKER_MANIFEST else mt.OCI_LAYER_GZIP)
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {want}
+    if target == "zstd":
+        assert manifest["mediaType"] == mt.OCI_MANIFEST
+    # the content is the same: skopeo reads the config, whose diff_ids still hold
+    config = inspect(skopeo, "--config", f"docker://{dest}")
+    assert config["rootfs"]["diff_ids"] == [b.diff_id for b in s.built.layers]
+    assert inspect(skopeo, f"docker://{dest}")["Digest"] != s.digest
+
+
+def test_already_in_target_compression_stays_byte_exact(occystrap_cli, registry,
+                                                         sample_images, skopeo):
+    s = sample_images["zstd"]
+    dest = f"{registry.host}/recompressed/same:1.0"
+    r = occystrap_cli("--insecure", "--compression", "zstd", "process", s.uri,
+                      f"registry://{dest}")
+    assert r.returncode == 0, r.stderr
+    assert inspect(skopeo, f"docker://{dest}")["Digest"] == s.digest
+
+
+def test_recompressed_oci_and_tar(occystrap_cli, sample_images, tmp_path):
+    s = sample_images["docker"]
+    for dest in (f"oci://{tmp_path / 'layout'}", f"tar://{tmp_path / 'app.tar'}"):
+        r = occystrap_cli("--insecure", "--compression", "zstd", "process", s.uri, dest)
+        assert r.returncode == 0, r.stderr
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    manifest_digest = index["manifests"][0]["digest"]
+    manifest = json.loads((tmp_path / "layout" / "blobs" / "sha256" /
+                           manifest_digest[7:]).read_bytes())
+    for layer, built in zip(manifest["layers"], s.built.layers, strict=True):
+        blob = (tmp_path / "layout" / "blobs" / "sha256" / layer["digest"][7:]).read_bytes()
+        assert "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
+        plain = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+        assert "sha256:" + hashlib.sha256(plain).hexdigest() == built.diff_id
+    with tarfile.open(tmp_path / "app.tar") as tf:
+        entries = json.load(tf.extractfile("manifest.json"))
+        for path in entries[0]["Layers"]:
+            data = tf.extractfile(path).read()
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == "sha256:" + \
+                path.rsplit("/", 1)[1]
+
+
+def test_recompressed_index(occystrap_cli, registry, sample_images, skopeo):
+    s = sample_images["index"]
+    dest = f"{registry.host}/recompressed/multi:1.0"
+    r = occystrap_cli("--insecure", "--compression", "zstd", "process", s.uri,
+                      f"registry://{dest}")
+    assert r.returncode == 0, r.stderr
+    index = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                              f"docker://{dest}").stdout)
+    assert len(index["manifests"]) == len(s.built.images)
+    old = {i.manifest_digest for i in s.built.images}
+    for entry in index["manifests"]:
+        assert entry["digest"] not in old
+        child = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                                  f"docker://{registry.host}/recompressed/multi@"
+                                  f"{entry['digest']}").stdout)
+        assert {la["mediaType"] for la in child["layers"]} == {mt.OCI_LAYER_ZSTD}
+
+
+def test_compression_refused_for_uncompressed_destinations(occystrap_cli, sample_images,
+                                                           tmp_path):
+    r = occystrap_cli("--insecure", "--compression", "zstd", "process",
+                      sample_images["docker"].uri, f"dir://{tmp_path / 'd'}")
+    assert r.returncode == 2
+    assert "does not apply" in r.stderr

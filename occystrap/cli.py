@@ -58,6 +58,9 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                     "byte).")),
     (("--compression-level",), dict(type=click.IntRange(0, 22), default=None,
                                      help="gzip 0-9 [6], zstd 1-22 [3].")),
+    (("--layer-cache",), dict(type=click.Path(dir_okay=False), default=None,
+                              help="JSON file remembering re-encoded layers across runs "
+                                   "(with --compression).")),
     (("--verify-full",), dict(is_flag=True, default=False,
                               help="Also check every layer's uncompressed diff_id.")),
     (("--stats",), dict(type=click.Choice(["text", "json"]), default=None,
@@ -117,7 +120,8 @@ def build_config(opts: dict[str, Any]) -> Config:
         platform=platform, platform_given=opts["platform"] is not None,
         all_platforms=opts["all_platforms"],
         verify_full=opts["verify_full"], compression=opts["compression"],
-        compression_level=opts["compression_level"], stats=stats, stats_file=opts["stats_file"],
+        compression_level=opts["compression_level"],
+        layer_cache=opts["layer_cache"], stats=stats, stats_file=opts["stats_file"],
         quiet=opts["quiet"], verbose=opts["verbose"])
 
 

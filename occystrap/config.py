@@ -28,6 +28,7 @@ class Config:
     verify_full: bool = False
     compression: str | None = None  # re-encode layers: "gzip" or "zstd"; None keeps bytes
     compression_level: int | None = None
+    layer_cache: str | None = None
     stats: str | None = None
     stats_file: str | None = None
     quiet: bool = False

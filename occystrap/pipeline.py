@@ -29,6 +29,7 @@ from occystrap import messages
 from occystrap.config import Config
 from occystrap.destination import Destination
 from occystrap.errors import DestinationError, OccystrapError
+from occystrap.layercache import LayerCache
 from occystrap.messages import ImageDone, ImageFailed, StageCrashed, StageReport
 from occystrap.reference import Location
 from occystrap.stages import compress, fetch, resolve, verify, write
@@ -107,13 +108,15 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     admit = ctx.Semaphore(max(1, config.image_parallel))
     numbered = list(enumerate(sources))
     planner = writer.planner()
+    cache = LayerCache(config.layer_cache) if config.layer_cache else None
     bodies: dict[str, Callable[[StageIO], None]] = {
-        "resolve": lambda io: resolve.run(io, numbered, dest, config, admit, spool, planner),
+        "resolve": lambda io: resolve.run(io, numbered, dest, config, admit, spool, planner,
+                                          cache),
         "fetch": lambda io: fetch.run(io, config, spool),
         "verify": lambda io: verify.run(io, config),
         "compress": lambda io: compress.run(io, dest.needs_uncompressed, config.compression,
                                             config.compression_level),
-        "write": lambda io: write.run(io, writer, admit, str(dest_location)),
+        "write": lambda io: write.run(io, writer, admit, cache, config.compression_level),
     }
     procs: dict[str, mp.process.BaseProcess] = {}
     for i, name in enumerate(STAGES):

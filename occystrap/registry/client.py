@@ -243,8 +243,9 @@ class _RawResponse(_Response):
             return
         self._released = True
         remaining = self._response.length
-        if remaining is not None and 0 < remaining <= MAX_ERROR_BODY:
-            # Drain a small unread body (a 401 or redirect page) to keep the connection.
+        if remaining is not None and 0 <= remaining <= MAX_ERROR_BODY:
+            # Drain a small unread body (a 401 or redirect page) to keep the connection; an
+            # empty one (a 202 or 204 of an upload) too, or http.client never marks it done.
             try:
                 self._response.read()
             except (OSError, http.client.HTTPException):
@@ -850,7 +851,7 @@ class RegistryClient:
                     except RegistryError:
                         return False  # never send anything to a foreign host, not even DELETE
                     response.close()
-                    self._cancel_upload(name, session)
+                    self._cancel_upload(name, _Session(session, 0))
                 return False
             self._raise_upload_error(response, "POST", url, what)
         finally:

@@ -21,6 +21,7 @@ from occystrap.errors import (
     UsageError,
 )
 from occystrap.formats.dockerarchive import TarPlanner
+from occystrap.layercache import LayerCache
 from occystrap.mediatypes import ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.reference import ImageRef, Location
@@ -72,8 +73,8 @@ class Resolved:
 
 def plan_image(image_id: int, ref: ImageRef, source: str, got: Resolved,
                client: RegistryClient, insecure: bool, probe: Probe, config: Config,
-               spool: str, planner: TarPlanner | None, parent: int = -1
-               ) -> tuple[ImagePlan, list[LayerDesc]]:
+               spool: str, planner: TarPlanner | None, cache: LayerCache | None,
+               parent: int = -1) -> tuple[ImagePlan, list[LayerDesc]]:
     """The plan and layers of one single-platform image whose manifest is `got`."""
     parsed = got.parsed
     assert isinstance(parsed, ImageManifest)
@@ -88,17 +89,25 @@ def plan_image(image_id: int, ref: ImageRef, source: str, got: Resolved,
     layers = []
     needed = 0
     for index, d in enumerate(parsed.layers):
-        compression = mediatypes.compression_of(d.media_type)
-        # A layer to be re-encoded will have another digest at the destination: asking
-        # about this one would be meaningless.
-        present = (not (config.compression and compression != config.compression)
-                   and probe.has_layer(d.digest, d.size))
-        if not present:
+        layer = LayerDesc(image_id=image_id, index=index, digest=d.digest, size=d.size,
+                          media_type=d.media_type,
+                          compression=mediatypes.compression_of(d.media_type),
+                          diff_id=diff_ids[index])
+        target = config.compression
+        if target and layer.compression != target:
+            # To be re-encoded: it will have another digest at the destination, which only
+            # the layer cache may know.
+            hit = cache.lookup(d.digest, target, config.compression_level) if cache else None
+            if hit is not None and probe.has_layer(hit.digest, hit.size):
+                layer.source_digest = d.digest
+                layer.digest, layer.size, layer.media_type = hit.digest, hit.size, \
+                    hit.media_type
+                layer.compression, layer.present = target, True
+        else:
+            layer.present = probe.has_layer(d.digest, d.size)
+        if not layer.present:
             needed += d.size
-        layers.append(LayerDesc(
-            image_id=image_id, index=index, digest=d.digest, size=d.size,
-            media_type=d.media_type, compression=compression,
-            diff_id=diff_ids[index], present=present))
+        layers.append(layer)
     check_space(spool, needed)
     regions = []
     if planner is not None:
@@ -119,7 +128,8 @@ def up_to_date_plan(image_id: int, ref: ImageRef, source: str, got: Resolved,
 
 
 def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
-        config: Config, admit: Semaphore, spool: str, planner: TarPlanner | None) -> None:
+        config: Config, admit: Semaphore, spool: str, planner: TarPlanner | None,
+        cache: LayerCache | None) -> None:
     clients = ClientPool(config, pool_size=4, role="src")
     probe = dest.probe(config)
     child_ids = itertools.count(len(sources))  # children of an index get ids after sources
@@ -150,7 +160,7 @@ def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
             return
         if not whole_index:
             emit(*plan_image(image_id, ref, location.text, got, client, insecure, probe,
-                             config, spool, planner))
+                             config, spool, planner, cache))
             return
         if not dest.takes_index:
             raise UsageError(f"{dest.location}: copying every platform of an index needs a "
@@ -164,7 +174,7 @@ def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
             if not isinstance(child.parsed, ImageManifest):
                 raise ManifestError(f"index {got.digest}: {d.digest} is not an image manifest")
             children.append(plan_image(next(child_ids), ref, location.text, child, client,
-                                       insecure, probe, config, spool, planner,
+                                       insecure, probe, config, spool, planner, cache,
                                        parent=image_id))
         emit(ImagePlan(image_id=image_id, source=location.text, host=ref.host, name=ref.name,
                        insecure=insecure, repo_tag=ref.repo_tag, tag=ref.tag,

@@ -11,6 +11,8 @@ import msgspec
 
 from occystrap.errors import OccystrapError
 from occystrap.formats.base import Writer
+from occystrap.layercache import LayerCache
+from occystrap.layercache import key as cache_key
 from occystrap.messages import ImageDone, ImageFailed, ImagePlan, LayerDesc, Shutdown
 from occystrap.stages.base import StageIO
 from occystrap.transform import NewDescriptor, rewrite_index, rewrite_manifest
@@ -52,7 +54,22 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None:
+def remember(cache: LayerCache | None, layers: list[LayerDesc], level: int | None) -> str:
+    """Record this image's freshly re-encoded layers; returns a note if that failed."""
+    if cache is None:
+        return ""
+    fresh = [(cache_key(la.source_digest, la.compression, level),
+              NewDescriptor(la.digest, la.size, la.media_type))
+             for la in layers if la.source_digest and not la.present]
+    try:
+        cache.record(fresh)
+    except OSError as exc:
+        return f"layer cache not updated: {exc.strerror}"
+    return ""
+
+
+def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None = None,
+        level: int | None = None) -> None:
     images: dict[int, _Image] = {}
     parent_of: dict[int, int] = {}
     finished = 0
@@ -84,6 +101,7 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None
         layers = [image.layers[i] for i in range(plan.layer_count)]
         plan = with_new_digests(plan, layers, image.children_changed)
         where = writer.finish_image(plan, [layer.digest for layer in layers])
+        cache_note = remember(cache, layers, level)
         images.pop(plan.image_id)
         parent = images.get(parent_of.get(plan.image_id, -1))
         if parent is not None and plan.manifest_digest != source_plan.manifest_digest:
@@ -97,11 +115,11 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, destination: str) -> None
             maybe_finish(parent)
             return
         finished += 1
-        detail = writer.detail(plan)
+        notes = [writer.detail(plan), cache_note]
         if plan.manifest_digest != source_plan.manifest_digest:
-            detail = ", ".join(filter(None, [
-                detail, f"layers re-encoded: new manifest digest (source's was "
-                        f"{source_plan.manifest_digest})"]))
+            notes.append(f"layers re-encoded: new manifest digest (source's was "
+                         f"{source_plan.manifest_digest})")
+        detail = ", ".join(filter(None, notes))
         io.tell(ImageDone(
             image_id=plan.image_id, source=plan.source, destination=where,
             manifest_digest=plan.manifest_digest, layers=plan.layer_count + image.layer_total,

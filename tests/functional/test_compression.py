@@ -96,3 +96,52 @@ def test_compression_refused_for_uncompressed_destinations(occystrap_cli, sample
                       sample_images["docker"].uri, f"dir://{tmp_path / 'd'}")
     assert r.returncode == 2
     assert "does not apply" in r.stderr
+
+
+def test_layer_cache_maps_each_layer_to_its_own_blob(occystrap_cli, registry, tmp_path):
+    """Layers of very different sizes finish out of order; each cache entry must still name
+    the blob made from that very layer (the original occystrap mixed them up)."""
+    from tools.imagebuilder import build_image, push_image
+
+    image = build_image(tmp_path / "build", seed=808,
+                        layer_sizes=[2_000_000, 20_000, 600_000, 5_000], special_entries=False)
+    push_image(registry.url, "cache/src", "1.0", image)
+    cache = tmp_path / "cache.json"
+    src = f"registry://{registry.host}/cache/src:1.0"
+    r = occystrap_cli("--insecure", "--compression", "zstd", "--layer-cache", str(cache),
+                      "process", src, f"oci://{tmp_path / 'layout'}")
+    assert r.returncode == 0, r.stderr
+    entries = json.loads(cache.read_text())["entries"]
+    assert len(entries) == len(image.layers)
+    for built in image.layers:
+        entry = entries[f"{built.digest}|zstd|default"]
+        blob = (tmp_path / "layout" / "blobs" / "sha256" / entry["digest"][7:]).read_bytes()
+        plain = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+        assert "sha256:" + hashlib.sha256(plain).hexdigest() == built.diff_id
+        assert entry["size"] == len(blob)
+
+    # A second run into a new tag re-uses every re-encoded blob: nothing is recompressed.
+    r = occystrap_cli("--insecure", "--compression", "zstd", "--layer-cache", str(cache),
+                      "--stats", "json", "process", src, f"oci://{tmp_path / 'layout'}:again")
+    assert r.returncode == 0, r.stderr
+    assert f"{len(image.layers)} already present" in r.stderr
+    stats = json.loads(r.stdout)
+    compress = next(s for s in stats["stages"] if s["stage"] == "compress")
+    assert compress["cpu_seconds"] < 1.0
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    digests = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
+               for m in index["manifests"]}
+    assert digests["again"] == next(iter(d for ref, d in digests.items() if ref != "again"))
+
+
+def test_layer_cache_hit_needs_the_blob_to_exist(occystrap_cli, registry, sample_images,
+                                                 tmp_path):
+    """A cache entry whose blob is missing at the destination is a miss, not a broken copy."""
+    cache = tmp_path / "cache.json"
+    s = sample_images["docker"]
+    args = ["--insecure", "--compression", "zstd", "--layer-cache", str(cache), "process",
+            s.uri]
+    assert occystrap_cli(*args, f"oci://{tmp_path / 'one'}").returncode == 0
+    r = occystrap_cli(*args, f"oci://{tmp_path / 'two'}")
+    assert r.returncode == 0, r.stderr
+    assert "already present" not in r.stderr

@@ -40,13 +40,17 @@ class Scenario:
     tool: str
     peer: str | None  # the scenario this one is compared with
 
-    def command(self, src: str, out: str) -> list[str]:
+    def command(self, src: str, out: str, other: str) -> list[str]:
+        """`other`: a fresh repository in the second registry (HOST/NAME:TAG)."""
         if self.tool == "skopeo":
             dest = {"skopeo-oci": f"oci:{out}/layout:1.0",
-                    "skopeo-docker-archive": f"docker-archive:{out}/app.tar:app:1.0"}[self.name]
-            return ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{src}", dest]
+                    "skopeo-docker-archive": f"docker-archive:{out}/app.tar:app:1.0",
+                    "skopeo-registry": f"docker://{other}"}[self.name]
+            return ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    f"docker://{src}", dest]
         dest = {"occystrap-oci": f"oci://{out}/layout", "occystrap-tar": f"tar://{out}/app.tar",
-                "occystrap-dir": f"dir://{out}/dir"}[self.name]
+                "occystrap-dir": f"dir://{out}/dir",
+                "occystrap-registry": f"registry://{other}"}[self.name]
         return [*OCCYSTRAP, "--insecure", "-q", "process", f"registry://{src}", dest]
 
 
@@ -56,6 +60,8 @@ SCENARIOS = [
     Scenario("skopeo-docker-archive", "skopeo", None),
     Scenario("occystrap-tar", "occystrap", "skopeo-docker-archive"),
     Scenario("occystrap-dir", "occystrap", None),
+    Scenario("skopeo-registry", "skopeo", None),
+    Scenario("occystrap-registry", "occystrap", "skopeo-registry"),
 ]
 
 
@@ -121,7 +127,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="occystrap-bench-", dir=args.work)
     results: dict[str, dict[str, object]] = {}
     try:
-        with TestRegistry() as registry:
+        with TestRegistry() as registry, TestRegistry() as second:
             for size_text in args.size.split(","):
                 size = parse_size(size_text)
                 per_layer = size // args.layers
@@ -134,12 +140,13 @@ def main() -> None:
                 src = f"{registry.host}/{name}:1.0"
                 times: dict[str, list[float]] = {s.name: [] for s in chosen}
                 peaks: dict[str, list[int]] = {s.name: [] for s in chosen}
-                for _ in range(args.runs):
+                for run in range(args.runs):
                     for s in chosen:
+                        other = f"{second.host}/copy/{s.name}-{size_text.lower()}-{run}:1.0"
                         out = os.path.join(work, "out")
                         shutil.rmtree(out, ignore_errors=True)
                         os.makedirs(out)
-                        wall, peak = timed(s.command(src, out))
+                        wall, peak = timed(s.command(src, out, other))
                         times[s.name].append(wall)
                         peaks[s.name].append(peak)
                         shutil.rmtree(out, ignore_errors=True)

@@ -53,6 +53,14 @@ def auth_registry() -> Iterator[TestRegistry]:
 
 
 @pytest.fixture(scope="session")
+def tls_registry() -> Iterator[TestRegistry]:
+    """A registry serving HTTPS with a certificate from a throwaway CA (``.ca_file``)."""
+    _require_registry_binary()
+    with TestRegistry(tls=True) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
 def sample_images(
     registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Sample]:

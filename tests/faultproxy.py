@@ -1,7 +1,8 @@
 """A TCP proxy on 127.0.0.1 that sits in front of the real test registry and misbehaves on
 purpose: it throttles bandwidth (so an interrupt can land mid-copy) or cuts a connection
-after N response bytes (so a download must resume). The registry behind it is the real one;
-only the wire is degraded, the way a slow or flaky network would be.
+after N response bytes (so a download must resume) or N request bytes (so an upload must).
+The registry behind it is the real one; only the wire is degraded, the way a slow or flaky
+network would be.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ import time
 
 class FaultProxy:
     def __init__(self, upstream_port: int, *, rate: float | None = None,
-                 cut_after: int | None = None, cuts: int = 1) -> None:
+                 cut_after: int | None = None, cuts: int = 1,
+                 cut_request_after: int | None = None) -> None:
         """`rate`: response bytes/s per connection; `cut_after`: close a connection after
-        that many response bytes, for the first `cuts` connections that get that far."""
+        that many response bytes, for the first `cuts` connections that get that far;
+        `cut_request_after`: the same for bytes travelling client→registry (an upload).
+        `request_bytes` counts every byte the client sent, so tests can tell a resumed
+        upload from one that started over."""
         self.upstream = ("127.0.0.1", upstream_port)
         self.rate = rate
         self.cut_after = cut_after
+        self.cut_request_after = cut_request_after
+        self.request_bytes = 0
         self.cuts_left = cuts
         self.cuts_done = 0
         self._lock = threading.Lock()
@@ -52,17 +59,23 @@ class FaultProxy:
                 data = src.recv(65536)
                 if not data:
                     break
-                if response and self.cut_after is not None and sent + len(data) > self.cut_after:
+                limit = self.cut_after if response else self.cut_request_after
+                if limit is not None and sent + len(data) > limit:
                     with self._lock:
                         cut = self.cuts_left > 0
                         if cut:
                             self.cuts_left -= 1
                             self.cuts_done += 1
                     if cut:
-                        dst.sendall(data[: max(0, self.cut_after - sent)])
+                        head = data[: max(0, limit - sent)]
+                        dst.sendall(head)
+                        if not response:
+                            self._count_request(len(head))
                         break
                 dst.sendall(data)
                 sent += len(data)
+                if not response:
+                    self._count_request(len(data))
                 if response and self.rate:
                     ahead = sent / self.rate - (time.monotonic() - started)
                     if ahead > 0:
@@ -76,6 +89,10 @@ class FaultProxy:
                 except OSError:
                     pass
                 s.close()
+
+    def _count_request(self, n: int) -> None:
+        with self._lock:
+            self.request_bytes += n
 
     def close(self) -> None:
         self._stop.set()

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _config_yaml(data_dir: Path, port: int, htpasswd: str | None) -> str:
+def _config_yaml(
+    data_dir: Path, port: int, htpasswd: str | None, tls: tuple[Path, Path] | None = None
+) -> str:
     # Written by hand rather than with a YAML library so the test rig needs no extra dependency.
     lines = [
         "version: 0.1",
@@ -57,6 +60,14 @@ def _config_yaml(data_dir: Path, port: int, htpasswd: str | None) -> str:
         "http:",
         f"  addr: 127.0.0.1:{port}",
         "  secret: occystrap-test-secret",
+    ]
+    if tls:
+        lines += [
+            "  tls:",
+            f"    certificate: {tls[0]}",
+            f"    key: {tls[1]}",
+        ]
+    lines += [
         "health:",
         "  storagedriver:",
         "    enabled: false",
@@ -85,6 +96,45 @@ def _die_with_parent() -> None:
         pass
 
 
+def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """Make a throwaway CA and a server certificate for 127.0.0.1 and localhost.
+
+    A CA plus a leaf, not one self-signed leaf, because that is what a private registry looks
+    like and what ``--ca-file`` is for; a leaf marked CA:FALSE also keeps strict verifiers
+    (Python 3.13+, Go) happy. EC keys keep generation to a few milliseconds.
+    Returns (ca.pem, server.pem, server.key).
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl is missing: install Debian's openssl package for TLS tests")
+    ca_key, ca_pem = directory / "ca.key", directory / "ca.pem"
+    key, csr, pem = directory / "server.key", directory / "server.csr", directory / "server.pem"
+    ext = directory / "server.ext"
+    ext.write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_pem),
+         "-days", "7", "-subj", "/CN=occystrap test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1"],
+        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_pem), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(pem), "-days", "7", "-extfile", str(ext)],
+    ]
+    for cmd in steps:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"openssl {cmd[1]} failed: {done.stderr.strip()[-500:]}")
+    return ca_pem, pem, key
+
+
 def write_htpasswd(path: str | os.PathLike[str], users: dict[str, str]) -> None:
     """Write a bcrypt htpasswd file, the only kind distribution accepts.
 
@@ -109,6 +159,8 @@ class TestRegistry:
 
     Use it as a context manager (or call :meth:`start` / :meth:`stop`). ``htpasswd`` (a path)
     or ``users`` (name → password, written to a bcrypt htpasswd file) turn on Basic auth.
+    ``tls=True`` serves HTTPS with a certificate from a throwaway CA (``ca_file``), so clients
+    are tested with verification on, as users run them.
     Everything it writes lives under ``self.dir`` and is removed by :meth:`stop` unless the
     caller supplied the directory, so a crashed test leaves nothing behind but a temp dir.
     """
@@ -124,8 +176,12 @@ class TestRegistry:
         directory: str | os.PathLike[str] | None = None,
         binary: str = REGISTRY_BINARY,
         die_with_parent: bool = True,
+        tls: bool = False,
     ) -> None:
         self._requested_port = port
+        self.tls = tls
+        self.ca_file: str | None = None
+        self._tls_files: tuple[Path, Path] | None = None
         self.htpasswd = htpasswd
         self.users = dict(users or {})
         self.binary = binary
@@ -142,8 +198,8 @@ class TestRegistry:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``, the base URL for the HTTP API."""
-        return f"http://{self.host}"
+        """``http://127.0.0.1:PORT`` (``https://`` with TLS), the base URL for the HTTP API."""
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def log_path(self) -> Path:
@@ -169,6 +225,9 @@ class TestRegistry:
         if self.users:
             self.htpasswd = str(self.dir / "htpasswd")
             write_htpasswd(self.htpasswd, self.users)
+        if self.tls and self._tls_files is None:
+            ca, cert, key = write_tls_files(self.dir)
+            self.ca_file, self._tls_files = str(ca), (cert, key)
         attempts = 1 if self._requested_port else 3
         last_error: Exception | None = None
         for _ in range(attempts):
@@ -186,7 +245,7 @@ class TestRegistry:
         assert self.dir is not None
         self.port = port
         config = self.dir / "config.yml"
-        config.write_text(_config_yaml(self.dir / "data", port, self.htpasswd))
+        config.write_text(_config_yaml(self.dir / "data", port, self.htpasswd, self._tls_files))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "serve", str(config)],
@@ -199,7 +258,10 @@ class TestRegistry:
                 preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        )
+        with httpx.Client(timeout=2.0, trust_env=False, verify=verify) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(
@@ -259,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--dir", default=None, help="storage directory (kept on exit)")
     parser.add_argument("--htpasswd", default=None, help="enable Basic auth with this file")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS (prints the CA file)")
     args = parser.parse_args(argv)
 
     stopping = False
@@ -269,8 +332,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    with TestRegistry(args.port or None, htpasswd=args.htpasswd, directory=args.dir) as reg:
+    with TestRegistry(
+        args.port or None, htpasswd=args.htpasswd, directory=args.dir, tls=args.tls
+    ) as reg:
         print(reg.url, flush=True)
+        if reg.ca_file:
+            print(f"CA file: {reg.ca_file}", flush=True)
         while not stopping:
             if reg.proc is None or reg.proc.poll() is not None:
                 print("docker-registry exited:\n" + reg.log_tail(), file=sys.stderr)

@@ -95,20 +95,25 @@ class OCILayoutWriter(Writer):
             annotations[IMAGE_NAME] = plan.repo_tag
         if annotations:
             entry["annotations"] = annotations
-        self._update_index(entry, ref)
+        # Which entry this one replaces: with an explicit oci://PATH:REF, the one holding REF;
+        # otherwise the same image name (two repositories may share a tag in one layout).
+        if self.ref_name or not plan.repo_tag:
+            self._update_index(entry, REF_NAME, ref)
+        else:
+            self._update_index(entry, IMAGE_NAME, plan.repo_tag)
         self._added.pop(plan.image_id, None)
         self._published += 1
         where = f"oci://{self.root}"
         return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
 
-    def _update_index(self, entry: dict[str, object], ref: str | None) -> None:
+    def _update_index(self, entry: dict[str, object], annotation: str, key: str | None) -> None:
         def change(index: dict[str, Any]) -> None:
             kept = []
             for m in index.get("manifests", []):
-                m_ref = (m.get("annotations") or {}).get(REF_NAME)
-                if ref is not None and m_ref == ref:
-                    continue  # the reference moves to the new image
-                if ref is None and m_ref is None and m.get("digest") == entry["digest"]:
+                value = (m.get("annotations") or {}).get(annotation)
+                if key is not None and value == key:
+                    continue  # the name moves to the new image
+                if key is None and value is None and m.get("digest") == entry["digest"]:
                     continue  # the same unnamed image again
                 kept.append(m)
             index["manifests"] = [*kept, entry]

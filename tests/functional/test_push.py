@@ -153,3 +153,23 @@ def test_all_platforms_refused_for_tar(occystrap_cli, sample_images, tmp_path):
     assert r.returncode == 1
     assert "--platform" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_tls_registry_needs_its_ca(occystrap_cli, tls_registry, sample_images, tmp_path):
+    """A self-signed registry: refused by default, fine with --ca-file or --no-tls-verify."""
+    s = sample_images["docker"]
+    dest = f"registry://{tls_registry.host}/tls/app:1.0"
+    src = f"{s.uri}?insecure=true"  # the plain-HTTP sample registry; the destination is TLS
+    r = occystrap_cli("--retries", "0", "process", src, dest)
+    assert r.returncode == 1
+    assert "certificate" in r.stderr and "Traceback" not in r.stderr
+    r = occystrap_cli("--ca-file", tls_registry.ca_file, "process", src, dest)
+    assert r.returncode == 0, r.stderr
+    r = occystrap_cli("--ca-file", tls_registry.ca_file, "process",
+                      f"registry://{tls_registry.host}/tls/app:1.0",
+                      f"tar://{tmp_path / 'from-tls.tar'}")
+    assert r.returncode == 0, r.stderr
+    r = occystrap_cli("--no-tls-verify", "process",
+                      f"registry://{tls_registry.host}/tls/app:1.0",
+                      f"oci://{tmp_path / 'layout'}")
+    assert r.returncode == 0, r.stderr

@@ -127,7 +127,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="occystrap-bench-", dir=args.work)
     results: dict[str, dict[str, object]] = {}
     try:
-        with TestRegistry() as registry, TestRegistry() as second:
+        with TestRegistry() as registry:
             for size_text in args.size.split(","):
                 size = parse_size(size_text)
                 per_layer = size // args.layers
@@ -140,13 +140,19 @@ def main() -> None:
                 src = f"{registry.host}/{name}:1.0"
                 times: dict[str, list[float]] = {s.name: [] for s in chosen}
                 peaks: dict[str, list[int]] = {s.name: [] for s in chosen}
-                for run in range(args.runs):
+                for _ in range(args.runs):
                     for s in chosen:
-                        other = f"{second.host}/copy/{s.name}-{size_text.lower()}-{run}:1.0"
+                        # A fresh destination registry for every run: skopeo remembers where
+                        # blobs were seen and would mount them from an earlier run's copy.
+                        second = TestRegistry().start()
+                        other = f"{second.host}/copy/app:1.0"
                         out = os.path.join(work, "out")
                         shutil.rmtree(out, ignore_errors=True)
                         os.makedirs(out)
-                        wall, peak = timed(s.command(src, out, other))
+                        try:
+                            wall, peak = timed(s.command(src, out, other))
+                        finally:
+                            second.stop()
                         times[s.name].append(wall)
                         peaks[s.name].append(peak)
                         shutil.rmtree(out, ignore_errors=True)
@@ -154,7 +160,7 @@ def main() -> None:
                 total = sum(layer.size for layer in image.layers)
                 print(f"\nimage {size_text}: {args.layers} layers, {total / 1e6:.0f} MB "
                       f"compressed; {args.runs} runs each")
-                print(f"{'scenario':<24} {'median s':>9} {'min s':>7} {'MB/s':>7} "
+                print(f"{'scenario':<24} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} "
                       f"{'peak MB':>8} {'ratio':>14}")
                 for s in chosen:
                     med = statistics.median(times[s.name])
@@ -163,6 +169,7 @@ def main() -> None:
                         peer_med = statistics.median(times[s.peer])
                         ratio = f"{med / peer_med:.2f}x {s.peer.split('-', 1)[1]}"
                     print(f"{s.name:<24} {med:>9.2f} {min(times[s.name]):>7.2f} "
+                          f"{max(times[s.name]):>7.2f} "
                           f"{total / 1e6 / med:>7.0f} {max(peaks[s.name]) / 1e6:>8.1f} {ratio:>14}")
                     results.setdefault(size_text, {})[s.name] = {
                         "times": times[s.name], "median": med,

@@ -9,6 +9,7 @@ zstandard and hashlib release the GIL.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import zstandard
@@ -32,54 +33,53 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
     pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="compress")
     docker_manifest: dict[int, bool] = {}
 
-    def decompress(layer: LayerDesc) -> None:
+    def convert(layer: LayerDesc, out: str, verb: str, work: Callable[[], str]) -> bool:
+        """Write `out` from the layer's spool file with `work` (which returns the diff_id
+        it saw), check the diff_id against the config, and drop the old spool file. False
+        when the layer (and so its image) failed."""
         if layer.image_id in io.failed:
             io.drop(layer)
-            return
-        out = layer.path + ".tar"
+            return False
         try:
-            diff_id, _ = decompress_file(layer.path, out, layer.compression)
-        except (ValueError, OSError, EOFError) as exc:
+            diff_id = work()
+        except (ValueError, OSError, EOFError, zstandard.ZstdError) as exc:
             unlink_quietly(out)
-            io.fail_layer(layer, f"layer {layer.digest}: cannot decompress: {exc}")
-            return
-        io.drop(layer)  # the compressed spool file is no longer needed
+            io.fail_layer(layer, f"layer {layer.digest}: cannot {verb}: {exc}")
+            return False
+        io.drop(layer)  # the old spool file is no longer needed
         if layer.diff_id and diff_id != layer.diff_id:
             unlink_quietly(out)
             io.fail_layer(layer, f"layer {layer.digest}: uncompressed content {diff_id} "
                                  f"!= diff_id {layer.diff_id}")
-            return
-        layer.path = out
-        layer.compression = "none"
-        layer.diff_id = diff_id
-        io.put(layer)
+            return False
+        return True
+
+    def decompress(layer: LayerDesc) -> None:
+        out = layer.path + ".tar"
+        if convert(layer, out, "decompress",
+                   lambda: decompress_file(layer.path, out, layer.compression)[0]):
+            layer.path, layer.compression = out, "none"
+            io.put(layer)
 
     def recompress(layer: LayerDesc) -> None:
         assert target is not None
-        if layer.image_id in io.failed:
-            io.drop(layer)
-            return
         out = f"{layer.path}.{target}"
-        try:
+        made: list[tuple[str, int]] = []
+
+        def work() -> str:
             digest, size, diff_id = recompress_file(layer.path, out, layer.compression,
                                                     target, level)
-        except (ValueError, OSError, EOFError, zstandard.ZstdError) as exc:
-            unlink_quietly(out)
-            io.fail_layer(layer, f"layer {layer.digest}: cannot recompress: {exc}")
-            return
-        io.drop(layer)
-        if layer.diff_id and diff_id != layer.diff_id:
-            unlink_quietly(out)
-            io.fail_layer(layer, f"layer {layer.digest}: uncompressed content {diff_id} "
-                                 f"!= diff_id {layer.diff_id}")
-            return
-        oci = not docker_manifest.get(layer.image_id, False) or target == "zstd"
-        layer.source_digest = layer.digest
-        layer.digest, layer.size, layer.path = digest, size, out
-        layer.compression = target
-        layer.media_type = layer_media_type(target, oci)
-        layer.offset = -1
-        io.put(layer)
+            made.append((digest, size))
+            return diff_id
+
+        if convert(layer, out, "recompress", work):
+            oci = not docker_manifest.get(layer.image_id, False) or target == "zstd"
+            layer.source_digest = layer.digest
+            (layer.digest, layer.size), layer.path = made[0], out
+            layer.compression = target
+            layer.media_type = layer_media_type(target, oci)
+            layer.offset = -1
+            io.put(layer)
 
     def on_plan(plan: ImagePlan) -> None:
         docker_manifest[plan.image_id] = plan.manifest_media_type == DOCKER_MANIFEST

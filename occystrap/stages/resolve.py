@@ -30,11 +30,19 @@ from occystrap.registry.pool import ClientPool
 from occystrap.stages.base import StageIO
 
 
-def fetch_manifest(client: RegistryClient, name: str, reference: str
-                   ) -> tuple[bytes, str, str, ImageManifest | ImageIndex]:
+@dataclass
+class Resolved:
+    manifest: bytes
+    media_type: str
+    digest: str
+    parsed: ImageManifest | ImageIndex
+
+
+def fetch_manifest(client: RegistryClient, name: str, reference: str) -> Resolved:
+    """A manifest or index, its digest verified when `reference` is one, parsed."""
     resp = client.get_manifest(name, reference, mediatypes.ACCEPT)
     media_type = mediatypes.effective_media_type(resp.media_type, resp.body)
-    return resp.body, media_type, resp.digest, mediatypes.parse(resp.body, media_type)
+    return Resolved(resp.body, media_type, resp.digest, mediatypes.parse(resp.body, media_type))
 
 
 def copies_whole_index(config: Config, dest: Destination) -> bool:
@@ -61,14 +69,6 @@ def check_space(path: str, needed: int) -> None:
         raise DestinationError(
             f"not enough free space in {path}: need {needed / 2**20:.0f} MiB, "
             f"have {free / 2**20:.0f} MiB")
-
-
-@dataclass
-class Resolved:
-    manifest: bytes
-    media_type: str
-    digest: str
-    parsed: ImageManifest | ImageIndex
 
 
 def plan_image(image_id: int, ref: ImageRef, source: str, got: Resolved,
@@ -118,13 +118,16 @@ def plan_image(image_id: int, ref: ImageRef, source: str, got: Resolved,
     return plan, layers
 
 
-def up_to_date_plan(image_id: int, ref: ImageRef, source: str, got: Resolved,
-                    insecure: bool) -> ImagePlan:
+def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, insecure: bool,
+                   **extra: object) -> ImagePlan:
+    """The plan of something with no layers of its own: an index, or an image the
+    destination already has."""
     return ImagePlan(image_id=image_id, source=source, host=ref.host, name=ref.name,
                      insecure=insecure, repo_tag=ref.repo_tag, tag=ref.tag,
                      manifest=got.manifest, manifest_media_type=got.media_type,
                      manifest_digest=got.digest, config=b"", config_digest="",
-                     config_media_type="", diff_ids=[], layer_count=0, up_to_date=True)
+                     config_media_type="", diff_ids=[], layer_count=0,
+                     **extra)  # type: ignore[arg-type]
 
 
 def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
@@ -145,18 +148,19 @@ def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
         assert ref is not None
         insecure = bool(location.option("insecure", config.insecure))
         client = clients.get(ref.host, insecure)
-        got = Resolved(*fetch_manifest(client, ref.name, ref.reference))  # digest verified
+        got = fetch_manifest(client, ref.name, ref.reference)  # digest verified
         whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(config, dest)
         if not whole_index and isinstance(got.parsed, ImageIndex):
             chosen = mediatypes.select_platform(got.parsed, config.platform)
-            got = Resolved(*fetch_manifest(client, ref.name, chosen.digest))
+            got = fetch_manifest(client, ref.name, chosen.digest)
             if isinstance(got.parsed, ImageIndex):
                 raise ManifestError(f"index {chosen.digest} points at another index")
         dest_ref = dest.location.ref
         if dest_ref is not None and probe.up_to_date(dest_ref.tag or ref.tag or got.digest,
                                                      got.digest):
             # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
-            emit(up_to_date_plan(image_id, ref, location.text, got, insecure), [])
+            emit(layerless_plan(image_id, ref, location.text, got, insecure, up_to_date=True),
+                 [])
             return
         if not whole_index:
             emit(*plan_image(image_id, ref, location.text, got, client, insecure, probe,
@@ -170,18 +174,14 @@ def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
         # the index before a byte moves.
         children = []
         for d in got.parsed.manifests:
-            child = Resolved(*fetch_manifest(client, ref.name, d.digest))
+            child = fetch_manifest(client, ref.name, d.digest)
             if not isinstance(child.parsed, ImageManifest):
                 raise ManifestError(f"index {got.digest}: {d.digest} is not an image manifest")
             children.append(plan_image(next(child_ids), ref, location.text, child, client,
                                        insecure, probe, config, spool, planner, cache,
                                        parent=image_id))
-        emit(ImagePlan(image_id=image_id, source=location.text, host=ref.host, name=ref.name,
-                       insecure=insecure, repo_tag=ref.repo_tag, tag=ref.tag,
-                       manifest=got.manifest, manifest_media_type=got.media_type,
-                       manifest_digest=got.digest, config=b"", config_digest="",
-                       config_media_type="", diff_ids=[], layer_count=0,
-                       children=[plan.image_id for plan, _ in children]), [])
+        emit(layerless_plan(image_id, ref, location.text, got, insecure,
+                            children=[plan.image_id for plan, _ in children]), [])
         for plan, layers in children:
             emit(plan, layers)
 

@@ -31,6 +31,13 @@ class Destination:
         return self.location.scheme == "registry"
 
     @property
+    def takes_many(self) -> bool:
+        """Can hold several images of one source (a multi-image tarball, say)."""
+        if self.location.scheme == "dir":
+            return bool(self.location.option("unique_names", False))
+        return self.location.scheme in ("tar", "oci")
+
+    @property
     def takes_index(self) -> bool:
         """Can hold a multi-platform index whole."""
         return self.location.scheme in ("registry", "oci")

@@ -7,11 +7,14 @@ decompressed at once by threads of one process.
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
 import zstandard
+
+from occystrap.errors import DigestError
 
 CHUNK = 1 << 20
 
@@ -124,3 +127,39 @@ def recompress_file(src: str, dst: str, source: str, target: str, level: int | N
             emit(compress(chunk))
         emit(flush())
     return f"sha256:{blob_hash.hexdigest()}", size, f"sha256:{diff_hash.hexdigest()}"
+
+
+def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,
+              verify: bool) -> int:
+    """Copy a local source's blob into `dst` (a new spool file, or with `offset` the blob's
+    region of a tarball being assembled), checking its size and, with `verify`, its digest.
+
+    Returns the bytes copied; raises DigestError on a mismatch (the region or file then holds
+    garbage that the caller discards).
+    """
+    h = hashlib.sha256() if verify else None
+    total = 0
+    with open(src, "rb") as f:
+        fd = os.open(dst, os.O_WRONLY) if offset is not None else \
+            os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            position = offset or 0
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                if total + n > size:
+                    raise DigestError(f"blob {digest} in {src}: more than {size} bytes")
+                chunk = view[:n]
+                if h is not None:
+                    h.update(chunk)
+                while chunk:
+                    written = os.pwrite(fd, chunk, position)
+                    chunk, position = chunk[written:], position + written
+                total += n
+        finally:
+            os.close(fd)
+    if total != size:
+        raise DigestError(f"blob {digest} in {src}: {total} bytes, expected {size}")
+    if h is not None and f"sha256:{h.hexdigest()}" != digest:
+        raise DigestError(f"blob {digest} in {src}: content hashes to sha256:{h.hexdigest()}")
+    return total

@@ -61,6 +61,10 @@ class LayerDesc(msgspec.Struct, tag=True):
     present: bool = False  # the destination already holds it: no bytes move
     fetched_size: int = 0  # bytes fetch wrote (it checked their sha256 as they streamed)
     source_digest: str = ""  # set when compress re-encoded the layer: the source's digest
+    # a local source (tar://, oci://, dir://): the file holding the blob, for fetch to copy;
+    # `local_owned` means it is our own spool copy (already hashed), free to move or delete
+    local_path: str = ""
+    local_owned: bool = False
 
 
 class ImageFailed(msgspec.Struct, tag=True):

@@ -106,11 +106,10 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     queues = [ctx.Queue(QUEUE_SIZE) for _ in range(len(STAGES) - 1)]
     control: Queue[Any] = ctx.Queue()
     admit = ctx.Semaphore(max(1, config.image_parallel))
-    numbered = list(enumerate(sources))
     planner = writer.planner()
     cache = LayerCache(config.layer_cache) if config.layer_cache else None
     bodies: dict[str, Callable[[StageIO], None]] = {
-        "resolve": lambda io: resolve.run(io, numbered, dest, config, admit, spool, planner,
+        "resolve": lambda io: resolve.run(io, list(sources), dest, config, admit, spool, planner,
                                           cache),
         "fetch": lambda io: fetch.run(io, config, spool),
         "verify": lambda io: verify.run(io, config),

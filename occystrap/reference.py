@@ -26,7 +26,7 @@ _HOST_RE = re.compile(
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 
-SOURCE_SCHEMES = frozenset({"registry"})
+SOURCE_SCHEMES = frozenset({"registry", "tar", "oci", "dir"})
 DESTINATION_SCHEMES = frozenset({"dir", "tar", "oci", "registry"})
 _ALIASES = {"file": "tar", "directory": "dir", "docker-registry": "registry"}
 _KNOWN_SCHEMES = frozenset({"registry", "dir", "tar", "oci", "docker", "quay"})
@@ -62,6 +62,8 @@ class ImageRef:
         """`host/name:tag` as docker shows it in RepoTags, or None for digest-only references."""
         if self.tag is None:
             return None
+        if not self.host:  # a local image known only by name, e.g. "app:1.0" in a tarball
+            return f"{self.name}:{self.tag}"
         name = self.name
         if self.host == DOCKER_HUB_REGISTRY:
             name = name.removeprefix("library/")
@@ -85,6 +87,7 @@ class Location:
     ref: ImageRef | None = None
     path: str | None = None
     tag: str | None = None
+    select: str | None = None  # tar:// source: `#NAME:TAG` picks one image of several
     options: dict[str, object] = field(default_factory=dict)
     text: str = ""
 
@@ -179,6 +182,9 @@ def parse_location(text: str, *, role: str) -> Location:
                              "is the source's)")
         return Location(scheme, ref=ref, options=options, text=text)
     path = rest
+    select = None
+    if scheme == "tar" and role == "source" and "#" in path:
+        path, select = path.split("#", 1)
     if path.startswith("localhost/"):
         path = path[len("localhost") :]
     tag = None
@@ -190,4 +196,4 @@ def parse_location(text: str, *, role: str) -> Location:
             path, tag = head, tail
     if not path:
         raise UsageError(f"{text}: missing path")
-    return Location(scheme, path=path, tag=tag, options=options, text=text)
+    return Location(scheme, path=path, tag=tag, select=select, options=options, text=text)

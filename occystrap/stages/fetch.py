@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from occystrap.config import Config
 from occystrap.errors import OccystrapError
 from occystrap.formats.base import unlink_quietly
+from occystrap.layerio import copy_blob
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.registry.pool import ClientPool
 from occystrap.stages.base import StageIO
@@ -55,6 +56,17 @@ def spool_path(spool: str, layer: LayerDesc) -> str:
     return os.path.join(spool, f"{layer.image_id}-{layer.digest.split(':', 1)[1]}")
 
 
+def take_local(layer: LayerDesc, path: str, in_place: bool) -> int:
+    """A local source's layer into the spool (or its tarball region). Our own spool copy
+    (a tar:// source's, hashed as it was read) is hard-linked, no bytes moved; anything
+    else is copied and hashed on the way."""
+    if layer.local_owned and not in_place:
+        os.link(layer.local_path, path)
+        return os.path.getsize(path)
+    return copy_blob(layer.local_path, path, layer.digest, layer.size,
+                     layer.offset if in_place else None, verify=not layer.local_owned)
+
+
 def run(io: StageIO, config: Config, spool: str) -> None:
     clients = ClientPool(config, pool_size=config.parallel * config.image_parallel)
     images: dict[int, _Image] = {}
@@ -85,10 +97,19 @@ def run(io: StageIO, config: Config, spool: str) -> None:
         in_place = layer.offset >= 0
         path = layer.path if in_place else spool_path(spool, layer)
         try:
-            client = clients.get(plan.host, plan.insecure)
             with busy:
-                got = client.download_blob(plan.name, layer.digest, layer.size, path,
-                                           offset=layer.offset if in_place else None)
+                if layer.local_path:
+                    got = take_local(layer, path, in_place)
+                else:
+                    client = clients.get(plan.host, plan.insecure)
+                    got = client.download_blob(plan.name, layer.digest, layer.size, path,
+                                               offset=layer.offset if in_place else None)
+        except OSError as exc:
+            if not in_place:
+                unlink_quietly(path)
+            io.fail(layer.image_id, plan.source, f"cannot copy {layer.local_path}: {exc}")
+            forget(layer.image_id)
+            return
         except OccystrapError as exc:
             if not in_place:
                 unlink_quietly(path)

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from threading import Semaphore
 
 from occystrap import mediatypes
 from occystrap.config import Config
-from occystrap.destination import Destination, Probe
+from occystrap.destination import Destination
 from occystrap.errors import (
     DestinationError,
+    DigestError,
     ManifestError,
     OccystrapError,
     UsageError,
@@ -25,24 +26,13 @@ from occystrap.layercache import LayerCache
 from occystrap.mediatypes import ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.reference import ImageRef, Location
-from occystrap.registry.client import RegistryClient
 from occystrap.registry.pool import ClientPool
+from occystrap.sources import Entry, Resolved
+from occystrap.sources.directory import DirectorySource
+from occystrap.sources.ocilayout import OCILayoutSource
+from occystrap.sources.registry import RegistrySource
+from occystrap.sources.tarball import TarballSource
 from occystrap.stages.base import StageIO
-
-
-@dataclass
-class Resolved:
-    manifest: bytes
-    media_type: str
-    digest: str
-    parsed: ImageManifest | ImageIndex
-
-
-def fetch_manifest(client: RegistryClient, name: str, reference: str) -> Resolved:
-    """A manifest or index, its digest verified when `reference` is one, parsed."""
-    resp = client.get_manifest(name, reference, mediatypes.ACCEPT)
-    media_type = mediatypes.effective_media_type(resp.media_type, resp.body)
-    return Resolved(resp.body, media_type, resp.digest, mediatypes.parse(resp.body, media_type))
 
 
 def copies_whole_index(config: Config, dest: Destination) -> bool:
@@ -71,53 +61,6 @@ def check_space(path: str, needed: int) -> None:
             f"have {free / 2**20:.0f} MiB")
 
 
-def plan_image(image_id: int, ref: ImageRef, source: str, got: Resolved,
-               client: RegistryClient, insecure: bool, probe: Probe, config: Config,
-               spool: str, planner: TarPlanner | None, cache: LayerCache | None,
-               parent: int = -1) -> tuple[ImagePlan, list[LayerDesc]]:
-    """The plan and layers of one single-platform image whose manifest is `got`."""
-    parsed = got.parsed
-    assert isinstance(parsed, ImageManifest)
-    common = dict(image_id=image_id, source=source, host=ref.host, name=ref.name,
-                  insecure=insecure, repo_tag=ref.repo_tag if parent < 0 else None,
-                  tag=ref.tag if parent < 0 else None, manifest=got.manifest,
-                  manifest_media_type=got.media_type, manifest_digest=got.digest,
-                  config_digest=parsed.config.digest,
-                  config_media_type=parsed.config.media_type, parent=parent)
-    config_bytes = client.get_blob(ref.name, parsed.config.digest)
-    diff_ids = diff_ids_of(config_bytes, len(parsed.layers))
-    layers = []
-    needed = 0
-    for index, d in enumerate(parsed.layers):
-        layer = LayerDesc(image_id=image_id, index=index, digest=d.digest, size=d.size,
-                          media_type=d.media_type,
-                          compression=mediatypes.compression_of(d.media_type),
-                          diff_id=diff_ids[index])
-        target = config.compression
-        if target and layer.compression != target:
-            # To be re-encoded: it will have another digest at the destination, which only
-            # the layer cache may know.
-            hit = cache.lookup(d.digest, target, config.compression_level) if cache else None
-            if hit is not None and probe.has_layer(hit.digest, hit.size):
-                layer.source_digest = d.digest
-                layer.digest, layer.size, layer.media_type = hit.digest, hit.size, \
-                    hit.media_type
-                layer.compression, layer.present = target, True
-        else:
-            layer.present = probe.has_layer(d.digest, d.size)
-        if not layer.present:
-            needed += d.size
-        layers.append(layer)
-    check_space(spool, needed)
-    regions = []
-    if planner is not None:
-        regions = planner.plan_image(parsed.config.digest, len(config_bytes), got.digest,
-                                     len(got.manifest), layers)
-    plan = ImagePlan(**common, config=config_bytes, diff_ids=diff_ids, layer_count=len(layers),
-                     regions=regions, tar_end=planner.end if planner is not None else -1)
-    return plan, layers
-
-
 def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, insecure: bool,
                    **extra: object) -> ImagePlan:
     """The plan of something with no layers of its own: an index, or an image the
@@ -130,69 +73,173 @@ def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, ins
                      **extra)  # type: ignore[arg-type]
 
 
-def run(io: StageIO, sources: Sequence[tuple[int, Location]], dest: Destination,
-        config: Config, admit: Semaphore, spool: str, planner: TarPlanner | None,
-        cache: LayerCache | None) -> None:
-    clients = ClientPool(config, pool_size=4, role="src")
-    probe = dest.probe(config)
-    child_ids = itertools.count(len(sources))  # children of an index get ids after sources
+Source = RegistrySource | OCILayoutSource | DirectorySource | TarballSource
 
-    def emit(plan: ImagePlan, layers: list[LayerDesc]) -> None:
-        io.put(plan)
+
+class Resolver:
+    """Turns each source into plans, one image at a time (see the module docstring)."""
+
+    def __init__(self, io: StageIO, dest: Destination, config: Config, admit: Semaphore,
+                 spool: str, planner: TarPlanner | None, cache: LayerCache | None) -> None:
+        self.io = io
+        self.dest = dest
+        self.config = config
+        self.admit = admit
+        self.spool = spool
+        self.planner = planner
+        self.cache = cache
+        self.clients = ClientPool(config, pool_size=4, role="src")
+        self.probe = dest.probe(config)
+        self.ids = itertools.count()
+
+    def close(self) -> None:
+        self.probe.close()
+        self.clients.close()
+
+    def emit(self, plan: ImagePlan, layers: list[LayerDesc]) -> None:
+        self.io.put(plan)
         # Largest first: the long downloads start early and the short ones fill in.
         for layer in sorted(layers, key=lambda lay: -lay.size):
-            io.put(layer)
+            self.io.put(layer)
 
-    def one_source(image_id: int, location: Location) -> None:
-        ref = location.ref
-        assert ref is not None
-        insecure = bool(location.option("insecure", config.insecure))
-        client = clients.get(ref.host, insecure)
-        got = fetch_manifest(client, ref.name, ref.reference)  # digest verified
-        whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(config, dest)
+    def open(self, location: Location) -> tuple[Source, bool]:
+        """The source behind `location`, and whether it is reached over plain HTTP."""
+        insecure = bool(location.option("insecure", self.config.insecure))
+        if location.scheme == "registry":
+            assert location.ref is not None
+            client = self.clients.get(location.ref.host, insecure)
+            return RegistrySource(client, location.ref), insecure
+        path = os.path.abspath(location.path or "")
+        if location.scheme == "oci":
+            return OCILayoutSource(path, location.tag), False
+        if location.scheme == "dir":
+            return DirectorySource(path), False
+        return TarballSource(location.path or "", location.select, self.spool), False
+
+    def run(self, sources: Sequence[Location]) -> None:
+        for location in sources:
+            try:
+                source, insecure = self.open(location)
+                entries = source.entries()
+                if len(entries) > 1 and not self.dest.takes_many:
+                    names = ", ".join(str(e.ref.repo_tag) for e in entries)
+                    raise UsageError(f"{location}: holds {len(entries)} images ({names}); "
+                                     f"pick one with #NAME:TAG or write to tar:// or oci://")
+            except OccystrapError as exc:
+                self.admit.acquire()
+                self.io.fail(next(self.ids), location.text, str(exc))
+                continue
+            for entry in entries:
+                self.admit.acquire()  # one slot per image: an index and its children share it
+                image_id = next(self.ids)
+                try:
+                    self.one_image(image_id, location.text, entry, source, insecure)
+                except OccystrapError as exc:
+                    self.io.fail(image_id, location.text, str(exc))
+        self.io.put(Shutdown())
+
+    def one_image(self, image_id: int, text: str, entry: Entry, source: Source,
+                  insecure: bool) -> None:
+        ref = entry.ref
+        got = source.fetch_manifest(entry.reference)  # digest verified
+        whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(self.config,
+                                                                                self.dest)
         if not whole_index and isinstance(got.parsed, ImageIndex):
-            chosen = mediatypes.select_platform(got.parsed, config.platform)
-            got = fetch_manifest(client, ref.name, chosen.digest)
+            chosen = mediatypes.select_platform(got.parsed, self.config.platform)
+            got = source.fetch_manifest(chosen.digest)
             if isinstance(got.parsed, ImageIndex):
                 raise ManifestError(f"index {chosen.digest} points at another index")
-        dest_ref = dest.location.ref
-        if dest_ref is not None and probe.up_to_date(dest_ref.tag or ref.tag or got.digest,
-                                                     got.digest):
+        dest_ref = self.dest.location.ref
+        if dest_ref is not None and self.probe.up_to_date(dest_ref.tag or ref.tag or got.digest,
+                                                          got.digest):
             # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
-            emit(layerless_plan(image_id, ref, location.text, got, insecure, up_to_date=True),
-                 [])
+            self.emit(layerless_plan(image_id, ref, text, got, insecure, up_to_date=True), [])
             return
         if not whole_index:
-            emit(*plan_image(image_id, ref, location.text, got, client, insecure, probe,
-                             config, spool, planner, cache))
+            self.emit(*self.plan_image(image_id, ref, text, got, source, insecure))
             return
-        if not dest.takes_index:
-            raise UsageError(f"{dest.location}: copying every platform of an index needs a "
-                             "registry:// or oci:// destination; pick one with --platform")
+        if not self.dest.takes_index:
+            raise UsageError(f"{self.dest.location}: copying every platform of an index needs "
+                             "a registry:// or oci:// destination; pick one with --platform")
         assert isinstance(got.parsed, ImageIndex)
         # Resolve every child before sending anything: a child that cannot be planned fails
         # the index before a byte moves.
         children = []
         for d in got.parsed.manifests:
-            child = fetch_manifest(client, ref.name, d.digest)
+            child = source.fetch_manifest(d.digest)
             if not isinstance(child.parsed, ImageManifest):
                 raise ManifestError(f"index {got.digest}: {d.digest} is not an image manifest")
-            children.append(plan_image(next(child_ids), ref, location.text, child, client,
-                                       insecure, probe, config, spool, planner, cache,
-                                       parent=image_id))
-        emit(layerless_plan(image_id, ref, location.text, got, insecure,
-                            children=[plan.image_id for plan, _ in children]), [])
+            children.append(self.plan_image(next(self.ids), ref, text, child, source,
+                                            insecure, parent=image_id))
+        self.emit(layerless_plan(image_id, ref, text, got, insecure,
+                                 children=[plan.image_id for plan, _ in children]), [])
         for plan, layers in children:
-            emit(plan, layers)
+            self.emit(plan, layers)
 
+    def plan_image(self, image_id: int, ref: ImageRef, text: str, got: Resolved,
+                   source: Source, insecure: bool, parent: int = -1
+                   ) -> tuple[ImagePlan, list[LayerDesc]]:
+        """The plan and layers of one single-platform image whose manifest is `got`."""
+        config, probe = self.config, self.probe
+        parsed = got.parsed
+        assert isinstance(parsed, ImageManifest)
+        config_bytes = source.get_blob(parsed.config.digest)
+        diff_ids = diff_ids_of(config_bytes, len(parsed.layers))
+        layers = []
+        needed = 0
+        for index, d in enumerate(parsed.layers):
+            layer = LayerDesc(image_id=image_id, index=index, digest=d.digest, size=d.size,
+                              media_type=d.media_type,
+                              compression=mediatypes.compression_of(d.media_type),
+                              diff_id=diff_ids[index])
+            target = config.compression
+            if target and layer.compression != target:
+                # To be re-encoded: it will have another digest at the destination, which
+                # only the layer cache may know.
+                hit = (self.cache.lookup(d.digest, target, config.compression_level)
+                       if self.cache else None)
+                if hit is not None and probe.has_layer(hit.digest, hit.size):
+                    layer.source_digest = d.digest
+                    layer.digest, layer.size, layer.media_type = (hit.digest, hit.size,
+                                                                  hit.media_type)
+                    layer.compression, layer.present = target, True
+            else:
+                layer.present = probe.has_layer(d.digest, d.size)
+            if not layer.present:
+                needed += d.size
+                if source.local:
+                    self.locate(layer, source)
+            layers.append(layer)
+        check_space(self.spool, needed)
+        regions = []
+        if self.planner is not None:
+            regions = self.planner.plan_image(parsed.config.digest, len(config_bytes),
+                                              got.digest, len(got.manifest), layers)
+        plan = ImagePlan(
+            image_id=image_id, source=text, host=ref.host, name=ref.name, insecure=insecure,
+            repo_tag=ref.repo_tag if parent < 0 else None,
+            tag=ref.tag if parent < 0 else None, manifest=got.manifest,
+            manifest_media_type=got.media_type, manifest_digest=got.digest,
+            config_digest=parsed.config.digest, config_media_type=parsed.config.media_type,
+            parent=parent, config=config_bytes, diff_ids=diff_ids, layer_count=len(layers),
+            regions=regions, tar_end=self.planner.end if self.planner is not None else -1)
+        return plan, layers
+
+    @staticmethod
+    def locate(layer: LayerDesc, source: Source) -> None:
+        """Point a layer of a local source at the file that holds its bytes."""
+        blob = source.blob_file(layer.digest)  # type: ignore[union-attr]
+        if blob.digest_seen is not None and blob.digest_seen != layer.digest:
+            raise DigestError(f"layer {layer.digest}: the archive's bytes hash to "
+                              f"{blob.digest_seen}")
+        layer.local_path, layer.local_owned = blob.path, blob.owned
+
+
+def run(io: StageIO, sources: Sequence[Location], dest: Destination, config: Config,
+        admit: Semaphore, spool: str, planner: TarPlanner | None,
+        cache: LayerCache | None) -> None:
+    resolver = Resolver(io, dest, config, admit, spool, planner, cache)
     try:
-        for image_id, location in sources:
-            admit.acquire()  # one slot per source: an index and its children share it
-            try:
-                one_source(image_id, location)
-            except OccystrapError as exc:
-                io.fail(image_id, location.text, str(exc))
-        io.put(Shutdown())
+        resolver.run(sources)
     finally:
-        probe.close()
-        clients.close()
+        resolver.close()

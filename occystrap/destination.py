@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from occystrap.config import Config
 from occystrap.formats.base import Writer, remove_paths
+from occystrap.formats.daemon import Engine, LoadStream, docker_socket
 from occystrap.formats.directory import DirectoryWriter
 from occystrap.formats.dockerarchive import DockerArchiveWriter
 from occystrap.formats.ocilayout import OCILayoutWriter
@@ -31,11 +32,16 @@ class Destination:
         return self.location.scheme == "registry"
 
     @property
+    def is_local(self) -> bool:
+        """Written to a path on this machine (else a registry or a Docker engine)."""
+        return self.location.scheme in ("dir", "tar", "oci")
+
+    @property
     def takes_many(self) -> bool:
         """Can hold several images of one source (a multi-image tarball, say)."""
         if self.location.scheme == "dir":
             return bool(self.location.option("unique_names", False))
-        return self.location.scheme in ("tar", "oci")
+        return self.location.scheme in ("tar", "oci", "docker")
 
     @property
     def takes_index(self) -> bool:
@@ -68,7 +74,7 @@ class Destination:
         return os.path.join(head, f".{tail}.occystrap-{self.token}")
 
     def spool_dir(self, temp_dir: str | None) -> str:
-        if self.is_registry and not temp_dir:
+        if not self.is_local and not temp_dir:
             temp_dir = tempfile.gettempdir()
         if temp_dir:
             return os.path.join(os.path.abspath(temp_dir), f"occystrap-spool-{self.token}")
@@ -88,6 +94,13 @@ class Destination:
 
     def open_writer(self, config: Config, spool: str) -> Writer:
         scheme = self.location.scheme
+        if scheme == "docker":
+            name = self.location.path or None
+            if name and ":" not in name.rsplit("/", 1)[-1]:
+                name += ":latest"
+            engine = Engine(docker_socket(self.location))
+            return DockerArchiveWriter("", legacy=False, token=self.token,
+                                       stream=LoadStream(engine), repo_tag=name)
         if scheme == "registry":
             assert self.location.ref is not None
             insecure = self.insecure_default
@@ -108,7 +121,7 @@ class Destination:
     def remove_temp_files(self, temp_dir: str | None) -> None:
         """After a crash or an interrupt: remove everything this run left beside the output."""
         shutil.rmtree(self.spool_dir(temp_dir), ignore_errors=True)
-        if self.is_registry:
+        if not self.is_local:
             return
         remove_paths(glob.glob(glob.escape(self.temp_prefix) + "*"))
         if self.location.scheme in ("dir", "oci") and os.path.isdir(self.path):

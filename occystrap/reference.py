@@ -26,8 +26,8 @@ _HOST_RE = re.compile(
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 
-SOURCE_SCHEMES = frozenset({"registry", "tar", "oci", "dir"})
-DESTINATION_SCHEMES = frozenset({"dir", "tar", "oci", "registry"})
+SOURCE_SCHEMES = frozenset({"registry", "tar", "oci", "dir", "docker"})
+DESTINATION_SCHEMES = frozenset({"dir", "tar", "oci", "registry", "docker"})
 _ALIASES = {"file": "tar", "directory": "dir", "docker-registry": "registry"}
 _KNOWN_SCHEMES = frozenset({"registry", "dir", "tar", "oci", "docker", "quay"})
 
@@ -181,6 +181,13 @@ def parse_location(text: str, *, role: str) -> Location:
             raise UsageError(f"{text}: a destination takes a tag, not a digest (the digest "
                              "is the source's)")
         return Location(scheme, ref=ref, options=options, text=text)
+    if scheme == "docker":
+        # docker://NAME[:TAG]: a name as the engine knows it (no registry host needed)
+        if role == "source" and not rest:
+            raise UsageError(f"{text}: missing image name")
+        if rest and not re.fullmatch(r"[A-Za-z0-9._/:@-]+", rest):
+            raise UsageError(f"{text}: invalid image name {rest!r}")
+        return Location(scheme, path=rest, options=options, text=text)
     path = rest
     select = None
     if scheme == "tar" and role == "source" and "#" in path:

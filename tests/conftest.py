@@ -163,3 +163,44 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Docker engine (Debian's docker.io) with its data root and socket in a temp dir;
+    yields the socket path. vfs storage, no iptables, no bridge: it runs as root in a plain
+    container. Skips, saying why, where dockerd cannot start."""
+    import shutil
+    import time
+
+    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+    if not os.access(dockerd, os.X_OK):
+        pytest.skip("dockerd not installed (tools/setup.sh installs docker.io)")
+    if os.geteuid() != 0:
+        pytest.skip("dockerd needs root here")
+    root = tmp_path_factory.mktemp("dockerd")
+    sock = root / "docker.sock"
+    log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [dockerd, "--storage-driver=vfs", "--iptables=false", "--bridge=none",
+         "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+         "--pidfile", str(root / "docker.pid"), "-H", f"unix://{sock}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not sock.exists():
+        proc.kill()
+        log.close()
+        tail = (root / "dockerd.log").read_text(errors="replace")[-500:]
+        pytest.skip(f"dockerd could not start here: {tail}")
+    try:
+        yield str(sock)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from occystrap.errors import DestinationError
 from occystrap.formats.base import Writer, hex_of
+from occystrap.formats.daemon import LoadStream, check_zstd_support
 from occystrap.formats.ocilayout import IMAGE_NAME, OCI_LAYOUT, REF_NAME
 from occystrap.formats.tarstream import TarStream, header, padding
 from occystrap.messages import ImagePlan, LayerDesc, Region
@@ -69,23 +71,32 @@ class TarPlanner:
 
 
 class DockerArchiveWriter(Writer):
-    def __init__(self, path: str, legacy: bool, token: str, in_place: bool = True) -> None:
+    def __init__(self, path: str, legacy: bool, token: str, in_place: bool = True,
+                 stream: LoadStream | None = None, repo_tag: str | None = None) -> None:
+        """`stream`: write to a Docker engine's load request instead of a file (sequential,
+        so never in place). `repo_tag`: name every image so (docker://NAME:TAG)."""
         self.path = path
         self.legacy = legacy
-        self.in_place = in_place and not legacy
+        self.stream = stream
+        self.repo_tag = repo_tag
+        self.in_place = in_place and not legacy and stream is None
         self.needs_uncompressed = legacy
         self.tmp = temp_name(path, token)
-        if os.path.isdir(path):
-            raise DestinationError(f"cannot write tarball {path}: it is a directory")
-        try:
-            self._file = open(self.tmp, "wb", buffering=0)  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise DestinationError(f"cannot write tarball {path}: {exc.strerror}") from None
-        self._fd = self._file.fileno()
+        self._file: Any = stream
+        self._fd = -1
+        if stream is None:
+            if os.path.isdir(path):
+                raise DestinationError(f"cannot write tarball {path}: it is a directory")
+            try:
+                self._file = open(self.tmp, "wb", buffering=0)  # noqa: SIM115 - see close()
+            except OSError as exc:
+                raise DestinationError(f"cannot write tarball {path}: {exc.strerror}") from None
+            self._fd = self._file.fileno()
         self._tar = TarStream(self._file)
         self._members: set[str] = set()  # legacy: names already appended
         self._end = 0  # in place: the end of every region planned so far
         self._images: list[tuple[ImagePlan, list[str]]] = []
+        self._zstd_ok = False  # the Docker engine was checked for zstd support
         self._broken: OSError | None = None  # a failed write leaves the archive unusable
 
     def planner(self) -> TarPlanner | None:
@@ -147,6 +158,9 @@ class DockerArchiveWriter(Writer):
         self._fill(plan.regions[0], plan.config)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        if self.stream is not None and layer.compression == "zstd" and not self._zstd_ok:
+            check_zstd_support(self.stream.engine)
+            self._zstd_ok = True
         if self.in_place:
             self._fill(plan.regions[1 + layer.index])
             return
@@ -167,6 +181,8 @@ class DockerArchiveWriter(Writer):
         elif not self.legacy:
             self._append_bytes(blob_name(plan.manifest_digest), plan.manifest)
         self._images.append((plan, list(layers)))
+        if self.stream is not None:
+            return f"docker://{self.repo_tag or plan.repo_tag or plan.config_digest}"
         return f"tar://{self.path}"
 
     def fail_image(self, plan: ImagePlan) -> None:
@@ -180,18 +196,19 @@ class DockerArchiveWriter(Writer):
         repositories: dict[str, dict[str, str]] = {}
         index_entries = []
         for plan, layers in self._images:
-            tags = [plan.repo_tag] if plan.repo_tag else []
+            name = self.repo_tag or plan.repo_tag
+            tags = [name] if name else []
             manifest_json.append({
                 "Config": self._config_name(plan),
                 "RepoTags": tags,
                 "Layers": [self._layer_name(d) for d in layers],
             })
-            if plan.repo_tag and layers:
-                repo, _, tag = plan.repo_tag.rpartition(":")
+            if name and layers:
+                repo, _, tag = name.rpartition(":")
                 repositories.setdefault(repo, {})[tag] = hex_of(layers[-1])
             annotations = {}
-            if plan.repo_tag:
-                annotations[IMAGE_NAME] = plan.repo_tag
+            if name:
+                annotations[IMAGE_NAME] = name
             if plan.tag:
                 annotations[REF_NAME] = plan.tag
             entry: dict[str, object] = {
@@ -212,6 +229,9 @@ class DockerArchiveWriter(Writer):
         self._append_bytes("manifest.json", json.dumps(manifest_json).encode())
 
     def close(self, ok: bool) -> None:
+        if self.stream is not None:
+            self._close_stream(ok)
+            return
         try:
             self._guard()
             if ok and self._images:
@@ -232,6 +252,20 @@ class DockerArchiveWriter(Writer):
             self._discard()
             raise
         self._discard()
+
+    def _close_stream(self, ok: bool) -> None:
+        assert self.stream is not None
+        if not (ok and self._images) or self._broken is not None:
+            self.stream.abort()
+            return
+        try:
+            self._metadata()
+            self._tar.close()
+            self.stream.finish()
+        except OSError as exc:
+            self.stream.abort()
+            raise DestinationError(f"Docker engine at {self.stream.engine.socket_path}: "
+                                   f"{exc.strerror or exc}") from None
 
     def _discard(self) -> None:
         self._file.close()

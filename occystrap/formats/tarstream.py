@@ -55,13 +55,18 @@ class TarStream:
         with open(path, "rb") as src:
             size = os.fstat(src.fileno()).st_size
             self._write(header(name, size))
-            out_fd = self._f.fileno()
-            offset = 0
-            while offset < size:
-                sent = os.sendfile(out_fd, src.fileno(), offset, min(size - offset, 1 << 30))
-                if sent == 0:
-                    raise OSError(f"{path} shrank while being archived")
-                offset += sent
+            copy_from = getattr(self._f, "copy_from", None)  # a socket stream (daemon.py)
+            if copy_from is not None:
+                copy_from(src.fileno(), size)
+            else:
+                out_fd = self._f.fileno()
+                offset = 0
+                while offset < size:
+                    sent = os.sendfile(out_fd, src.fileno(), offset,
+                                       min(size - offset, 1 << 30))
+                    if sent == 0:
+                        raise OSError(f"{path} shrank while being archived")
+                    offset += sent
         self.position += size
         self._write(b"\0" * padding(size))
         return size

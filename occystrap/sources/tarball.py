@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import tarfile
+from typing import BinaryIO
 
 from occystrap import mediatypes as mt
 from occystrap.errors import ManifestError, NotFoundError, UsageError
@@ -51,10 +52,13 @@ def sniff_layer_type(path: str) -> str:
 class TarballSource:
     local = True
 
-    def __init__(self, path: str, select: str | None, spool: str) -> None:
+    def __init__(self, path: str, select: str | None, spool: str,
+                 fileobj: BinaryIO | None = None, where: str | None = None) -> None:
+        """`fileobj`: read this stream instead of `path` (a Docker engine's export)."""
         self.path = path
         self.select = select
-        self.where = f"tar://{path}"
+        self.fileobj = fileobj
+        self.where = where or f"tar://{path}"
         self._meta: dict[str, bytes] = {}
         self._files: dict[str, BlobFile] = {}
         self._links: dict[str, str] = {}
@@ -67,7 +71,10 @@ class TarballSource:
 
     def _read(self, spool: str) -> None:
         try:
-            archive = tarfile.open(self.path, mode="r|*")  # noqa: SIM115 - closed below
+            if self.fileobj is not None:
+                archive = tarfile.open(fileobj=self.fileobj, mode="r|*")  # noqa: SIM115
+            else:
+                archive = tarfile.open(self.path, mode="r|*")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             raise NotFoundError(f"{self.where}: no such file") from None
         except (tarfile.TarError, OSError) as exc:

@@ -21,6 +21,7 @@ from occystrap.errors import (
     OccystrapError,
     UsageError,
 )
+from occystrap.formats.daemon import Engine, docker_socket
 from occystrap.formats.dockerarchive import TarPlanner
 from occystrap.layercache import LayerCache
 from occystrap.mediatypes import ImageIndex, ImageManifest
@@ -114,6 +115,14 @@ class Resolver:
             return OCILayoutSource(path, location.tag), False
         if location.scheme == "dir":
             return DirectorySource(path), False
+        if location.scheme == "docker":
+            engine = Engine(docker_socket(location))
+            resp, conn = engine.export(location.path or "")
+            try:
+                return TarballSource("", None, self.spool, fileobj=resp,  # type: ignore[arg-type]
+                                     where=f"docker://{location.path}"), False
+            finally:
+                conn.close()
         return TarballSource(location.path or "", location.select, self.spool), False
 
     def run(self, sources: Sequence[Location]) -> None:

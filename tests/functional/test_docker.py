@@ -1,0 +1,77 @@
+"""docker:// in and out, against a real Docker engine started by the tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+
+def api(sock: str, path: str) -> dict:
+    r = subprocess.run(["curl", "-s", "--unix-socket", sock, f"http://x/v1.41{path}"],
+                       capture_output=True, text=True, timeout=30)
+    return json.loads(r.stdout)
+
+
+def ok(r) -> None:
+    assert r.returncode == 0, r.stderr
+
+
+def test_registry_to_docker_and_back(occystrap_cli, docker_engine, registry, sample_images,
+                                     tmp_path, skopeo):
+    s = sample_images["docker"]
+    where = f"?socket={docker_engine}"
+    ok(occystrap_cli("--insecure", "process", s.uri, f"docker://occy/app:1{where}"))
+    info = api(docker_engine, "/images/occy/app:1/json")
+    assert info["RepoTags"] == ["occy/app:1"]
+    assert info["Id"] == s.built.config.digest
+    assert info["RootFS"]["Layers"] == [b.diff_id for b in s.built.layers]
+
+    # docker:// → tar:// → registry, the uncompressed layers' digests preserved
+    ok(occystrap_cli("process", f"docker://occy/app:1{where}", f"tar://{tmp_path / 'd.tar'}"))
+    dest = f"{registry.host}/fromdocker/app:1"
+    ok(occystrap_cli("--insecure", "process", f"tar://{tmp_path / 'd.tar'}",
+                     f"registry://{dest}"))
+    r = skopeo("inspect", "--config", "--tls-verify=false", f"docker://{dest}")
+    assert json.loads(r.stdout)["rootfs"]["diff_ids"] == [b.diff_id for b in s.built.layers]
+
+
+def test_tarball_written_by_us_loads_into_docker(occystrap_cli, docker_engine, sample_images,
+                                                 tmp_path):
+    """Our tar:// (Docker >= 25 shape, compressed blobs) through the engine's own loader."""
+    s = sample_images["oci"]
+    ok(occystrap_cli("--insecure", "process", s.uri, f"tar://{tmp_path / 'a.tar'}"))
+    with open(tmp_path / "a.tar", "rb") as f:
+        r = subprocess.run(["curl", "-s", "--unix-socket", docker_engine, "-X", "POST",
+                            "-H", "Content-Type: application/x-tar", "--data-binary", "@-",
+                            "http://x/v1.41/images/load"], stdin=f, capture_output=True,
+                           text=True, timeout=60)
+    assert "Loaded image" in r.stdout, r.stdout
+    info = api(docker_engine, f"/images/{s.ref}/json")
+    assert info["RootFS"]["Layers"] == [b.diff_id for b in s.built.layers]
+
+
+def test_zstd_into_an_old_engine_says_what_to_do(occystrap_cli, docker_engine, sample_images):
+    version = api(docker_engine, "/version")["Version"]
+    if int(version.split(".")[0]) >= 23:
+        pytest.skip(f"engine {version} loads zstd layers")
+    s = sample_images["zstd"]
+    r = occystrap_cli("--insecure", "process", s.uri, f"docker://occy/z:1?socket={docker_engine}")
+    assert r.returncode == 1
+    assert "--compression gzip" in r.stderr and "Traceback" not in r.stderr
+    ok(occystrap_cli("--insecure", "--compression", "gzip", "process", s.uri,
+                     f"docker://occy/z:1?socket={docker_engine}"))
+    assert api(docker_engine, "/images/occy/z:1/json")["RootFS"]["Layers"] == \
+        [b.diff_id for b in s.built.layers]
+
+
+def test_missing_image_and_missing_engine(occystrap_cli, docker_engine, tmp_path):
+    r = occystrap_cli("process", f"docker://nope:1?socket={docker_engine}",
+                      f"tar://{tmp_path / 'x.tar'}")
+    assert r.returncode == 1 and "not found" in r.stderr
+    r = occystrap_cli("process", f"docker://nope:1?socket={tmp_path / 'no.sock'}",
+                      f"tar://{tmp_path / 'x.tar'}")
+    assert r.returncode == 1 and "cannot reach the Docker engine" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]

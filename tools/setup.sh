@@ -20,6 +20,7 @@ missing=()
 [ -x /usr/bin/skopeo ] || missing+=(skopeo)
 # A real Docker engine for the docker:// tests (started by the tests in a temp dir).
 [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3-venv)

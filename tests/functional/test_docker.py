@@ -75,3 +75,26 @@ def test_missing_image_and_missing_engine(occystrap_cli, docker_engine, tmp_path
     assert r.returncode == 1 and "cannot reach the Docker engine" in r.stderr
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_podman_loads_our_tarball(occystrap_cli, sample_images, tmp_path):
+    """`podman load` reads our tar:// too (its own vfs store in a temp dir)."""
+    import shutil
+
+    if not shutil.which("podman"):
+        pytest.skip("podman not installed (tools/setup.sh installs it)")
+    s = sample_images["docker"]
+    ok(occystrap_cli("--insecure", "process", s.uri, f"tar://{tmp_path / 'a.tar'}"))
+    import tempfile
+
+    run_root = tempfile.mkdtemp(prefix="pm-", dir="/tmp")  # podman wants it under 50 chars
+    store = ["podman", "--storage-driver", "vfs", "--root", str(tmp_path / "root"),
+             "--runroot", run_root]
+    r = subprocess.run([*store, "load", "-i", str(tmp_path / "a.tar")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"Loaded image: {s.ref}" in r.stdout
+    r = subprocess.run([*store, "image", "inspect", s.ref], capture_output=True, text=True,
+                       timeout=60)
+    shutil.rmtree(run_root, ignore_errors=True)
+    assert json.loads(r.stdout)[0]["RootFS"]["Layers"] == [b.diff_id for b in s.built.layers]

@@ -29,6 +29,9 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--retries",), dict(type=click.IntRange(0, 20), default=3, show_default=True,
                           help="Retries per request (exponential backoff, honours "
                                "Retry-After).")),
+    (("--rate-limit",), dict(type=click.FloatRange(0.1, 10000), default=None,
+                             help="Requests per second per registry host, shared by every "
+                                  "thread and process [default: unlimited].")),
     (("--timeout",), dict(type=click.FloatRange(1, 3600), default=60.0, show_default=True,
                           help="Network timeout in seconds.")),
     (("--temp-dir",), dict(type=click.Path(file_okay=False), default=None,
@@ -64,11 +67,17 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--verify-full",), dict(is_flag=True, default=False,
                               help="Also check every layer's uncompressed diff_id.")),
     (("--stats",), dict(type=click.Choice(["text", "json"]), default=None,
-                        help="Report per-stage throughput, CPU and memory at the end.")),
+                        help="At the end, report per stage throughput, busy/wait split, CPU, "
+                             "memory, I/O and requests, queue occupancy and the bottleneck "
+                             "(see docs/stats.md).")),
     (("--stats-file",), dict(type=click.Path(dir_okay=False), default=None,
-                             help="Write the JSON statistics here (implies --stats json).")),
-    (("-q", "--quiet"), dict(is_flag=True, default=False, help="Only print errors.")),
-    (("-v", "--verbose"), dict(is_flag=True, default=False, help="Print more detail.")),
+                             help="Write the JSON statistics, with the per-second series, here "
+                                  "(implies --stats json).")),
+    (("-q", "--quiet"), dict(is_flag=True, default=False,
+                            help="Only print errors: no progress, results or summary.")),
+    (("-v", "--verbose"), dict(is_flag=True, default=False,
+                              help="Print more detail: the bottleneck verdict, and the "
+                                   "traceback of an internal error.")),
 ]
 
 
@@ -121,7 +130,8 @@ def build_config(opts: dict[str, Any]) -> Config:
         all_platforms=opts["all_platforms"],
         verify_full=opts["verify_full"], compression=opts["compression"],
         compression_level=opts["compression_level"],
-        layer_cache=opts["layer_cache"], stats=stats, stats_file=opts["stats_file"],
+        layer_cache=opts["layer_cache"], rate_limit=opts["rate_limit"],
+        stats=stats, stats_file=opts["stats_file"],
         quiet=opts["quiet"], verbose=opts["verbose"])
 
 
@@ -165,8 +175,13 @@ def cli(ctx: click.Context, **opts: Any) -> None:
     ctx.obj = opts
 
 
-def _print_event(quiet: bool) -> Callable[[ImageDone | ImageFailed], None]:
+def _print_event(quiet: bool, display: Any = None) -> Callable[[ImageDone | ImageFailed], None]:
+    """Each image's outcome as one line on stderr (the live progress block, if any, is
+    erased first and redrawn on the next tick)."""
+
     def show(event: ImageDone | ImageFailed) -> None:
+        if display is not None:
+            display.clear()
         if isinstance(event, ImageFailed):
             _err(f"{event.source}: {event.reason}")
         elif quiet:
@@ -186,56 +201,117 @@ def _print_event(quiet: bool) -> Callable[[ImageDone | ImageFailed], None]:
 
 
 @cli.command()
-@click.argument("source")
-@click.argument("destination")
+@click.argument("uris", nargs=-1, metavar="SOURCE DESTINATION")
+@click.option("--from-file", "from_file", type=click.Path(dir_okay=False), default=None,
+              help="Take the sources from FILE (one URI a line, or a JSON mirror spec); "
+                   "then only DESTINATION is given (or none, if the spec names them).")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Copy only the K-th of N stable, hash-based shares of the images.")
+@click.option("--fail-fast/--keep-going", default=False,
+              help="Stop at the first failed image [default: keep going].")
 @global_options(after_command=True)
 @click.pass_obj
 @handle_errors
-def process(obj: dict[str, Any], source: str, destination: str, **after: Any) -> int:
+def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
+            shard: str | None, fail_fast: bool, **after: Any) -> int:
     """Copy SOURCE to DESTINATION.
 
     \b
     occystrap --insecure process registry://127.0.0.1:5000/library/app:1.0 tar:///tmp/app.tar
     occystrap process registry://ghcr.io/org/app@sha256:<digest> oci:///srv/layout
     occystrap -j 8 --stats json process registry://HOST/NAME:TAG dir:///tmp/out
+    occystrap -J 6 process 'registry://src.example/team/*:latest' registry://dst.example/mirror
+    occystrap process --from-file images.txt --shard 0/3 registry://dst.example/mirror
     """
     from occystrap import pipeline, stats
 
-    config = build_config(_merge(obj, after))
-    src = parse_location(source, role="source")
-    dst = parse_location(destination, role="destination")
-    if config.compression and (dst.scheme == "dir" or
-                               str(dst.option("format", "")).lower() in ("v1.2", "legacy")):
-        raise UsageError(f"{destination}: stores uncompressed layers; --compression does "
-                         "not apply")
-    result = pipeline.run([src], dst, _source_config(src, config),
-                          on_event=_print_event(config.quiet))
+    config = replace(build_config(_merge(obj, after)), shard=_parse_shard(shard),
+                     fail_fast=fail_fast, bulk=from_file is not None)
+    jobs = _jobs(uris, from_file)
+    results = []
+    # Live progress only for a person watching: stderr a terminal, and not --quiet.
+    display = (stats.ProgressDisplay(sys.stderr)
+               if sys.stderr.isatty() and not config.quiet else None)
+    for dst, sources in jobs:
+        if config.compression and (dst.scheme == "dir" or
+                                   str(dst.option("format", "")).lower() in ("v1.2", "legacy")):
+            raise UsageError(f"{dst}: stores uncompressed layers; --compression does "
+                             "not apply")
+        run_config = _source_config(sources[0], config) if len(sources) == 1 else config
+        try:
+            results.append(pipeline.run(sources, dst, run_config,
+                                        on_event=_print_event(config.quiet, display),
+                                        on_tick=display.update if display else None))
+        finally:
+            if display is not None:
+                display.clear()
+        if results[-1].error or (fail_fast and results[-1].failed):
+            break
+    result = pipeline.merge(results)
     if result.error:
-        _err(result.error)
+        first, _, rest = result.error.partition("\n")
+        if rest and not config.verbose:  # a bug's traceback: only on request
+            _err(f"{first} (run with --verbose for the traceback)")
+        else:
+            _err(result.error)
         return 130 if result.interrupted else 1
+    # --stats-file always gets the JSON (with the series); --stats text still prints the table
+    if config.stats_file:
+        try:
+            with open(config.stats_file, "w") as f:
+                f.write(stats.to_json(result) + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write --stats-file {config.stats_file}: "
+                             f"{exc.strerror}") from None
     if config.stats == "text":
         click.echo(stats.to_text(result), err=True)
-    elif config.stats == "json":
-        if config.stats_file:
-            try:
-                with open(config.stats_file, "w") as f:
-                    f.write(stats.to_json(result) + "\n")
-            except OSError as exc:
-                raise UsageError(f"cannot write --stats-file {config.stats_file}: "
-                                 f"{exc.strerror}") from None
-        else:
-            click.echo(stats.to_json(result))
+    elif config.stats == "json" and not config.stats_file:
+        click.echo(stats.to_json(result))
+    if len(result.done) + len(result.failed) > 1 and result.failed:
+        click.echo("Failed images:", err=True)
+        for failure in result.failed:
+            click.echo(f"  {failure.source}: {failure.reason}", err=True)
+    if config.verbose and config.stats != "text":
+        click.echo("bottleneck: " + stats.to_dict(result)["bottleneck"]["reason"], err=True)
     if not config.quiet:
-        moved = sum(d.bytes for d in result.done)
-        layers = sum(d.layers for d in result.done)
-        total = len(result.done) + len(result.failed)
-        rate = moved / 1e6 / result.wall_seconds if result.wall_seconds else 0.0
-        current = sum(1 for d in result.done if d.up_to_date)
-        noted = f" ({current} already up to date)" if current else ""
-        click.echo(f"Summary: {len(result.done)}/{total} images{noted}, {layers} layers, "
-                   f"{moved / 1e6:.1f} MB in {result.wall_seconds:.1f} s ({rate:.0f} MB/s)"
-                   + (f", {len(result.failed)} failed" if result.failed else ""), err=True)
+        click.echo(stats.summary_line(result), err=True)
     return 1 if result.failed or not result.done else 0
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text}: expected K/N, e.g. 0/3") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise UsageError(f"--shard {text}: K must be in 0..N-1")
+    return k, n
+
+
+def _jobs(uris: tuple[str, ...], from_file: str | None) -> list[tuple[Any, list[Any]]]:
+    """(destination, sources) runs: one for SOURCE DESTINATION, one per destination of a
+    --from-file spec."""
+    from occystrap import mirrorspec
+
+    if from_file is None:
+        if len(uris) != 2:
+            raise UsageError("process takes SOURCE DESTINATION (or --from-file FILE "
+                             "DESTINATION)")
+        return [(parse_location(uris[1], role="destination"),
+                 [parse_location(uris[0], role="source")])]
+    if len(uris) > 1:
+        raise UsageError("with --from-file, give only the DESTINATION")
+    default = uris[0] if uris else None
+    groups: dict[str, list[Any]] = {}
+    for src, dest in mirrorspec.load(from_file):
+        target = dest or default
+        if target is None:
+            raise UsageError(f"--from-file {from_file}: {src} has no destination; give one "
+                             "on the command line")
+        groups.setdefault(target, []).append(src)
+    return [(parse_location(d, role="destination"), s) for d, s in groups.items()]
 
 
 def _source_config(src: Any, config: Config) -> Config:

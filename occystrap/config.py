@@ -29,6 +29,10 @@ class Config:
     compression: str | None = None  # re-encode layers: "gzip" or "zstd"; None keeps bytes
     compression_level: int | None = None
     layer_cache: str | None = None
+    bulk: bool = False  # several images (--from-file): registry destinations act as prefixes
+    shard: tuple[int, int] | None = None  # --shard K/N
+    fail_fast: bool = False
+    rate_limit: float | None = None  # requests/s per registry host, all processes together
     stats: str | None = None
     stats_file: str | None = None
     quiet: bool = False

@@ -17,7 +17,7 @@ from occystrap.formats.dockerarchive import DockerArchiveWriter
 from occystrap.formats.ocilayout import OCILayoutWriter
 from occystrap.formats.registrydest import RegistryWriter
 from occystrap.mediatypes import ACCEPT
-from occystrap.reference import Location
+from occystrap.reference import ImageRef, Location
 from occystrap.registry.client import RegistryClient
 from occystrap.registry.pool import ClientPool
 
@@ -79,6 +79,16 @@ class Destination:
         if temp_dir:
             return os.path.join(os.path.abspath(temp_dir), f"occystrap-spool-{self.token}")
         return self.temp_prefix + ".spool"
+
+    def target(self, ref: ImageRef, bulk: bool) -> ImageRef | None:
+        """Where a registry destination puts the image `ref`: the destination itself, or
+        for a bulk copy `PREFIX/NAME:TAG` below it (each image keeps its name and tag)."""
+        dest = self.location.ref
+        if dest is None:
+            return None
+        if bulk:
+            return ImageRef(dest.host, f"{dest.name}/{ref.name}", tag=ref.tag)
+        return ImageRef(dest.host, dest.name, tag=dest.tag or ref.tag)
 
     def probe(self, config: Config) -> Probe:
         return Probe(self, config)
@@ -146,18 +156,16 @@ class Probe:
             self._client = self._pool.get(dest.location.ref.host,
                                           config.insecure if insecure is None else insecure)
 
-    def up_to_date(self, reference: str, digest: str) -> bool:
-        if self._client is None:
+    def up_to_date(self, target: ImageRef | None, digest: str) -> bool:
+        if self._client is None or target is None:
             return False
-        assert self.dest.location.ref is not None
-        head = self._client.head_manifest(self.dest.location.ref.name, reference, ACCEPT)
+        head = self._client.head_manifest(target.name, target.tag or digest, ACCEPT)
         return head is not None and head.digest == digest
 
-    def has_layer(self, digest: str, size: int) -> bool:
-        if self._client is None:
+    def has_layer(self, digest: str, size: int, target: ImageRef | None = None) -> bool:
+        if self._client is None or target is None:
             return self.dest.has_layer(digest, size)
-        assert self.dest.location.ref is not None
-        return self._client.blob_exists(self.dest.location.ref.name, digest) is not None
+        return self._client.blob_exists(target.name, digest) is not None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -130,7 +130,7 @@ def recompress_file(src: str, dst: str, source: str, target: str, level: int | N
 
 
 def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,
-              verify: bool) -> int:
+              verify: bool, src_offset: int = 0) -> int:
     """Copy a local source's blob into `dst` (a new spool file, or with `offset` the blob's
     region of a tarball being assembled), checking its size and, with `verify`, its digest.
 
@@ -140,15 +140,15 @@ def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,
     h = hashlib.sha256() if verify else None
     total = 0
     with open(src, "rb") as f:
+        f.seek(src_offset)
         fd = os.open(dst, os.O_WRONLY) if offset is not None else \
             os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             position = offset or 0
             buf = bytearray(CHUNK)
             view = memoryview(buf)
-            while n := f.readinto(buf):
-                if total + n > size:
-                    raise DigestError(f"blob {digest} in {src}: more than {size} bytes")
+            # Read exactly `size`: the source may be a region of a bigger file (a tarball).
+            while total < size and (n := f.readinto(view[:min(CHUNK, size - total)])):
                 chunk = view[:n]
                 if h is not None:
                     h.update(chunk)
@@ -156,6 +156,8 @@ def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,
                     written = os.pwrite(fd, chunk, position)
                     chunk, position = chunk[written:], position + written
                 total += n
+            if src_offset == 0 and f.read(1):
+                raise DigestError(f"blob {digest} in {src}: more than {size} bytes")
         finally:
             os.close(fd)
     if total != size:

@@ -44,6 +44,10 @@ class ImagePlan(msgspec.Struct, tag=True):
     # child names its parent; the index is published once every child is
     children: list[int] = []
     parent: int = -1
+    # registry://: the repository and tag this image goes to (a bulk copy puts each image
+    # below the destination's prefix)
+    dest_name: str = ""
+    dest_tag: str | None = None
 
 
 class LayerDesc(msgspec.Struct, tag=True):
@@ -97,6 +101,35 @@ class StageReport(msgspec.Struct, tag=True):
     wait_out_seconds: float = 0.0
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
+    # psutil io_counters of the stage process: *_bytes hit storage, *_chars are every
+    # read/write syscall (sockets and pipes too)
+    io_read_bytes: int = 0
+    io_write_bytes: int = 0
+    io_read_chars: int = 0
+    io_write_chars: int = 0
+    # registry requests this stage made (occystrap.registry.client.COUNTERS)
+    requests: dict[str, int] = {}
+    retries: int = 0
+    throttled: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    mounts: int = 0
+    # layers that moved no bytes: already at the destination
+    layers_skipped: int = 0
+    bytes_skipped: int = 0
+
+
+class Progress(msgspec.Struct, tag=True):
+    """Fetch's running count for one image, sent a few times a second at most: bytes fetched
+    so far of the bytes it has been asked to fetch (layers already at the destination are
+    not counted in either). Cheap enough to send always; the supervisor draws it on a TTY."""
+
+    image_id: int
+    source: str
+    done: int
+    total: int
+    layers_done: int = 0
+    layers: int = 0
 
 
 class StageCrashed(msgspec.Struct, tag=True):
@@ -109,7 +142,8 @@ class Shutdown(msgspec.Struct, tag=True):
     """End of input: every image has been sent; finish in-flight work, then exit."""
 
 
-Message = ImagePlan | LayerDesc | ImageFailed | ImageDone | StageReport | StageCrashed | Shutdown
+Message = (ImagePlan | LayerDesc | ImageFailed | ImageDone | StageReport | Progress
+           | StageCrashed | Shutdown)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

@@ -30,11 +30,12 @@ from occystrap.config import Config
 from occystrap.destination import Destination
 from occystrap.errors import DestinationError, OccystrapError
 from occystrap.layercache import LayerCache
-from occystrap.messages import ImageDone, ImageFailed, StageCrashed, StageReport
+from occystrap.messages import ImageDone, ImageFailed, Progress, StageCrashed, StageReport
 from occystrap.reference import Location
+from occystrap.registry import ratelimit
 from occystrap.stages import compress, fetch, resolve, verify, write
 from occystrap.stages.base import StageIO
-from occystrap.stats import MemorySampler
+from occystrap.stats import Sampler
 
 QUEUE_SIZE = 64
 STAGES = ("resolve", "fetch", "verify", "compress", "write")
@@ -51,6 +52,14 @@ class RunResult:
     wall_seconds: float = 0.0
     error: str | None = None
     interrupted: bool = False
+    # supervisor samples: queue occupancy, the per-second series, live progress per image
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    series: list[dict[str, Any]] = field(default_factory=list)
+    progress: dict[int, Progress] = field(default_factory=dict)
+    first_seen: dict[int, float] = field(default_factory=dict)  # image id → monotonic time
+    image_seconds: dict[int, float] = field(default_factory=dict)
+    sources: int = 0
+    started: float = field(default_factory=time.monotonic)
 
 
 def _child_setup() -> None:
@@ -65,18 +74,19 @@ def _child_setup() -> None:
 
 
 def _stage_main(name: str, body: Callable[[StageIO], None], inq: Queue[Any] | None,
-                outq: Queue[Any] | None, control: Queue[Any]) -> None:
+                outq: Queue[Any] | None, control: Queue[Any], moved: Any = None) -> None:
     _child_setup()
-    io = StageIO(name, inq, outq, control)
+    io = StageIO(name, inq, outq, control, moved=moved, slot=STAGES.index(name),
+                 progress=name == "fetch")
     try:
         body(io)
     except OccystrapError as exc:
         io.tell(StageCrashed(stage=name, error=str(exc), traceback=""))
-        os._exit(1)
+        _flush_and_exit(control, 1)
     except BaseException as exc:  # a bug: report it with its traceback
         io.tell(StageCrashed(stage=name, error=f"{type(exc).__name__}: {exc}",
                              traceback=traceback.format_exc()))
-        os._exit(1)
+        _flush_and_exit(control, 1)
     io.finish()
     # Let the queue feeder threads flush, then leave without running atexit handlers that
     # the parent's modules registered before the fork.
@@ -87,14 +97,26 @@ def _stage_main(name: str, body: Callable[[StageIO], None], inq: Queue[Any] | No
     os._exit(0)
 
 
+def _flush_and_exit(control: Queue[Any], code: int) -> None:
+    """Let the control queue's feeder thread deliver the last report, then leave at once."""
+    control.close()
+    control.join_thread()
+    os._exit(code)
+
+
 def run(sources: Sequence[Location], dest_location: Location, config: Config,
-        on_event: Callable[[ImageDone | ImageFailed], None] | None = None) -> RunResult:
+        on_event: Callable[[ImageDone | ImageFailed], None] | None = None,
+        on_tick: Callable[[RunResult], None] | None = None) -> RunResult:
+    """Copy `sources` to one destination. `on_event` hears each image's outcome as it
+    happens; `on_tick` is called every supervisor loop (~10 times a second) with the result
+    so far, for a live progress display."""
     ctx = mp.get_context("fork")
+    ratelimit.install(config.rate_limit)  # shared memory, before the stages fork
     token = uuid.uuid4().hex[:12]
     dest = Destination(dest_location, token)
     spool = dest.spool_dir(config.temp_dir)
-    result = RunResult()
-    started = time.monotonic()
+    result = RunResult(sources=len(sources))
+    started = result.started
 
     writer = dest.open_writer(config, spool)  # fails early on an unwritable destination
     try:
@@ -105,6 +127,7 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
 
     queues = [ctx.Queue(QUEUE_SIZE) for _ in range(len(STAGES) - 1)]
     control: Queue[Any] = ctx.Queue()
+    moved = ctx.RawArray("q", len(STAGES))  # running bytes per stage, for the series
     admit = ctx.Semaphore(max(1, config.image_parallel))
     planner = writer.planner()
     cache = LayerCache(config.layer_cache) if config.layer_cache else None
@@ -122,15 +145,24 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
         inq = queues[i - 1] if i > 0 else None
         outq = queues[i] if i < len(queues) else None
         procs[name] = ctx.Process(target=_stage_main, name=f"occystrap-{name}",
-                                  args=(name, bodies[name], inq, outq, control), daemon=True)
+                                  args=(name, bodies[name], inq, outq, control, moved),
+                                  daemon=True)
     for p in procs.values():
         p.start()
-    sampler = MemorySampler({name: p.pid for name, p in procs.items() if p.pid})
+    sampler = Sampler({name: p.pid for name, p in procs.items() if p.pid},
+                      queues={f"{STAGES[i]}>{STAGES[i + 1]}": (q, QUEUE_SIZE)
+                              for i, q in enumerate(queues)},
+                      moved=moved, stages=STAGES)
 
     try:
         while True:
             _drain(control, result, on_event)
             sampler.sample()
+            if on_tick is not None:
+                on_tick(result)
+            if config.fail_fast and result.failed and result.error is None:
+                result.error = (f"stopped at the first failure (--fail-fast): "
+                                f"{result.failed[0].source}")
             if result.error is not None:
                 break
             exited = {n: p.exitcode for n, p in procs.items() if p.exitcode is not None}
@@ -152,6 +184,7 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
         failed_run = result.error is not None
         _stop(procs.values(), force=failed_run)
         sampler.sample()
+        sampler.row()
         if failed_run:
             dest.remove_temp_files(config.temp_dir)
         shutil.rmtree(spool, ignore_errors=True)
@@ -168,8 +201,29 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
             q.close()
     result.memory = sampler.peaks
     result.peak_pss_total = sampler.peak_total
+    result.queues = {name: q.to_dict() for name, q in sampler.queue_stats.items()}
+    result.series = sampler.series
     result.wall_seconds = time.monotonic() - started
     return result
+
+
+def merge(results: Sequence[RunResult]) -> RunResult:
+    """One result for several runs (a --from-file spec with several destinations)."""
+    if len(results) == 1:
+        return results[0]
+    merged = RunResult()
+    for r in results:
+        merged.done += r.done
+        merged.failed += r.failed
+        merged.wall_seconds += r.wall_seconds
+        merged.peak_pss_total = max(merged.peak_pss_total, r.peak_pss_total)
+        merged.error = merged.error or r.error
+        merged.interrupted = merged.interrupted or r.interrupted
+        merged.reports, merged.memory = r.reports, r.memory
+        merged.queues, merged.series = r.queues, r.series
+        merged.image_seconds.update(r.image_seconds)
+        merged.sources += r.sources
+    return merged
 
 
 def _drain(control: Queue[Any], result: RunResult,
@@ -180,6 +234,14 @@ def _drain(control: Queue[Any], result: RunResult,
         except Exception:  # queue.Empty; also EOF when a child died mid-put
             return
         msg = messages.decode(data)
+        if isinstance(msg, Progress):
+            result.progress[msg.image_id] = msg
+            result.first_seen.setdefault(msg.image_id, time.monotonic())
+            continue
+        if isinstance(msg, ImageDone | ImageFailed):
+            # from fetch's first word of the image (else the run's start) to its outcome
+            began = result.first_seen.get(msg.image_id, result.started)
+            result.image_seconds[msg.image_id] = time.monotonic() - began
         if isinstance(msg, ImageDone):
             result.done.append(msg)
         elif isinstance(msg, ImageFailed):

@@ -80,6 +80,44 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class BulkPattern:
+    """registry://HOST/NAMESPACE/GLOB[:TAG_GLOB][?tag_regex=RE]: every matching repository
+    (from /v2/_catalog) at every matching tag. The tag defaults to `latest`."""
+
+    host: str
+    name_glob: str
+    tag_glob: str = "latest"
+    tag_regex: str | None = None
+
+
+GLOB_CHARS = frozenset("*?[")
+
+
+def parse_bulk_pattern(text: str, where: str, options: dict[str, object]) -> BulkPattern:
+    if "/" not in text:
+        raise UsageError(f"{where}: expected HOST/NAMESPACE/GLOB[:TAGS]")
+    host, rest = text.split("/", 1)
+    if not _HOST_RE.match(host):
+        raise UsageError(f"{where}: invalid registry host {host!r}")
+    if host.lower() in DOCKER_HUB_HOSTS:
+        host = DOCKER_HUB_REGISTRY
+    tag_glob = "latest"
+    last = rest.rsplit("/", 1)[-1]
+    if ":" in last:
+        rest, tag_glob = rest.rsplit(":", 1)
+    if not rest or not re.fullmatch(r"[a-z0-9._/*?\[\]-]+", rest):
+        raise UsageError(f"{where}: invalid repository pattern {rest!r}")
+    regex = options.get("tag_regex")
+    if regex is not None:
+        try:
+            re.compile(str(regex))
+        except re.error as exc:
+            raise UsageError(f"{where}: invalid tag_regex: {exc}") from None
+    return BulkPattern(host, rest, tag_glob or "latest",
+                       str(regex) if regex is not None else None)
+
+
+@dataclass(frozen=True)
 class Location:
     """A parsed source or destination URI."""
 
@@ -88,6 +126,7 @@ class Location:
     path: str | None = None
     tag: str | None = None
     select: str | None = None  # tar:// source: `#NAME:TAG` picks one image of several
+    pattern: BulkPattern | None = None  # registry://HOST/NS/GLOB[:TAGS]: many images
     options: dict[str, object] = field(default_factory=dict)
     text: str = ""
 
@@ -175,6 +214,9 @@ def parse_location(text: str, *, role: str) -> Location:
     if "?" in rest:
         rest, query = rest.split("?", 1)
     options = parse_options(query)
+    if scheme == "registry" and role == "source" and GLOB_CHARS & set(rest.split("/", 1)[-1]):
+        return Location(scheme, pattern=parse_bulk_pattern(rest, text, options),
+                         options=options, text=text)
     if scheme == "registry":
         ref = parse_image_ref(rest, text, default_tag="latest" if role == "source" else None)
         if role == "destination" and ref.digest:

@@ -26,6 +26,8 @@ class FaultProxy:
         self.cut_after = cut_after
         self.cut_request_after = cut_request_after
         self.request_bytes = 0
+        self.response_bytes = 0  # every byte the registry sent back
+        self.request_times: list[float] = []  # when each HTTP request went upstream
         self.cuts_left = cuts
         self.cuts_done = 0
         self._lock = threading.Lock()
@@ -76,6 +78,13 @@ class FaultProxy:
                 sent += len(data)
                 if not response:
                     self._count_request(len(data))
+                    starts = data.count(b" HTTP/1.1\r\n")  # request lines in this chunk
+                    if starts:
+                        with self._lock:
+                            self.request_times += [time.monotonic()] * starts
+                else:
+                    with self._lock:
+                        self.response_bytes += len(data)
                 if response and self.rate:
                     ahead = sent / self.rate - (time.monotonic() - started)
                     if ahead > 0:

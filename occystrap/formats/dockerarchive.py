@@ -51,11 +51,17 @@ class TarPlanner:
     def __init__(self, path: str) -> None:
         self.path = path
         self.end = 0
+        self._reserved: dict[str, Region] = {}
 
     def reserve(self, name: str, size: int) -> Region:
+        """A region for the blob `name`; a blob already planned (a layer that several images
+        share) gets the same region, so the archive holds it once."""
+        if name in self._reserved:
+            return self._reserved[name]
         data_offset = self.end + len(header(name, size))
         self.end = data_offset + size + padding(size)
-        return Region(name=name, offset=data_offset, size=size)
+        self._reserved[name] = region = Region(name=name, offset=data_offset, size=size)
+        return region
 
     def plan_image(self, config_digest: str, config_size: int, manifest_digest: str,
                    manifest_size: int, layers: list[LayerDesc]) -> list[Region]:
@@ -95,6 +101,7 @@ class DockerArchiveWriter(Writer):
         self._tar = TarStream(self._file)
         self._members: set[str] = set()  # legacy: names already appended
         self._end = 0  # in place: the end of every region planned so far
+        self._users: dict[int, set[int]] = {}  # in place: region offset → images using it
         self._images: list[tuple[ImagePlan, list[str]]] = []
         self._zstd_ok = False  # the Docker engine was checked for zstd support
         self._broken: OSError | None = None  # a failed write leaves the archive unusable
@@ -155,6 +162,8 @@ class DockerArchiveWriter(Writer):
             self._append_bytes(self._config_name(plan), plan.config)
             return
         self._end = max(self._end, plan.tar_end)
+        for region in plan.regions:
+            self._users.setdefault(region.offset, set()).add(plan.image_id)
         self._fill(plan.regions[0], plan.config)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
@@ -187,9 +196,12 @@ class DockerArchiveWriter(Writer):
 
     def fail_image(self, plan: ImagePlan) -> None:
         # Legacy: bytes already streamed stay as unreferenced members. In place: every
-        # region of the image is renamed to an unused name, whatever its bytes are.
+        # region only this image used is renamed to an unused name, whatever its bytes are.
         for region in plan.regions:
-            self._fill(region, name=UNUSED_PREFIX + region.name.rsplit("/", 1)[1])
+            users = self._users.get(region.offset, set())
+            users.discard(plan.image_id)
+            if not users:
+                self._fill(region, name=UNUSED_PREFIX + region.name.rsplit("/", 1)[1])
 
     def _metadata(self) -> None:
         manifest_json = []

@@ -25,12 +25,12 @@ from occystrap.registry.client import RegistryClient
 from occystrap.registry.pool import ClientPool
 
 
-def target_reference(dest: ImageRef, plan: ImagePlan) -> str:
-    """The tag to push to: the destination's own, else the source's, else the digest. The
-    platform images of an index are pushed by digest; the index takes the tag."""
+def target_reference(plan: ImagePlan) -> str:
+    """The tag resolve chose (the destination's own, else the source's), else the digest.
+    The platform images of an index are pushed by digest; the index takes the tag."""
     if plan.parent >= 0:
         return plan.manifest_digest
-    return dest.tag or plan.tag or plan.manifest_digest
+    return plan.dest_tag or plan.manifest_digest
 
 
 class RegistryWriter(Writer):
@@ -63,13 +63,14 @@ class RegistryWriter(Writer):
                    offset: int, check_first: bool) -> None:
         client = self._client()
         try:
-            if check_first and client.blob_exists(self.dest.name, digest) is not None:
+            name = plan.dest_name or self.dest.name
+            if check_first and client.blob_exists(name, digest) is not None:
                 how = "present"
-            elif (plan.host == self.dest.host and plan.name != self.dest.name
-                  and client.mount_blob(self.dest.name, digest, plan.name)):
+            elif (plan.host == self.dest.host and plan.name != name
+                  and client.mount_blob(name, digest, plan.name)):
                 how = "mounted"
             else:
-                client.upload_blob(self.dest.name, digest, size, path, offset=max(offset, 0))
+                client.upload_blob(name, digest, size, path, offset=max(offset, 0))
                 how = "uploaded"
         finally:
             if offset < 0:
@@ -95,8 +96,9 @@ class RegistryWriter(Writer):
                      layer.offset, bool(layer.source_digest))
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
-        reference = target_reference(self.dest, plan)
-        where = f"registry://{self.dest.host}/{self.dest.name}"
+        reference = target_reference(plan)
+        name = plan.dest_name or self.dest.name
+        where = f"registry://{self.dest.host}/{name}"
         where += f"@{reference}" if reference.startswith("sha256:") else f":{reference}"
         if plan.up_to_date:
             return where
@@ -104,7 +106,7 @@ class RegistryWriter(Writer):
             futures = self._uploads.pop(plan.image_id, [])
         for fut in futures:
             fut.result()  # the first failed upload fails the image
-        self._client().put_manifest(self.dest.name, reference, plan.manifest,
+        self._client().put_manifest(name, reference, plan.manifest,
                                     plan.manifest_media_type)
         return where
 

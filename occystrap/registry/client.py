@@ -45,6 +45,7 @@ from occystrap.errors import (
     UsageError,
 )
 from occystrap.reference import DIGEST_RE, NAME_RE, TAG_RE
+from occystrap.registry import ratelimit
 from occystrap.registry.auth import (
     Credentials,
     TokenCache,
@@ -71,6 +72,46 @@ CHUNK_SIZE = 32 * 2**20
 UPLOAD_CONTENT_TYPE = "application/octet-stream"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+class RequestCounters:
+    """What this process asked of registries, for the statistics report.
+
+    One instance per process (`COUNTERS`); each stage process reads and resets its own after
+    the fork, so the report can say which stage made the requests, retried or was throttled.
+    Counting is a dict update under a lock: noise next to an HTTP round trip.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests: dict[str, int] = {}  # host (of the URL actually sent to) → count
+            self.retries = 0
+            self.throttled = 0  # 429 answers
+            self.bytes_received = 0  # blob bodies
+            self.bytes_sent = 0  # blob uploads, resent parts included
+            self.mounts = 0
+
+    def request(self, url: str) -> None:
+        host = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+        with self._lock:
+            self.requests[host] = self.requests.get(host, 0) + 1
+
+    def add(self, field: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + n)
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {"requests": dict(self.requests), "retries": self.retries,
+                    "throttled": self.throttled, "bytes_received": self.bytes_received,
+                    "bytes_sent": self.bytes_sent, "mounts": self.mounts}
+
+
+COUNTERS = RequestCounters()
 
 
 @dataclass(frozen=True)
@@ -519,6 +560,8 @@ class _Authenticator:
         """
         if not name:
             return ""
+        if name == CATALOG:
+            return "registry:catalog:*"
         scope = f"repository:{name}:pull,push" if push else f"repository:{name}:pull"
         if mount_from and mount_from != name:
             scope += f" repository:{mount_from}:pull"
@@ -578,6 +621,22 @@ class _Authenticator:
                 self._scheme = "basic"
             return
         raise AuthError(f"authentication to {host} failed: no supported challenge in 401 answer")
+
+
+CATALOG = "\0catalog"  # the scope name of /v2/_catalog requests
+
+
+def _next_link(header: str | None, current: str) -> str:
+    """The `rel="next"` target of a Link header, resolved against `current`; "" if none.
+    Only links on the same origin are followed."""
+    if not header:
+        return ""
+    for part in header.split(","):
+        if 'rel="next"' in part or "rel=next" in part:
+            target = part.split(";", 1)[0].strip().strip("<>")
+            url = urllib.parse.urljoin(current, target)
+            return url if _origin(url) == _origin(current) else ""
+    return ""
 
 
 class RegistryClient:
@@ -776,6 +835,7 @@ class RegistryClient:
                         update(chunk)
                         write(chunk)
                         written += n
+                        COUNTERS.add("bytes_received", n)
                         if on_progress is not None:
                             on_progress(n)
                     break
@@ -811,6 +871,35 @@ class RegistryClient:
 
     # -- pushing ---------------------------------------------------------------------------
 
+    def list_repositories(self, page_size: int = 1000, limit: int = 100_000) -> list[str]:
+        """Every repository in `/v2/_catalog`, following `Link: <…>; rel="next"` pages."""
+        return self._paged(f"{self.base_url}/v2/_catalog?n={page_size}", CATALOG,
+                           "repositories", limit)
+
+    def list_tags(self, name: str, limit: int = 100_000) -> list[str]:
+        """Every tag of `name` in `/v2/<name>/tags/list`, following Link pages."""
+        _check_name(name)
+        return self._paged(f"{self.base_url}/v2/{name}/tags/list?n=1000", name, "tags", limit)
+
+    def _paged(self, url: str, scope_name: str, key: str, limit: int) -> list[str]:
+        found: list[str] = []
+        while url and len(found) < limit:
+            response = self._request("GET", url, name=scope_name)
+            try:
+                self._check_status(response, "GET", url, f"{key} not found on {self.host}")
+                body = response.read(MAX_ERROR_BODY * 64)
+            except _TransportFailure as exc:
+                raise TransientError(f"GET {_redact(url)}: {exc}") from exc
+            finally:
+                response.close()
+            try:
+                items = json.loads(body).get(key) or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"GET {_redact(url)}: not a JSON {key} list") from None
+            found.extend(str(i) for i in items)
+            url = _next_link(response.headers.get("link"), url)
+        return found
+
     def blob_exists(self, name: str, digest: str) -> int | None:
         """HEAD a blob: its size when the repository has it, None when it does not.
 
@@ -844,6 +933,7 @@ class RegistryClient:
         )
         try:
             if response.status == 201:
+                COUNTERS.add("mounts")
                 return True
             if response.status == 202:
                 location = response.headers.get("location")
@@ -1218,6 +1308,7 @@ class RegistryClient:
         """
         budget = budget or _Budget(self._retries)
         scope = self._auth.scope(name, push, mount_from)
+        limiter = ratelimit.current()
         auth_rounds = 0
         redirects = 0
         current = url
@@ -1227,6 +1318,8 @@ class RegistryClient:
             sent_auth = self._auth.header(scope) if on_registry else None
             if sent_auth is not None:
                 send_headers["Authorization"] = sent_auth
+            if limiter is not None:
+                limiter.acquire(self.host)
             try:
                 response = self._send(method, current, send_headers, raw, body)
             except _TransportFailure as exc:
@@ -1289,6 +1382,20 @@ class RegistryClient:
         raw: bool,
         body: bytes | _Region | None = None,
     ) -> _Response:
+        COUNTERS.request(url)
+        response = self._send_once(method, url, headers, raw, body)
+        if response.status == 429:
+            COUNTERS.add("throttled")
+        return response
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        raw: bool,
+        body: bytes | _Region | None = None,
+    ) -> _Response:
         if raw and not _proxied(url):
             return self._raw.send(method, url, headers, body)
         content: bytes | Iterator[bytes] | None = (
@@ -1317,6 +1424,7 @@ class RegistryClient:
                 budget.used += 1
 
     def _sleep(self, attempt: int, retry_after: float | None) -> None:
+        COUNTERS.add("retries")  # every retry, of any kind, waits here first
         time.sleep(backoff_delay(attempt, retry_after) * self._backoff_scale)
 
     def _check_status(
@@ -1378,6 +1486,8 @@ class _Progress:
 
     def add(self, n: int) -> None:
         self.reported += n
+        if n > 0:
+            COUNTERS.add("bytes_sent", n)
         if self._callback is not None:
             self._callback(n)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from occystrap import mediatypes
 from occystrap.errors import DigestError
@@ -27,10 +28,12 @@ class Resolved:
 
 @dataclass(frozen=True)
 class Entry:
-    """One image a source offers: how to name it, and what to ask fetch_manifest for."""
+    """One image a source offers: how to name it, and what to ask fetch_manifest for (of
+    `source` when set: a bulk source hands out one source per repository)."""
 
     ref: ImageRef
     reference: str
+    source: Any = None
 
 
 def sha256_of(data: bytes) -> str:

@@ -56,6 +56,66 @@ def spool_path(spool: str, layer: LayerDesc) -> str:
     return os.path.join(spool, f"{layer.image_id}-{layer.digest.split(':', 1)[1]}")
 
 
+class SharedBlobs:
+    """In-flight dedup: a blob that several images need is fetched once.
+
+    The first layer to want a digest owns its download; the others wait for it and then
+    take its bytes (a hard link to a content-addressed spool file, or a copy from its tarball
+    region; nothing when they share that region). If the owner fails, the next waiter
+    downloads it itself. The content-addressed links keep each distinct blob on the spool
+    disk until the run ends.
+    """
+
+    def __init__(self, spool: str) -> None:
+        self.spool = spool
+        self._lock = threading.Lock()
+        self._blobs: dict[str, Future[tuple[str, int]]] = {}
+
+    def take(self, layer: LayerDesc, path: str, in_place: bool
+             ) -> tuple[int | None, Future[tuple[str, int]] | None]:
+        """(bytes, None) when another download provided the blob; else (None, future) for
+        the caller to fulfil with `publish` or `withdraw`."""
+        while True:
+            with self._lock:
+                fut = self._blobs.get(layer.digest)
+                if fut is None or (fut.done() and fut.exception() is not None):
+                    self._blobs[layer.digest] = mine = Future()
+                    return None, mine
+            try:
+                source, source_offset = fut.result()
+            except Exception:  # the owner failed: try again, perhaps as the owner
+                continue
+            if in_place:
+                if source_offset != layer.offset:
+                    copy_blob(source, path, layer.digest, layer.size, layer.offset,
+                              verify=False, src_offset=max(source_offset, 0))
+            elif source_offset >= 0:
+                copy_blob(source, path, layer.digest, layer.size, None, verify=False,
+                          src_offset=source_offset)
+            else:
+                os.link(source, path)
+            return layer.size, None
+
+    def publish(self, mine: Future[tuple[str, int]] | None, layer: LayerDesc, path: str,
+                in_place: bool) -> None:
+        if mine is None:
+            return
+        if in_place:
+            mine.set_result((path, layer.offset))
+            return
+        shared = os.path.join(self.spool, f"blob-{layer.digest.split(':', 1)[1]}")
+        try:
+            os.link(path, shared)
+        except FileExistsError:
+            pass
+        mine.set_result((shared, -1))
+
+    @staticmethod
+    def withdraw(mine: Future[tuple[str, int]] | None, exc: BaseException) -> None:
+        if mine is not None and not mine.done():
+            mine.set_exception(exc)
+
+
 def take_local(layer: LayerDesc, path: str, in_place: bool) -> int:
     """A local source's layer into the spool (or its tarball region). Our own spool copy
     (a tar:// source's, hashed as it was read) is hard-linked, no bytes moved; anything
@@ -72,6 +132,7 @@ def run(io: StageIO, config: Config, spool: str) -> None:
     images: dict[int, _Image] = {}
     busy = _BusyClock()
     lock = threading.Lock()
+    blobs = SharedBlobs(spool)
 
     def forget(image_id: int) -> None:
         """Stop work on an image: queued downloads are cancelled, its threads let go."""
@@ -96,21 +157,28 @@ def run(io: StageIO, config: Config, spool: str) -> None:
             return
         in_place = layer.offset >= 0
         path = layer.path if in_place else spool_path(spool, layer)
+        mine = None
         try:
             with busy:
-                if layer.local_path:
-                    got = take_local(layer, path, in_place)
-                else:
-                    client = clients.get(plan.host, plan.insecure)
-                    got = client.download_blob(plan.name, layer.digest, layer.size, path,
-                                               offset=layer.offset if in_place else None)
+                got, mine = blobs.take(layer, path, in_place)
+                if got is None:
+                    if layer.local_path:
+                        got = take_local(layer, path, in_place)
+                    else:
+                        client = clients.get(plan.host, plan.insecure)
+                        got = client.download_blob(plan.name, layer.digest, layer.size, path,
+                                                   offset=layer.offset if in_place else None,
+                                                   on_progress=io.progress_for(layer))
+                    blobs.publish(mine, layer, path, in_place)
         except OSError as exc:
+            blobs.withdraw(mine, exc)
             if not in_place:
                 unlink_quietly(path)
             io.fail(layer.image_id, plan.source, f"cannot copy {layer.local_path}: {exc}")
             forget(layer.image_id)
             return
         except OccystrapError as exc:
+            blobs.withdraw(mine, exc)
             if not in_place:
                 unlink_quietly(path)
             io.fail(layer.image_id, plan.source, str(exc))

@@ -4,6 +4,7 @@ its LayerDescs per image. Admits a new image only while fewer than -J are in fli
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.reference import ImageRef, Location
 from occystrap.registry.pool import ClientPool
 from occystrap.sources import Entry, Resolved
+from occystrap.sources.bulk import RegistryBulkSource
 from occystrap.sources.directory import DirectorySource
 from occystrap.sources.ocilayout import OCILayoutSource
 from occystrap.sources.registry import RegistrySource
@@ -63,7 +65,7 @@ def check_space(path: str, needed: int) -> None:
 
 
 def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, insecure: bool,
-                   **extra: object) -> ImagePlan:
+                   target: ImageRef | None, **extra: object) -> ImagePlan:
     """The plan of something with no layers of its own: an index, or an image the
     destination already has."""
     return ImagePlan(image_id=image_id, source=source, host=ref.host, name=ref.name,
@@ -71,10 +73,13 @@ def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, ins
                      manifest=got.manifest, manifest_media_type=got.media_type,
                      manifest_digest=got.digest, config=b"", config_digest="",
                      config_media_type="", diff_ids=[], layer_count=0,
+                     dest_name=target.name if target else "",
+                     dest_tag=target.tag if target else None,
                      **extra)  # type: ignore[arg-type]
 
 
-Source = RegistrySource | OCILayoutSource | DirectorySource | TarballSource
+Source = (RegistrySource | RegistryBulkSource | OCILayoutSource | DirectorySource
+          | TarballSource)
 
 
 class Resolver:
@@ -106,6 +111,9 @@ class Resolver:
     def open(self, location: Location) -> tuple[Source, bool]:
         """The source behind `location`, and whether it is reached over plain HTTP."""
         insecure = bool(location.option("insecure", self.config.insecure))
+        if location.scheme == "registry" and location.pattern is not None:
+            client = self.clients.get(location.pattern.host, insecure)
+            return RegistryBulkSource(client, location.pattern, self.config.parallel), insecure
         if location.scheme == "registry":
             assert location.ref is not None
             client = self.clients.get(location.ref.host, insecure)
@@ -130,7 +138,7 @@ class Resolver:
             try:
                 source, insecure = self.open(location)
                 entries = source.entries()
-                if len(entries) > 1 and not self.dest.takes_many:
+                if len(entries) > 1 and not self.dest.takes_many and not self.dest.is_registry:
                     names = ", ".join(str(e.ref.repo_tag) for e in entries)
                     raise UsageError(f"{location}: holds {len(entries)} images ({names}); "
                                      f"pick one with #NAME:TAG or write to tar:// or oci://")
@@ -138,17 +146,28 @@ class Resolver:
                 self.admit.acquire()
                 self.io.fail(next(self.ids), location.text, str(exc))
                 continue
-            for entry in entries:
+            bulk = len(entries) > 1 or location.pattern is not None or self.config.bulk
+            for entry in self.shard(entries):
                 self.admit.acquire()  # one slot per image: an index and its children share it
                 image_id = next(self.ids)
                 try:
-                    self.one_image(image_id, location.text, entry, source, insecure)
+                    self.one_image(image_id, location.text, entry, entry.source or source,
+                                   insecure, self.dest.target(entry.ref, bulk))
                 except OccystrapError as exc:
                     self.io.fail(image_id, location.text, str(exc))
         self.io.put(Shutdown())
 
+    def shard(self, entries: list[Entry]) -> list[Entry]:
+        """--shard K/N: a stable, hash-based share of the images, so N machines can split a
+        mirror and together cover it exactly once."""
+        if self.config.shard is None:
+            return entries
+        k, n = self.config.shard
+        return [e for e in entries
+                if int(hashlib.sha256(str(e.ref).encode()).hexdigest()[:12], 16) % n == k]
+
     def one_image(self, image_id: int, text: str, entry: Entry, source: Source,
-                  insecure: bool) -> None:
+                  insecure: bool, target: ImageRef | None) -> None:
         ref = entry.ref
         got = source.fetch_manifest(entry.reference)  # digest verified
         whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(self.config,
@@ -158,14 +177,13 @@ class Resolver:
             got = source.fetch_manifest(chosen.digest)
             if isinstance(got.parsed, ImageIndex):
                 raise ManifestError(f"index {chosen.digest} points at another index")
-        dest_ref = self.dest.location.ref
-        if dest_ref is not None and self.probe.up_to_date(dest_ref.tag or ref.tag or got.digest,
-                                                          got.digest):
+        if self.probe.up_to_date(target, got.digest):
             # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
-            self.emit(layerless_plan(image_id, ref, text, got, insecure, up_to_date=True), [])
+            self.emit(layerless_plan(image_id, ref, text, got, insecure, target,
+                                     up_to_date=True), [])
             return
         if not whole_index:
-            self.emit(*self.plan_image(image_id, ref, text, got, source, insecure))
+            self.emit(*self.plan_image(image_id, ref, text, got, source, insecure, target))
             return
         if not self.dest.takes_index:
             raise UsageError(f"{self.dest.location}: copying every platform of an index needs "
@@ -179,14 +197,14 @@ class Resolver:
             if not isinstance(child.parsed, ImageManifest):
                 raise ManifestError(f"index {got.digest}: {d.digest} is not an image manifest")
             children.append(self.plan_image(next(self.ids), ref, text, child, source,
-                                            insecure, parent=image_id))
-        self.emit(layerless_plan(image_id, ref, text, got, insecure,
+                                            insecure, target, parent=image_id))
+        self.emit(layerless_plan(image_id, ref, text, got, insecure, target,
                                  children=[plan.image_id for plan, _ in children]), [])
         for plan, layers in children:
             self.emit(plan, layers)
 
     def plan_image(self, image_id: int, ref: ImageRef, text: str, got: Resolved,
-                   source: Source, insecure: bool, parent: int = -1
+                   source: Source, insecure: bool, target: ImageRef | None, parent: int = -1
                    ) -> tuple[ImagePlan, list[LayerDesc]]:
         """The plan and layers of one single-platform image whose manifest is `got`."""
         config, probe = self.config, self.probe
@@ -201,19 +219,19 @@ class Resolver:
                               media_type=d.media_type,
                               compression=mediatypes.compression_of(d.media_type),
                               diff_id=diff_ids[index])
-            target = config.compression
-            if target and layer.compression != target:
+            encoding = config.compression
+            if encoding and layer.compression != encoding:
                 # To be re-encoded: it will have another digest at the destination, which
                 # only the layer cache may know.
-                hit = (self.cache.lookup(d.digest, target, config.compression_level)
+                hit = (self.cache.lookup(d.digest, encoding, config.compression_level)
                        if self.cache else None)
-                if hit is not None and probe.has_layer(hit.digest, hit.size):
+                if hit is not None and probe.has_layer(hit.digest, hit.size, target):
                     layer.source_digest = d.digest
                     layer.digest, layer.size, layer.media_type = (hit.digest, hit.size,
                                                                   hit.media_type)
-                    layer.compression, layer.present = target, True
+                    layer.compression, layer.present = encoding, True
             else:
-                layer.present = probe.has_layer(d.digest, d.size)
+                layer.present = probe.has_layer(d.digest, d.size, target)
             if not layer.present:
                 needed += d.size
                 if source.local:
@@ -231,7 +249,9 @@ class Resolver:
             manifest_media_type=got.media_type, manifest_digest=got.digest,
             config_digest=parsed.config.digest, config_media_type=parsed.config.media_type,
             parent=parent, config=config_bytes, diff_ids=diff_ids, layer_count=len(layers),
-            regions=regions, tar_end=self.planner.end if self.planner is not None else -1)
+            regions=regions, tar_end=self.planner.end if self.planner is not None else -1,
+            dest_name=target.name if target else "",
+            dest_tag=(target.tag if target else None) if parent < 0 else None)
         return plan, layers
 
     @staticmethod

@@ -200,7 +200,7 @@ def test_stats_json_file(occystrap_cli, sample_images, tmp_path):
                       f"tar://{tmp_path / 'a.tar'}")
     assert r.returncode == 0, r.stderr
     doc = json.loads(stats.read_text())
-    assert doc["schema"] == "occystrap.stats/1"
+    assert doc["schema"] == "occystrap.stats/2"
     assert [st["stage"] for st in doc["stages"]] == ["resolve", "fetch", "verify", "compress",
                                                      "write"]
     total = sum(b.size for b in s.built.layers)

@@ -99,8 +99,14 @@ def test_several_images_in_one_tarball(occystrap_cli, registry, sample_images, t
                           parse_location(f"tar://{archive}", role="destination"),
                           Config(insecure=True))
     assert len(result.done) == 2
-    r = occystrap_cli("process", f"tar://{archive}", f"registry://{registry.host}/many/x")
+    r = occystrap_cli("process", f"tar://{archive}", f"dir://{tmp_path / 'one-dir'}")
     assert r.returncode == 1 and "holds 2 images" in r.stderr
+    # into a registry, every image keeps its name and tag below the destination prefix
+    ok(occystrap_cli("--insecure", "process", f"tar://{archive}",
+                     f"registry://{registry.host}/prefix"))
+    for key in ("docker", "zstd"):
+        s = sample_images[key]
+        assert raw(skopeo, f"{registry.host}/prefix/{s.name}:{s.tag}") == s.manifest
     z = sample_images["zstd"]
     dest = f"{registry.host}/many/zstd:1.0"
     ok(occystrap_cli("--insecure", "process", f"tar://{archive}#{z.ref}", f"registry://{dest}"))

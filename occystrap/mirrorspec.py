@@ -1,0 +1,85 @@
+"""--from-file: the images of a bulk run, from a plain list or a JSON mirror spec.
+
+A list has one source URI per line (blank lines and `#` comments ignored). A spec is JSON:
+
+    {"mirrors": [{"source": "registry://src/app", "destination": "registry://dst/app",
+                  "tags": ["1.0", "1.1"]}]}
+
+`destination` is optional (the command line's is used); `tags` expands a source given
+without a tag. Errors name the line.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from occystrap.errors import UsageError
+from occystrap.reference import Location, parse_location
+
+
+class Mirror(msgspec.Struct, forbid_unknown_fields=True):
+    source: str
+    destination: str | None = None
+    tags: list[str] | None = None
+
+
+class Spec(msgspec.Struct, forbid_unknown_fields=True):
+    mirrors: list[Mirror]
+
+
+def _line_of(text: str, message: str) -> str:
+    """msgspec reports byte offsets (`... (byte 123)`); people read lines."""
+    import re
+
+    match = re.search(r"byte (\d+)", message)
+    if not match:
+        return message
+    line = text.encode()[: int(match.group(1))].count(b"\n") + 1
+    return f"line {line}: {message}"
+
+
+def _with_tag(source: str, tag: str, where: str) -> str:
+    base, _, query = source.partition("?")
+    last = base.rsplit("/", 1)[-1]
+    if ":" in last or "@" in last:
+        raise UsageError(f"{where}: 'tags' needs a source without a tag ({source})")
+    return f"{base}:{tag}" + (f"?{query}" if query else "")
+
+
+def load(path: str) -> list[tuple[Location, str | None]]:
+    """(source, destination or None) pairs, in file order."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise UsageError(f"--from-file {path}: {exc.strerror}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            spec = msgspec.json.decode(text, type=Spec)
+        except msgspec.ValidationError as exc:
+            raise UsageError(f"--from-file {path}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise UsageError(f"--from-file {path}: {_line_of(text, str(exc))}") from None
+        pairs = []
+        for n, mirror in enumerate(spec.mirrors):
+            where = f"--from-file {path}: mirrors[{n}]"
+            sources = ([_with_tag(mirror.source, t, where) for t in mirror.tags]
+                       if mirror.tags else [mirror.source])
+            for source in sources:
+                try:
+                    pairs.append((parse_location(source, role="source"), mirror.destination))
+                except UsageError as exc:
+                    raise UsageError(f"{where}: {exc}") from None
+        return pairs
+    pairs = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            pairs.append((parse_location(line, role="source"), None))
+        except UsageError as exc:
+            raise UsageError(f"--from-file {path}: line {number}: {exc}") from None
+    if not pairs:
+        raise UsageError(f"--from-file {path}: no images listed")
+    return pairs

@@ -1,0 +1,160 @@
+"""Bulk mirrors: 32 images sharing a base layer, discovered from the real registry's catalog,
+copied to another registry, one OCI layout and one tarball; dedup, re-runs, shards, failure
+isolation and --from-file."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+
+from occystrap.registry.client import RegistryClient
+from tests.faultproxy import FaultProxy
+from tests.functional.test_errors import _registry_blob
+from tools.imagebuilder import build_image, push_image
+from tools.testregistry import TestRegistry
+
+COUNT = 32
+BASE = 400_000
+
+
+@pytest.fixture(scope="module")
+def bulk(registry, tmp_path_factory):
+    """bulk/app-NN:1.0 (NN < 32) sharing one base layer, and bulk/broken:1.0 whose only
+    layer is corrupt in the registry's storage."""
+    work = tmp_path_factory.mktemp("bulk")
+    images = {}
+    for i in range(COUNT):
+        image = build_image(work / f"b{i}", seed=5000 + i, layer_sizes=[BASE, 20_000],
+                            special_entries=False, shared_base_key="bulk-base")
+        push_image(registry.url, f"bulk/app-{i:02d}", "1.0", image)
+        images[f"bulk/app-{i:02d}"] = image
+    broken = build_image(work / "broken", seed=77, layer_sizes=[30_000], special_entries=False)
+    push_image(registry.url, "bulk/broken", "1.0", broken)
+    blob = _registry_blob(registry, broken.layers[0].digest)
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    assert len({img.layers[0].digest for img in images.values()}) == 1  # one shared base
+    return images
+
+
+@pytest.fixture
+def mirror():
+    with TestRegistry() as reg:
+        yield reg
+
+
+def test_mirror_to_registry_dedups_and_reruns_cheaply(occystrap_cli, registry, mirror, bulk,
+                                                      tmp_path):
+    dest = f"registry://{mirror.host}/mirror"
+    with FaultProxy(registry.port) as wire:  # counts what the source registry sends
+        src = f"registry://{wire.host}/bulk/app-*:1.0"
+        r = occystrap_cli("--insecure", "-J", "6", "-j", "4", "process", src, dest,
+                          timeout=300)
+        downloaded = wire.response_bytes
+    assert r.returncode == 0, r.stderr
+    assert f"Summary: {COUNT}/{COUNT} images" in r.stderr
+    client = RegistryClient(mirror.host, insecure=True)
+    for name, image in bulk.items():
+        got = client.get_manifest(f"mirror/{name}", "1.0", [image.manifest_media_type])
+        assert got.body == image.manifest
+    # the shared base crossed the wire once (in-flight dedup), not 32 times
+    own = sum(img.layers[1].size for img in bulk.values())
+    base = next(iter(bulk.values())).layers[0].size
+    assert own + base <= downloaded < own + 2 * base + 2_000_000  # + manifests, configs
+
+    with FaultProxy(registry.port) as wire:
+        r = occystrap_cli("--insecure", "process", f"registry://{wire.host}/bulk/app-*:1.0",
+                          dest, timeout=120)
+        assert wire.response_bytes < 1_000_000  # manifests and catalog only
+    assert r.returncode == 0, r.stderr
+    assert f"{COUNT} already up to date" in r.stderr
+
+
+def test_bulk_into_one_layout_and_one_tarball(occystrap_cli, registry, bulk, tmp_path):
+    src = f"registry://{registry.host}/bulk/app-*"
+    for dest in (f"oci://{tmp_path / 'layout'}", f"tar://{tmp_path / 'all.tar'}"):
+        r = occystrap_cli("--insecure", "-J", "4", "process", f"{src}:1.0", dest, timeout=300)
+        assert r.returncode == 0, r.stderr
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    assert len(index["manifests"]) == COUNT
+    blobs = list((tmp_path / "layout" / "blobs" / "sha256").iterdir())
+    assert len(blobs) == 4 * COUNT + 1 - COUNT  # manifest, config, own layer each + one base
+    with tarfile.open(tmp_path / "all.tar") as tf:
+        names = tf.getnames()
+        manifest = json.load(tf.extractfile("manifest.json"))
+    assert len(manifest) == COUNT
+    base = next(iter(bulk.values())).layers[0].digest
+    assert names.count(f"blobs/sha256/{base[7:]}") == 1
+
+
+def test_one_broken_image_fails_alone(occystrap_cli, registry, bulk, tmp_path):
+    r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/bulk/*:1.0",
+                      f"oci://{tmp_path / 'layout'}", timeout=300)
+    assert r.returncode == 1
+    assert f"{COUNT}/{COUNT + 1} images" in r.stderr and "1 failed" in r.stderr
+    assert "Failed images:" in r.stderr and "bulk/broken" in r.stderr
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    assert len(index["manifests"]) == COUNT
+
+    r = occystrap_cli("--insecure", "-J", "1", "process", "--fail-fast",
+                      f"registry://{registry.host}/bulk/*:1.0", f"oci://{tmp_path / 'ff'}",
+                      timeout=300)
+    assert r.returncode == 1 and "--fail-fast" in r.stderr
+
+
+def test_shards_cover_the_list_once(occystrap_cli, registry, bulk, tmp_path):
+    seen = []
+    for k in range(3):
+        layout = tmp_path / f"shard{k}"
+        r = occystrap_cli("--insecure", "process", "--shard", f"{k}/3",
+                          f"registry://{registry.host}/bulk/app-*:1.0", f"oci://{layout}",
+                          timeout=300)
+        assert r.returncode == 0, r.stderr
+        index = json.loads((layout / "index.json").read_text())
+        seen += [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]]
+    assert len(seen) == COUNT and len(set(seen)) == COUNT
+
+
+def test_from_file_list_and_spec(occystrap_cli, registry, mirror, bulk, tmp_path):
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"# two images\nregistry://{registry.host}/bulk/app-00:1.0\n\n"
+                       f"registry://{registry.host}/bulk/app-01:1.0  # and another\n")
+    r = occystrap_cli("--insecure", "process", "--from-file", str(listing),
+                      f"registry://{mirror.host}/listed")
+    assert r.returncode == 0, r.stderr
+    client = RegistryClient(mirror.host, insecure=True)
+    assert client.head_manifest("listed/bulk/app-01", "1.0", ["*/*"]) is not None
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"mirrors": [
+        {"source": f"registry://{registry.host}/bulk/app-02",
+         "destination": f"registry://{mirror.host}/spec", "tags": ["1.0"]}]}))
+    r = occystrap_cli("--insecure", "process", "--from-file", str(spec))
+    assert r.returncode == 0, r.stderr
+    assert client.head_manifest("spec/bulk/app-02", "1.0", ["*/*"]) is not None
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("registry://h.io/ok:1\n\nftp://nope\n")
+    r = occystrap_cli("process", "--from-file", str(bad), "oci://x")
+    assert r.returncode == 2 and "line 3" in r.stderr
+    broken_json = tmp_path / "bad.json"
+    broken_json.write_text('{"mirrors": [\n  {"source": "registry://h.io/a:1",}\n]}')
+    r = occystrap_cli("process", "--from-file", str(broken_json), "oci://x")
+    assert r.returncode == 2 and "line 2" in r.stderr
+
+
+def test_rate_limit_spaces_requests(occystrap_cli, registry, bulk, tmp_path):
+    with FaultProxy(registry.port) as wire:
+        r = occystrap_cli("--insecure", "--rate-limit", "20", "-J", "4", "process",
+                          f"registry://{wire.host}/bulk/app-0*:1.0", f"oci://{tmp_path / 'l'}",
+                          timeout=300)
+        times = sorted(wire.request_times)
+    assert r.returncode == 0, r.stderr
+    # every stage process shares one bucket: 20/s after a burst of 20, whatever -J and -j
+    assert len(times) > 40
+    assert times[-1] - times[0] >= (len(times) - 20) / 20 * 0.9
+    window = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+    assert window <= 20 + 20 + 2

@@ -32,6 +32,8 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--rate-limit",), dict(type=click.FloatRange(0.1, 10000), default=None,
                              help="Requests per second per registry host, shared by every "
                                   "thread and process [default: unlimited].")),
+    (("--quay-url",), dict(default="https://quay.io", show_default=True,
+                           help="Quay instance whose API expands quay:// sources.")),
     (("--timeout",), dict(type=click.FloatRange(1, 3600), default=60.0, show_default=True,
                           help="Network timeout in seconds.")),
     (("--temp-dir",), dict(type=click.Path(file_okay=False), default=None,
@@ -131,6 +133,7 @@ def build_config(opts: dict[str, Any]) -> Config:
         verify_full=opts["verify_full"], compression=opts["compression"],
         compression_level=opts["compression_level"],
         layer_cache=opts["layer_cache"], rate_limit=opts["rate_limit"],
+        quay_url=opts["quay_url"],
         stats=stats, stats_file=opts["stats_file"],
         quiet=opts["quiet"], verbose=opts["verbose"])
 

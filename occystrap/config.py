@@ -32,6 +32,7 @@ class Config:
     bulk: bool = False  # several images (--from-file): registry destinations act as prefixes
     shard: tuple[int, int] | None = None  # --shard K/N
     fail_fast: bool = False
+    quay_url: str = "https://quay.io"
     rate_limit: float | None = None  # requests/s per registry host, all processes together
     stats: str | None = None
     stats_file: str | None = None

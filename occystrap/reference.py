@@ -26,7 +26,7 @@ _HOST_RE = re.compile(
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 
-SOURCE_SCHEMES = frozenset({"registry", "tar", "oci", "dir", "docker"})
+SOURCE_SCHEMES = frozenset({"registry", "tar", "oci", "dir", "docker", "quay"})
 DESTINATION_SCHEMES = frozenset({"dir", "tar", "oci", "registry", "docker"})
 _ALIASES = {"file": "tar", "directory": "dir", "docker-registry": "registry"}
 _KNOWN_SCHEMES = frozenset({"registry", "dir", "tar", "oci", "docker", "quay"})
@@ -223,6 +223,16 @@ def parse_location(text: str, *, role: str) -> Location:
             raise UsageError(f"{text}: a destination takes a tag, not a digest (the digest "
                              "is the source's)")
         return Location(scheme, ref=ref, options=options, text=text)
+    if scheme == "quay":
+        # quay://NAMESPACE[/GLOB][:TAG]: glob defaults to every repository, tag to latest
+        head, _, tag = rest.partition(":")
+        namespace, _, glob = head.partition("/")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", namespace):
+            raise UsageError(f"{text}: invalid Quay namespace {namespace!r}")
+        if tag and not TAG_RE.match(tag):
+            raise UsageError(f"{text}: invalid tag {tag!r}")
+        return Location(scheme, path=f"{namespace}/{glob or '*'}", tag=tag or "latest",
+                        options=options, text=text)
     if scheme == "docker":
         # docker://NAME[:TAG]: a name as the engine knows it (no registry host needed)
         if role == "source" and not rest:

@@ -39,7 +39,8 @@ def _matplotlib_chart(times: list[float], rates: dict[str, list[float]], out: st
 
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     for stage, values in rates.items():
-        ax.plot(times, values, label=stage, color=[c / 255 for c in COLOURS[stage]])
+        ax.plot([0.0, *times], [values[0] if values else 0.0, *values], label=stage,
+                drawstyle="steps-pre", color=[c / 255 for c in COLOURS[stage]])
     ax.set_xlabel("seconds")
     ax.set_ylabel("MB/s")
     ax.set_title("occystrap: MB/s per stage")

@@ -33,6 +33,8 @@ from occystrap.sources import Entry, Resolved
 from occystrap.sources.bulk import RegistryBulkSource
 from occystrap.sources.directory import DirectorySource
 from occystrap.sources.ocilayout import OCILayoutSource
+from occystrap.sources.quay import QuaySource, parse_since
+from occystrap.sources.quay import registry_host as quay_registry_host
 from occystrap.sources.registry import RegistrySource
 from occystrap.sources.tarball import TarballSource
 from occystrap.stages.base import StageIO
@@ -78,7 +80,7 @@ def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, ins
                      **extra)  # type: ignore[arg-type]
 
 
-Source = (RegistrySource | RegistryBulkSource | OCILayoutSource | DirectorySource
+Source = (RegistrySource | RegistryBulkSource | QuaySource | OCILayoutSource | DirectorySource
           | TarballSource)
 
 
@@ -111,6 +113,16 @@ class Resolver:
     def open(self, location: Location) -> tuple[Source, bool]:
         """The source behind `location`, and whether it is reached over plain HTTP."""
         insecure = bool(location.option("insecure", self.config.insecure))
+        if location.scheme == "quay":
+            api = self.config.quay_url
+            plain = api.startswith("http://")
+            client = self.clients.get(quay_registry_host(api), plain or insecure)
+            namespace, _, glob = (location.path or "").partition("/")
+            token = location.option("token") or self.config.password
+            return QuaySource(api, namespace, glob, location.tag or "latest",
+                              parse_since(location.option("since")),
+                              str(token) if token else None, client,
+                              self.config.parallel, self.config.timeout), plain or insecure
         if location.scheme == "registry" and location.pattern is not None:
             client = self.clients.get(location.pattern.host, insecure)
             return RegistryBulkSource(client, location.pattern, self.config.parallel), insecure
@@ -146,7 +158,8 @@ class Resolver:
                 self.admit.acquire()
                 self.io.fail(next(self.ids), location.text, str(exc))
                 continue
-            bulk = len(entries) > 1 or location.pattern is not None or self.config.bulk
+            bulk = (len(entries) > 1 or location.pattern is not None or self.config.bulk
+                    or location.scheme == "quay")
             for entry in self.shard(entries):
                 self.admit.acquire()  # one slot per image: an index and its children share it
                 image_id = next(self.ids)

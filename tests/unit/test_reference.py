@@ -91,7 +91,6 @@ def test_parse_source_options():
     "text, role, fragment",
     [
         ("ftp://x/y", "source", "unknown source"),
-        ("quay://ns/app", "source", "not implemented yet"),
         (f"registry://h.io/a@{D}", "destination", "takes a tag, not a digest"),
         ("/tmp/x.tar", "destination", "not a URI"),
         ("tar://", "destination", "missing path"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -237,3 +238,18 @@ def test_human_bytes() -> None:
     assert stats.human_bytes(1_500) == "1.5 kB"
     assert stats.human_bytes(47_209_344) == "47.2 MB"
     assert stats.human_bytes(2_147_483_648) == "2.1 GB"
+
+
+def test_stats_chart(tmp_path) -> None:
+    from tools import stats_chart
+
+    rows = [{"t": t, "seconds": 1.0, "pss_total": 1,
+             "stages": {s: {"bytes": 1, "mb_s": t * 10.0} for s in stats_chart.STAGES},
+             "queues": {}} for t in (1.0, 2.0, 3.0)]
+    src = tmp_path / "s.json"
+    src.write_text(json.dumps({"schema": "occystrap.stats/2", "series": rows}))
+    out = tmp_path / "c.png"
+    assert stats_chart.main(["--plain", str(src), str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and out.stat().st_size > 100
+    src.write_text(json.dumps({"schema": "occystrap.stats/1"}))
+    assert stats_chart.main([str(src), str(out)]) == 1

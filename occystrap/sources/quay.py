@@ -1,0 +1,134 @@
+"""quay://NAMESPACE[/GLOB][:TAG][?since=YYYY-MM-DD&token=…]: every matching repository of a
+Quay namespace, found with Quay's REST API v1 (`--quay-url`, default https://quay.io, so a
+self-hosted Quay works too):
+
+- `GET /api/v1/repository?namespace=NS&public=true&last_modified=true`, paginated through
+  `next_page`; repository names are matched with the glob;
+- per repository, in parallel, `GET /api/v1/repository/NS/NAME/tag/?specificTag=TAG&
+  onlyActiveTags=true&limit=1`.
+
+`since` drops repositories last modified before the date and tags that started before it.
+`token` (else --password) is a Bearer token for the API only; the images are then pulled
+through the registry API of the same host, with the usual registry credentials.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from occystrap.errors import AuthError, NotFoundError, RegistryError, UsageError
+from occystrap.reference import TAG_RE, ImageRef
+from occystrap.registry.client import RegistryClient
+from occystrap.sources import Entry
+from occystrap.sources.registry import RegistrySource
+
+MAX_PAGES = 1000
+
+
+def parse_since(text: object) -> float | None:
+    if text is None:
+        return None
+    try:
+        day = datetime.date.fromisoformat(str(text))
+    except ValueError:
+        raise UsageError(f"since={text}: expected YYYY-MM-DD") from None
+    return datetime.datetime(day.year, day.month, day.day,
+                             tzinfo=datetime.UTC).timestamp()
+
+
+def registry_host(api_url: str) -> str:
+    return urlsplit(api_url).netloc
+
+
+class QuaySource:
+    local = False
+
+    def __init__(self, api_url: str, namespace: str, glob: str, tag: str,
+                 since: float | None, token: str | None, client: RegistryClient,
+                 parallel: int, timeout: float = 60.0) -> None:
+        self.api = api_url.rstrip("/") + "/api/v1"
+        self.namespace, self.glob, self.tag, self.since = namespace, glob, tag, since
+        self.client = client
+        self.parallel = parallel
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(headers=headers, timeout=timeout)
+
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.api}{path}"
+        try:
+            resp = self._http.get(url, params=params)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"cannot reach the Quay API at {self.api}: {exc}") from None
+        if resp.status_code in (401, 403):
+            raise AuthError(f"Quay API {url}: {resp.status_code}; check the token")
+        if resp.status_code == 404:
+            raise NotFoundError(f"Quay API {url}: not found")
+        if resp.status_code >= 400:
+            raise RegistryError(f"Quay API {url}: {resp.status_code}")
+        try:
+            doc = resp.json()
+        except ValueError:
+            raise RegistryError(f"Quay API {url}: not JSON") from None
+        if not isinstance(doc, dict):
+            raise RegistryError(f"Quay API {url}: unexpected answer")
+        return doc
+
+    def repositories(self) -> list[str]:
+        names: list[str] = []
+        params: dict[str, Any] = {"namespace": self.namespace, "public": "true",
+                                  "last_modified": "true"}
+        for _ in range(MAX_PAGES):
+            doc = self._get("/repository", params)
+            for repo in doc.get("repositories") or []:
+                name = str(repo.get("name", ""))
+                modified = repo.get("last_modified")
+                if self.since is not None and isinstance(modified, (int, float)) \
+                        and modified < self.since:
+                    continue
+                if fnmatch.fnmatchcase(name, self.glob):
+                    names.append(name)
+            next_page = doc.get("next_page")
+            if not next_page:
+                return sorted(set(names))
+            params["next_page"] = next_page
+        raise RegistryError(f"Quay API {self.api}: more than {MAX_PAGES} pages of repositories")
+
+    def _has_tag(self, name: str) -> bool:
+        path = f"/repository/{quote(self.namespace)}/{quote(name)}/tag/"
+        doc = self._get(path, {"specificTag": self.tag, "onlyActiveTags": "true", "limit": 1})
+        for tag in doc.get("tags") or []:
+            if tag.get("name") != self.tag:
+                continue
+            started = tag.get("start_ts")
+            if self.since is not None and isinstance(started, (int, float)) \
+                    and started < self.since:
+                return False
+            return True
+        return False
+
+    def entries(self) -> list[Entry]:
+        if not TAG_RE.match(self.tag):
+            raise UsageError(f"quay://{self.namespace}: invalid tag {self.tag!r}")
+        names = self.repositories()
+        with ThreadPoolExecutor(max(1, self.parallel)) as pool:
+            present = list(pool.map(self._has_tag, names))
+        found = []
+        for name, ok in zip(names, present, strict=True):
+            if ok:
+                ref = ImageRef(self.client.host, f"{self.namespace}/{name}", tag=self.tag)
+                found.append(Entry(ref, self.tag, RegistrySource(self.client, ref)))
+        if not found:
+            raise NotFoundError(f"quay://{self.namespace}/{self.glob}:{self.tag}: no "
+                                "repository matches")
+        return found
+
+    def close(self) -> None:
+        self._http.close()

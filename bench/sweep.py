@@ -33,7 +33,7 @@ from tools.testregistry import TestRegistry  # noqa: E402
 MiB = 1 << 20
 OURS = os.path.join(ROOT, ".venv", "bin", "occystrap")
 IMAGES = 6  # enough for -J 6 to have six images in flight
-LAYERS = [6 * MiB, 4 * MiB, 2 * MiB, 1 * MiB]
+LAYERS = [12 * MiB, 10 * MiB, 8 * MiB, 6 * MiB, 4 * MiB, 2 * MiB]  # ~21 MB gzipped
 
 
 def push_images(registry_url: str, work: str) -> list[str]:

@@ -257,7 +257,7 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
             _err(f"{first} (run with --verbose for the traceback)")
         else:
             _err(result.error)
-        return 130 if result.interrupted else 1
+        return 143 if result.terminated else 130 if result.interrupted else 1
     # --stats-file always gets the JSON (with the series); --stats text still prints the table
     if config.stats_file:
         try:

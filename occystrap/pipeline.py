@@ -52,6 +52,7 @@ class RunResult:
     wall_seconds: float = 0.0
     error: str | None = None
     interrupted: bool = False
+    terminated: bool = False
     # supervisor samples: queue occupancy, the per-second series, live progress per image
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     series: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +96,14 @@ def _stage_main(name: str, body: Callable[[StageIO], None], inq: Queue[Any] | No
             q.close()
             q.join_thread()
     os._exit(0)
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the supervisor: stop like Ctrl-C, and say so with exit code 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _flush_and_exit(control: Queue[Any], code: int) -> None:
@@ -154,6 +163,7 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
                               for i, q in enumerate(queues)},
                       moved=moved, stages=STAGES)
 
+    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         while True:
             _drain(control, result, on_event)
@@ -180,7 +190,11 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     except KeyboardInterrupt:
         result.interrupted = True
         result.error = "interrupted"
+    except Terminated:
+        result.interrupted = result.terminated = True
+        result.error = "terminated"
     finally:
+        signal.signal(signal.SIGTERM, previous_term)
         failed_run = result.error is not None
         _stop(procs.values(), force=failed_run)
         sampler.sample()

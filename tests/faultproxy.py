@@ -15,7 +15,8 @@ import time
 class FaultProxy:
     def __init__(self, upstream_port: int, *, rate: float | None = None,
                  cut_after: int | None = None, cuts: int = 1,
-                 cut_request_after: int | None = None) -> None:
+                 cut_request_after: int | None = None,
+                 stall_after: int | None = None) -> None:
         """`rate`: response bytes/s per connection; `cut_after`: close a connection after
         that many response bytes, for the first `cuts` connections that get that far;
         `cut_request_after`: the same for bytes travelling client→registry (an upload).
@@ -27,6 +28,7 @@ class FaultProxy:
         self.cut_request_after = cut_request_after
         self.request_bytes = 0
         self.response_bytes = 0  # every byte the registry sent back
+        self.stall_after = stall_after  # a response stops (silently) after this many bytes
         self.request_times: list[float] = []  # when each HTTP request went upstream
         self.cuts_left = cuts
         self.cuts_done = 0
@@ -74,6 +76,11 @@ class FaultProxy:
                         if not response:
                             self._count_request(len(head))
                         break
+                if response and self.stall_after is not None \
+                        and sent + len(data) > self.stall_after:
+                    dst.sendall(data[: max(0, self.stall_after - sent)])
+                    self._stop.wait(60)  # say nothing more: the client's timeout must fire
+                    break
                 dst.sendall(data)
                 sent += len(data)
                 if not response:

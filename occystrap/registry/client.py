@@ -675,16 +675,9 @@ class RegistryClient:
     def get_manifest(self, name: str, reference: str, accept: Sequence[str]) -> ManifestResponse:
         """GET a manifest, byte-exact, and check it against every digest that names it."""
         url = self._manifest_url(name, reference)
-        response = self._request("GET", url, name=name, headers={"Accept": ", ".join(accept)})
-        try:
-            self._check_status(
-                response, "GET", url, f"manifest {name}:{reference} not found on {self.host}"
-            )
-            body = response.read(MAX_MANIFEST_SIZE)
-        except _TransportFailure as exc:
-            raise TransientError(f"GET {_redact(url)}: {exc}") from exc
-        finally:
-            response.close()
+        response, body = self._get_small(
+            url, name, {"Accept": ", ".join(accept)}, MAX_MANIFEST_SIZE,
+            f"manifest {name}:{reference} not found on {self.host}")
         if len(body) > MAX_MANIFEST_SIZE:
             raise ManifestError(
                 f"manifest {name}:{reference} on {self.host} is larger than "
@@ -737,16 +730,8 @@ class RegistryClient:
     def get_blob(self, name: str, digest: str, max_size: int = 16 * 2**20) -> bytes:
         """Fetch a small blob (an image config) into memory, verified against its digest."""
         url = self._blob_url(name, digest)
-        response = self._request("GET", url, name=name, headers={"Accept-Encoding": "identity"})
-        try:
-            self._check_status(
-                response, "GET", url, f"blob {digest} not found in {self.host}/{name}"
-            )
-            body = response.read(max_size)
-        except _TransportFailure as exc:
-            raise TransientError(f"GET {_redact(url)}: {exc}") from exc
-        finally:
-            response.close()
+        _, body = self._get_small(url, name, {"Accept-Encoding": "identity"}, max_size,
+                                  f"blob {digest} not found in {self.host}/{name}")
         if len(body) > max_size:
             raise DigestError(
                 f"blob {digest} from {self.host}/{name}: larger than {max_size} bytes"
@@ -870,6 +855,25 @@ class RegistryClient:
             out.close()
 
     # -- pushing ---------------------------------------------------------------------------
+
+    def _get_small(self, url: str, name: str, headers: Mapping[str, str], cap: int,
+                   not_found: str) -> tuple[_Response, bytes]:
+        """GET a small body (up to `cap` + 1 bytes), retrying a body that breaks off as the
+        whole request: one shared budget for both."""
+        budget = _Budget(self._retries)
+        while True:
+            response = self._request("GET", url, name=name, headers=headers, budget=budget)
+            try:
+                self._check_status(response, "GET", url, not_found)
+                return response, response.read(cap)
+            except _TransportFailure as exc:
+                if budget.exhausted():
+                    raise TransientError(f"GET {_redact(url)}: {exc} after "
+                                         f"{budget.attempts} attempts") from exc
+                self._sleep(budget.used, None)
+                budget.used += 1
+            finally:
+                response.close()
 
     def list_repositories(self, page_size: int = 1000, limit: int = 100_000) -> list[str]:
         """Every repository in `/v2/_catalog`, following `Link: <…>; rel="next"` pages."""

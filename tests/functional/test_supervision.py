@@ -57,20 +57,26 @@ def assert_gone(children: list[psutil.Process]) -> None:
     assert not alive, f"stage processes left behind: {alive}"
 
 
-@pytest.mark.parametrize("dest", ["tar://out/app.tar", "oci://out/layout", "dir://out/dir"])
-def test_ctrl_c_stops_everything_and_cleans_up(registry, slow_image, tmp_path, dest):
+@pytest.mark.parametrize("dest, signum, code, word", [
+    ("tar://out/app.tar", signal.SIGINT, 130, b"interrupted"),
+    ("oci://out/layout", signal.SIGINT, 130, b"interrupted"),
+    ("dir://out/dir", signal.SIGINT, 130, b"interrupted"),
+    ("tar://out/app.tar", signal.SIGTERM, 143, b"terminated"),
+])
+def test_ctrl_c_stops_everything_and_cleans_up(registry, slow_image, tmp_path, dest, signum,
+                                               code, word):
     (tmp_path / "out").mkdir()
     with FaultProxy(registry.port, rate=RATE) as proxy:
         proc = start(["--insecure", "process", f"registry://{proxy.host}/slow/app:1.0", dest],
                      tmp_path)
         children = wait_for_stages(proc, tmp_path / "out")
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=15)
         elapsed = time.monotonic() - t0
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == code, err.decode()
     assert elapsed < 5, f"took {elapsed:.1f} s to stop"
-    assert b"interrupted" in err and b"Traceback" not in err
+    assert word in err and b"Traceback" not in err
     assert_gone(children)
     assert os.listdir(tmp_path / "out") == []
 

@@ -6,6 +6,7 @@ Everything else is forwarded untouched, so the registry behind it stays the real
 from __future__ import annotations
 
 import http.client
+import random
 import re
 import threading
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ class Rule:
     status: int = 503
     headers: dict[str, str] | None = None
     fired: int = 0
+    chance: float | None = None  # fire at random with this probability (seeded), not `times`
 
 
 class HTTPFaults:
@@ -30,6 +32,7 @@ class HTTPFaults:
         self.rules = rules
         self.registry_port = registry_port
         self._lock = threading.Lock()
+        self._random = random.Random(1234)
         faults = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,8 +86,13 @@ class HTTPFaults:
     def _match(self, method: str, path: str) -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.fired < rule.times and rule.method == method \
-                        and re.search(rule.path, path):
+                if rule.method != method or not re.search(rule.path, path):
+                    continue
+                if rule.chance is not None:
+                    if self._random.random() < rule.chance:
+                        rule.fired += 1
+                        return rule
+                elif rule.fired < rule.times:
                     rule.fired += 1
                     return rule
         return None

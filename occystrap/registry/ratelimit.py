@@ -54,3 +54,38 @@ def install(rate: float | None) -> None:
 
 def current() -> SharedRateLimiter | None:
     return _current
+
+
+def pause_for(limit: str | None, remaining: str | None, floor: float = 0.1) -> float:
+    """Seconds to wait before the next request to a registry that announced its budget
+    (`RateLimit-Limit: 100;w=21600`, `RateLimit-Remaining: 3;w=21600`, as Docker Hub does).
+
+    Nothing while more than a tenth of the budget is left; below that, the rest of the
+    window is spread over the remaining requests (capped at 60 s a request), so a long mirror
+    slows down instead of hitting 429s. Unparseable headers mean no pause.
+    """
+    def parse(value: str | None) -> tuple[int, float] | None:
+        if not value:
+            return None
+        head, _, params = value.partition(";")
+        try:
+            count = int(head.strip())
+        except ValueError:
+            return None
+        window = 0.0
+        for param in params.split(";"):
+            key, _, val = param.strip().partition("=")
+            if key == "w":
+                try:
+                    window = float(val)
+                except ValueError:
+                    return None
+        return count, window
+
+    lim, rem = parse(limit), parse(remaining)
+    if lim is None or rem is None or lim[0] <= 0:
+        return 0.0
+    left, window = rem[0], rem[1] or lim[1]
+    if left > lim[0] / 10 or window <= 0:
+        return 0.0
+    return min(60.0, max(floor, window / max(left, 1)))

@@ -141,3 +141,22 @@ def test_docker_config_credentials(occystrap_cli, auth_registry, tmp_path):
     r = occystrap_cli("--insecure", "process", f"registry://{auth_registry.host}/private/cfg:1.0",
                       f"oci://{tmp_path / 'layout'}", env={"DOCKER_CONFIG": str(cfg_dir)})
     assert r.returncode == 0, r.stderr
+
+
+def test_credentials_never_appear_in_any_output(occystrap_cli, auth_registry, tmp_path):
+    """Everything a run prints or writes, --verbose and statistics included, is grepped for
+    the password and for the Basic header built from it."""
+    import base64
+
+    image = build_image(tmp_path / "build", seed=8, layer_sizes=[40_000], special_entries=False)
+    push_image(auth_registry.url, "private/grep", "1.0", image, auth=(TEST_USER, TEST_PASSWORD))
+    stats = tmp_path / "stats.json"
+    uri = f"registry://{auth_registry.host}/private/grep:1.0"
+    basic = base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode()
+    for password in (TEST_PASSWORD, "not-the-password-42"):
+        r = occystrap_cli("--insecure", "--verbose", "--stats", "text", "--stats-file",
+                          str(stats), "--username", TEST_USER, "--password", password,
+                          "process", uri, f"oci://{tmp_path / 'layout'}")
+        written = r.stdout + r.stderr + (stats.read_text() if stats.exists() else "")
+        for secret in (password, basic):
+            assert secret not in written

@@ -35,3 +35,14 @@ def test_shared_across_forked_processes():
         p.join(10)
     # 24 tokens at 40/s with a burst of 4: at least 0.5 s whichever process took them
     assert time.monotonic() - t0 >= 0.45
+
+
+def test_pause_from_ratelimit_headers():
+    from occystrap.registry.ratelimit import pause_for
+
+    assert pause_for("100;w=21600", "50;w=21600") == 0.0  # plenty left
+    assert pause_for("100;w=21600", "10;w=21600") == 60.0  # 2160 s each: capped
+    assert pause_for("100;w=60", "5;w=60") == 12.0  # the window spread over what is left
+    assert pause_for("100;w=60", "0;w=60") == 60.0
+    assert pause_for(None, "1") == 0.0
+    assert pause_for("garbage", "1;w=x") == 0.0

@@ -1,9 +1,15 @@
 """--from-file: the images of a bulk run, from a plain list or a JSON mirror spec.
 
-A list has one source URI per line (blank lines and `#` comments ignored). A spec is JSON:
+A list has one source URI per line (blank lines and `#` comments ignored). A spec is JSON
+or YAML (a file whose first entry is `mirrors:`), validated by msgspec:
 
     {"mirrors": [{"source": "registry://src/app", "destination": "registry://dst/app",
                   "tags": ["1.0", "1.1"]}]}
+
+    mirrors:
+      - source: registry://src/app
+        destination: registry://dst/app
+        tags: ["1.0", "1.1"]
 
 `destination` is optional (the command line's is used); `tags` expands a source given
 without a tag. Errors name the line.
@@ -12,6 +18,7 @@ without a tag. Errors name the line.
 from __future__ import annotations
 
 import msgspec
+import msgspec.yaml  # PyYAML underneath: the YAML mirror specs the issue asks for
 
 from occystrap.errors import UsageError
 from occystrap.reference import Location, parse_location
@@ -53,9 +60,12 @@ def load(path: str) -> list[tuple[Location, str | None]]:
             text = f.read()
     except OSError as exc:
         raise UsageError(f"--from-file {path}: {exc.strerror}") from None
-    if text.lstrip().startswith("{"):
+    first = next((ln.strip() for ln in text.splitlines()
+                  if ln.strip() and not ln.strip().startswith("#")), "")
+    if first.startswith("{") or first.startswith("mirrors:"):
+        decode = msgspec.json.decode if first.startswith("{") else msgspec.yaml.decode
         try:
-            spec = msgspec.json.decode(text, type=Spec)
+            spec = decode(text, type=Spec)
         except msgspec.ValidationError as exc:
             raise UsageError(f"--from-file {path}: {exc}") from None
         except msgspec.DecodeError as exc:

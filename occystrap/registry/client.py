@@ -148,7 +148,8 @@ class _Budget:
 def _describe(exc: BaseException) -> str:
     """A one-line cause for a transport error; never includes URLs (they may carry secrets)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed ({exc.verify_message})"
+        return (f"TLS certificate verification failed ({exc.verify_message}); for a registry "
+                f"with its own CA use --ca-file, or --no-tls-verify")
     if isinstance(exc, http.client.IncompleteRead):
         return f"connection closed after {len(exc.partial)} bytes of the body"
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
@@ -159,7 +160,8 @@ def _describe(exc: BaseException) -> str:
         if cause is not None and isinstance(cause, ssl.SSLCertVerificationError):
             return _describe(cause)
         if "CERTIFICATE_VERIFY_FAILED" in text:
-            return "TLS certificate verification failed"
+            return ("TLS certificate verification failed; for a registry with its own CA use "
+                    "--ca-file, or --no-tls-verify")
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
 

@@ -136,6 +136,17 @@ def test_from_file_list_and_spec(occystrap_cli, registry, mirror, bulk, tmp_path
     assert r.returncode == 0, r.stderr
     assert client.head_manifest("spec/bulk/app-02", "1.0", ["*/*"]) is not None
 
+    spec_yaml = tmp_path / "spec.yaml"
+    spec_yaml.write_text(f"# a YAML spec\nmirrors:\n  - source: registry://{registry.host}/"
+                         f"bulk/app-03:1.0\n    destination: registry://{mirror.host}/yaml\n")
+    r = occystrap_cli("--insecure", "process", "--from-file", str(spec_yaml))
+    assert r.returncode == 0, r.stderr
+    assert client.head_manifest("yaml/bulk/app-03", "1.0", ["*/*"]) is not None
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("mirrors:\n  - source: registry://h.io/a:1\n    colour: blue\n")
+    r = occystrap_cli("process", "--from-file", str(bad_yaml), "oci://x")
+    assert r.returncode == 2 and "colour" in r.stderr
+
     bad = tmp_path / "bad.txt"
     bad.write_text("registry://h.io/ok:1\n\nftp://nope\n")
     r = occystrap_cli("process", "--from-file", str(bad), "oci://x")

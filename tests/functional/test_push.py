@@ -163,6 +163,7 @@ def test_tls_registry_needs_its_ca(occystrap_cli, tls_registry, sample_images, t
     r = occystrap_cli("--retries", "0", "process", src, dest)
     assert r.returncode == 1
     assert "certificate" in r.stderr and "Traceback" not in r.stderr
+    assert "--ca-file" in r.stderr and "--no-tls-verify" in r.stderr
     r = occystrap_cli("--ca-file", tls_registry.ca_file, "process", src, dest)
     assert r.returncode == 0, r.stderr
     r = occystrap_cli("--ca-file", tls_registry.ca_file, "process",

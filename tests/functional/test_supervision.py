@@ -94,6 +94,13 @@ def test_dead_stage_is_reported_and_cleaned_up(registry, slow_image, tmp_path):
     assert b"fetch stage died" in err, err.decode()
     assert_gone(children)
     assert os.listdir(tmp_path / "out") == []
+    # and a re-run completes
+    rerun = subprocess.run([*_cli_command(), "--insecure", "process",
+                            f"registry://{registry.host}/slow/app:1.0", "tar://out/app.tar"],
+                           cwd=tmp_path, env=_clean_env({"HOME": str(tmp_path / "home")}),
+                           capture_output=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert os.listdir(tmp_path / "out") == ["app.tar"]
 
 
 def test_broken_download_resumes(occystrap_cli, registry, slow_image, tmp_path):

@@ -46,7 +46,7 @@ def main() -> None:
                 with TestRegistry() as dst:
                     if tool == "skopeo":
                         cmd = ["skopeo", "sync", "--src", "yaml", "--dest", "docker",
-                               "--dest-tls-verify=false", "-q", spec, f"{dst.host}/mirror"]
+                               "--dest-tls-verify=false", spec, f"{dst.host}/mirror"]
                     else:
                         cmd = [OCCYSTRAP, "--insecure", "-q", "-J", "6", "-j", "8", "process",
                                f"registry://{src.host}/bulk/*:1.0",

@@ -45,6 +45,17 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
+def adopt(spool_file: str, target: str) -> bool:
+    """Move a finished spool file to `target`, unless an identical blob (same digest, same
+    name) is already there; then the spool file goes. True when this call put it there."""
+    if os.path.exists(target):
+        os.unlink(spool_file)
+        return False
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    move_file(spool_file, target)
+    return True
+
+
 def remove_paths(paths: Iterable[str]) -> None:
     """Remove files and directory trees, ignoring those already gone."""
     for path in paths:

@@ -18,8 +18,8 @@ import shutil
 from occystrap.errors import DestinationError
 from occystrap.formats.base import (
     Writer,
+    adopt,
     hex_of,
-    move_file,
     remove_paths,
     update_json_locked,
     write_atomic,
@@ -67,13 +67,8 @@ class DirectoryWriter(Writer):
         if layer.present:
             return
         target = layer_file(self.root, layer.digest)
-        if os.path.exists(target):
-            os.unlink(layer.path)
-            return
-        layer_dir = os.path.dirname(target)
-        os.makedirs(layer_dir, exist_ok=True)
-        move_file(layer.path, target)
-        self._added[plan.image_id].append(layer_dir)
+        if adopt(layer.path, target):
+            self._added[plan.image_id].append(os.path.dirname(target))
 
     def _manifest_name(self, plan: ImagePlan) -> str:
         if not self.unique_names:

@@ -14,8 +14,8 @@ from typing import Any
 from occystrap.errors import DestinationError
 from occystrap.formats.base import (
     Writer,
+    adopt,
     hex_of,
-    move_file,
     remove_paths,
     update_json_locked,
     write_atomic,
@@ -70,11 +70,8 @@ class OCILayoutWriter(Writer):
         if layer.present:
             return
         target = blob_path(self.root, layer.digest)
-        if os.path.exists(target):
-            os.unlink(layer.path)
-            return
-        move_file(layer.path, target)
-        self._added[plan.image_id].append(target)
+        if adopt(layer.path, target):
+            self._added[plan.image_id].append(target)
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         self._put_bytes(plan, plan.manifest_digest, plan.manifest)

@@ -45,6 +45,7 @@ class RegistryWriter(Writer):
         self._pool: ThreadPoolExecutor | None = None
         self._uploads: dict[int, list[Future[None]]] = {}
         self._counts: dict[int, Counter[str]] = {}  # per top-level image: how blobs went
+        self._placed: dict[str, Future[str]] = {}  # digest → repository it went to this run
         self._lock = threading.Lock()
 
     def _client(self) -> RegistryClient:
@@ -62,9 +63,16 @@ class RegistryWriter(Writer):
     def _push_blob(self, plan: ImagePlan, digest: str, size: int, path: str,
                    offset: int, check_first: bool) -> None:
         client = self._client()
+        name = plan.dest_name or self.dest.name
+        mine: Future[str] | None = None
         try:
-            name = plan.dest_name or self.dest.name
-            if check_first and client.blob_exists(name, digest) is not None:
+            with self._lock:
+                earlier = self._placed.get(digest)
+                if earlier is None:
+                    self._placed[digest] = mine = Future()
+            if earlier is not None and self._mount_from(client, name, digest, earlier):
+                how = "mounted"
+            elif check_first and client.blob_exists(name, digest) is not None:
                 how = "present"
             elif (plan.host == self.dest.host and plan.name != name
                   and client.mount_blob(name, digest, plan.name)):
@@ -72,12 +80,32 @@ class RegistryWriter(Writer):
             else:
                 client.upload_blob(name, digest, size, path, offset=max(offset, 0))
                 how = "uploaded"
+            if mine is not None:
+                mine.set_result(name)
+        except BaseException as exc:
+            if mine is not None:
+                with self._lock:
+                    self._placed.pop(digest, None)  # let the next one try on its own
+                mine.set_exception(exc)
+            raise
         finally:
             if offset < 0:
                 unlink_quietly(path)
         top = plan.parent if plan.parent >= 0 else plan.image_id
         with self._lock:
             self._counts.setdefault(top, Counter())[how] += 1
+
+    @staticmethod
+    def _mount_from(client: RegistryClient, name: str, digest: str,
+                    earlier: Future[str]) -> bool:
+        """This run already put (or is putting) the blob into another repository of this
+        registry: wait for that, then mount it instead of uploading it again. Many images
+        sharing a base layer upload it once."""
+        try:
+            repo = earlier.result()
+        except BaseException:
+            return False
+        return repo == name or client.mount_blob(name, digest, repo)
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._uploads[plan.image_id] = []

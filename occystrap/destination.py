@@ -125,7 +125,8 @@ class Destination:
             return OCILayoutWriter(self.path, self.location.tag, self.token)
         if scheme == "dir":
             unique = bool(self.location.option("unique_names", False))
-            return DirectoryWriter(self.path, unique, self.token)
+            return DirectoryWriter(self.path, unique, self.token,
+                                   expand=bool(self.location.option("expand", False)))
         raise AssertionError(scheme)
 
     def remove_temp_files(self, temp_dir: str | None) -> None:

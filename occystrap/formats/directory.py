@@ -24,6 +24,7 @@ from occystrap.formats.base import (
     update_json_locked,
     write_atomic,
 )
+from occystrap.formats.expand import expand
 from occystrap.messages import ImagePlan, LayerDesc
 
 
@@ -38,9 +39,11 @@ def _slug(text: str) -> str:
 class DirectoryWriter(Writer):
     needs_uncompressed = True
 
-    def __init__(self, path: str, unique_names: bool, token: str) -> None:
+    def __init__(self, path: str, unique_names: bool, token: str, expand: bool = False
+                 ) -> None:
         self.root = path
         self.unique_names = unique_names
+        self.expand = expand
         self.token = token
         self._created_root = not os.path.exists(path)
         self._published = 0
@@ -85,6 +88,8 @@ class DirectoryWriter(Writer):
         if self.unique_names:
             entry["ImageName"] = plan.repo_tag or plan.source
         name = self._manifest_name(plan)
+        if self.expand:
+            self._expand(plan, name.removesuffix(".json"), layers)
         write_atomic(os.path.join(self.root, name), json.dumps([entry], indent=2).encode(),
                      self.token)
         if self.unique_names:
@@ -92,6 +97,21 @@ class DirectoryWriter(Writer):
         self._added.pop(plan.image_id, None)
         self._published += 1
         return f"dir://{self.root}/{name}"
+
+    def _expand(self, plan: ImagePlan, name: str, layers: list[str]) -> None:
+        """The merged root filesystem in `<root>/<name>/`, built under a temp name and
+        renamed when whole (replacing an earlier one), before the manifest is written."""
+        final = os.path.join(self.root, name)
+        tmp = os.path.join(self.root, f".{name}.occystrap-{self.token}.tmp")
+        try:
+            expand(tmp, [layer_file(self.root, d) for d in layers], plan.source)
+            if os.path.lexists(final):
+                remove_paths([final])
+            os.rename(tmp, final)
+        except BaseException:
+            remove_paths([tmp])
+            raise
+        self._added[plan.image_id].append(final)
 
     def _update_catalog(self, plan: ImagePlan, manifest_name: str) -> None:
         image, _, tag = (plan.repo_tag or plan.source).rpartition(":")

@@ -1,0 +1,116 @@
+"""`dir://PATH?expand=true`: the image's merged root filesystem, layer over layer.
+
+Whiteouts are applied as the OCI layer spec says: `.wh.NAME` removes NAME from the layers
+below (a missing NAME is not an error); `DIR/.wh..wh..opq` empties DIR (its own contents only:
+`usr/lib/.wh..wh..opq` leaves `usr/lib64` alone).
+
+Nothing is ever written outside the target, whatever the archive says and whatever Python's
+tarfile would allow: member names are normalised and refused when absolute or climbing out;
+paths are resolved component by component as if the target were the root (`chroot` rules:
+a symlink inside the image, even an absolute one, points inside the image), so a symlink
+planted by one layer cannot redirect a later write to the host. Device nodes and FIFOs are
+skipped (they need privileges and are not files).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tarfile
+
+from occystrap.errors import ManifestError
+from occystrap.sources.tarball import safe_name
+
+MAX_LINKS = 40
+CHUNK = 1 << 20
+
+
+def secure_join(root: str, rel: str) -> str:
+    """`root/rel` with every symlink on the way resolved inside `root`."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    current = root
+    seen = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = os.path.dirname(current) if current != root else root
+            continue
+        candidate = os.path.join(current, part)
+        if os.path.islink(candidate):
+            seen += 1
+            if seen > MAX_LINKS:
+                raise ManifestError(f"too many symlinks resolving {rel!r}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = root
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        current = candidate
+    if current != root and not current.startswith(root + os.sep):
+        raise ManifestError(f"{rel!r} resolves outside the image")
+    return current
+
+
+def _clear(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        for entry in os.listdir(path):
+            _remove(os.path.join(path, entry))
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def apply_layer(root: str, layer_tar: str, where: str) -> None:
+    """Unpack one uncompressed layer over `root`."""
+    root = os.path.realpath(root)
+    with tarfile.open(layer_tar, mode="r|") as archive:
+        for member in archive:
+            name = safe_name(member.name, where)
+            parent_rel, base = posixpath.split(name)
+            parent = secure_join(root, parent_rel)
+            if base == ".wh..wh..opq":
+                _clear(parent)
+                continue
+            if base.startswith(".wh."):
+                _remove(os.path.join(parent, base[len(".wh."):]))
+                continue
+            target = os.path.join(parent, base)
+            if member.isdir():
+                if os.path.lexists(target) and (os.path.islink(target)
+                                                or not os.path.isdir(target)):
+                    _remove(target)
+                os.makedirs(target, exist_ok=True)
+                os.chmod(target, member.mode & 0o7777 | 0o700)
+            elif member.isfile():
+                os.makedirs(parent, exist_ok=True)
+                _remove(target)
+                source = archive.extractfile(member)
+                assert source is not None
+                with open(target, "wb") as out:
+                    while chunk := source.read(CHUNK):
+                        out.write(chunk)
+                os.chmod(target, member.mode & 0o7777)
+            elif member.issym():
+                os.makedirs(parent, exist_ok=True)
+                _remove(target)
+                os.symlink(member.linkname, target)
+            elif member.islnk():
+                source_path = secure_join(root, safe_name(member.linkname, where))
+                if not os.path.isfile(source_path) or os.path.islink(source_path):
+                    raise ManifestError(f"{where}: hard link {name} -> {member.linkname} "
+                                        "names no file of the image")
+                os.makedirs(parent, exist_ok=True)
+                _remove(target)
+                os.link(source_path, target)
+            # devices, FIFOs: skipped
+
+
+def expand(root: str, layer_tars: list[str], where: str) -> None:
+    os.makedirs(root, exist_ok=True)
+    for path in layer_tars:
+        apply_layer(root, path, where)

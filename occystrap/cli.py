@@ -330,6 +330,118 @@ def _source_config(src: Any, config: Config) -> Config:
     return replace(config, platform=platform, platform_given=True)
 
 
+_OUTPUT_FORMAT = click.option("-O", "--output-format", "output_format",
+                              type=click.Choice(["text", "json"]), default="text",
+                              show_default=True, help="Text for people, or one JSON document.")
+
+
+def _inspection_config(obj: dict[str, Any], after: dict[str, Any], source: str
+                       ) -> tuple[Any, Config]:
+    """The parsed SOURCE and the Config for info/check/search (`?os=&arch=` applied)."""
+    config = build_config(_merge(obj, after))
+    location = parse_location(source, role="source")
+    return location, _source_config(location, config)
+
+
+@cli.command()
+@click.argument("source")
+@_OUTPUT_FORMAT
+@global_options(after_command=True)
+@click.pass_obj
+@handle_errors
+def info(obj: dict[str, Any], source: str, output_format: str, **after: Any) -> int:
+    """Show an image's manifest, platforms, config and layers (no layer is downloaded).
+
+    \b
+    occystrap --insecure info registry://127.0.0.1:5000/library/app:1.0
+    occystrap info -O json oci:///srv/layout:1.0
+    """
+    import json
+
+    from occystrap import inspect
+
+    location, config = _inspection_config(obj, after, source)
+    with inspect.scratch(config, "info") as tmp:
+        docs = inspect.info(location, config, tmp)
+    if output_format == "json":
+        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        click.echo(inspect.to_text(docs))
+    return 0
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--fast", is_flag=True, default=False,
+              help="Only the metadata checks: no layer is downloaded.")
+@_OUTPUT_FORMAT
+@global_options(after_command=True)
+@click.pass_obj
+@handle_errors
+def check(obj: dict[str, Any], source: str, fast: bool, output_format: str,
+          **after: Any) -> int:
+    """Check an image: metadata, and (without --fast) every blob digest, diff_id, tar
+    stream and whiteout. Exit 1 when any error is found.
+
+    \b
+    occystrap --insecure check registry://127.0.0.1:5000/library/app:1.0
+    occystrap check --fast -O json tar:///tmp/app.tar
+    """
+    import json
+
+    from occystrap import checks
+
+    location, config = _inspection_config(obj, after, source)
+    found = checks.run(location, config, fast)
+    if output_format == "json":
+        click.echo(json.dumps(checks.to_dict(location, found, fast), indent=2))
+    else:
+        click.echo(checks.to_text(found, config.quiet))
+    return 1 if checks.counts(found)[checks.ERROR] else 0
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("pattern")
+@click.option("--regex", is_flag=True, default=False,
+              help="PATTERN is a regular expression (searched for anywhere in the path), "
+                   "not a glob.")
+@click.option("--script-friendly", is_flag=True, default=False,
+              help="One IMAGE:TAG:LAYER:PATH line per match, nothing else.")
+@_OUTPUT_FORMAT
+@global_options(after_command=True)
+@click.pass_obj
+@handle_errors
+def search(obj: dict[str, Any], source: str, pattern: str, regex: bool,
+           script_friendly: bool, output_format: str, **after: Any) -> int:
+    """Find the paths matching PATTERN in each layer of SOURCE. A glob (`*`, `?`, `[...]`)
+    matches the whole path, with or without a leading `/`. Exit 0 even with no match.
+
+    \b
+    occystrap --insecure search registry://127.0.0.1:5000/library/app:1.0 'etc/*'
+    occystrap search --regex --script-friendly oci:///srv/layout '\\.so(\\.[0-9]+)*$'
+    """
+    import json
+
+    from occystrap import searching
+
+    location, config = _inspection_config(obj, after, source)
+    matches = searching.run(location, config, pattern, regex)
+    if output_format == "json":
+        found = [searching.to_dict(m) for m in matches]
+        click.echo(json.dumps({"source": location.text, "pattern": pattern, "regex": regex,
+                               "count": len(found),
+                               "layers": len({m["layer"] for m in found}),
+                               "matches": found}, indent=2))
+    elif script_friendly:
+        for m in matches:
+            click.echo(searching.script_line(m))
+    else:
+        for line in searching.text_lines(matches):
+            click.echo(line)
+    return 0
+
+
 def main() -> None:
     cli(prog_name="occystrap")
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.faultproxy import FaultProxy
 from tests.httpfaults import HTTPFaults, Rule
+from tools.imagebuilder import BuiltImage
 
 
 @pytest.fixture
@@ -139,3 +140,70 @@ def test_persistent_503_gives_up_with_one_line(occystrap_cli, registry, sample_i
     assert r.returncode == 1
     assert "503" in one_error(r.stderr)
     assert sorted(os.listdir(tmp_path)) == ["home"]
+
+
+def _gzip_bomb(tmp_path) -> BuiltImage:
+    """One layer: a tar holding 512 MiB of zeros, about 0.5 MB once gzipped."""
+    import gzip
+    import hashlib
+    import json
+    import tarfile
+
+    from tools.imagebuilder import Blob
+
+    size = 512 * 2**20
+    raw, packed = tmp_path / "bomb.tar", tmp_path / "bomb.tar.gz"
+    with open(raw, "wb") as f, tarfile.open(fileobj=f, mode="w") as tf:
+        info = tarfile.TarInfo("zeros")
+        info.size = size
+
+        class Zeros:
+            left = size
+
+            def read(self, n: int = -1) -> bytes:
+                n = self.left if n < 0 else min(n, self.left)
+                self.left -= n
+                return bytes(n)
+
+        tf.addfile(info, Zeros())
+    diff = hashlib.sha256()
+    with open(raw, "rb") as src, gzip.GzipFile(packed, "wb", compresslevel=1, mtime=0) as out:
+        while chunk := src.read(1 << 22):
+            diff.update(chunk)
+            out.write(chunk)
+    raw.unlink()
+    data = packed.read_bytes()
+    layer = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), str(packed),
+                 "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                 "sha256:" + diff.hexdigest())
+    config_bytes = json.dumps({"architecture": "amd64", "os": "linux",
+                               "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}).encode()
+    (tmp_path / "config.json").write_bytes(config_bytes)
+    config = Blob("sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(config_bytes),
+                  str(tmp_path / "config.json"), "application/vnd.docker.container.image.v1+json")
+    manifest = json.dumps({"schemaVersion": 2,
+                           "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": config.descriptor(), "layers": [layer.descriptor()]}).encode()
+    return BuiltImage(manifest, "application/vnd.docker.distribution.manifest.v2+json",
+                      "sha256:" + hashlib.sha256(manifest).hexdigest(), config, [layer])
+
+
+def test_gzip_bomb_is_streamed_not_swallowed(occystrap_cli, registry, small_disk, tmp_path):
+    """A 0.5 MB layer that inflates to 512 MiB: decompression streams in bounded chunks, so
+    memory stays flat; on a small disk the copy fails cleanly instead of filling it silently."""
+    import json
+
+    from tools.imagebuilder import push_image
+
+    image = _gzip_bomb(tmp_path)
+    push_image(registry.url, "hostile/bomb", "1.0", image)
+    disk = small_disk("64m")
+    stats = tmp_path / "stats.json"
+    r = occystrap_cli("--insecure", "--stats-file", str(stats), "process",
+                      f"registry://{registry.host}/hostile/bomb:1.0", f"dir://{disk / 'out'}",
+                      timeout=120)
+    assert r.returncode == 1
+    assert "No space left" in one_error(r.stderr)
+    assert os.listdir(disk) == []
+    if stats.exists():
+        assert json.loads(stats.read_text())["peak_pss_total"] < 150e6

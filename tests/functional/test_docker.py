@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -98,3 +99,36 @@ def test_podman_loads_our_tarball(occystrap_cli, sample_images, tmp_path):
                        timeout=60)
     shutil.rmtree(run_root, ignore_errors=True)
     assert json.loads(r.stdout)[0]["RootFS"]["Layers"] == [b.diff_id for b in s.built.layers]
+
+
+def test_podman_socket_both_ways(occystrap_cli, sample_images, tmp_path):
+    """Podman's Docker-compatible API (`podman system service`) as destination and source."""
+    import shutil
+    import tempfile
+    import time
+
+    if not shutil.which("podman"):
+        pytest.skip("podman not installed (tools/setup.sh installs it)")
+    run_root = tempfile.mkdtemp(prefix="pm-", dir="/tmp")  # podman wants it under 50 chars
+    sock = f"{run_root}/api.sock"
+    service = subprocess.Popen(
+        ["podman", "--storage-driver", "vfs", "--root", str(tmp_path / "root"), "--runroot",
+         run_root, "system", "service", "--time=0", f"unix://{sock}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not os.path.exists(sock):
+            pytest.skip("podman system service did not start here")
+        s = sample_images["docker"]
+        ok(occystrap_cli("--insecure", "process", s.uri, f"docker://occy/pod:1?socket={sock}"))
+        ok(occystrap_cli("process", f"docker://occy/pod:1?socket={sock}",
+                         f"oci://{tmp_path / 'layout'}"))
+        r = subprocess.run(["skopeo", "inspect", "--config", f"oci:{tmp_path / 'layout'}:1"],
+                           capture_output=True, text=True, timeout=60)
+        assert json.loads(r.stdout)["rootfs"]["diff_ids"] == [b.diff_id for b in s.built.layers]
+    finally:
+        service.terminate()
+        service.wait(20)
+        shutil.rmtree(run_root, ignore_errors=True)

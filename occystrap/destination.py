@@ -49,11 +49,6 @@ class Destination:
         return self.location.scheme in ("registry", "oci")
 
     @property
-    def insecure_default(self) -> bool | None:
-        value = self.location.option("insecure")
-        return None if value is None else bool(value)
-
-    @property
     def path(self) -> str:
         assert self.location.path is not None
         return os.path.abspath(self.location.path)
@@ -113,10 +108,8 @@ class Destination:
                                        stream=LoadStream(engine), repo_tag=name)
         if scheme == "registry":
             assert self.location.ref is not None
-            insecure = self.insecure_default
             return RegistryWriter(self.location.ref, config,
-                                  config.insecure if insecure is None else insecure, spool,
-                                  self.token)
+                                  self.location.insecure(config.insecure), spool, self.token)
         if scheme == "tar":
             # Re-encoded layers have sizes nobody knows in advance: no in-place planning.
             return DockerArchiveWriter(self.path, self.legacy_tar, self.token,
@@ -152,10 +145,9 @@ class Probe:
         self._client: RegistryClient | None = None
         if dest.is_registry:
             assert dest.location.ref is not None
-            insecure = dest.insecure_default
             self._pool = ClientPool(config, pool_size=4, role="dest")
             self._client = self._pool.get(dest.location.ref.host,
-                                          config.insecure if insecure is None else insecure)
+                                          dest.location.insecure(config.insecure))
 
     def up_to_date(self, target: ImageRef | None, digest: str) -> bool:
         if self._client is None or target is None:

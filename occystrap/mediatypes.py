@@ -203,3 +203,12 @@ def select_platform(index: ImageIndex, wanted: Platform) -> Descriptor:
         )
     candidates.sort(key=lambda c: c[0])
     return candidates[0][1]
+
+
+def config_diff_ids(config: bytes, where: str | None = None) -> list[str]:
+    """`rootfs.diff_ids` of an image config: the uncompressed digest of each layer."""
+    try:
+        return list(json.loads(config)["rootfs"]["diff_ids"])
+    except (ValueError, KeyError, TypeError):
+        prefix = f"{where}: " if where else ""
+        raise ManifestError(f"{prefix}image config has no rootfs.diff_ids") from None

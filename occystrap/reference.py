@@ -133,6 +133,10 @@ class Location:
     def option(self, key: str, default: object = None) -> object:
         return self.options.get(key, default)
 
+    def insecure(self, default: bool) -> bool:
+        """Plain HTTP to this registry: `?insecure=` on the URI, else the global flag."""
+        return bool(self.options.get("insecure", default))
+
     def __str__(self) -> str:
         return self.text
 

@@ -27,13 +27,6 @@ def synthesize(config: bytes, config_digest: str, layers: list[tuple[str, int]])
     }, indent=3).encode()
 
 
-def diff_ids(config: bytes, where: str) -> list[str]:
-    try:
-        return list(json.loads(config)["rootfs"]["diff_ids"])
-    except (ValueError, KeyError, TypeError):
-        raise ManifestError(f"{where}: image config has no rootfs.diff_ids") from None
-
-
 class DirectorySource:
     local = True
 
@@ -66,7 +59,7 @@ class DirectorySource:
             config_path = self._inside(str(item["Config"]))
             config = read_capped(config_path, "config")
             config_digest = sha256_of(config)
-            ids = diff_ids(config, config_path)
+            ids = mt.config_diff_ids(config, config_path)
             if len(ids) != len(item["Layers"]):
                 raise ManifestError(f"{manifest_path}: {len(item['Layers'])} layers, "
                                     f"{len(ids)} diff_ids")

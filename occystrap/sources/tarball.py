@@ -22,7 +22,7 @@ from occystrap.errors import ManifestError, NotFoundError, UsageError
 from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
 from occystrap.reference import DIGEST_RE
 from occystrap.sources import Entry, Resolved, check_blob, resolved_from_bytes, sha256_of
-from occystrap.sources.directory import diff_ids, synthesize
+from occystrap.sources.directory import synthesize
 from occystrap.sources.local import MAX_METADATA, BlobFile, name_of
 
 METADATA = frozenset({"manifest.json", "index.json", "oci-layout", "repositories"})
@@ -177,7 +177,7 @@ class TarballSource:
                 raise ManifestError(f"{self.where}: manifest.json entry lacks Config/Layers")
             config = self._read_member(safe_name(str(item["Config"]), self.where))
             config_digest = sha256_of(config)
-            ids = diff_ids(config, self.where)
+            ids = mt.config_diff_ids(config, self.where)
             layers = []
             for rel in item["Layers"]:
                 blob = self._member(safe_name(str(rel), self.where))

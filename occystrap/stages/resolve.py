@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -47,11 +46,7 @@ def copies_whole_index(config: Config, dest: Destination) -> bool:
 
 
 def diff_ids_of(config_bytes: bytes, layer_count: int) -> list[str]:
-    try:
-        doc = json.loads(config_bytes)
-        diff_ids = list(doc["rootfs"]["diff_ids"])
-    except (ValueError, KeyError, TypeError):
-        raise ManifestError("image config has no rootfs.diff_ids") from None
+    diff_ids = mediatypes.config_diff_ids(config_bytes)
     if len(diff_ids) != layer_count:
         raise ManifestError(
             f"image config lists {len(diff_ids)} diff_ids for {layer_count} layers")
@@ -112,7 +107,7 @@ class Resolver:
 
     def open(self, location: Location) -> tuple[Source, bool]:
         """The source behind `location`, and whether it is reached over plain HTTP."""
-        insecure = bool(location.option("insecure", self.config.insecure))
+        insecure = location.insecure(self.config.insecure)
         if location.scheme == "quay":
             api = self.config.quay_url
             plain = api.startswith("http://")

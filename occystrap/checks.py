@@ -19,8 +19,6 @@ from occystrap import layerio, mediatypes
 from occystrap.config import Config
 from occystrap.errors import OccystrapError
 from occystrap.inspect import (
-    ChunkReader,
-    HashingReader,
     Image,
     Opener,
     images_of,
@@ -30,6 +28,7 @@ from occystrap.inspect import (
 )
 from occystrap.mediatypes import Descriptor
 from occystrap.reference import Location
+from occystrap.tarmembers import ChunkReader, HashingReader, members, normalize, open_stream
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 WHITEOUT = ".wh."
@@ -140,13 +139,6 @@ class WhiteoutChecker:
         return self.findings
 
 
-def normalize(name: str) -> str:
-    """A tar member name as a path relative to the root: no `./`, no leading `/`."""
-    while name.startswith("./"):
-        name = name[2:]
-    return name.lstrip("/").rstrip("/")
-
-
 def check_path(name: str, raw: str) -> Finding | None:
     if ".." in raw.split("/"):
         return Finding(ERROR, "path", f"{raw}: path leaves the root ('..')")
@@ -163,12 +155,12 @@ def check_layer_stream(f: Any, layer: Descriptor, diff_id: str | None,
     compression = mediatypes.compression_of(layer.media_type)
     plain = ChunkReader(layerio.decompressed_chunks(raw, compression))  # type: ignore[arg-type]
     whiteouts = WhiteoutChecker()
-    members = 0
+    entries = 0
     decompressed = True
     try:
-        with tarfile.open(fileobj=plain, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                members += 1
+        with open_stream(plain) as tar:
+            for member in members(tar):
+                entries += 1
                 name = normalize(member.name)
                 bad = check_path(name, member.name)
                 if bad:
@@ -176,7 +168,7 @@ def check_layer_stream(f: Any, layer: Descriptor, diff_id: str | None,
                 if name:
                     whiteouts.add(name, member)
     except Exception as exc:  # noqa: BLE001 - tarfile, zlib and zstd each raise their own
-        found.append(Finding(ERROR, "tar", f"not a valid tar stream after {members} entries: "
+        found.append(Finding(ERROR, "tar", f"not a valid tar stream after {entries} entries: "
                                            f"{exc}"))
     try:
         plain.drain()  # the end-of-archive padding counts for the diff_id
@@ -199,7 +191,7 @@ def check_layer_stream(f: Any, layer: Descriptor, diff_id: str | None,
                                  f"diff_id is {diff_id}"))
     found.extend(whiteouts.finish())
     found.append(Finding(INFO, "contents",
-                         f"{members} entries, {whiteouts.whiteouts} whiteouts, "
+                         f"{entries} entries, {whiteouts.whiteouts} whiteouts, "
                          f"{whiteouts.opaques} opaque markers, {plain.count} bytes "
                          "uncompressed"))
     return found

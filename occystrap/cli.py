@@ -17,6 +17,7 @@ import click
 from occystrap import __version__
 from occystrap.config import Config
 from occystrap.errors import OccystrapError, UsageError
+from occystrap.filters import FilterChain
 from occystrap.mediatypes import Platform, parse_platform
 from occystrap.messages import ImageDone, ImageFailed
 from occystrap.reference import parse_location
@@ -212,11 +213,15 @@ def _print_event(quiet: bool, display: Any = None) -> Callable[[ImageDone | Imag
               help="Copy only the K-th of N stable, hash-based shares of the images.")
 @click.option("--fail-fast/--keep-going", default=False,
               help="Stop at the first failed image [default: keep going].")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
+              help="NAME[:key=value,...], repeatable, applied in order: "
+                   "normalize-timestamps[:ts=N,config=true], exclude:pattern=GLOB[;GLOB...], "
+                   "search:pattern=GLOB|regex=RE[,script_friendly=true], inspect:file=PATH.")
 @global_options(after_command=True)
 @click.pass_obj
 @handle_errors
 def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
-            shard: str | None, fail_fast: bool, **after: Any) -> int:
+            shard: str | None, fail_fast: bool, filters: tuple[str, ...], **after: Any) -> int:
     """Copy SOURCE to DESTINATION.
 
     \b
@@ -228,8 +233,11 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     """
     from occystrap import pipeline, stats
 
+    chain = FilterChain.parse(filters)
+    for inspect in chain.inspects:
+        inspect.check_writable()
     config = replace(build_config(_merge(obj, after)), shard=_parse_shard(shard),
-                     fail_fast=fail_fast, bulk=from_file is not None)
+                     fail_fast=fail_fast, bulk=from_file is not None, filters=chain)
     jobs = _jobs(uris, from_file)
     results = []
     # Live progress only for a person watching: stderr a terminal, and not --quiet.
@@ -270,6 +278,7 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
         click.echo(stats.to_text(result), err=True)
     elif config.stats == "json" and not config.stats_file:
         click.echo(stats.to_json(result))
+    _print_search_results(chain, results)
     if len(result.done) + len(result.failed) > 1 and result.failed:
         click.echo("Failed images:", err=True)
         for failure in result.failed:
@@ -279,6 +288,24 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     if not config.quiet:
         click.echo(stats.summary_line(result), err=True)
     return 1 if result.failed or not result.done else 0
+
+
+def _print_search_results(chain: FilterChain, results: list[Any]) -> None:
+    """The search filters' matches, on stdout, for the images that were copied: image by
+    image, each layer in manifest order."""
+    from occystrap.filters.search import report
+
+    found = []
+    for result in results:  # image ids count from 0 in each run
+        done = {d.image_id for d in result.done}
+        found += sorted((h for h in result.search_hits if h.top in done),
+                        key=lambda h: (h.image_id, h.index))
+    searches = chain.searches
+    for position, search in searches:
+        if len(searches) > 1 and not search.script_friendly:
+            click.echo(f"search {search.pattern}:")
+        for line in report(search, position, found):
+            click.echo(line)
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:

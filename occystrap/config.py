@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from occystrap.filters import FilterChain
 from occystrap.mediatypes import Platform
 
 
@@ -29,6 +30,7 @@ class Config:
     compression: str | None = None  # re-encode layers: "gzip" or "zstd"; None keeps bytes
     compression_level: int | None = None
     layer_cache: str | None = None
+    filters: FilterChain = FilterChain()  # process -f, in order
     bulk: bool = False  # several images (--from-file): registry destinations act as prefixes
     shard: tuple[int, int] | None = None  # --shard K/N
     fail_fast: bool = False

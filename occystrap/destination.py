@@ -111,9 +111,11 @@ class Destination:
             return RegistryWriter(self.location.ref, config,
                                   self.location.insecure(config.insecure), spool, self.token)
         if scheme == "tar":
-            # Re-encoded layers have sizes nobody knows in advance: no in-place planning.
+            # Re-encoded or filtered layers have sizes nobody knows in advance: no in-place
+            # planning.
             return DockerArchiveWriter(self.path, self.legacy_tar, self.token,
-                                       in_place=config.compression is None)
+                                       in_place=config.compression is None
+                                       and not config.filters.rewrites)
         if scheme == "oci":
             return OCILayoutWriter(self.path, self.location.tag, self.token)
         if scheme == "dir":

@@ -8,13 +8,12 @@ source already has on disk).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from occystrap import mediatypes
 from occystrap.config import Config
@@ -116,68 +115,6 @@ def parse_config(raw: bytes) -> dict[str, Any]:
 
 
 # -- layer bytes -------------------------------------------------------------------------------
-
-
-class HashingReader:
-    """A read-only file wrapper that hashes (sha256) and counts what passes through it."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-        self.hasher = hashlib.sha256()
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.hasher.update(data)
-        self.count += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
-
-
-class ChunkReader:
-    """A file-like object over an iterator of byte chunks (for tarfile's stream mode),
-    hashing everything it hands out: the sha256 of a decompressed layer is its diff_id."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.buffer = b""
-        self.pos = 0  # read position in buffer: no re-copying the tail on every small read
-        self.hasher = hashlib.sha256()
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        parts = []
-        want = n
-        while want != 0:
-            if self.pos >= len(self.buffer):
-                chunk = next(self.chunks, None)
-                if chunk is None:
-                    break
-                self.buffer, self.pos = chunk, 0
-            end = len(self.buffer) if want < 0 else min(len(self.buffer), self.pos + want)
-            parts.append(self.buffer[self.pos:end])
-            if want > 0:
-                want -= end - self.pos
-            self.pos = end
-        data = b"".join(parts)
-        self.hasher.update(data)
-        self.count += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import zstandard
@@ -54,7 +54,7 @@ def decompressed_chunks(f: BinaryIO, compression: str) -> Iterator[bytes]:
         raise ValueError(f"unknown compression {compression!r}")
 
 
-class _Slice:
+class Slice:
     """A read-only window `[offset, offset + length)` of a file: a blob inside a tarball."""
 
     def __init__(self, f: BinaryIO, offset: int, length: int) -> None:
@@ -80,7 +80,7 @@ def decompress_file(src: str, dst: str | None, compression: str, offset: int = -
     h = hashlib.sha256()
     total = 0
     with open(src, "rb") as raw:
-        f: BinaryIO = _Slice(raw, offset, length) if offset >= 0 else raw  # type: ignore
+        f: BinaryIO = Slice(raw, offset, length) if offset >= 0 else raw  # type: ignore
         out = open(dst, "wb") if dst else None  # noqa: SIM115
         try:
             for chunk in decompressed_chunks(f, compression):
@@ -94,39 +94,80 @@ def decompress_file(src: str, dst: str | None, compression: str, offset: int = -
     return f"sha256:{h.hexdigest()}", total
 
 
+class LayerSink:
+    """Uncompressed layer bytes in; the blob (`compression`: none, gzip or zstd) out to
+    `path`, with the sha256 of both sides kept as they pass: the blob's digest and the
+    layer's diff_id come out of the one pass that writes it.
+
+    zstd uses every core (zstandard's own worker threads), gzip one core per layer (callers
+    run several layers at once). Output depends only on the bytes and the settings: gzip
+    through zlib has a fixed header, so a rewritten layer is reproducible.
+    """
+
+    def __init__(self, path: str, compression: str, level: int | None) -> None:
+        self.blob_hash = hashlib.sha256()
+        self.diff_hash = hashlib.sha256()
+        self.size = 0
+        self.plain_size = 0
+        self._compress: Callable[[bytes], bytes] | None
+        self._flush: Callable[[], bytes] | None
+        if compression == "gzip":
+            gz = zlib.compressobj(6 if level is None else level, zlib.DEFLATED,
+                                  16 + zlib.MAX_WBITS)
+            self._compress, self._flush = gz.compress, gz.flush
+        elif compression == "zstd":
+            zc = zstandard.ZstdCompressor(level=3 if level is None else level,
+                                          threads=-1).compressobj()
+            self._compress, self._flush = zc.compress, zc.flush
+        elif compression == "none":
+            self._compress = self._flush = None
+        else:
+            raise ValueError(f"unknown compression {compression!r}")
+        self._out = open(path, "wb")  # noqa: SIM115 - closed by close()
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.blob_hash.update(data)
+            self._out.write(data)
+            self.size += len(data)
+
+    def write(self, data: bytes) -> None:
+        self.diff_hash.update(data)
+        self.plain_size += len(data)
+        self._emit(self._compress(data) if self._compress is not None else data)
+
+    def close(self) -> tuple[str, int, str]:
+        """Finish the blob; returns its digest, its size and the diff_id."""
+        try:
+            if self._flush is not None:
+                self._emit(self._flush())
+        finally:
+            self._out.close()
+        return (f"sha256:{self.blob_hash.hexdigest()}", self.size,
+                f"sha256:{self.diff_hash.hexdigest()}")
+
+    def abandon(self) -> None:
+        self._out.close()
+
+
 def recompress_file(src: str, dst: str, source: str, target: str, level: int | None
                     ) -> tuple[str, int, str]:
     """Re-encode the layer in `src` (compression `source`) into `dst` as `target`.
 
-    Streams in bounded chunks; zstd uses every core (zstandard's own worker threads), gzip
-    one core per layer (callers run several layers at once). Returns the new blob's digest,
-    its size, and the diff_id of the uncompressed content.
+    Streams in bounded chunks. Returns the new blob's digest, its size, and the diff_id of
+    the uncompressed content.
     """
-    blob_hash = hashlib.sha256()
-    diff_hash = hashlib.sha256()
-    size = 0
-    if target == "gzip":
-        gz = zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        compress, flush = gz.compress, gz.flush
-    elif target == "zstd":
-        zc = zstandard.ZstdCompressor(level=3 if level is None else level,
-                                      threads=-1).compressobj()
-        compress, flush = zc.compress, zc.flush
-    else:
+    if target not in ("gzip", "zstd"):
         raise ValueError(f"unknown compression {target!r}")
-    with open(src, "rb") as f, open(dst, "wb") as out:
-        def emit(data: bytes) -> None:
-            nonlocal size
-            if data:
-                blob_hash.update(data)
-                out.write(data)
-                size += len(data)
-
-        for chunk in decompressed_chunks(f, source):
-            diff_hash.update(chunk)
-            emit(compress(chunk))
-        emit(flush())
-    return f"sha256:{blob_hash.hexdigest()}", size, f"sha256:{diff_hash.hexdigest()}"
+    sink = LayerSink(dst, target, level)
+    try:
+        with open(src, "rb") as f:
+            for chunk in decompressed_chunks(f, source):
+                sink.write(chunk)
+    except BaseException:
+        sink.abandon()
+        raise
+    return sink.close()
 
 
 def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,

@@ -69,6 +69,7 @@ class LayerDesc(msgspec.Struct, tag=True):
     # `local_owned` means it is our own spool copy (already hashed), free to move or delete
     local_path: str = ""
     local_owned: bool = False
+    uncompressed_size: int = -1  # known once a filter has read the layer
 
 
 class ImageFailed(msgspec.Struct, tag=True):
@@ -132,6 +133,27 @@ class Progress(msgspec.Struct, tag=True):
     layers: int = 0
 
 
+class SearchHit(msgspec.Struct):
+    path: str
+    type: str
+    size: int
+    target: str | None = None
+
+
+class SearchHits(msgspec.Struct, tag=True):
+    """What the search filter at `position` of the chain found in one layer (compress →
+    supervisor, which prints them once the run is over)."""
+
+    image_id: int
+    top: int  # the image whose outcome decides whether these are printed (an index's)
+    position: int
+    name: str
+    tag: str
+    index: int
+    layer: str
+    hits: list[SearchHit]
+
+
 class StageCrashed(msgspec.Struct, tag=True):
     stage: str
     error: str
@@ -143,7 +165,7 @@ class Shutdown(msgspec.Struct, tag=True):
 
 
 Message = (ImagePlan | LayerDesc | ImageFailed | ImageDone | StageReport | Progress
-           | StageCrashed | Shutdown)
+           | SearchHits | StageCrashed | Shutdown)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

@@ -30,7 +30,14 @@ from occystrap.config import Config
 from occystrap.destination import Destination
 from occystrap.errors import DestinationError, OccystrapError
 from occystrap.layercache import LayerCache
-from occystrap.messages import ImageDone, ImageFailed, Progress, StageCrashed, StageReport
+from occystrap.messages import (
+    ImageDone,
+    ImageFailed,
+    Progress,
+    SearchHits,
+    StageCrashed,
+    StageReport,
+)
 from occystrap.reference import Location
 from occystrap.registry import ratelimit
 from occystrap.stages import compress, fetch, resolve, verify, write
@@ -57,6 +64,7 @@ class RunResult:
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     series: list[dict[str, Any]] = field(default_factory=list)
     progress: dict[int, Progress] = field(default_factory=dict)
+    search_hits: list[SearchHits] = field(default_factory=list)  # the search filters' matches
     first_seen: dict[int, float] = field(default_factory=dict)  # image id → monotonic time
     image_seconds: dict[int, float] = field(default_factory=dict)
     sources: int = 0
@@ -139,15 +147,18 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     moved = ctx.RawArray("q", len(STAGES))  # running bytes per stage, for the series
     admit = ctx.Semaphore(max(1, config.image_parallel))
     planner = writer.planner()
-    cache = LayerCache(config.layer_cache) if config.layer_cache else None
+    # A filtered layer's blob depends on the filters too, and the cache does not key on them.
+    cache = (LayerCache(config.layer_cache) if config.layer_cache and not config.filters.rewrites
+             else None)
     bodies: dict[str, Callable[[StageIO], None]] = {
         "resolve": lambda io: resolve.run(io, list(sources), dest, config, admit, spool, planner,
                                           cache),
         "fetch": lambda io: fetch.run(io, config, spool),
         "verify": lambda io: verify.run(io, config),
         "compress": lambda io: compress.run(io, dest.needs_uncompressed, config.compression,
-                                            config.compression_level),
-        "write": lambda io: write.run(io, writer, admit, cache, config.compression_level),
+                                            config.compression_level, config.filters),
+        "write": lambda io: write.run(io, writer, admit, cache, config.compression_level,
+                                      config.filters),
     }
     procs: dict[str, mp.process.BaseProcess] = {}
     for i, name in enumerate(STAGES):
@@ -236,6 +247,7 @@ def merge(results: Sequence[RunResult]) -> RunResult:
         merged.reports, merged.memory = r.reports, r.memory
         merged.queues, merged.series = r.queues, r.series
         merged.image_seconds.update(r.image_seconds)
+        merged.search_hits += r.search_hits
         merged.sources += r.sources
     return merged
 
@@ -248,6 +260,9 @@ def _drain(control: Queue[Any], result: RunResult,
         except Exception:  # queue.Empty; also EOF when a child died mid-put
             return
         msg = messages.decode(data)
+        if isinstance(msg, SearchHits):
+            result.search_hits.append(msg)
+            continue
         if isinstance(msg, Progress):
             result.progress[msg.image_id] = msg
             result.first_seen.setdefault(msg.image_id, time.monotonic())

@@ -6,67 +6,26 @@ at, file contents are skipped, nothing is held whole in memory.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from occystrap import layerio, mediatypes
-from occystrap.checks import normalize
 from occystrap.config import Config
-from occystrap.errors import ManifestError, UsageError
-from occystrap.inspect import ChunkReader, Image, Opener, images_of, layer_file, scratch
+from occystrap.errors import ManifestError
+from occystrap.filters.search import Match, kind, matcher, script_line, text_lines  # noqa: F401 - the command prints with them
+from occystrap.inspect import Image, Opener, images_of, layer_file, scratch
 from occystrap.reference import Location
-
-
-@dataclass
-class Match:
-    image: str  # NAME (repository), as in image:tag
-    tag: str
-    layer: str  # the layer's digest
-    path: str  # relative to the root, no leading /
-    type: str
-    size: int
-    target: str | None = None  # of a symlink or hard link
-
-
-def matcher(pattern: str, regex: bool) -> Callable[[str], bool]:
-    """A predicate on a path relative to the root (no leading `/`). A glob matches the whole
-    path, with or without a leading `/`; a regex may match anywhere (anchor it with ^...$)."""
-    if regex:
-        try:
-            rx = re.compile(pattern)
-        except re.error as exc:
-            raise UsageError(f"bad regular expression {pattern!r}: {exc}") from None
-        return lambda path: bool(rx.search(path) or rx.search("/" + path))
-    glob = pattern.lstrip("/")
-    return lambda path: fnmatch.fnmatchcase(path, glob)
-
-
-def kind(member: tarfile.TarInfo) -> str:
-    if member.isreg():
-        return "file"
-    if member.isdir():
-        return "directory"
-    if member.issym():
-        return "symlink"
-    if member.islnk():
-        return "hardlink"
-    if member.ischr() or member.isblk():
-        return "device"
-    if member.isfifo():
-        return "fifo"
-    return "other"
+from occystrap.tarmembers import ChunkReader, members, normalize, open_stream
 
 
 def search_layer(f: Any, media_type: str, match: Callable[[str], bool]
                  ) -> Iterator[tarfile.TarInfo]:
     plain = ChunkReader(layerio.decompressed_chunks(f, mediatypes.compression_of(media_type)))
     try:
-        with tarfile.open(fileobj=plain, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
+        with open_stream(plain) as tar:
+            for member in members(tar):
                 if match(normalize(member.name)):
                     yield member
     except tarfile.TarError as exc:
@@ -101,30 +60,6 @@ def run(location: Location, config: Config, pattern: str, regex: bool) -> Iterat
         for entry in source.entries():
             for image in images_of(entry, source, config):
                 yield from search_image(image, match, tmp)
-
-
-def script_line(m: Match) -> str:
-    return f"{m.image}:{m.tag}:{m.layer}:{m.path}"
-
-
-def text_lines(matches: Iterator[Match]) -> Iterator[str]:
-    """`Layer: DIGEST`, then one indented line per match, then the count."""
-    layer = None
-    layers = 0
-    count = 0
-    for m in matches:
-        if m.layer != layer:
-            if layer is not None:
-                yield ""
-            layer = m.layer
-            layers += 1
-            yield f"Layer: {m.layer}"
-        count += 1
-        link = f" -> {m.target}" if m.target is not None else ""
-        yield f"  {m.path}{link} ({m.type}, {m.size} bytes)"
-    if count:
-        yield ""
-    yield f"Found {count} matches in {layers} layers."
 
 
 def to_dict(m: Match) -> dict[str, Any]:

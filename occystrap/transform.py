@@ -1,8 +1,9 @@
-"""Manifests for recompressed images (pure: bytes in, bytes out).
+"""Manifests and configs for recompressed or filtered images (pure: bytes in, bytes out).
 
-A copy is byte-exact unless the user asks for another compression; then every changed layer
-gets a new descriptor, the manifest new bytes and a new digest, and an index the new digests
-of its children. A zstd layer has no Docker media type, so a Docker manifest that gains one
+A copy is byte-exact unless the user asks for another compression or a filter that rewrites
+layers; then every changed layer gets a new descriptor, the config (for filters) new
+diff_ids, the manifest new bytes and a new digest, and an index the new digests of its
+children. A zstd layer has no Docker media type, so a Docker manifest that gains one
 becomes an OCI manifest (as skopeo does).
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from occystrap import mediatypes as mt
 
@@ -40,12 +42,28 @@ def _encode(doc: object) -> tuple[bytes, str]:
     return body, "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def rewrite_config(body: bytes, diff_ids: Sequence[str],
+                   edit: Callable[[dict[str, Any]], None]) -> tuple[bytes, str]:
+    """New (bytes, digest) of an image config whose layers were rewritten: their diff_ids,
+    then whatever `edit` changes (normalised times, say). Compact JSON, keys in the source's
+    order, so the same input gives the same bytes."""
+    doc = json.loads(body)
+    doc.setdefault("rootfs", {"type": "layers"})["diff_ids"] = list(diff_ids)
+    edit(doc)
+    out = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return out, "sha256:" + hashlib.sha256(out).hexdigest()
+
+
 def rewrite_manifest(body: bytes, media_type: str, layers: Sequence[NewDescriptor],
-                     compression: str | None) -> tuple[bytes, str, str]:
-    """New (bytes, media type, digest) with `layers` in place of the manifest's layers."""
+                     compression: str | None, config: NewDescriptor | None = None
+                     ) -> tuple[bytes, str, str]:
+    """New (bytes, media type, digest) with `layers` in place of the manifest's layers (and
+    `config` in place of its config)."""
     doc = json.loads(body)
     if len(doc["layers"]) != len(layers):
         raise ValueError("layer count changed")
+    if config is not None:
+        doc["config"]["digest"], doc["config"]["size"] = config.digest, config.size
     to_oci = needs_oci(media_type, compression)
     if to_oci:
         media_type = mt.OCI_MANIFEST

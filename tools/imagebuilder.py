@@ -48,6 +48,9 @@ OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 #: Fixed timestamp for tar entries, the config and history, so digests never depend on the clock.
 EPOCH = 1704067200  # 2024-01-01T00:00:00Z
+# security.capability of a file with cap_setuid,cap_net_bind_service+ep (VFS_CAP_REVISION_2):
+# binary, not UTF-8, as real capability values are
+FILE_CAPABILITY = bytes.fromhex("0100000280040000000000000000000000000000")
 CREATED = "2024-01-01T00:00:00Z"
 
 Platform = tuple[str, str, str | None]
@@ -215,9 +218,11 @@ def _write_layer_tar(
     def directory(name: str) -> None:
         tar.addfile(_info(name, tarfile.DIRTYPE, mode=0o755))
 
-    def regular(name: str, length: int, mode: int = 0o644) -> None:
-        tar.addfile(_info(name, tarfile.REGTYPE, mode=mode, size=length),
-                    _RandomReader(rng, length, compressible))
+    def regular(name: str, length: int, mode: int = 0o644,
+                pax: dict[str, str] | None = None) -> None:
+        info = _info(name, tarfile.REGTYPE, mode=mode, size=length)
+        info.pax_headers = pax or {}
+        tar.addfile(info, _RandomReader(rng, length, compressible))
 
     def small(name: str, text: bytes) -> None:
         tar.addfile(_info(name, tarfile.REGTYPE, size=len(text)), io.BytesIO(text))
@@ -232,7 +237,13 @@ def _write_layer_tar(
             small("etc/motd", b"deleted by a whiteout in layer 1\n")
             directory("usr")
             directory("usr/bin")
-            regular("usr/bin/busybox", sizes.pop(0) if len(sizes) > 1 else 4096, mode=0o755)
+            # What a real base image carries and filters must keep: a file capability
+            # (binary xattr value), an SELinux label, and access/change times.
+            regular("usr/bin/busybox", sizes.pop(0) if len(sizes) > 1 else 4096, mode=0o755,
+                    pax={"SCHILY.xattr.security.capability": FILE_CAPABILITY.decode(
+                             "utf-8", "surrogateescape"),
+                         "SCHILY.xattr.security.selinux": "system_u:object_r:bin_t:s0",
+                         "atime": f"{EPOCH + 3600}.25", "ctime": f"{EPOCH + 7200}.5"})
             tar.addfile(_info("usr/bin/sh", tarfile.SYMTYPE, mode=0o777, link="busybox"))
             tar.addfile(_info("usr/bin/ls", tarfile.LNKTYPE, mode=0o755, link="usr/bin/busybox"))
             directory("var")

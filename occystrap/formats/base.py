@@ -111,6 +111,11 @@ class Writer(ABC):
     def begin_image(self, plan: ImagePlan) -> None: ...
 
     @abstractmethod
+    def add_config(self, plan: ImagePlan) -> None:
+        """Store the image config (`plan.config`): right after begin_image, or, when filters
+        rewrite the config, just before finish_image. Nothing for an index."""
+
+    @abstractmethod
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         """Take ownership of `layer.path` (move it in, or copy and delete it)."""
 

@@ -61,6 +61,10 @@ class DirectoryWriter(Writer):
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._added[plan.image_id] = []
+
+    def add_config(self, plan: ImagePlan) -> None:
+        if not plan.config:
+            return
         target = os.path.join(self.root, f"{hex_of(plan.config_digest)}.json")
         if not os.path.exists(target):
             write_atomic(target, plan.config, self.token)

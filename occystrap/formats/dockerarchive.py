@@ -159,12 +159,18 @@ class DockerArchiveWriter(Writer):
 
     def begin_image(self, plan: ImagePlan) -> None:
         if not self.in_place:
-            self._append_bytes(self._config_name(plan), plan.config)
             return
         self._end = max(self._end, plan.tar_end)
         for region in plan.regions:
             self._users.setdefault(region.offset, set()).add(plan.image_id)
-        self._fill(plan.regions[0], plan.config)
+
+    def add_config(self, plan: ImagePlan) -> None:
+        if not plan.config:
+            return
+        if self.in_place:
+            self._fill(plan.regions[0], plan.config)
+        else:
+            self._append_bytes(self._config_name(plan), plan.config)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         if self.stream is not None and layer.compression == "zstd" and not self._zstd_ok:

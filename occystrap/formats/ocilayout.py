@@ -63,6 +63,8 @@ class OCILayoutWriter(Writer):
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._added[plan.image_id] = []
+
+    def add_config(self, plan: ImagePlan) -> None:
         if plan.config:  # an index has none
             self._put_bytes(plan, plan.config_digest, plan.config)
 

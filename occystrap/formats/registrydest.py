@@ -109,6 +109,8 @@ class RegistryWriter(Writer):
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._uploads[plan.image_id] = []
+
+    def add_config(self, plan: ImagePlan) -> None:
         if plan.up_to_date or not plan.config:  # nothing to do, or an index (no config)
             return
         path = os.path.join(self.spool, f"config-{plan.image_id}-{hex_of(plan.config_digest)}")

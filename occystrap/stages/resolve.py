@@ -185,7 +185,7 @@ class Resolver:
             got = source.fetch_manifest(chosen.digest)
             if isinstance(got.parsed, ImageIndex):
                 raise ManifestError(f"index {chosen.digest} points at another index")
-        if self.probe.up_to_date(target, got.digest):
+        if not self.config.filters and self.probe.up_to_date(target, got.digest):
             # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
             self.emit(layerless_plan(image_id, ref, text, got, insecure, target,
                                      up_to_date=True), [])
@@ -232,13 +232,13 @@ class Resolver:
                 # To be re-encoded: it will have another digest at the destination, which
                 # only the layer cache may know.
                 hit = (self.cache.lookup(d.digest, encoding, config.compression_level)
-                       if self.cache else None)
+                       if self.cache and not config.filters else None)
                 if hit is not None and probe.has_layer(hit.digest, hit.size, target):
                     layer.source_digest = d.digest
                     layer.digest, layer.size, layer.media_type = (hit.digest, hit.size,
                                                                   hit.media_type)
                     layer.compression, layer.present = encoding, True
-            else:
+            elif not config.filters:  # filters read every layer
                 layer.present = probe.has_layer(d.digest, d.size, target)
             if not layer.present:
                 needed += d.size

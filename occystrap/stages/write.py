@@ -4,18 +4,21 @@ end of the line for admission: an image leaving here frees a slot for resolve.""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from threading import Semaphore
 
 import msgspec
 
 from occystrap.errors import OccystrapError
+from occystrap.filters import FilterChain
+from occystrap.filters.inspect import history
 from occystrap.formats.base import Writer
 from occystrap.layercache import LayerCache
 from occystrap.layercache import key as cache_key
 from occystrap.messages import ImageDone, ImageFailed, ImagePlan, LayerDesc, Shutdown
 from occystrap.stages.base import StageIO
-from occystrap.transform import NewDescriptor, rewrite_index, rewrite_manifest
+from occystrap.transform import NewDescriptor, rewrite_config, rewrite_index, rewrite_manifest
 
 
 @dataclass
@@ -30,14 +33,24 @@ class _Image:
 
 
 def with_new_digests(plan: ImagePlan, layers: list[LayerDesc],
-                     children: dict[str, NewDescriptor]) -> ImagePlan:
-    """The plan as published: its own, unless --compression re-encoded layers (or the
-    children of an index), which gives the manifest new bytes and a new digest."""
-    if any(layer.source_digest for layer in layers):
+                     children: dict[str, NewDescriptor],
+                     chain: FilterChain | None = None) -> ImagePlan:
+    """The plan as published: its own, unless --compression or filters gave layers (or the
+    children of an index) new bytes, which gives the manifest new bytes and a new digest.
+    Filters that rewrite layers also give the config new diff_ids, and so a new digest."""
+    config = None
+    if chain is not None and chain.rewrites and plan.config:
+        diff_ids = [la.diff_id or old for la, old in zip(layers, plan.diff_ids, strict=True)]
+        body, digest = rewrite_config(plan.config, diff_ids, chain.rewrite_config)
+        config = NewDescriptor(digest, len(body), plan.config_media_type)
+        plan = msgspec.structs.replace(plan, config=body, config_digest=digest,
+                                       diff_ids=diff_ids)
+    if config is not None or any(layer.source_digest for layer in layers):
         target = "zstd" if any(layer.compression == "zstd" for layer in layers) else None
         body, media_type, digest = rewrite_manifest(
             plan.manifest, plan.manifest_media_type,
-            [NewDescriptor(la.digest, la.size, la.media_type) for la in layers], target)
+            [NewDescriptor(la.digest, la.size, la.media_type) for la in layers], target,
+            config)
     elif children:
         body, media_type, digest = rewrite_index(plan.manifest, plan.manifest_media_type,
                                                  children)
@@ -68,11 +81,41 @@ def remember(cache: LayerCache | None, layers: list[LayerDesc], level: int | Non
     return ""
 
 
+def inspect_line(plan: ImagePlan, layers: list[LayerDesc]) -> dict[str, object]:
+    """The inspect filter's line for one image as written."""
+    doc = json.loads(plan.config)
+    return {
+        "name": plan.repo_tag or plan.source,
+        "source": plan.source,
+        "digest": plan.manifest_digest,
+        "platform": "/".join(filter(None, (doc.get("os"), doc.get("architecture"),
+                                           doc.get("variant")))),
+        "layers": history(doc, [(la.digest, max(la.uncompressed_size, 0)) for la in layers],
+                          plan.config_digest, [plan.repo_tag] if plan.repo_tag else []),
+    }
+
+
 def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None = None,
-        level: int | None = None) -> None:
+        level: int | None = None, chain: FilterChain | None = None) -> None:
     images: dict[int, _Image] = {}
     parent_of: dict[int, int] = {}
     finished = 0
+    chain = chain or FilterChain()
+    inspect_errors: dict[int, str] = {}  # top-level image → why its report was not written
+
+    def report(plan: ImagePlan, layers: list[LayerDesc]) -> None:
+        """The inspect filters' lines; a report that cannot be written fails the image's
+        outcome (the copy itself stands)."""
+        if not chain.inspects or not plan.config:
+            return
+        line = inspect_line(plan, layers)
+        for inspect in chain.inspects:
+            try:
+                inspect.append(line)
+            except OSError as exc:
+                top = plan.parent if plan.parent >= 0 else plan.image_id
+                inspect_errors[top] = (f"copied, but the inspect report could not be "
+                                       f"written to {inspect.file}: {exc.strerror}")
 
     def fail(image_id: int, source: str, stage: str, reason: str) -> None:
         if image_id in io.failed:
@@ -99,8 +142,11 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
         if len(image.layers) < plan.layer_count or image.waiting:
             return
         layers = [image.layers[i] for i in range(plan.layer_count)]
-        plan = with_new_digests(plan, layers, image.children_changed)
+        plan = with_new_digests(plan, layers, image.children_changed, chain)
+        if chain.rewrites:
+            writer.add_config(plan)  # the config as rewritten
         where = writer.finish_image(plan, [layer.digest for layer in layers])
+        report(plan, layers)
         cache_note = remember(cache, layers, level)
         images.pop(plan.image_id)
         parent = images.get(parent_of.get(plan.image_id, -1))
@@ -114,10 +160,16 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
             parent.skipped += image.skipped
             maybe_finish(parent)
             return
+        if plan.image_id in inspect_errors:
+            io.tell(ImageFailed(image_id=plan.image_id, source=plan.source, stage="write",
+                                reason=inspect_errors.pop(plan.image_id)))
+            admit.release()
+            return
         finished += 1
         notes = [writer.detail(plan), cache_note]
         if plan.manifest_digest != source_plan.manifest_digest:
-            notes.append(f"layers re-encoded: new manifest digest (source's was "
+            how = "filtered" if chain.rewrites else "re-encoded"
+            notes.append(f"layers {how}: new manifest digest (source's was "
                          f"{source_plan.manifest_digest})")
         detail = ", ".join(filter(None, notes))
         io.tell(ImageDone(
@@ -147,6 +199,8 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
                     for child in msg.children:
                         parent_of[child] = image_id
                     writer.begin_image(msg)
+                    if not chain.rewrites:
+                        writer.add_config(msg)
                 elif isinstance(msg, LayerDesc):
                     image = images[image_id]
                     writer.add_layer(image.plan, msg)

@@ -64,6 +64,7 @@ def test_docker_archive(tmp_path):
     for path in spools:
         os.unlink(path)
     w.begin_image(plan)
+    w.add_config(plan)
     for d in reversed(descs):  # any order
         w.add_layer(plan, d)
     assert not out.exists()  # nothing visible until close
@@ -93,7 +94,9 @@ def test_docker_archive_failed_image_is_disowned(tmp_path):
     fetch_in_place(planner, good, good_descs)
     fetch_in_place(planner, bad, bad_descs)
     w.begin_image(good)
+    w.add_config(good)
     w.begin_image(bad)
+    w.add_config(bad)
     w.add_layer(good, good_descs[0])
     w.add_layer(bad, bad_descs[0])
     w.finish_image(good, [good_descs[0].digest])
@@ -113,6 +116,7 @@ def test_docker_archive_legacy(tmp_path):
     plan, descs = make_plan(tmp_path, [b"a" * 1000, b"b" * 5000])
     w = DockerArchiveWriter(str(out), legacy=True, token="t")
     w.begin_image(plan)
+    w.add_config(plan)
     for d in reversed(descs):
         w.add_layer(plan, d)
     w.finish_image(plan, [d.digest for d in descs])
@@ -130,6 +134,7 @@ def test_docker_archive_failure_leaves_nothing(tmp_path):
     plan, descs = make_plan(tmp_path, [b"a" * 1000])
     w = DockerArchiveWriter(str(out), legacy=True, token="t")
     w.begin_image(plan)
+    w.add_config(plan)
     w.fail_image(plan)
     w.close(False)
     assert os.listdir(tmp_path) == [os.path.basename(descs[0].path)]
@@ -141,6 +146,7 @@ def test_oci_layout_shares_blobs_and_replaces_ref(tmp_path):
         plan, descs = make_plan(tmp_path, [b"shared", content], image_id=image_id)
         w = OCILayoutWriter(str(root), None, token="t")
         w.begin_image(plan)
+        w.add_config(plan)
         for d in descs:
             w.add_layer(plan, d)
         w.finish_image(plan, [d.digest for d in descs])
@@ -156,6 +162,7 @@ def test_directory_layout(tmp_path):
     plan, descs = make_plan(tmp_path, [b"l1", b"l2"])
     w = DirectoryWriter(str(root), unique_names=True, token="t")
     w.begin_image(plan)
+    w.add_config(plan)
     for d in descs:
         w.add_layer(plan, d)
     w.finish_image(plan, [d.digest for d in descs])
@@ -172,6 +179,7 @@ def test_directory_fail_removes_new_root(tmp_path):
     plan, descs = make_plan(tmp_path, [b"l1"])
     w = DirectoryWriter(str(root), unique_names=False, token="t")
     w.begin_image(plan)
+    w.add_config(plan)
     w.add_layer(plan, descs[0])
     w.fail_image(plan)
     w.close(False)

@@ -1,0 +1,107 @@
+"""Reading a layer's tar stream member by member, in bounded memory.
+
+`check`, `search` and the layer filters all read layers the same way: decompressed chunks
+from `layerio`, wrapped in a file-like object that hashes what passes (the sha256 of a
+decompressed layer is its diff_id), parsed by tarfile's stream mode. tarfile keeps every
+member it has seen in `TarFile.members`, which for a layer of a million files is a lot of
+memory; `members()` forgets each one once the caller is done with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+
+def normalize(name: str) -> str:
+    """A tar member name as a path relative to the root: no `./`, no leading `/`."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/").rstrip("/")
+
+
+class _Hashed:
+    """What passes through is hashed (sha256) and counted."""
+
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        raise NotImplementedError
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hasher.hexdigest()
+
+
+class HashingReader(_Hashed):
+    """A read-only file wrapper that hashes and counts what passes through it."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        super().__init__()
+        self.f = f
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.hasher.update(data)
+        self.count += len(data)
+        return data
+
+
+class ChunkReader(_Hashed):
+    """A file-like object over an iterator of byte chunks (for tarfile's stream mode),
+    hashing everything it hands out. `tee`, when given, also receives every chunk as it is
+    taken from the iterator: the bytes pass on unchanged while tarfile looks at them."""
+
+    def __init__(self, chunks: Iterator[bytes],
+                 tee: Callable[[bytes], object] | None = None) -> None:
+        super().__init__()
+        self.chunks = chunks
+        self.tee = tee
+        self.buffer = b""
+        self.pos = 0  # read position in buffer: no re-copying the tail on every small read
+
+    def read(self, n: int = -1) -> bytes:
+        parts = []
+        want = n
+        while want != 0:
+            if self.pos >= len(self.buffer):
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    break
+                if self.tee is not None:
+                    self.tee(chunk)
+                self.buffer, self.pos = chunk, 0
+            end = len(self.buffer) if want < 0 else min(len(self.buffer), self.pos + want)
+            parts.append(self.buffer[self.pos:end])
+            if want > 0:
+                want -= end - self.pos
+            self.pos = end
+        data = b"".join(parts)
+        self.hasher.update(data)
+        self.count += len(data)
+        return data
+
+
+def open_stream(fileobj: Any) -> tarfile.TarFile:
+    """tarfile's stream mode, with names decoded the way they are written back."""
+    return tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",  # type: ignore[call-overload]
+                        errors="surrogateescape")
+
+
+def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Each member in turn; its data may be read (`tar.extractfile`) until the next one.
+    Unlike iterating the TarFile, nothing is kept of the members already seen."""
+    while True:
+        member = tar.next()
+        tar.members.clear()
+        if member is None:
+            return
+        yield member

@@ -127,7 +127,8 @@ class LayerSink:
 
     def _emit(self, data: bytes) -> None:
         if data:
-            self.blob_hash.update(data)
+            if self._compress is not None:  # uncompressed, the blob is the diff: one hash
+                self.blob_hash.update(data)
             self._out.write(data)
             self.size += len(data)
 
@@ -143,8 +144,9 @@ class LayerSink:
                 self._emit(self._flush())
         finally:
             self._out.close()
-        return (f"sha256:{self.blob_hash.hexdigest()}", self.size,
-                f"sha256:{self.diff_hash.hexdigest()}")
+        diff_id = f"sha256:{self.diff_hash.hexdigest()}"
+        blob = f"sha256:{self.blob_hash.hexdigest()}" if self._compress is not None else diff_id
+        return blob, self.size, diff_id
 
     def abandon(self) -> None:
         self._out.close()

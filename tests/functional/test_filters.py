@@ -303,3 +303,22 @@ def test_a_layer_that_is_not_a_tar_fails_cleanly(occystrap_cli, registry, tmp_pa
     assert len(errors) == 1 and "cannot filter" in errors[0], r.stderr
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "work"]
+
+
+def test_a_huge_member_is_streamed(occystrap_cli, registry, tmp_path):
+    """A layer holding one 512 MiB file (of zeros, so it is small to fetch) is rewritten in
+    bounded memory: the compress stage never holds a member, let alone a layer."""
+    from tests.functional.test_faults import _gzip_bomb
+
+    push_image(registry.url, "filters/huge", "1", _gzip_bomb(tmp_path))
+    stats = tmp_path / "stats.json"
+    out = tmp_path / "layout"
+    r = occystrap_cli("--insecure", "--stats-file", str(stats), "process",
+                      f"registry://{registry.host}/filters/huge:1", f"oci://{out}",
+                      "-f", "normalize-timestamps", timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(stats.read_text())
+    compress = next(s for s in doc["stages"] if s["stage"] == "compress")
+    assert compress["peak_rss"] < 120e6, compress
+    assert doc["peak_pss_total"] < 150e6
+    check_ok(occystrap_cli, f"oci://{out}")

@@ -132,3 +132,17 @@ def test_podman_socket_both_ways(occystrap_cli, sample_images, tmp_path):
         service.terminate()
         service.wait(20)
         shutil.rmtree(run_root, ignore_errors=True)
+
+
+def test_filtered_image_loads_into_docker(occystrap_cli, docker_engine, sample_images,
+                                          tmp_path):
+    """A filtered image straight into the engine: its own loader accepts the rewritten
+    layers and config (the diff_ids it computes match the config's)."""
+    s = sample_images["docker"]
+    ok(occystrap_cli("--insecure", "process", s.uri,
+                     f"docker://occy/normalized:1?socket={docker_engine}",
+                     "-f", "normalize-timestamps:config=true", "-f", "exclude:pattern=var/cache"))
+    info = api(docker_engine, "/images/occy/normalized:1/json")
+    assert info["Created"].startswith("1970-01-01T00:00:00")
+    assert len(info["RootFS"]["Layers"]) == len(s.built.layers)
+    assert info["RootFS"]["Layers"] != [b.diff_id for b in s.built.layers]

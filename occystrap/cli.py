@@ -230,6 +230,8 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     occystrap -j 8 --stats json process registry://HOST/NAME:TAG dir:///tmp/out
     occystrap -J 6 process 'registry://src.example/team/*:latest' registry://dst.example/mirror
     occystrap process --from-file images.txt --shard 0/3 registry://dst.example/mirror
+    occystrap process registry://HOST/NAME:TAG tar:///tmp/app.tar \\
+        -f normalize-timestamps:config=true -f 'exclude:pattern=*.pyc;var/cache'
     """
     from occystrap import pipeline, stats
 

@@ -12,8 +12,10 @@ byte is written twice; the writer only fills in headers and appends the metadata
 An image that fails leaves its regions behind under `blobs/unused/…` names that nothing
 references, which keeps the archive valid.
 
-Legacy shape, or layers re-encoded with --compression: sizes are only known once the
-layer is written, so layers are spooled and appended with sendfile as they arrive.
+Legacy shape, or layers re-encoded with --compression or filters: sizes are only known once
+the layer is written, so layers are spooled and appended with sendfile, in manifest order
+(a layer that finishes early waits in its spool file), so one image gives the same archive
+bytes however its downloads interleave.
 
 Either way the archive is written to a temp name beside the destination and renamed into
 place only when complete.
@@ -26,7 +28,7 @@ import os
 from typing import Any
 
 from occystrap.errors import DestinationError
-from occystrap.formats.base import Writer, hex_of
+from occystrap.formats.base import Writer, hex_of, unlink_quietly
 from occystrap.formats.daemon import LoadStream, check_zstd_support
 from occystrap.formats.ocilayout import IMAGE_NAME, OCI_LAYOUT, REF_NAME
 from occystrap.formats.tarstream import TarStream, header, padding
@@ -99,7 +101,12 @@ class DockerArchiveWriter(Writer):
                 raise DestinationError(f"cannot write tarball {path}: {exc.strerror}") from None
             self._fd = self._file.fileno()
         self._tar = TarStream(self._file)
-        self._members: set[str] = set()  # legacy: names already appended
+        self._members: set[str] = set()  # spooled: names already appended
+        # spooled: layers that arrived before an earlier layer of their image, held (as the
+        # spool files they already are) so members go in manifest order and the same image
+        # gives the same bytes whatever order its downloads finish in
+        self._waiting: dict[int, dict[int, LayerDesc]] = {}
+        self._next: dict[int, int] = {}
         self._end = 0  # in place: the end of every region planned so far
         self._users: dict[int, set[int]] = {}  # in place: region offset → images using it
         self._images: list[tuple[ImagePlan, list[str]]] = []
@@ -180,6 +187,15 @@ class DockerArchiveWriter(Writer):
             self._fill(plan.regions[1 + layer.index])
             return
         self._guard()
+        waiting = self._waiting.setdefault(plan.image_id, {})
+        waiting[layer.index] = layer
+        index = self._next.get(plan.image_id, 0)
+        while index in waiting:
+            self._append_layer(waiting.pop(index))
+            index += 1
+        self._next[plan.image_id] = index
+
+    def _append_layer(self, layer: LayerDesc) -> None:
         name = self._layer_name(layer.digest)
         if name not in self._members:
             try:
@@ -195,12 +211,17 @@ class DockerArchiveWriter(Writer):
             self._fill(plan.regions[-1], plan.manifest)
         elif not self.legacy:
             self._append_bytes(blob_name(plan.manifest_digest), plan.manifest)
+        self._next.pop(plan.image_id, None)
+        self._waiting.pop(plan.image_id, None)  # empty: every layer is in
         self._images.append((plan, list(layers)))
         if self.stream is not None:
             return f"docker://{self.repo_tag or plan.repo_tag or plan.config_digest}"
         return f"tar://{self.path}"
 
     def fail_image(self, plan: ImagePlan) -> None:
+        self._next.pop(plan.image_id, None)
+        for layer in self._waiting.pop(plan.image_id, {}).values():
+            unlink_quietly(layer.path)
         # Legacy: bytes already streamed stay as unreferenced members. In place: every
         # region only this image used is renamed to an unused name, whatever its bytes are.
         for region in plan.regions:

@@ -37,7 +37,9 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
     not already in that compression. `chain`: the filters every layer goes through."""
     pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="compress")
     docker_manifest: dict[int, bool] = {}
-    plans: dict[int, ImagePlan] = {}
+    # per image, for the search filter's reports: (top-level image, name, tag); small, so a
+    # long bulk run can keep them all
+    labels: dict[int, tuple[int, str, str]] = {}
     chain = chain or FilterChain()
 
     def convert(layer: LayerDesc, out: str, verb: str, work: Callable[[], str],
@@ -108,14 +110,12 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
         if not convert(layer, out or "", "filter", work, drop_input=out is not None):
             return
         result = made[0]
-        plan = plans[layer.image_id]
         for position, hits in result.hits.items():
             if hits:
-                io.tell(SearchHits(
-                    image_id=layer.image_id, top=plan.parent if plan.parent >= 0 else
-                    plan.image_id, position=position, name=plan.name or "",
-                    tag=plan.tag or plan.manifest_digest, index=layer.index,
-                    layer=layer.digest, hits=hits))
+                top, name, tag = labels[layer.image_id]
+                io.tell(SearchHits(image_id=layer.image_id, top=top, position=position,
+                                   name=name, tag=tag, index=layer.index, layer=layer.digest,
+                                   hits=hits))
         layer.uncompressed_size = result.plain_size
         if out is not None:
             layer.path, layer.offset = out, -1
@@ -130,20 +130,37 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
 
     def on_plan(plan: ImagePlan) -> None:
         docker_manifest[plan.image_id] = plan.manifest_media_type == DOCKER_MANIFEST
-        plans[plan.image_id] = plan
+        if chain.searches:
+            labels[plan.image_id] = (plan.parent if plan.parent >= 0 else plan.image_id,
+                                     plan.name or "", plan.tag or plan.manifest_digest)
+
+    crashed: list[BaseException] = []
+
+    def guarded(work: Callable[[LayerDesc], None], layer: LayerDesc) -> None:
+        """A bug in a worker must not make a layer vanish silently (an executor keeps the
+        exception in a future nobody reads): fail the image now, crash the stage at the end
+        so the run reports an internal error with its traceback."""
+        try:
+            work(layer)
+        except BaseException as exc:
+            crashed.append(exc)
+            io.fail_layer(layer, f"internal error in the compress stage: "
+                                 f"{type(exc).__name__}: {exc}")
 
     def on_layer(layer: LayerDesc) -> None:
         if layer.present:
             io.put(layer)
         elif chain:
-            pool.submit(run_filters, layer)
+            pool.submit(guarded, run_filters, layer)
         elif uncompress:
-            pool.submit(decompress, layer)
+            pool.submit(guarded, decompress, layer)
         elif wants_recompression(layer, target):
-            pool.submit(recompress, layer)
+            pool.submit(guarded, recompress, layer)
         else:
             io.put(layer)
 
     io.relay(on_layer, on_plan)
     pool.shutdown(wait=True)
+    if crashed:
+        raise crashed[0]
     io.put(Shutdown())

@@ -217,6 +217,11 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
                     io.drop(msg)
                 source = images[image_id].plan.source if image_id in images else "?"
                 fail(image_id, source, "write", _describe(exc))
+        # Every image sent has an outcome by now, unless a stage lost a layer (a bug): say
+        # so rather than end the run as if the image had never been asked for.
+        for image_id in [i for i in images if i not in parent_of]:
+            fail(image_id, images[image_id].plan.source, "write",
+                 "internal error: the run ended before all its layers arrived")
         ok = finished > 0
     finally:
         writer.close(ok)

@@ -72,6 +72,7 @@ class StageIO:
         self.failed: set[int] = set()
         self.sources: dict[int, str] = {}  # image id → its source URI, for messages
         self.busy_override: float | None = None  # for stages whose work is in threads
+        self.crashed: list[BaseException] = []  # bugs met in worker threads (see guard)
         self._lock = threading.Lock()
 
     def get(self) -> Message:
@@ -232,6 +233,22 @@ class StageIO:
                     self.drop(msg)
                 else:
                     on_layer(msg)
+
+    def guard(self, work: Callable[[LayerDesc], None], layer: LayerDesc) -> None:
+        """Run `work(layer)` in a worker thread. A bug there must not make the layer vanish
+        silently (an executor keeps the exception in a future nobody reads, and the image
+        would never complete): fail the image now, and `raise_crashed` ends the stage with
+        it so the run reports an internal error with its traceback."""
+        try:
+            work(layer)
+        except BaseException as exc:
+            self.crashed.append(exc)
+            self.fail_layer(layer, f"internal error in the {self.name} stage: "
+                                   f"{type(exc).__name__}: {exc}")
+
+    def raise_crashed(self) -> None:
+        if self.crashed:
+            raise self.crashed[0]
 
     def fail_layer(self, layer: LayerDesc, reason: str) -> None:
         """This layer is bad: drop it and fail its image."""

@@ -134,33 +134,19 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
             labels[plan.image_id] = (plan.parent if plan.parent >= 0 else plan.image_id,
                                      plan.name or "", plan.tag or plan.manifest_digest)
 
-    crashed: list[BaseException] = []
-
-    def guarded(work: Callable[[LayerDesc], None], layer: LayerDesc) -> None:
-        """A bug in a worker must not make a layer vanish silently (an executor keeps the
-        exception in a future nobody reads): fail the image now, crash the stage at the end
-        so the run reports an internal error with its traceback."""
-        try:
-            work(layer)
-        except BaseException as exc:
-            crashed.append(exc)
-            io.fail_layer(layer, f"internal error in the compress stage: "
-                                 f"{type(exc).__name__}: {exc}")
-
     def on_layer(layer: LayerDesc) -> None:
         if layer.present:
             io.put(layer)
         elif chain:
-            pool.submit(guarded, run_filters, layer)
+            pool.submit(io.guard, run_filters, layer)
         elif uncompress:
-            pool.submit(guarded, decompress, layer)
+            pool.submit(io.guard, decompress, layer)
         elif wants_recompression(layer, target):
-            pool.submit(guarded, recompress, layer)
+            pool.submit(io.guard, recompress, layer)
         else:
             io.put(layer)
 
     io.relay(on_layer, on_plan)
     pool.shutdown(wait=True)
-    if crashed:
-        raise crashed[0]
+    io.raise_crashed()
     io.put(Shutdown())

@@ -184,6 +184,12 @@ def run(io: StageIO, config: Config, spool: str) -> None:
             io.fail(layer.image_id, plan.source, str(exc))
             forget(layer.image_id)
             return
+        except BaseException as exc:  # a bug: free the waiters, then io.guard reports it
+            blobs.withdraw(mine, exc)
+            if not in_place:
+                unlink_quietly(path)
+            forget(layer.image_id)
+            raise
         if layer.image_id in io.failed:
             if not in_place:
                 unlink_quietly(path)
@@ -208,7 +214,7 @@ def run(io: StageIO, config: Config, spool: str) -> None:
             io.put(layer)
             settle(image)
             return
-        image.futures.append(image.pool.submit(download, image, layer))
+        image.futures.append(image.pool.submit(io.guard, lambda la: download(image, la), layer))
 
     try:
         io.relay(on_layer, on_plan, lambda failed: forget(failed.image_id))
@@ -216,6 +222,7 @@ def run(io: StageIO, config: Config, spool: str) -> None:
             pending = list(images.values())
         for image in pending:
             image.pool.shutdown(wait=True)
+        io.raise_crashed()
         io.put(Shutdown())
     finally:
         clients.close()

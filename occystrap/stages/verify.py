@@ -56,11 +56,12 @@ def run(io: StageIO, config: Config) -> None:
 
     def on_layer(layer: LayerDesc) -> None:
         if pool is not None and not layer.present:
-            pool.submit(handle, layer)  # decompression: off the loop, two at a time
+            pool.submit(io.guard, handle, layer)  # decompression: off the loop, two at a time
         else:
             handle(layer)
 
     io.relay(on_layer)
     if pool is not None:
         pool.shutdown(wait=True)
+    io.raise_crashed()
     io.put(Shutdown())

@@ -240,6 +240,9 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
         inspect.check_writable()
     config = replace(build_config(_merge(obj, after)), shard=_parse_shard(shard),
                      fail_fast=fail_fast, bulk=from_file is not None, filters=chain)
+    if chain.searches and config.stats == "json" and not config.stats_file:
+        raise UsageError("a search filter and --stats json both write to stdout: "
+                         "use --stats-file FILE for the statistics")
     jobs = _jobs(uris, from_file)
     results = []
     # Live progress only for a person watching: stderr a terminal, and not --quiet.
@@ -302,6 +305,8 @@ def _print_search_results(chain: FilterChain, results: list[Any]) -> None:
         done = {d.image_id for d in result.done}
         found += sorted((h for h in result.search_hits if h.top in done),
                         key=lambda h: (h.image_id, h.index))
+    if not found and not any(r.done for r in results):
+        return  # nothing was searched
     searches = chain.searches
     for position, search in searches:
         if len(searches) > 1 and not search.script_friendly:

@@ -90,10 +90,28 @@ class ChunkReader(_Hashed):
         return data
 
 
+class CorruptTar(tarfile.TarError):
+    """A header that is not one, or a stream that ends inside a header."""
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile takes a bad header after the first for the end of the archive and stops
+    quietly: a layer damaged in the middle would read as a shorter, valid one. This raises
+    instead (an exception that is not a tarfile.HeaderError passes through `next()`)."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        try:
+            return super().fromtarfile(tar)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+            raise CorruptTar(f"bad tar header at offset {tar.offset}: {exc}") from None
+
+
 def open_stream(fileobj: Any) -> tarfile.TarFile:
-    """tarfile's stream mode, with names decoded the way they are written back."""
+    """tarfile's stream mode, strict about headers, with names decoded the way they are
+    written back."""
     return tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",  # type: ignore[call-overload]
-                        errors="surrogateescape")
+                        errors="surrogateescape", tarinfo=_StrictTarInfo)
 
 
 def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

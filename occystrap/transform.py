@@ -70,6 +70,11 @@ def rewrite_manifest(body: bytes, media_type: str, layers: Sequence[NewDescripto
         doc["mediaType"] = mt.OCI_MANIFEST
         doc["config"]["mediaType"] = mt.OCI_CONFIG
     for entry, new in zip(doc["layers"], layers, strict=True):
+        if entry["digest"] != new.digest:
+            # They described the old blob: eStargz and zstd:chunked offsets, where a foreign
+            # layer could be downloaded.
+            entry.pop("annotations", None)
+            entry.pop("urls", None)
         entry["digest"] = new.digest
         entry["size"] = new.size
         entry["mediaType"] = (mt.OCI_LAYER_GZIP if to_oci and new.media_type ==

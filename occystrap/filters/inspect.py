@@ -10,6 +10,7 @@ config digest); the others are `<missing>`, as `docker history` shows for pulled
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -23,20 +24,31 @@ class Inspect:
     file: str
 
     def check_writable(self) -> None:
-        """Before a byte moves: a run that cannot write its report should not start."""
-        try:
-            with open(self.file, "a"):
-                pass
-        except OSError as exc:
-            raise UsageError(f"inspect filter: cannot write {self.file}: "
-                             f"{exc.strerror}") from None
+        """Before a byte moves: a run that cannot write its report should not start (and
+        the check leaves no empty file behind)."""
+        if os.path.isdir(self.file):
+            why = "it is a directory"
+        elif os.path.exists(self.file):
+            why = "" if os.access(self.file, os.W_OK) else "permission denied"
+        else:
+            parent = os.path.dirname(os.path.abspath(self.file))
+            why = ("no such directory" if not os.path.isdir(parent) else
+                   "" if os.access(parent, os.W_OK | os.X_OK) else "permission denied")
+        if why:
+            raise UsageError(f"inspect filter: cannot write {self.file}: {why}")
 
     def append(self, line: dict[str, Any]) -> None:
-        """One write of one whole line with O_APPEND: concurrent runs never interleave."""
+        """One write of one whole line with O_APPEND: concurrent runs never interleave. A
+        short write (a full disk) is undone when nobody appended since, and raised."""
         data = (json.dumps(line, sort_keys=True) + "\n").encode()
         fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, data)
+            before = os.fstat(fd).st_size
+            written = os.write(fd, data)
+            if written != len(data):
+                if os.fstat(fd).st_size == before + written:
+                    os.ftruncate(fd, before)
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
         finally:
             os.close(fd)
 

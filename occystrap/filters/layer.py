@@ -28,8 +28,9 @@ from occystrap.messages import SearchHit
 from occystrap.tarmembers import ChunkReader, members, normalize, open_stream
 
 #: PAX records that tarfile rewrites from the member's own fields, or that describe an
-#: encoding the rewritten member no longer has
-MIRRORED = frozenset({"path", "linkpath", "size", "uid", "gid", "uname", "gname", "mtime",
+#: encoding the rewritten member no longer has. Not "mtime": a source's record is kept
+#: verbatim (tarfile's float would round nanoseconds); normalize-timestamps drops it.
+MIRRORED = frozenset({"path", "linkpath", "size", "uid", "gid", "uname", "gname",
                       "hdrcharset"})
 BLOCK = tarfile.BLOCKSIZE
 
@@ -73,15 +74,16 @@ def _write_member(sink: layerio.LayerSink, tar: tarfile.TarFile,
     member.pax_headers = {k: v for k, v in member.pax_headers.items()
                           if k not in MIRRORED and not k.startswith("GNU.sparse.")}
     has_data = member.isreg()
+    # Opened before the member is turned into a regular file: tarfile reads a sparse
+    # member's data through its sparse map, and gives it back whole.
+    data = tar.extractfile(member) if has_data else None
     if member.issparse():
         member.type, member.sparse = tarfile.REGTYPE, None
     if not has_data:
         member.size = 0
     sink.write(member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-    if not has_data:
+    if data is None:
         return
-    data = tar.extractfile(member)
-    assert data is not None
     copied = 0
     while chunk := data.read(layerio.CHUNK):
         sink.write(chunk)

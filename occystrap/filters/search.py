@@ -87,6 +87,12 @@ def text_lines(matches: Iterator[Match]) -> Iterator[str]:
     yield f"Found {count} matches in {layers} layers."
 
 
+def printable(name: str) -> str:
+    """A name that is not UTF-8 (decoded with surrogateescape) with its odd bytes as \\xNN:
+    it can travel as msgpack and be printed."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class Search:
     pattern: str
@@ -102,15 +108,34 @@ class Search:
         if not self.match(path):
             return None
         link = member.linkname if member.issym() or member.islnk() else None
-        return SearchHit(path=path, type=kind(member), size=member.size, target=link)
+        return SearchHit(path=printable(path), type=kind(member), size=member.size,
+                         target=printable(link) if link is not None else None)
 
 
 def report(search: Search, position: int, found: Iterable[SearchHits]) -> Iterator[str]:
     """The lines to print for the search filter at `position` of the chain, from `found`
-    in the order given."""
-    matches = (Match(h.name or "-", h.tag, h.layer, hit.path, hit.type, hit.size, hit.target)
-               for h in found if h.position == position for hit in h.hits)
-    if search.script_friendly:
-        yield from (script_line(m) for m in matches)
-    else:
-        yield from text_lines(matches)
+    in the order given: script lines, or text grouped by image, then by layer."""
+    seen: set[tuple[str, str, str]] = set()  # (image, tag, layer): once, however many runs
+    count = layers = 0
+    image = None
+    for h in found:
+        key = (h.name, h.tag, h.layer)
+        if h.position != position or key in seen:
+            continue
+        seen.add(key)
+        layers += 1
+        for hit in h.hits:
+            m = Match(h.name or "-", h.tag, h.layer, hit.path, hit.type, hit.size, hit.target)
+            count += 1
+            if search.script_friendly:
+                yield script_line(m)
+                continue
+            if (m.image, m.tag) != image:
+                image = (m.image, m.tag)
+                yield f"Image: {m.image}:{m.tag}"
+            link = f" -> {m.target}" if m.target is not None else ""
+            if hit is h.hits[0]:
+                yield f"  Layer: {m.layer}"
+            yield f"    {m.path}{link} ({m.type}, {m.size} bytes)"
+    if not search.script_friendly:
+        yield f"Found {count} matches in {layers} layers."

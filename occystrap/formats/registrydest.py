@@ -121,9 +121,10 @@ class RegistryWriter(Writer):
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         if layer.present:
             return
-        # resolve HEADed every layer already, except those re-encoded since (new digests)
+        # resolve HEADed every layer already, except those re-encoded since (new digests) and
+        # all of them when filters are given (they read every layer, present or not)
         self._submit(plan, self._push_blob, plan, layer.digest, layer.size, layer.path,
-                     layer.offset, bool(layer.source_digest))
+                     layer.offset, bool(layer.source_digest or self.config.filters))
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         reference = target_reference(plan)

@@ -131,8 +131,10 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
     def on_plan(plan: ImagePlan) -> None:
         docker_manifest[plan.image_id] = plan.manifest_media_type == DOCKER_MANIFEST
         if chain.searches:
-            labels[plan.image_id] = (plan.parent if plan.parent >= 0 else plan.image_id,
-                                     plan.name or "", plan.tag or plan.manifest_digest)
+            # A platform of an index is reported under the index's name and tag.
+            top, name, tag = labels.get(plan.parent, (plan.image_id, plan.name or "",
+                                                      plan.tag or plan.manifest_digest))
+            labels[plan.image_id] = (top, name, tag)
 
     def on_layer(layer: LayerDesc) -> None:
         if layer.present:

@@ -53,7 +53,9 @@ class _BusyClock:
 
 
 def spool_path(spool: str, layer: LayerDesc) -> str:
-    return os.path.join(spool, f"{layer.image_id}-{layer.digest.split(':', 1)[1]}")
+    """Per image and position: an image may list one blob twice (old images often repeat
+    the empty layer), and each position's file is consumed on its own."""
+    return os.path.join(spool, f"{layer.image_id}-{layer.index}-{layer.digest.split(':', 1)[1]}")
 
 
 class SharedBlobs:

@@ -101,26 +101,33 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
     parent_of: dict[int, int] = {}
     finished = 0
     chain = chain or FilterChain()
-    inspect_errors: dict[int, str] = {}  # top-level image → why its report was not written
+    # top-level image → the inspect filters' lines for it and its platforms, written once
+    # the whole image is published (a platform's sibling may still fail the index)
+    inspect_lines: dict[int, list[dict[str, object]]] = {}
 
-    def report(plan: ImagePlan, layers: list[LayerDesc]) -> None:
-        """The inspect filters' lines; a report that cannot be written fails the image's
-        outcome (the copy itself stands)."""
-        if not chain.inspects or not plan.config:
-            return
-        line = inspect_line(plan, layers)
+    def report(plan: ImagePlan, layers: list[LayerDesc], where: str) -> None:
+        if chain.inspects and plan.config:
+            top = plan.parent if plan.parent >= 0 else plan.image_id
+            inspect_lines.setdefault(top, []).append(
+                {**inspect_line(plan, layers), "destination": where})
+
+    def write_report(image_id: int) -> str:
+        """Append the image's inspect lines; returns why they could not be, if so."""
+        lines = inspect_lines.pop(image_id, [])
         for inspect in chain.inspects:
-            try:
-                inspect.append(line)
-            except OSError as exc:
-                top = plan.parent if plan.parent >= 0 else plan.image_id
-                inspect_errors[top] = (f"copied, but the inspect report could not be "
-                                       f"written to {inspect.file}: {exc.strerror}")
+            for line in lines:
+                try:
+                    inspect.append(line)
+                except OSError as exc:
+                    return (f"copied, but the inspect report could not be written to "
+                            f"{inspect.file}: {exc.strerror}")
+        return ""
 
     def fail(image_id: int, source: str, stage: str, reason: str) -> None:
         if image_id in io.failed:
             return
         io.failed.add(image_id)
+        inspect_lines.pop(image_id, None)
         image = images.pop(image_id, None)
         if image is not None:
             try:
@@ -146,7 +153,7 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
         if chain.rewrites:
             writer.add_config(plan)  # the config as rewritten
         where = writer.finish_image(plan, [layer.digest for layer in layers])
-        report(plan, layers)
+        report(plan, layers, where)
         cache_note = remember(cache, layers, level)
         images.pop(plan.image_id)
         parent = images.get(parent_of.get(plan.image_id, -1))
@@ -160,12 +167,13 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
             parent.skipped += image.skipped
             maybe_finish(parent)
             return
-        if plan.image_id in inspect_errors:
+        finished += 1  # published: a tarball holding it is kept, whatever follows
+        report_error = write_report(plan.image_id)
+        if report_error:
             io.tell(ImageFailed(image_id=plan.image_id, source=plan.source, stage="write",
-                                reason=inspect_errors.pop(plan.image_id)))
+                                reason=report_error))
             admit.release()
             return
-        finished += 1
         notes = [writer.detail(plan), cache_note]
         if plan.manifest_digest != source_plan.manifest_digest:
             how = "filtered" if chain.rewrites else "re-encoded"

@@ -248,3 +248,36 @@ def test_https_by_default(occystrap_cli, sample_images, tmp_path):
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and s.host in r.stderr
     assert sorted(os.listdir(tmp_path)) == ["home"]
+
+
+@pytest.mark.parametrize("dest", ["oci://{tmp}/layout", "tar://{tmp}/a.tar",
+                                  "tar://{tmp}/b.tar?format=v1.2", "dir://{tmp}/dir",
+                                  "registry://{host}/twice/copy:1"])
+def test_an_image_that_lists_a_layer_twice(occystrap_cli, registry, sample_images, tmp_path,
+                                           dest):
+    """Old images repeat a layer (the empty one, often): each position is its own layer."""
+    import hashlib
+
+    from tools.imagebuilder import DOCKER_CONFIG, DOCKER_MANIFEST, Blob, BuiltImage, push_image
+
+    s = sample_images["docker"]
+    layers = [s.built.layers[0], s.built.layers[1], s.built.layers[0]]
+    config_bytes = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [la.diff_id for la in layers]}}).encode()
+    (tmp_path / "config").write_bytes(config_bytes)
+    config = Blob("sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(config_bytes),
+                  str(tmp_path / "config"), DOCKER_CONFIG)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+                           "config": config.descriptor(),
+                           "layers": [la.descriptor() for la in layers]}).encode()
+    push_image(registry.url, "twice/src", "1", BuiltImage(
+        manifest, DOCKER_MANIFEST, "sha256:" + hashlib.sha256(manifest).hexdigest(), config,
+        layers))
+    target = dest.format(tmp=tmp_path, host=registry.host)
+    for extra in ([], ["-f", "normalize-timestamps"]):
+        r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/twice/src:1",
+                          target, *extra)
+        assert r.returncode == 0, r.stderr
+        check = target.split("?")[0] if "v1.2" in target else target
+        r = occystrap_cli("--insecure", "check", check)
+        assert r.returncode == 0, r.stdout + r.stderr

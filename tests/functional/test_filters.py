@@ -156,7 +156,8 @@ def test_search_reports_and_passes_layers_through(occystrap_cli, sample_images, 
     r = occystrap_cli("--insecure", "process", s.uri, f"tar://{out}",
                       "-f", "search:pattern=*.txt")
     assert r.returncode == 0, r.stderr
-    assert "var/cache/new.txt (file, 33 bytes)" in r.stdout
+    assert r.stdout.startswith(f"Image: library/app:1.0\n  Layer: {s.built.layers[0].digest}\n")
+    assert "    var/cache/new.txt (file, 33 bytes)" in r.stdout
     assert "data/ünïcödé-名前.txt" in r.stdout
     assert r.stdout.rstrip().endswith("Found 4 matches in 2 layers.")
     info = json.loads(skopeo("inspect", f"docker-archive:{out}").stdout)
@@ -183,6 +184,25 @@ def test_search_after_exclude_sees_the_rewritten_layer(occystrap_cli, sample_ima
     assert r.stdout.strip() == "Found 0 matches in 0 layers."
 
 
+def test_an_inspect_report_that_cannot_be_written(occystrap_cli, sample_images, tmp_path):
+    """A full disk under the report: the image says so and the run exits 1, but the copy,
+    which is complete, is kept."""
+    s = sample_images["docker"]
+    out = tmp_path / "app.tar"
+    r = occystrap_cli("--insecure", "process", s.uri, f"tar://{out}",
+                      "-f", "inspect:file=/dev/full")
+    assert r.returncode == 1
+    assert "copied, but the inspect report could not be written to /dev/full" in r.stderr
+    assert out.exists()
+    check_ok(occystrap_cli, f"tar://{out}")
+
+
+def test_search_and_json_stats_do_not_share_stdout(occystrap_cli, tmp_path):
+    r = occystrap_cli("--stats", "json", "process", "registry://127.0.0.1:1/a:1",
+                      f"tar://{tmp_path / 'a.tar'}", "-f", "search:pattern=x")
+    assert r.returncode == 2 and "use --stats-file" in r.stderr
+
+
 def test_inspect_appends_a_history_line_per_image(occystrap_cli, sample_images, tmp_path):
     s = sample_images["docker"]
     report = tmp_path / "history.jsonl"
@@ -191,7 +211,10 @@ def test_inspect_appends_a_history_line_per_image(occystrap_cli, sample_images, 
                           "-f", f"inspect:file={report}")
         assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in report.read_text().splitlines()]
-    assert len(lines) == 2 and lines[0] == lines[1]
+    assert len(lines) == 2
+    assert [line.pop("destination") for line in lines] == [
+        f"oci://{tmp_path / f'l{n}'}:1.0" for n in range(2)]
+    assert lines[0] == lines[1]
     doc = lines[0]
     assert doc["name"] == f"{s.host}/library/app:1.0"
     assert doc["digest"] == s.digest  # nothing rewritten: the source's manifest
@@ -231,8 +254,14 @@ def test_filters_on_a_whole_index(occystrap_cli, sample_images, tmp_path):
     s = sample_images["index"]
     out = tmp_path / "layout"
     r = occystrap_cli("--insecure", "--all-platforms", "process", s.uri, f"oci://{out}",
-                      "-f", "normalize-timestamps", "-f", f"inspect:file={tmp_path / 'h'}")
+                      "-f", "normalize-timestamps", "-f", f"inspect:file={tmp_path / 'h'}",
+                      "-f", "search:pattern=etc/os-release,script_friendly=true")
     assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    # each base layer once, under the index's name and tag (the platforms share theirs)
+    assert len(lines) == len({im.layers[0].digest for im in s.built.images})
+    assert all(line.startswith("library/multi:1.0:sha256:") and
+               line.endswith(":etc/os-release") for line in lines), lines
     index = json.loads((out / "index.json").read_text())
     top = index["manifests"][0]["digest"]
     assert top != s.digest

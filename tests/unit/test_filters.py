@@ -198,3 +198,83 @@ def test_not_a_tar_is_an_error(tmp_path):
     with pytest.raises(tarfile.TarError):
         filter_layer(str(path), -1, 0, "gzip", FilterChain((NormalizeTimestamps(),)),
                      str(tmp_path / "out"), "gzip", None)
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "posix"])
+def test_sparse_files_become_regular_files_with_their_data(tmp_path, fmt):
+    """GNU tar's sparse members (old GNU, and PAX 1.0) come out as regular files holding
+    the same bytes."""
+    import shutil
+    import subprocess
+
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar is not installed")
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "holes", "wb") as f:
+        f.seek(1 << 20)
+        f.write(b"data after a hole")
+        f.seek(3 << 20)
+        f.write(b"and the end")
+    layer = tmp_path / "layer.tar"
+    subprocess.run(["tar", f"--format={fmt}", "--sparse", "-cf", str(layer), "-C", str(src),
+                    "holes"], check=True)
+    assert any(m.issparse() for m in tarfile.open(layer).getmembers())
+    out = tmp_path / "out.tar"
+    filter_layer(str(layer), -1, 0, "none", FilterChain((NormalizeTimestamps(),)), str(out),
+                 "none", None)
+    with tarfile.open(out) as tar:
+        member = tar.getmember("holes")
+        assert member.isfile() and not member.issparse()
+        assert tar.extractfile(member).read() == (src / "holes").read_bytes()  # type: ignore[union-attr]
+
+
+def test_a_bad_header_in_the_middle_is_an_error_not_the_end(tmp_path):
+    """tarfile alone would stop at the bad header and call the rest the end of the archive:
+    the rewritten layer would silently lose every member after it."""
+    raw = bytearray(_tar([_entry(n, mtime=10**9) for n in "abc"],  # plain ustar headers
+                         {"a": b"1", "b": b"2", "c": b"3"}))
+    raw[1024 + 148:1024 + 156] = b"0000000\0"  # b's header checksum
+    path = tmp_path / "bad.tar"
+    path.write_bytes(bytes(raw))
+    for chain, out in ((FilterChain((NormalizeTimestamps(),)), str(tmp_path / "out")),
+                       (FilterChain((Search("*"),)), None)):
+        with pytest.raises(tarfile.TarError, match="bad tar header at offset 1024"):
+            filter_layer(str(path), -1, 0, "none", chain, out, "none", None)
+
+
+def test_search_reports_names_that_are_not_utf8(tmp_path):
+    info = tarfile.TarInfo("caf\udce9")  # b"caf\xe9", Latin-1
+    raw = _tar([info], {info.name: b"x"})
+    path = tmp_path / "latin.tar"
+    path.write_bytes(raw)
+    result = filter_layer(str(path), -1, 0, "none", FilterChain((Search("caf*"),)), None,
+                          "none", None)
+    assert [h.path for h in result.hits[0]] == ["caf\\xe9"]
+    from occystrap.messages import SearchHits, decode, encode
+
+    hits = SearchHits(image_id=0, top=0, position=0, name="n", tag="t", index=0, layer="l",
+                      hits=result.hits[0])
+    assert decode(encode(hits)) == hits  # it can travel
+
+
+def test_a_rewritten_layer_loses_what_described_the_old_blob():
+    from occystrap.transform import NewDescriptor, rewrite_manifest
+
+    oci = "application/vnd.oci.image.manifest.v1+json"
+    body = json.dumps({"schemaVersion": 2, "mediaType": oci,
+                       "config": {"digest": "sha256:c", "size": 1, "mediaType": "x"},
+                       "layers": [{"digest": "sha256:old", "size": 1, "mediaType": "m",
+                                   "annotations": {"io.github.containers.zstd-chunked"
+                                                   ".manifest-position": "1:2:3:4"},
+                                   "urls": ["https://example.invalid/blob"]},
+                                  {"digest": "sha256:same", "size": 2, "mediaType": "m",
+                                   "annotations": {"keep": "me"}}]}).encode()
+    out, _, _ = rewrite_manifest(body, oci,
+                                 [NewDescriptor("sha256:new", 5, "m"),
+                                  NewDescriptor("sha256:same", 2, "m")], None,
+                                 NewDescriptor("sha256:c2", 9, "x"))
+    doc = json.loads(out)
+    assert doc["layers"][0] == {"digest": "sha256:new", "size": 5, "mediaType": "m"}
+    assert doc["layers"][1]["annotations"] == {"keep": "me"}
+    assert doc["config"]["digest"] == "sha256:c2" and doc["config"]["size"] == 9

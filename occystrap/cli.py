@@ -240,6 +240,11 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
         inspect.check_writable()
     config = replace(build_config(_merge(obj, after)), shard=_parse_shard(shard),
                      fail_fast=fail_fast, bulk=from_file is not None, filters=chain)
+    level = config.compression_level
+    if level is not None and level > 9 and config.compression != "zstd" and (
+            config.compression == "gzip" or chain.rewrites):
+        hint = "" if config.compression else " (filtered gzip layers stay gzip)"
+        raise UsageError(f"--compression-level {level}: gzip levels are 0-9{hint}")
     if chain.searches and config.stats == "json" and not config.stats_file:
         raise UsageError("a search filter and --stats json both write to stdout: "
                          "use --stats-file FILE for the statistics")

@@ -4,8 +4,9 @@ Patterns are shell globs matched against the whole path relative to the image ro
 or without a leading `/` (`/tmp/*` and `tmp/*` are the same pattern). `*` matches across
 `/`, so `*.pyc` drops `.pyc` files at any depth. A pattern that matches a directory drops
 the directory and everything below it. A whiteout for an excluded path (`.wh.NAME`) goes
-too, and a hard link whose target was dropped goes with it (its data went with the
-target): a rewritten layer never refers to something it no longer holds.
+too. A hard link that is kept while its target is excluded becomes a regular file holding
+the target's data (see `layer._Rewrite`): a rewritten layer never refers to something it
+no longer holds.
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ Either way the input's diff_id is computed, so a filtered layer is also a verifi
 
 from __future__ import annotations
 
+import os
 import tarfile
 from dataclasses import dataclass, field
+from typing import IO
 
 from occystrap import layerio
 from occystrap.filters import FilterChain, Search
@@ -52,34 +54,26 @@ class _Chain:
     def __init__(self, chain: FilterChain) -> None:
         self.steps = list(enumerate(chain.filters))
         self.hits: dict[int, list[SearchHit]] = {n: [] for n, _ in chain.searches}
-        self.dropped: set[str] = set()
 
     def keep(self, member: tarfile.TarInfo) -> bool:
-        if member.islnk() and normalize(member.linkname) in self.dropped:
-            self.dropped.add(normalize(member.name))  # its data went with its target
-            return False
         for position, step in self.steps:
             if isinstance(step, Search):
                 hit = step.hit(member)
                 if hit is not None:
                     self.hits[position].append(hit)
             elif isinstance(step, NormalizeTimestamps | Exclude) and not step.member(member):
-                self.dropped.add(normalize(member.name))
                 return False
         return True
 
 
-def _write_member(sink: layerio.LayerSink, tar: tarfile.TarFile,
-                  member: tarfile.TarInfo) -> None:
+def _write_member(sink: layerio.LayerSink, member: tarfile.TarInfo,
+                  data: IO[bytes] | None) -> None:
+    """The member's header, then `data` (its content, for a regular file)."""
     member.pax_headers = {k: v for k, v in member.pax_headers.items()
                           if k not in MIRRORED and not k.startswith("GNU.sparse.")}
-    has_data = member.isreg()
-    # Opened before the member is turned into a regular file: tarfile reads a sparse
-    # member's data through its sparse map, and gives it back whole.
-    data = tar.extractfile(member) if has_data else None
     if member.issparse():
         member.type, member.sparse = tarfile.REGTYPE, None
-    if not has_data:
+    if data is None:
         member.size = 0
     sink.write(member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
     if data is None:
@@ -91,6 +85,83 @@ def _write_member(sink: layerio.LayerSink, tar: tarfile.TarFile,
     if copied != member.size:
         raise ValueError(f"{member.name}: {copied} bytes of {member.size}")
     sink.write(b"\0" * (-member.size % BLOCK))
+
+
+class _Rewrite:
+    """The rewrite of one layer, member by member.
+
+    A hard link carries no data: it names an earlier member that does. When exclude drops
+    that member but keeps a link to it, the first kept link becomes a regular file holding
+    the data (kept aside in a temp file while the stream moves on) and later links point at
+    it. Which members are link targets is learnt from a first pass over the headers, so
+    only their data is ever set aside.
+    """
+
+    def __init__(self, sink: layerio.LayerSink, steps: _Chain, link_targets: set[str],
+                 scratch: str) -> None:
+        self.sink = sink
+        self.steps = steps
+        self.link_targets = link_targets
+        self.scratch = scratch
+        self.dropped: set[str] = set()
+        self.held: dict[str, str] = {}  # dropped link target → temp file with its data
+        self.moved: dict[str, str] = {}  # dropped link target → the link now holding it
+
+    def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        target = normalize(member.linkname) if member.islnk() else None
+        if target is not None and target in self.moved:
+            member.linkname, target = self.moved[target], None
+        # Opened before anything changes the member: tarfile reads a sparse member through
+        # its sparse map and gives the data back whole.
+        data = tar.extractfile(member) if member.isreg() else None
+        name = normalize(member.name)
+        if not self.steps.keep(member):
+            self.dropped.add(name)
+            if data is not None and name in self.link_targets:
+                self.held[name] = self._hold(data)
+            return
+        if target is not None and target in self.held:
+            held = self.held.pop(target)
+            try:
+                member.type, member.linkname = tarfile.REGTYPE, ""
+                member.size = os.path.getsize(held)
+                with open(held, "rb") as f:
+                    _write_member(self.sink, member, f)
+            finally:
+                os.unlink(held)
+            self.moved[target] = member.name
+            return
+        if target is not None and target in self.dropped:
+            self.dropped.add(name)  # linked to something that held no data: nothing to keep
+            return
+        _write_member(self.sink, member, data)
+
+    def _hold(self, data: IO[bytes]) -> str:
+        path = f"{self.scratch}.held-{len(self.held)}-{len(self.dropped)}"
+        with open(path, "wb") as f:
+            while chunk := data.read(layerio.CHUNK):
+                f.write(chunk)
+        return path
+
+    def discard(self) -> None:
+        for path in self.held.values():
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def _link_targets(path: str, offset: int, length: int, compression: str) -> set[str]:
+    """The names the layer's hard links point at: a first pass over its headers."""
+    targets = set()
+    with open(path, "rb") as raw:
+        f = layerio.Slice(raw, offset, length) if offset >= 0 else raw
+        reader = ChunkReader(layerio.decompressed_chunks(f, compression))  # type: ignore[arg-type]
+        with open_stream(reader) as tar:
+            for member in members(tar):
+                if member.islnk():
+                    targets.add(normalize(member.linkname))
+    return targets
 
 
 def _end_archive(sink: layerio.LayerSink) -> None:
@@ -109,14 +180,17 @@ def filter_layer(path: str, offset: int, length: int, compression: str, chain: F
         f = layerio.Slice(raw, offset, length) if offset >= 0 else raw
         chunks = layerio.decompressed_chunks(f, compression)  # type: ignore[arg-type]
         sink = layerio.LayerSink(out, target, level) if out is not None else None
+        rewrite = None
         try:
             if chain.rewrites:
-                assert sink is not None
+                assert sink is not None and out is not None
+                excludes = any(isinstance(f, Exclude) for f in chain.filters)
+                targets = _link_targets(path, offset, length, compression) if excludes else set()
+                rewrite = _Rewrite(sink, steps, targets, out)
                 reader = ChunkReader(chunks)
                 with open_stream(reader) as tar:
                     for member in members(tar):
-                        if steps.keep(member):
-                            _write_member(sink, tar, member)
+                        rewrite.member(tar, member)
                 _end_archive(sink)
             else:
                 reader = ChunkReader(chunks, tee=sink.write if sink is not None else None)
@@ -129,6 +203,9 @@ def filter_layer(path: str, offset: int, length: int, compression: str, chain: F
             if sink is not None:
                 sink.abandon()
             raise
+        finally:
+            if rewrite is not None:
+                rewrite.discard()
     result = FilteredLayer(input_diff_id=reader.digest, input_size=reader.count,
                            diff_id=reader.digest, plain_size=reader.count, hits=steps.hits)
     if sink is not None:

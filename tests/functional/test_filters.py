@@ -125,7 +125,8 @@ def test_normalize_timestamps_is_reproducible(occystrap_cli, sample_images, tmp_
 def test_exclude_drops_paths_their_whiteouts_and_links(occystrap_cli, sample_images,
                                                        registry, tmp_path, skopeo):
     """Registry → registry: a directory pattern takes its contents, a leading / is the same
-    pattern, a whiteout for an excluded path and a hard link to an excluded file go too."""
+    pattern, a whiteout for an excluded path goes too, and a hard link to an excluded file
+    (usr/bin/ls → usr/bin/busybox) becomes a regular file holding its data."""
     s = sample_images["docker"]
     dest = f"{registry.host}/filtered/exclude:1"
     r = occystrap_cli("--insecure", "process", s.uri, f"registry://{dest}",
@@ -138,13 +139,14 @@ def test_exclude_drops_paths_their_whiteouts_and_links(occystrap_cli, sample_ima
     r = occystrap_cli("--insecure", "process", f"registry://{dest}", f"oci://{out}")
     assert r.returncode == 0, r.stderr
     manifest, config, layer_files, _ = oci_image(out)
-    names = set()
+    found: dict[str, tarfile.TarInfo] = {}
     for entry, path in zip(manifest["layers"], layer_files, strict=True):
-        names |= {m.name for m in members(plain(path, entry["mediaType"]))}
+        found |= {m.name: m for m in members(plain(path, entry["mediaType"]))}
+    names = set(found)
     for gone in ("etc/motd", "etc/.wh.motd", "var/cache", "var/cache/old.txt",
-                 "var/cache/.wh..wh..opq", "var/cache/new.txt", "usr/bin/busybox",
-                 "usr/bin/ls"):
+                 "var/cache/.wh..wh..opq", "var/cache/new.txt", "usr/bin/busybox"):
         assert gone not in names, gone
+    assert found["usr/bin/ls"].isfile() and found["usr/bin/ls"].size > 0
     for kept in ("etc/os-release", "var", "usr/bin/sh", "data/ünïcödé-名前.txt"):
         assert kept in names, kept
 
@@ -295,10 +297,11 @@ def test_dir_destination_gets_normalized_plain_layers(occystrap_cli, sample_imag
     ("search:regex=(", "bad regular expression"),
     ("search:pattern=x,colour=red", "unknown option 'colour'"),
     ("inspect:file=/nonexistent/dir/x.jsonl", "cannot write /nonexistent/dir/x.jsonl"),
+    ("normalize-timestamps", "gzip levels are 0-9 (filtered gzip layers stay gzip)"),
 ])
 def test_bad_filter_specs_are_usage_errors(occystrap_cli, tmp_path, spec, fragment):
-    r = occystrap_cli("process", "registry://127.0.0.1:1/a:1", f"tar://{tmp_path / 'a.tar'}",
-                      "-f", spec)
+    r = occystrap_cli("--compression-level", "12", "process", "registry://127.0.0.1:1/a:1",
+                      f"tar://{tmp_path / 'a.tar'}", "-f", spec)
     assert r.returncode == 2, r.stderr
     assert fragment in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "a.tar").exists()

@@ -161,12 +161,25 @@ def test_normalize_rewrites_times_and_keeps_the_rest(layer, tmp_path):
                         None).digest == result.digest
 
 
-def test_exclude_drops_hard_links_to_what_it_dropped(layer, tmp_path):
-    path, _ = layer
+def test_a_kept_hard_link_to_an_excluded_file_takes_its_data(tmp_path):
+    """exclude drops bin/tool but not its links: the first link becomes the file, the
+    second links to the first. Nothing is left in the scratch space."""
+    raw = _tar([_entry("bin/tool"), _entry("bin/alias", tarfile.LNKTYPE, link="bin/tool"),
+                _entry("bin/alias2", tarfile.LNKTYPE, link="bin/tool"),
+                _entry("cache/a"), _entry("other", tarfile.LNKTYPE, link="cache/a")],
+               {"bin/tool": b"\x7fELF" * 1000, "cache/a": b"a"})
+    path = tmp_path / "layer.tar"
+    path.write_bytes(raw)
     out = tmp_path / "out.tar"
-    chain = FilterChain((Exclude(("bin/tool", "cache")),))
-    filter_layer(str(path), -1, 0, "gzip", chain, str(out), "none", None)
-    assert sorted(_members(out, "none")) == ["etc", "etc/passwd"]
+    chain = FilterChain((Exclude(("bin/tool", "cache", "other")),))
+    filter_layer(str(path), -1, 0, "none", chain, str(out), "none", None)
+    with tarfile.open(out) as tar:
+        got = {m.name: m for m in tar.getmembers()}
+        assert sorted(got) == ["bin/alias", "bin/alias2"]
+        assert got["bin/alias"].isfile()
+        assert tar.extractfile("bin/alias").read() == b"\x7fELF" * 1000  # type: ignore[union-attr]
+        assert got["bin/alias2"].islnk() and got["bin/alias2"].linkname == "bin/alias"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layer.tar", "out.tar"]  # no temp
 
 
 def test_look_only_and_pass_through(layer, tmp_path):

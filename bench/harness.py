@@ -726,10 +726,13 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
         if res:
             lines += ["", "Resources alone (seconds, best of 2–3): " + ", ".join(
                 f"{k} {v:.3f}" for k, v in res.items()) + "."]
-        unsupported = {f"{t} {wf}: {why}" for wf, e in img["workflows"].items()
-                       for t, why in e.get("unsupported", {}).items()}
-        if unsupported:
-            lines += ["", "Not run: " + "; ".join(sorted(unsupported)) + "."]
+        by_reason: dict[str, list[str]] = {}  # one reason, said once for every case it covers
+        for wf, e in img["workflows"].items():
+            for t, why in e.get("unsupported", {}).items():
+                by_reason.setdefault(why, []).append(f"{t} {wf}")
+        if by_reason:
+            lines += ["", "Not run: " + "; ".join(sorted(
+                f"{', '.join(cases)}: {why}" for why, cases in by_reason.items())) + "."]
         stats = [(wf, e["stats"]) for wf, e in img["workflows"].items()
                  if isinstance(e.get("stats"), dict) and e["stats"].get("stages")]
         if stats:

@@ -63,7 +63,8 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                help="Re-encode layers (new digests; the default keeps every "
                                     "byte).")),
     (("--compression-level",), dict(type=click.IntRange(0, 22), default=None,
-                                     help="gzip 0-9 [6], zstd 1-22 [3].")),
+                                     help="gzip 0-9 with zlib [ISA-L's fast level 2], "
+                                          "zstd 1-22 [3].")),
     (("--layer-cache",), dict(type=click.Path(dir_okay=False), default=None,
                               help="JSON file remembering re-encoded layers across runs "
                                    "(with --compression).")),

@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import zstandard
+from isal import isal_zlib
 
 from occystrap.errors import DigestError
 
 CHUNK = 1 << 20
+ISAL_LEVEL = 2  # gzip without --compression-level (see LayerSink)
 
 
 def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
@@ -25,20 +27,29 @@ def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
 
 
 def decompressed_chunks(f: BinaryIO, compression: str) -> Iterator[bytes]:
-    """Yield the uncompressed bytes of a layer in bounded chunks."""
+    """Yield the uncompressed bytes of a layer in bounded chunks. A stream that is not what
+    it says (corrupt deflate data, a bad zstd frame) is a ValueError, like a truncated one."""
+    try:
+        yield from _decompressed(f, compression)
+    except (zlib.error, isal_zlib.error, zstandard.ZstdError) as exc:
+        raise ValueError(f"corrupt {compression} stream: {exc}") from None
+
+
+def _decompressed(f: BinaryIO, compression: str) -> Iterator[bytes]:
     if compression == "none":
         yield from _read_chunks(f)
     elif compression == "gzip":
-        # 16 + MAX_WBITS reads the gzip header; a new decompressor per member handles
-        # multi-member streams (pigz, concatenated gzip).
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        # ISA-L's inflate (zlib's API, about 1.5 times its speed). 16 + MAX_WBITS reads the
+        # gzip header; a new decompressor per member handles multi-member streams (pigz,
+        # concatenated gzip).
+        d = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
         for chunk in _read_chunks(f):
             data = chunk
             while data:
                 if d.eof:
                     if not data.strip(b"\0"):
                         break  # zero padding after the last member
-                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    d = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
                 out = d.decompress(data, CHUNK)
                 if out:
                     yield out
@@ -100,8 +111,11 @@ class LayerSink:
     layer's diff_id come out of the one pass that writes it.
 
     zstd uses every core (zstandard's own worker threads), gzip one core per layer (callers
-    run several layers at once). Output depends only on the bytes and the settings: gzip
-    through zlib has a fixed header, so a rewritten layer is reproducible.
+    run several layers at once). gzip without a level is ISA-L's level 2: a little larger
+    than zlib's level 6 (about 13% on binaries and text), more than ten times faster (what
+    crane trades too, with Go's BestSpeed); a level (0-9) gets zlib at that level. Output
+    depends only on the bytes, the settings and the library build (the gzip header is
+    fixed), so a rewritten layer is reproducible.
     """
 
     def __init__(self, path: str, compression: str, level: int | None) -> None:
@@ -111,9 +125,11 @@ class LayerSink:
         self.plain_size = 0
         self._compress: Callable[[bytes], bytes] | None
         self._flush: Callable[[], bytes] | None
-        if compression == "gzip":
-            gz = zlib.compressobj(6 if level is None else level, zlib.DEFLATED,
-                                  16 + zlib.MAX_WBITS)
+        if compression == "gzip" and level is None:
+            igz = isal_zlib.compressobj(ISAL_LEVEL, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS)
+            self._compress, self._flush = igz.compress, igz.flush
+        elif compression == "gzip":
+            gz = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             self._compress, self._flush = gz.compress, gz.flush
         elif compression == "zstd":
             zc = zstandard.ZstdCompressor(level=3 if level is None else level,

@@ -55,3 +55,38 @@ def test_check_layer(tmp_path):
     assert "bytes, manifest says" in check_layer(layer(path, len(blob), fetched=5), full=False)
     path.write_bytes(blob[:-10])  # the spool lost its tail
     assert "spool file holds" in check_layer(layer(path, len(blob)), full=False)
+
+
+@pytest.mark.parametrize("compressed, compression", [
+    (gzip.compress(DATA)[:20] + b"\xff" * 200 + gzip.compress(DATA)[220:], "gzip"),
+    (b"\x28\xb5\x2f\xfd" + b"\xff" * 64, "zstd"),
+])
+def test_corrupt_streams_are_value_errors(compressed, compression):
+    """Not a zlib or zstd exception that callers would not expect: a ValueError they report."""
+    with pytest.raises(ValueError, match=f"corrupt {compression} stream"):
+        b"".join(decompressed_chunks(io.BytesIO(compressed), compression))
+
+
+@pytest.mark.parametrize("level", [None, 1, 9])
+def test_layer_sink_gzip(tmp_path, level):
+    """Without a level, ISA-L; with one, zlib at exactly that level. Both are plain gzip
+    that the standard library reads, and the same input gives the same bytes."""
+    import zlib
+
+    from occystrap.layerio import LayerSink
+
+    outs = []
+    for n in range(2):
+        sink = LayerSink(str(tmp_path / f"out{n}"), "gzip", level)
+        for i in range(0, len(DATA), 1 << 20):
+            sink.write(DATA[i:i + (1 << 20)])
+        digest, size, diff_id = sink.close()
+        blob = (tmp_path / f"out{n}").read_bytes()
+        assert gzip.decompress(blob) == DATA and diff_id == sha(DATA)
+        assert digest == sha(blob) and size == len(blob)
+        outs.append(blob)
+    assert outs[0] == outs[1]
+    if level is not None:
+        z = zlib.compressobj(level, zlib.DEFLATED, 31)
+        assert outs[0] == b"".join(z.compress(DATA[i:i + (1 << 20)])
+                                   for i in range(0, len(DATA), 1 << 20)) + z.flush()

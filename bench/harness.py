@@ -659,8 +659,8 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
         "`occystrap --compression gzip process tar://FILE registry://DEST`, `skopeo copy "
         "docker-archive:FILE docker://DEST`, 0.4.17 `process tar://FILE registry://DEST`. "
         "skopeo and 0.4.17 gzip the layers as they push; ours pushes them as they are "
-        "(uncompressed) unless asked, so it gets `--compression gzip` (level 6) to push the "
-        "same thing",
+        "(uncompressed) unless asked, so it gets `--compression gzip` (ISA-L level 2 by "
+        "default) to push the same thing",
         "- `bulk`: every image of the bulk set to a fresh registry: "
         "`occystrap process 'registry://SRC/bench/bulk/*:1.0' registry://DEST/mirror` "
         "(defaults: -J 3 images at a time, -j 4) against `skopeo sync --src yaml --dest "
@@ -691,9 +691,10 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
         "- **limit s**: the physical limit on this machine — the slowest of the resources the "
         "workflow needs, each measured alone (parallel GET of every blob to /dev/null with 4 "
         "threads; sha256 on every core; gunzip on every core for `dir`; writing the bytes with "
-        "no fsync; POST+PUT of every blob into a fresh registry; gzip level 6 of every "
-        "uncompressed layer on every core for `tar2reg`; one manifest HEAD for the re-run, "
-        "one per image four at a time for `bulk-noop`); **eff** = limit / our median",
+        "no fsync; POST+PUT of every blob into a fresh registry; gzip (ISA-L level 2, as "
+        "ours) of every uncompressed layer on every core for `tar2reg`; one manifest HEAD for "
+        "the re-run, one per image four at a time for `bulk-noop`); **eff** = limit / our "
+        "median",
         "",
     ]
     for key, img in doc["images"].items():  # type: ignore[union-attr]

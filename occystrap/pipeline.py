@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import shutil
 import signal
@@ -40,11 +41,13 @@ from occystrap.messages import (
 )
 from occystrap.reference import Location
 from occystrap.registry import ratelimit
+from occystrap.registry.client import warm_ssl_context
 from occystrap.stages import compress, fetch, resolve, verify, write
 from occystrap.stages.base import StageIO
 from occystrap.stats import Sampler
 
 QUEUE_SIZE = 64
+SAMPLE_EVERY = 0.05  # seconds between the supervisor's memory and queue samples
 STAGES = ("resolve", "fetch", "verify", "compress", "write")
 _PR_SET_PDEATHSIG = 1
 
@@ -129,6 +132,7 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     so far, for a live progress display."""
     ctx = mp.get_context("fork")
     ratelimit.install(config.rate_limit)  # shared memory, before the stages fork
+    warm_ssl_context(config.tls_verify, config.ca_file)  # inherited by every stage
     token = uuid.uuid4().hex[:12]
     dest = Destination(dest_location, token)
     spool = dest.spool_dir(config.temp_dir)
@@ -174,13 +178,20 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
                               for i, q in enumerate(queues)},
                       moved=moved, stages=STAGES)
 
+    sampler.sample()  # every stage is seen at least once, however short the run
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    next_sample = time.monotonic() + SAMPLE_EVERY
     try:
         while True:
+            # Sleep until a message or a stage's exit (not a fixed tick): the end of a run
+            # is noticed at once, which is most of a small copy's fixed cost.
+            _wait_for_news(control, procs.values(), timeout=SAMPLE_EVERY)
             _drain(control, result, on_event)
-            sampler.sample()
-            if on_tick is not None:
-                on_tick(result)
+            if time.monotonic() >= next_sample:  # samples stay evenly spaced
+                sampler.sample()
+                next_sample = time.monotonic() + SAMPLE_EVERY
+                if on_tick is not None:
+                    on_tick(result)
             if config.fail_fast and result.failed and result.error is None:
                 result.error = (f"stopped at the first failure (--fail-fast): "
                                 f"{result.failed[0].source}")
@@ -197,7 +208,6 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
             if len(exited) == len(procs):
                 _drain(control, result, on_event)
                 break
-            time.sleep(0.05)
     except KeyboardInterrupt:
         result.interrupted = True
         result.error = "interrupted"
@@ -252,11 +262,21 @@ def merge(results: Sequence[RunResult]) -> RunResult:
     return merged
 
 
+def _wait_for_news(control: Queue[Any], procs: Any, timeout: float) -> None:
+    """Block until the control queue has a message, a stage exits, or `timeout` passes."""
+    reader = getattr(control, "_reader", None)  # CPython's Queue: the pipe it reads
+    waitables = [p.sentinel for p in procs if p.exitcode is None]
+    if reader is None:
+        time.sleep(timeout)
+        return
+    mp_connection.wait([reader, *waitables], timeout)
+
+
 def _drain(control: Queue[Any], result: RunResult,
            on_event: Callable[[ImageDone | ImageFailed], None] | None) -> None:
     while True:
         try:
-            data = control.get(timeout=0.05)
+            data = control.get(timeout=0.01)
         except Exception:  # queue.Empty; also EOF when a child died mid-put
             return
         msg = messages.decode(data)

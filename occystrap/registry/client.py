@@ -13,6 +13,7 @@ storage URLs and upload `_state` carry secrets in the query).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import json
@@ -1592,8 +1593,12 @@ def _proxied(url: str) -> bool:
     return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
+@functools.lru_cache(maxsize=8)
 def _ssl_context(tls_verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """One context for both HTTP libraries so verification settings cannot diverge."""
+    """One context for both HTTP libraries so verification settings cannot diverge. Made
+    once per process and settings (loading the system's CA store costs ~20 ms, and every
+    client of every stage wanted its own); `warm_ssl_context` makes it before the stages
+    fork, so they inherit it. SSLContext is safe to share between threads."""
     context = ssl.create_default_context()
     if ca_file:
         try:
@@ -1604,6 +1609,10 @@ def _ssl_context(tls_verify: bool, ca_file: str | None) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def warm_ssl_context(tls_verify: bool, ca_file: str | None) -> None:
+    _ssl_context(tls_verify, ca_file)
 
 
 def _backoff_scale() -> float:

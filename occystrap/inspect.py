@@ -105,13 +105,7 @@ def images_of(entry: Entry, source: Any, config: Config) -> Iterator[Image]:
 
 
 def parse_config(raw: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise ManifestError(f"image config is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ManifestError("image config is not a JSON object")
-    return doc
+    return mediatypes.json_object(raw, "image config")
 
 
 # -- layer bytes -------------------------------------------------------------------------------

@@ -81,10 +81,10 @@ class Slice:
         return data
 
 
-def decompress_file(src: str, dst: str | None, compression: str, offset: int = -1,
-                    length: int = 0) -> tuple[str, int]:
-    """Decompress `src` (or, with `offset` >= 0, the `length` bytes there) into `dst`, or
-    only hash it when `dst` is None.
+def decompress_file(src: str, compression: str, offset: int = -1, length: int = 0
+                    ) -> tuple[str, int]:
+    """Hash the uncompressed bytes of `src` (or, with `offset` >= 0, of the `length` bytes
+    there). Writing a layer in another encoding is `filters.layer.filter_layer`'s job.
 
     Returns the sha256 digest of the uncompressed bytes and their length.
     """
@@ -92,16 +92,9 @@ def decompress_file(src: str, dst: str | None, compression: str, offset: int = -
     total = 0
     with open(src, "rb") as raw:
         f: BinaryIO = Slice(raw, offset, length) if offset >= 0 else raw  # type: ignore
-        out = open(dst, "wb") if dst else None  # noqa: SIM115
-        try:
-            for chunk in decompressed_chunks(f, compression):
-                h.update(chunk)
-                total += len(chunk)
-                if out is not None:
-                    out.write(chunk)
-        finally:
-            if out is not None:
-                out.close()
+        for chunk in decompressed_chunks(f, compression):
+            h.update(chunk)
+            total += len(chunk)
     return f"sha256:{h.hexdigest()}", total
 
 
@@ -166,26 +159,6 @@ class LayerSink:
 
     def abandon(self) -> None:
         self._out.close()
-
-
-def recompress_file(src: str, dst: str, source: str, target: str, level: int | None
-                    ) -> tuple[str, int, str]:
-    """Re-encode the layer in `src` (compression `source`) into `dst` as `target`.
-
-    Streams in bounded chunks. Returns the new blob's digest, its size, and the diff_id of
-    the uncompressed content.
-    """
-    if target not in ("gzip", "zstd"):
-        raise ValueError(f"unknown compression {target!r}")
-    sink = LayerSink(dst, target, level)
-    try:
-        with open(src, "rb") as f:
-            for chunk in decompressed_chunks(f, source):
-                sink.write(chunk)
-    except BaseException:
-        sink.abandon()
-        raise
-    return sink.close()
 
 
 def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -87,6 +88,18 @@ def compression_of(media_type: str) -> str:
     raise ManifestError(f"unknown layer media type {media_type!r}")
 
 
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """`raw` as a JSON object, or ManifestError naming `what` (a manifest, an image
+    config)."""
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise ManifestError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{what} is not a JSON object")
+    return doc
+
+
 def effective_media_type(content_type: str, body: bytes) -> str:
     """The manifest's media type, reconciling Content-Type with the body's `mediaType`.
 
@@ -94,12 +107,7 @@ def effective_media_type(content_type: str, body: bytes) -> str:
     content types (`application/json`) defer to the body.
     """
     content_type = content_type.split(";", 1)[0].strip().lower()
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise ManifestError(f"manifest is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ManifestError("manifest is not a JSON object")
+    doc = json_object(body, "manifest")
     body_type = doc.get("mediaType")
     if doc.get("schemaVersion") == 1:
         return DOCKER_SCHEMA1

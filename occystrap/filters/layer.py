@@ -181,6 +181,7 @@ def filter_layer(path: str, offset: int, length: int, compression: str, chain: F
         chunks = layerio.decompressed_chunks(f, compression)  # type: ignore[arg-type]
         sink = layerio.LayerSink(out, target, level) if out is not None else None
         rewrite = None
+        reader: ChunkReader | None
         try:
             if chain.rewrites:
                 assert sink is not None and out is not None
@@ -192,13 +193,20 @@ def filter_layer(path: str, offset: int, length: int, compression: str, chain: F
                     for member in members(tar):
                         rewrite.member(tar, member)
                 _end_archive(sink)
+            elif sink is not None and not steps.hits:
+                # Only a new encoding: the bytes go straight through, the sink's diff_id is
+                # the input's.
+                for chunk in chunks:
+                    sink.write(chunk)
+                reader = None
             else:
                 reader = ChunkReader(chunks, tee=sink.write if sink is not None else None)
                 if steps.hits:
                     with open_stream(reader) as tar:
                         for member in members(tar):
                             steps.keep(member)
-            reader.drain()  # the rest (end blocks, padding) counts for the diff_id
+            if reader is not None:
+                reader.drain()  # the rest (end blocks, padding) counts for the diff_id
         except BaseException:
             if sink is not None:
                 sink.abandon()
@@ -206,6 +214,12 @@ def filter_layer(path: str, offset: int, length: int, compression: str, chain: F
         finally:
             if rewrite is not None:
                 rewrite.discard()
+    if reader is None:
+        assert sink is not None
+        digest, size, diff_id = sink.close()
+        return FilteredLayer(input_diff_id=diff_id, input_size=sink.plain_size, digest=digest,
+                             size=size, diff_id=diff_id, plain_size=sink.plain_size,
+                             hits=steps.hits)
     result = FilteredLayer(input_diff_id=reader.digest, input_size=reader.count,
                            diff_id=reader.digest, plain_size=reader.count, hits=steps.hits)
     if sink is not None:

@@ -1,9 +1,9 @@
 """Compress: changes a layer's encoding when the destination needs another one, and runs
 the layer filters (`process -f`): both are CPU work on a layer's whole content.
 
-For `dir://` and `tar://?format=v1.2` it decompresses each layer into a new spool file and
-checks the result against the config's diff_id (a free full verification). With filters,
-every layer goes through `filters.layer.filter_layer` (which verifies the diff_id too).
+Every layer that needs work (decompressed for `dir://` and `tar://?format=v1.2`,
+re-encoded for --compression, filtered) makes one pass through `filters.layer.filter_layer`
+into a new spool file, which also checks the config's diff_id (a free full verification).
 Otherwise it passes descriptors through untouched. Layers are worked on by one thread per
 core: zlib, zstandard and hashlib release the GIL.
 """
@@ -20,7 +20,6 @@ import zstandard
 from occystrap.filters import FilterChain
 from occystrap.filters.layer import filter_layer
 from occystrap.formats.base import unlink_quietly
-from occystrap.layerio import decompress_file, recompress_file
 from occystrap.mediatypes import DOCKER_MANIFEST
 from occystrap.messages import ImagePlan, LayerDesc, SearchHits, Shutdown
 from occystrap.stages.base import StageIO
@@ -67,34 +66,9 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
             return False
         return True
 
-    def decompress(layer: LayerDesc) -> None:
-        out = layer.path + ".tar"
-        if convert(layer, out, "decompress",
-                   lambda: decompress_file(layer.path, out, layer.compression)[0]):
-            layer.path, layer.compression = out, "none"
-            io.put(layer)
-
-    def recompress(layer: LayerDesc) -> None:
-        assert target is not None
-        out = f"{layer.path}.{target}"
-        made: list[tuple[str, int]] = []
-
-        def work() -> str:
-            digest, size, diff_id = recompress_file(layer.path, out, layer.compression,
-                                                    target, level)
-            made.append((digest, size))
-            return diff_id
-
-        if convert(layer, out, "recompress", work):
-            oci = not docker_manifest.get(layer.image_id, False) or target == "zstd"
-            layer.source_digest = layer.digest
-            (layer.digest, layer.size), layer.path = made[0], out
-            layer.compression = target
-            layer.media_type = layer_media_type(target, oci)
-            layer.offset = -1
-            io.put(layer)
-
-    def run_filters(layer: LayerDesc) -> None:
+    def convert_layer(layer: LayerDesc) -> None:
+        """One pass over the layer (`filters.layer.filter_layer`): the filters, if any,
+        and the encoding the destination wants."""
         encoding = "none" if uncompress else (target or layer.compression)
         # A new blob (new digest) when members change or --compression re-encodes it; a
         # plain tar for dir:// keeps its name, as without filters.
@@ -107,7 +81,8 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
                                      chain, out, encoding, level))
             return made[0].input_diff_id
 
-        if not convert(layer, out or "", "filter", work, drop_input=out is not None):
+        verb = "filter" if chain else "decompress" if uncompress else "recompress"
+        if not convert(layer, out or "", verb, work, drop_input=out is not None):
             return
         result = made[0]
         for position, hits in result.hits.items():
@@ -139,12 +114,8 @@ def run(io: StageIO, uncompress: bool, target: str | None = None,
     def on_layer(layer: LayerDesc) -> None:
         if layer.present:
             io.put(layer)
-        elif chain:
-            pool.submit(io.guard, run_filters, layer)
-        elif uncompress:
-            pool.submit(io.guard, decompress, layer)
-        elif wants_recompression(layer, target):
-            pool.submit(io.guard, recompress, layer)
+        elif chain or uncompress or wants_recompression(layer, target):
+            pool.submit(io.guard, convert_layer, layer)
         else:
             io.put(layer)
 

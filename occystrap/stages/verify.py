@@ -31,7 +31,7 @@ def check_layer(layer: LayerDesc, full: bool) -> str | None:
             return f"layer {layer.digest}: spool file holds {on_disk} bytes, expected {layer.size}"
     if full and layer.diff_id:
         try:
-            diff_id, _ = decompress_file(layer.path, None, layer.compression, layer.offset,
+            diff_id, _ = decompress_file(layer.path, layer.compression, layer.offset,
                                          layer.size)
         except (ValueError, OSError, EOFError) as exc:
             return f"layer {layer.digest}: cannot decompress: {exc}"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from occystrap.config import Config
 from occystrap.errors import OccystrapError
 from occystrap.inspect import (
     Image,
+    LayerFile,
     Opener,
     images_of,
     layer_file,
@@ -200,8 +202,51 @@ def check_layer_stream(f: Any, layer: Descriptor, diff_id: str | None,
 # -- driver ------------------------------------------------------------------------------------
 
 
+def check_artifact(image: Image, kind: str, fast: bool, tmpdir: str) -> list[Finding]:
+    """An artifact has no root filesystem: its blobs are checked against their digests
+    (unless --fast), and nothing is decompressed or parsed."""
+    manifest = image.manifest
+    found = [Finding(INFO, "artifact", f"an OCI artifact ({kind}), not a container image: "
+                                       "blobs are checked against their digests; no "
+                                       "diff_id, tar or whiteout checks apply")]
+    if fast:
+        return found
+    for blob in (manifest.config, *manifest.layers):
+        with _blob_file(image, blob, tmpdir, found) as lf:
+            if lf is None or lf.verified:
+                continue
+            with open(lf.path, "rb") as f:
+                raw = HashingReader(f)
+                raw.drain()
+            if raw.digest != blob.digest or raw.count != blob.size:
+                found.append(Finding(ERROR, "digest", f"blob bytes hash to {raw.digest} "
+                                     f"({raw.count} bytes), not {blob.digest} "
+                                     f"({blob.size} bytes)", layer=blob.digest))
+    return found
+
+
+@contextmanager
+def _blob_file(image: Image, blob: Descriptor, tmpdir: str, found: list[Finding]
+               ) -> Iterator[LayerFile | None]:
+    """The blob in a file for the block (None, with an error finding, when it cannot be
+    had); a downloaded temporary file is removed afterwards."""
+    try:
+        lf = layer_file(image, blob, tmpdir)
+    except OccystrapError as exc:
+        found.append(Finding(ERROR, "digest", str(exc), layer=blob.digest))
+        yield None
+        return
+    try:
+        yield lf
+    finally:
+        lf.discard()
+
+
 def check_image(image: Image, fast: bool, tmpdir: str) -> list[Finding]:
     manifest = image.manifest
+    kind = mediatypes.artifact_type(manifest)
+    if kind is not None:
+        return check_artifact(image, kind, fast, tmpdir)
     found: list[Finding] = []
     try:
         config_doc = parse_config(image.source.get_blob(manifest.config.digest))
@@ -214,16 +259,11 @@ def check_image(image: Image, fast: bool, tmpdir: str) -> list[Finding]:
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     for i, layer in enumerate(manifest.layers):
         diff_id = diff_ids[i] if isinstance(diff_ids, list) and i < len(diff_ids) else None
-        try:
-            lf = layer_file(image, layer, tmpdir)
-        except OccystrapError as exc:
-            found.append(Finding(ERROR, "digest", str(exc), layer=layer.digest))
-            continue
-        try:
+        with _blob_file(image, layer, tmpdir, found) as lf:
+            if lf is None:
+                continue
             with open(lf.path, "rb") as f:
                 layer_found = check_layer_stream(f, layer, diff_id, lf.verified)
-        finally:
-            lf.discard()
         for x in layer_found:
             x.layer = layer.digest
         found.extend(layer_found)

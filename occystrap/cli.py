@@ -59,6 +59,13 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--all-platforms",), dict(is_flag=True, default=False,
                                 help="Copy a multi-platform index whole (registry:// and "
                                      "oci:// destinations).")),
+    (("--referrers",), dict(is_flag=True, default=False,
+                            help="Also copy what refers to each manifest copied: OCI 1.1 "
+                                 "referrers (signatures, SBOMs, attestations) and cosign's "
+                                 "sha256-<hex>.sig/.att/.sbom tags (registry:// and oci://).")),
+    (("--referrers-type",), dict(multiple=True, default=(), metavar="ARTIFACT_TYPE",
+                                 help="Only referrers of this artifactType, config or blob "
+                                      "media type (repeatable; implies --referrers).")),
     (("--compression",), dict(type=click.Choice(["gzip", "zstd"]), default=None,
                                help="Re-encode layers (new digests; the default keeps every "
                                     "byte).")),
@@ -116,7 +123,7 @@ def global_options(after_command: bool) -> Callable[[Callable[..., Any]], Callab
 
 def _merge(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     merged = dict(before)
-    merged.update({k: v for k, v in after.items() if v is not None})
+    merged.update({k: v for k, v in after.items() if v is not None and v != ()})
     return merged
 
 
@@ -132,6 +139,8 @@ def build_config(opts: dict[str, Any]) -> Config:
         dest_username=opts["dest_username"], dest_password=opts["dest_password"],
         platform=platform, platform_given=opts["platform"] is not None,
         all_platforms=opts["all_platforms"],
+        referrers=opts["referrers"] or bool(opts["referrers_type"]),
+        referrer_types=tuple(opts["referrers_type"]),
         verify_full=opts["verify_full"], compression=opts["compression"],
         compression_level=opts["compression_level"],
         layer_cache=opts["layer_cache"], rate_limit=opts["rate_limit"],
@@ -142,6 +151,18 @@ def build_config(opts: dict[str, Any]) -> Config:
 
 def _err(message: str) -> None:
     click.echo(f"occystrap: error: {message}", err=True)
+
+
+def _log_notes() -> None:
+    """-v: the stages' notes (what was left out and why) on stderr, one line each. The
+    stages are forked after this, so they inherit it."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("occystrap: %(message)s"))
+    root = logging.getLogger("occystrap")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
@@ -249,12 +270,16 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     if chain.searches and config.stats == "json" and not config.stats_file:
         raise UsageError("a search filter and --stats json both write to stdout: "
                          "use --stats-file FILE for the statistics")
+    if config.verbose:
+        _log_notes()
     jobs = _jobs(uris, from_file)
     results = []
     # Live progress only for a person watching: stderr a terminal, and not --quiet.
     display = (stats.ProgressDisplay(sys.stderr)
                if sys.stderr.isatty() and not config.quiet else None)
     for dst, sources in jobs:
+        if config.referrers or any(s.option("referrers") for s in sources):
+            _check_referrers(dst, config)
         if config.compression and (dst.scheme == "dir" or
                                    str(dst.option("format", "")).lower() in ("v1.2", "legacy")):
             raise UsageError(f"{dst}: stores uncompressed layers; --compression does "
@@ -299,6 +324,15 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     if not config.quiet:
         click.echo(stats.summary_line(result), err=True)
     return 1 if result.failed or not result.done else 0
+
+
+def _check_referrers(dst: Any, config: Config) -> None:
+    if config.compression or config.filters.rewrites:
+        raise UsageError("--referrers keeps signatures and attestations pointing at the "
+                         "source's digests; it cannot be combined with --compression or "
+                         "filters that rewrite layers (new digests)")
+    if dst.scheme not in ("registry", "oci"):
+        raise UsageError(f"{dst}: --referrers needs a registry:// or oci:// destination")
 
 
 def _print_search_results(chain: FilterChain, results: list[Any]) -> None:

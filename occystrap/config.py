@@ -26,6 +26,8 @@ class Config:
     platform: Platform = Platform("linux", "amd64")
     platform_given: bool = False  # --platform (or ?os=/arch=) was given, not defaulted
     all_platforms: bool = False
+    referrers: bool = False  # also copy signatures, SBOMs, attestations that point at it
+    referrer_types: tuple[str, ...] = ()  # --referrers-type: only these artifact types
     verify_full: bool = False
     compression: str | None = None  # re-encode layers: "gzip" or "zstd"; None keeps bytes
     compression_level: int | None = None
@@ -50,3 +52,14 @@ class Config:
         if role == "src" and (self.src_username or self.src_password):
             return self.src_username, self.src_password
         return self.username, self.password
+
+    def image_semantics(self) -> str | None:
+        """The option that needs every manifest to be a container image (an artifact is
+        refused, attestations are left out of an index), or None."""
+        if self.compression:
+            return "--compression"
+        if self.filters:
+            return "process -f (filters)"
+        if self.verify_full:
+            return "--verify-full"
+        return None

@@ -49,6 +49,19 @@ class Destination:
         return self.location.scheme in ("registry", "oci")
 
     @property
+    def image_semantics(self) -> str | None:
+        """Why this destination can only hold container images (None: it holds any OCI
+        content, byte-exact: registry://, oci://)."""
+        scheme = self.location.scheme
+        if scheme == "tar":
+            return "tar:// (an archive for docker load)"
+        if scheme == "dir":
+            return "dir:// (layers unpacked as tar files)"
+        if scheme == "docker":
+            return "docker:// (a Docker engine)"
+        return None
+
+    @property
     def path(self) -> str:
         assert self.location.path is not None
         return os.path.abspath(self.location.path)
@@ -161,6 +174,14 @@ class Probe:
         if self._client is None or target is None:
             return self.dest.has_layer(digest, size)
         return self._client.blob_exists(target.name, digest) is not None
+
+    def has_manifest(self, target: ImageRef | None, digest: str, tag: str = "") -> bool:
+        """Is this manifest there already (under `tag`, when given)? A referrer found at the
+        destination is not copied again."""
+        if self._client is None or target is None:
+            return False  # a local layout is rewritten: entries are cheap and idempotent
+        head = self._client.head_manifest(target.name, tag or digest, ACCEPT)
+        return head is not None and head.digest == digest
 
     def close(self) -> None:
         if self._pool is not None:

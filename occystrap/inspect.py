@@ -21,7 +21,7 @@ from occystrap.errors import DigestError, ManifestError, NotFoundError, UsageErr
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.reference import Location
 from occystrap.registry.pool import ClientPool
-from occystrap.sources import Entry, Resolved
+from occystrap.sources import MAX_INDEX_DEPTH, Entry, Resolved, platform_manifest
 from occystrap.stages.resolve import Resolver
 
 # -- opening sources ---------------------------------------------------------------------------
@@ -43,6 +43,7 @@ class Opener:
     """
 
     open = Resolver.open  # needs only .config, .clients and .spool
+    _discovery = Resolver._discovery
 
     def __init__(self, config: Config, spool: str) -> None:
         self.config = config
@@ -80,28 +81,45 @@ class Image:
         return f"{text} [{self.platform}]" if self.platform else text
 
 
-def child_manifest(source: Any, digest: str) -> Resolved:
-    got: Resolved = source.fetch_manifest(digest)
-    if isinstance(got.parsed, ImageIndex):
-        raise ManifestError(f"index entry {digest} points at another index")
-    return got
-
-
 def images_of(entry: Entry, source: Any, config: Config) -> Iterator[Image]:
     """The image(s) to look at for one entry: the manifest, or for an index the platform
-    `config` asks for (every platform with --all-platforms)."""
+    `config` asks for (every platform with --all-platforms; attestations are not platforms,
+    nested indexes are searched)."""
     source = entry.source or source
     top: Resolved = source.fetch_manifest(entry.reference)
     if not isinstance(top.parsed, ImageIndex):
         yield Image(entry, source, top, top)
         return
-    if config.all_platforms:
-        chosen = list(top.parsed.manifests)
-    else:
-        chosen = [mediatypes.select_platform(top.parsed, config.platform)]
-    for d in chosen:
-        yield Image(entry, source, top, child_manifest(source, d.digest),
-                    str(d.platform) if d.platform else None)
+    if not config.all_platforms:
+        chosen = platform_manifest(source, top, config.platform)
+        yield Image(entry, source, top, chosen, platform_of(top.parsed, chosen.digest))
+        return
+    yield from _every_platform(entry, source, top, top, 0)
+
+
+def _every_platform(entry: Entry, source: Any, top: Resolved, index: Resolved, depth: int
+                    ) -> Iterator[Image]:
+    if depth >= MAX_INDEX_DEPTH:
+        raise ManifestError(f"index {index.digest}: indexes nested more than "
+                            f"{MAX_INDEX_DEPTH} levels deep; refused")
+    assert isinstance(index.parsed, ImageIndex)
+    for d in index.parsed.manifests:
+        if mediatypes.is_attestation(d):
+            continue
+        child: Resolved = source.fetch_manifest(d.digest)
+        if isinstance(child.parsed, ImageIndex):
+            yield from _every_platform(entry, source, top, child, depth + 1)
+        else:
+            yield Image(entry, source, top, child, str(d.platform) if d.platform else None)
+
+
+def platform_of(index: ImageIndex, digest: str) -> str | None:
+    """The platform an index's descriptor gives `digest` (None when it is nested deeper or
+    has none)."""
+    for d in index.manifests:
+        if d.digest == digest and d.platform:
+            return str(d.platform)
+    return None
 
 
 def parse_config(raw: bytes) -> dict[str, Any]:
@@ -179,22 +197,43 @@ def describe(entry: Entry, source: Any, config: Config) -> dict[str, Any]:
     }
     resolved = top
     if isinstance(top.parsed, ImageIndex):
+        entries = top.parsed.manifests
+        platforms = {d.digest: str(d.platform) for d in entries if d.platform}
         doc["platforms"] = [
             {"platform": str(d.platform) if d.platform else None, "digest": d.digest,
              "media_type": d.media_type, "size": d.size}
-            for d in top.parsed.manifests]
-        resolved = child_manifest(source,
-                                  mediatypes.select_platform(top.parsed,
-                                                             config.platform).digest)
+            for d in entries if not mediatypes.is_attestation(d)]
+        # an attestation describes the entry its annotation names: listed under it
+        doc["attestations"] = [
+            {"of": platforms.get(ref, ref) if (ref := (d.annotations or {}).get(
+                mediatypes.REFERENCE_DIGEST)) else None,
+             "digest": d.digest, "media_type": d.media_type, "size": d.size}
+            for d in entries if mediatypes.is_attestation(d)]
+        resolved = platform_manifest(source, top, config.platform)
     manifest = resolved.parsed
     assert isinstance(manifest, ImageManifest)
+    kind = mediatypes.artifact_type(manifest)
+    if kind is not None:
+        doc["image"] = None
+        doc["artifact"] = {
+            "type": kind, "digest": resolved.digest, "media_type": resolved.media_type,
+            "artifact_type": manifest.artifact_type,
+            "config": {"digest": manifest.config.digest,
+                       "media_type": manifest.config.media_type, "size": manifest.config.size},
+            "blobs": [{"digest": d.digest, "size": d.size, "media_type": d.media_type}
+                      for d in manifest.layers],
+            "subject": manifest.subject.digest if manifest.subject else None,
+            "annotations": manifest.annotations or {},
+        }
+        return doc
     cfg = parse_config(source.get_blob(manifest.config.digest))
     rootfs = cfg.get("rootfs") if isinstance(cfg.get("rootfs"), dict) else {}
     diff_ids = list(rootfs.get("diff_ids") or []) if rootfs else []
     layers = []
     for i, d in enumerate(manifest.layers):
         layers.append({"digest": d.digest, "size": d.size, "media_type": d.media_type,
-                       "diff_id": diff_ids[i] if i < len(diff_ids) else None})
+                       "diff_id": diff_ids[i] if i < len(diff_ids) else None,
+                       "foreign": mediatypes.is_foreign(d)})
     doc["image"] = {
         "digest": resolved.digest,
         "media_type": resolved.media_type,
@@ -234,9 +273,18 @@ def to_text(docs: list[dict[str, Any]]) -> str:
         out.append(f"Digest:      {doc['digest']}")
         out.append(f"Media type:  {doc['media_type']}")
         if doc["platforms"] is not None:
-            out.append(f"Platforms:   {len(doc['platforms'])}")
+            attestations = doc.get("attestations") or []
+            more = f" (and {len(attestations)} attestation manifests)" if attestations else ""
+            out.append(f"Platforms:   {len(doc['platforms'])}{more}")
             for p in doc["platforms"]:
-                out.append(f"  {p['platform'] or '(none)':<20} {p['digest']}")
+                what = p["platform"] or ("(index)" if "index" in p["media_type"] or
+                                         "list" in p["media_type"] else "(none)")
+                out.append(f"  {what:<20} {p['digest']}")
+            for a in attestations:
+                out.append(f"  {'attestation of ' + str(a['of'] or '?'):<20} {a['digest']}")
+        if doc.get("artifact"):
+            out.extend(_artifact_text(doc["artifact"], doc["platforms"] is not None))
+            continue
         image = doc["image"]
         cfg = image["config"]
         if doc["platforms"] is not None:
@@ -258,5 +306,21 @@ def to_text(docs: list[dict[str, Any]]) -> str:
         out.extend(f"  {k}={v}" for k, v in sorted(cfg["labels"].items()))
         out.append(f"Layers:      {len(image['layers'])} ({_human(image['layers_size'])})")
         for i, lay in enumerate(image["layers"]):
-            out.append(f"  {i:>3}  {lay['digest']}  {lay['size']:>12}  {lay['media_type']}")
+            foreign = "  (foreign)" if lay.get("foreign") else ""
+            out.append(f"  {i:>3}  {lay['digest']}  {lay['size']:>12}  "
+                       f"{lay['media_type']}{foreign}")
     return "\n".join(out)
+
+
+def _artifact_text(art: dict[str, Any], selected: bool) -> list[str]:
+    out = [f"Selected:    {art['digest']}"] if selected else []
+    out.append(f"Artifact:    {art['type']} (not a container image)")
+    out.append(f"Config:      {art['config']['digest']}  {art['config']['media_type']}")
+    if art["subject"]:
+        out.append(f"Subject:     {art['subject']}")
+    out.append(f"Blobs:       {len(art['blobs'])}")
+    for i, blob in enumerate(art["blobs"]):
+        out.append(f"  {i:>3}  {blob['digest']}  {blob['size']:>12}  {blob['media_type']}")
+    for key, value in sorted(art["annotations"].items()):
+        out.append(f"  {key}={value}")
+    return out

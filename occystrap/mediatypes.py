@@ -1,6 +1,12 @@
 """Media types, manifest parsing and platform matching.
 
 Pure: takes bytes and strings, returns typed structures or raises ManifestError/PlatformError.
+
+Manifests are parsed generically (OCI image-spec 1.1 `manifest.md`, `image-index.md`): any
+config and layer media type, `artifactType`, `subject`, annotations, zero layers. Whether a
+manifest is a container image (something with a root filesystem that tar://, dir:// or a
+filter can unpack) or an artifact (a Helm chart, a signature, an SBOM, a buildx attestation)
+is a separate question, answered by `artifact_type()`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+IMAGE_CONFIG_TYPES = (DOCKER_CONFIG, OCI_CONFIG)
+
+# buildx attestation manifests sit in an index beside the image they describe
+# (docs.docker.com/build/metadata/attestations/attestation-storage/)
+REFERENCE_TYPE = "vnd.docker.reference.type"
+REFERENCE_DIGEST = "vnd.docker.reference.digest"
+ATTESTATION_MANIFEST = "attestation-manifest"
 
 MANIFEST_TYPES = (DOCKER_MANIFEST, OCI_MANIFEST)
 INDEX_TYPES = (DOCKER_MANIFEST_LIST, OCI_INDEX)
@@ -46,12 +60,15 @@ class Platform(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Descriptor(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
+    """An OCI content descriptor (image-spec `descriptor.md`); `size` in bytes."""
+
     media_type: str
     digest: str
     size: int
     platform: Platform | None = None
     annotations: dict[str, str] | None = None
     urls: list[str] | None = None
+    artifact_type: str | None = None
 
 
 class _ManifestDoc(msgspec.Struct, rename="camel"):
@@ -60,23 +77,37 @@ class _ManifestDoc(msgspec.Struct, rename="camel"):
     config: Descriptor | None = None
     layers: list[Descriptor] | None = None
     manifests: list[Descriptor] | None = None
+    artifact_type: str | None = None
+    subject: Descriptor | None = None
+    annotations: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class ImageManifest:
+    """A single manifest: an image, or an artifact (see `artifact_type`)."""
+
     media_type: str
     config: Descriptor
     layers: list[Descriptor]
+    artifact_type: str | None = None  # the manifest's own `artifactType` field
+    subject: Descriptor | None = None
+    annotations: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class ImageIndex:
+    """An OCI index or Docker manifest list; its entries may be manifests or indexes."""
+
     media_type: str
     manifests: list[Descriptor]
+    artifact_type: str | None = None
+    subject: Descriptor | None = None
+    annotations: dict[str, str] | None = None
 
 
-def compression_of(media_type: str) -> str:
-    """`gzip`, `zstd` or `none` for a layer media type; unknown layer types raise."""
+def layer_compression(media_type: str) -> str | None:
+    """`gzip`, `zstd` or `none` for a tar layer media type; None for anything that is not a
+    tar layer (an in-toto statement, a signature, a Helm provenance file)."""
     if media_type in (DOCKER_LAYER_GZIP, DOCKER_LAYER_FOREIGN, OCI_LAYER_GZIP):
         return "gzip"
     if media_type.endswith(("+gzip", ".gzip")):
@@ -85,7 +116,57 @@ def compression_of(media_type: str) -> str:
         return "zstd"
     if media_type == OCI_LAYER or media_type.endswith((".tar", "+tar")):
         return "none"
-    raise ManifestError(f"unknown layer media type {media_type!r}")
+    return None
+
+
+def compression_of(media_type: str) -> str:
+    """`gzip`, `zstd` or `none` for a layer media type; ManifestError for a type that is not
+    a tar layer."""
+    found = layer_compression(media_type)
+    if found is None:
+        raise ManifestError(f"unknown layer media type {media_type!r}")
+    return found
+
+
+def artifact_type(manifest: ImageManifest) -> str | None:
+    """None when `manifest` is a container image; otherwise what kind of artifact it is, as
+    image-spec 1.1 defines it: its `artifactType`, else its config's media type, else (an
+    image config over layers that are not tars: a buildx attestation, a cosign signature)
+    the first such layer's media type."""
+    if manifest.artifact_type:
+        return manifest.artifact_type
+    if manifest.config.media_type not in IMAGE_CONFIG_TYPES:
+        return manifest.config.media_type
+    for layer in manifest.layers:
+        if layer_compression(layer.media_type) is None:
+            return layer.media_type
+    return None
+
+
+def is_attestation(d: Descriptor) -> bool:
+    """An index entry that describes another entry rather than being a platform's image:
+    a buildx attestation manifest, or any `unknown/unknown` entry."""
+    if (d.annotations or {}).get(REFERENCE_TYPE) == ATTESTATION_MANIFEST:
+        return True
+    return d.platform is not None and d.platform.os == "unknown" and \
+        d.platform.architecture == "unknown"
+
+
+def is_foreign(d: Descriptor) -> bool:
+    """A foreign or non-distributable layer: the registry may not serve it (Windows base
+    layers); its `urls` name where its publisher serves it."""
+    return bool(d.urls) or "foreign" in d.media_type or "nondistributable" in d.media_type
+
+
+def referrer_types(manifest: ImageManifest | ImageIndex) -> set[str]:
+    """Every type a `--referrers-type` filter may name for this manifest: its artifactType,
+    its config's media type and its layers' media types (cosign's companion manifests have
+    no artifactType; their layer type says what they are)."""
+    found = {manifest.artifact_type} if manifest.artifact_type else set()
+    if isinstance(manifest, ImageManifest):
+        found.add(manifest.config.media_type)
+        found.update(layer.media_type for layer in manifest.layers)
+    return found
 
 
 def json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -127,6 +208,8 @@ def effective_media_type(content_type: str, body: bytes) -> str:
 
 
 def parse(body: bytes, media_type: str) -> ImageManifest | ImageIndex:
+    """A manifest or index, generically: every descriptor's digest and size are checked,
+    nothing is assumed about config or layer types. ManifestError when malformed."""
     if media_type in SCHEMA1_TYPES:
         raise ManifestError(
             "Docker schema1 manifests are not supported (deprecated since 2017); "
@@ -147,18 +230,16 @@ def parse(body: bytes, media_type: str) -> ImageManifest | ImageIndex:
             raise ManifestError("malformed index: no 'manifests' list")
         for d in doc.manifests:
             _check_descriptor(d)
-        return ImageIndex(media_type, doc.manifests)
+        if doc.subject is not None:
+            _check_descriptor(doc.subject)
+        return ImageIndex(media_type, doc.manifests, doc.artifact_type, doc.subject,
+                          doc.annotations)
     if doc.config is None or doc.layers is None:
         raise ManifestError("malformed manifest: missing 'config' or 'layers'")
-    _check_descriptor(doc.config)
-    for d in doc.layers:
+    for d in (doc.config, *doc.layers, *([doc.subject] if doc.subject else [])):
         _check_descriptor(d)
-        compression_of(d.media_type)
-        if d.urls:
-            raise ManifestError(
-                f"layer {d.digest} is a foreign layer (urls={d.urls[0]}); not supported"
-            )
-    return ImageManifest(media_type, doc.config, doc.layers)
+    return ImageManifest(media_type, doc.config, doc.layers, doc.artifact_type, doc.subject,
+                         doc.annotations)
 
 
 def _check_descriptor(d: Descriptor) -> None:
@@ -188,6 +269,8 @@ def select_platform(index: ImageIndex, wanted: Platform) -> Descriptor:
     candidates: list[tuple[int, Descriptor]] = []
     default_variant = _ARCH_DEFAULT_VARIANT.get(wanted.architecture)
     for d in index.manifests:
+        if is_attestation(d):
+            continue  # describes an image; never an image to run
         p = d.platform
         if p is None or p.os != wanted.os or p.architecture != wanted.architecture:
             continue
@@ -205,7 +288,8 @@ def select_platform(index: ImageIndex, wanted: Platform) -> Descriptor:
             rank = 2
         candidates.append((rank, d))
     if not candidates:
-        available = ", ".join(sorted({str(d.platform) for d in index.manifests if d.platform}))
+        available = ", ".join(sorted({str(d.platform) for d in index.manifests
+                                      if d.platform and not is_attestation(d)}))
         raise PlatformError(
             f"no manifest for platform {wanted} (available: {available or 'none listed'})"
         )

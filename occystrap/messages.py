@@ -48,6 +48,18 @@ class ImagePlan(msgspec.Struct, tag=True):
     # below the destination's prefix)
     dest_name: str = ""
     dest_tag: str | None = None
+    # --referrers: the top-level image lists its referrers (published after it is present by
+    # digest and before its tag); each referrer names the digest it refers to, or, for a
+    # cosign companion (`sha256-<hex>.sig`), the tag it is published under
+    referrers: list[int] = []
+    referrer_of: str = ""
+    companion_tag: str = ""
+    # an index copied without some entries (attestations, where image semantics are needed)
+    dropped: list[str] = []
+    # not a container image: its artifactType (or config media type), for messages
+    artifact: str = ""
+    # said in the image's result line (referrers that could not be copied, say)
+    notes: list[str] = []
 
 
 class LayerDesc(msgspec.Struct, tag=True):
@@ -70,6 +82,9 @@ class LayerDesc(msgspec.Struct, tag=True):
     local_path: str = ""
     local_owned: bool = False
     uncompressed_size: int = -1  # known once a filter has read the layer
+    # a foreign (non-distributable) layer the source does not serve: the manifest keeps its
+    # descriptor, no bytes are copied (`present` is set too)
+    foreign: bool = False
 
 
 class ImageFailed(msgspec.Struct, tag=True):
@@ -89,6 +104,8 @@ class ImageDone(msgspec.Struct, tag=True):
     skipped_layers: int
     up_to_date: bool = False
     detail: str = ""
+    foreign: int = 0  # foreign layers not copied (the source does not serve them)
+    referrers: int = 0  # referrers and cosign companions copied with it
 
 
 class StageReport(msgspec.Struct, tag=True):

@@ -12,7 +12,8 @@ or YAML (a file whose first entry is `mirrors:`), validated by msgspec:
         tags: ["1.0", "1.1"]
 
 `destination` is optional (the command line's is used); `tags` expands a source given
-without a tag. Errors name the line.
+without a tag; `referrers: true` copies the source's referrers too (as `--referrers`, for
+that source only: it becomes `?referrers=true` on the source URI). Errors name the line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Mirror(msgspec.Struct, forbid_unknown_fields=True):
     source: str
     destination: str | None = None
     tags: list[str] | None = None
+    referrers: bool = False  # as --referrers, for this source only
 
 
 class Spec(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,6 +55,10 @@ def _with_tag(source: str, tag: str, where: str) -> str:
     return f"{base}:{tag}" + (f"?{query}" if query else "")
 
 
+def _with_option(source: str, option: str) -> str:
+    return f"{source}{'&' if '?' in source else '?'}{option}"
+
+
 def load(path: str) -> list[tuple[Location, str | None]]:
     """(source, destination or None) pairs, in file order."""
     try:
@@ -75,6 +81,8 @@ def load(path: str) -> list[tuple[Location, str | None]]:
             where = f"--from-file {path}: mirrors[{n}]"
             sources = ([_with_tag(mirror.source, t, where) for t in mirror.tags]
                        if mirror.tags else [mirror.source])
+            if mirror.referrers:
+                sources = [_with_option(s, "referrers=true") for s in sources]
             for source in sources:
                 try:
                     pairs.append((parse_location(source, role="source"), mirror.destination))

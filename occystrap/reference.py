@@ -7,6 +7,7 @@ trust it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -30,6 +31,11 @@ SOURCE_SCHEMES = frozenset({"registry", "tar", "oci", "dir", "docker", "quay"})
 DESTINATION_SCHEMES = frozenset({"dir", "tar", "oci", "registry", "docker"})
 _ALIASES = {"file": "tar", "directory": "dir", "docker-registry": "registry"}
 _KNOWN_SCHEMES = frozenset({"registry", "dir", "tar", "oci", "docker", "quay"})
+
+
+def digest_of(data: bytes) -> str:
+    """The sha256 digest of `data`, as `sha256:<hex>`."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def validate_digest(digest: str) -> str:

@@ -33,6 +33,11 @@ def search_layer(f: Any, media_type: str, match: Callable[[str], bool]
 
 
 def search_image(image: Image, match: Callable[[str], bool], tmpdir: str) -> Iterator[Match]:
+    artifact = mediatypes.artifact_type(image.manifest)
+    if artifact is not None:
+        raise ManifestError(f"{image.label}: {image.resolved.digest} is an OCI artifact "
+                            f"({artifact}), not a container image: there are no paths to "
+                            "search")
     ref = image.entry.ref
     name = ref.name or "-"
     tag = ref.tag or ref.digest or image.resolved.digest

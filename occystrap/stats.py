@@ -412,6 +412,12 @@ def summary_line(result: Any) -> str:
     line = (f"Summary: {len(result.done)}/{total} images{noted}, {layers} layers, "
             f"{human_bytes(moved)}, {result.wall_seconds:.1f} s, "
             f"{retries} {'retry' if retries == 1 else 'retries'}")
+    foreign = sum(d.foreign for d in result.done)
+    if foreign:
+        line += f", {foreign} foreign layer{'s' if foreign > 1 else ''} not copied"
+    referred = sum(d.referrers for d in result.done)
+    if referred:
+        line += f", {referred} referrer{'s' if referred > 1 else ''}"
     if result.failed:
         line += f", {len(result.failed)} failed"
     return line

@@ -83,12 +83,13 @@ def rewrite_manifest(body: bytes, media_type: str, layers: Sequence[NewDescripto
     return out, media_type, digest
 
 
-def rewrite_index(body: bytes, media_type: str, children: Mapping[str, NewDescriptor]
-                  ) -> tuple[bytes, str, str]:
+def rewrite_index(body: bytes, media_type: str, children: Mapping[str, NewDescriptor],
+                  dropped: Sequence[str] = ()) -> tuple[bytes, str, str]:
     """New (bytes, media type, digest) of an index whose children (old digest → new)
-    changed."""
+    changed, without the entries whose digests are in `dropped`."""
     doc = json.loads(body)
     to_oci = False
+    doc["manifests"] = [entry for entry in doc["manifests"] if entry["digest"] not in dropped]
     for entry in doc["manifests"]:
         new = children.get(entry["digest"])
         if new is not None:

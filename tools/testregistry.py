@@ -68,6 +68,13 @@ def _config_yaml(
             f"    key: {tls[1]}",
         ]
     lines += [
+        # Foreign layers (Windows-style bases served by their publisher) name URLs; this
+        # registry accepts only the closed loopback port the test images use.
+        "validation:",
+        "  manifests:",
+        "    urls:",
+        "      allow:",
+        "        - ^http://127\\.0\\.0\\.1:9/",
         "health:",
         "  storagedriver:",
         "    enabled: false",

@@ -119,6 +119,12 @@ class Writer(ABC):
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         """Take ownership of `layer.path` (move it in, or copy and delete it)."""
 
+    def stage_image(self, plan: ImagePlan) -> None:
+        """Make the manifest present by digest, without naming it, so that what refers to
+        it (`--referrers`) can follow before `finish_image` names it. Nothing to do for
+        formats whose referrers are never written (tar, dir, docker)."""
+        return None
+
     @abstractmethod
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         """All layers are in (`layers`: their digests in manifest order): make the image

@@ -75,18 +75,30 @@ class OCILayoutWriter(Writer):
         if adopt(layer.path, target):
             self._added[plan.image_id].append(target)
 
+    def stage_image(self, plan: ImagePlan) -> None:
+        self._put_bytes(plan, plan.manifest_digest, plan.manifest)
+
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         self._put_bytes(plan, plan.manifest_digest, plan.manifest)
+        where = f"oci://{self.root}"
+        if plan.referrer_of or plan.companion_tag:
+            # A referrer: an index.json entry of its own, so a later copy out of the layout
+            # finds it (by its subject, or by its cosign tag as ref name); no image name, so
+            # no importer mistakes it for an image.
+            entry = self._entry(plan)
+            if plan.companion_tag:
+                entry["annotations"] = {REF_NAME: plan.companion_tag}
+                self._update_index(entry, REF_NAME, plan.companion_tag)
+            else:
+                self._update_index(entry, REF_NAME, None)
+            self._added.pop(plan.image_id, None)
+            return f"{where}@{plan.manifest_digest}"
         if plan.parent >= 0:
             # A platform image of an index: reachable through the index, not index.json.
             self._added.pop(plan.image_id, None)
-            return f"oci://{self.root}@{plan.manifest_digest}"
+            return f"{where}@{plan.manifest_digest}"
         ref = self.ref_name or plan.tag
-        entry: dict[str, object] = {
-            "mediaType": plan.manifest_media_type,
-            "digest": plan.manifest_digest,
-            "size": len(plan.manifest),
-        }
+        entry = self._entry(plan)
         annotations = {}
         if ref:
             annotations[REF_NAME] = ref
@@ -102,8 +114,18 @@ class OCILayoutWriter(Writer):
             self._update_index(entry, IMAGE_NAME, plan.repo_tag)
         self._added.pop(plan.image_id, None)
         self._published += 1
-        where = f"oci://{self.root}"
         return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
+
+    @staticmethod
+    def _entry(plan: ImagePlan) -> dict[str, object]:
+        entry: dict[str, object] = {
+            "mediaType": plan.manifest_media_type,
+            "digest": plan.manifest_digest,
+            "size": len(plan.manifest),
+        }
+        if plan.artifact and (plan.referrer_of or plan.companion_tag):
+            entry["artifactType"] = plan.artifact
+        return entry
 
     def _update_index(self, entry: dict[str, object], annotation: str, key: str | None) -> None:
         def change(index: dict[str, Any]) -> None:

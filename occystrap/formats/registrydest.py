@@ -17,8 +17,11 @@ import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from occystrap import referrers
 from occystrap.config import Config
+from occystrap.errors import NotFoundError
 from occystrap.formats.base import Writer, hex_of, unlink_quietly, write_atomic
+from occystrap.mediatypes import OCI_INDEX
 from occystrap.messages import ImagePlan, LayerDesc
 from occystrap.reference import ImageRef
 from occystrap.registry.client import RegistryClient
@@ -27,7 +30,10 @@ from occystrap.registry.pool import ClientPool
 
 def target_reference(plan: ImagePlan) -> str:
     """The tag resolve chose (the destination's own, else the source's), else the digest.
-    The platform images of an index are pushed by digest; the index takes the tag."""
+    The platform images of an index and referrers are pushed by digest; the index takes the
+    tag; a cosign companion keeps its `sha256-<hex>.sig` tag."""
+    if plan.companion_tag:
+        return plan.companion_tag
     if plan.parent >= 0:
         return plan.manifest_digest
     return plan.dest_tag or plan.manifest_digest
@@ -46,6 +52,10 @@ class RegistryWriter(Writer):
         self._uploads: dict[int, list[Future[None]]] = {}
         self._counts: dict[int, Counter[str]] = {}  # per top-level image: how blobs went
         self._placed: dict[str, Future[str]] = {}  # digest → repository it went to this run
+        # per top-level image: referrers the registry did not index itself (no OCI-Subject
+        # answer), by subject, for the referrers tag
+        self._unindexed: dict[int, dict[str, list[dict[str, object]]]] = {}
+        self._top: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def _client(self) -> RegistryClient:
@@ -91,9 +101,9 @@ class RegistryWriter(Writer):
         finally:
             if offset < 0:
                 unlink_quietly(path)
-        top = plan.parent if plan.parent >= 0 else plan.image_id
         with self._lock:
-            self._counts.setdefault(top, Counter())[how] += 1
+            self._counts.setdefault(self._top.get(plan.image_id, plan.image_id),
+                                    Counter())[how] += 1
 
     @staticmethod
     def _mount_from(client: RegistryClient, name: str, digest: str,
@@ -109,6 +119,9 @@ class RegistryWriter(Writer):
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._uploads[plan.image_id] = []
+        # the top-level image this one belongs to (parents arrive before their children)
+        self._top[plan.image_id] = (self._top.get(plan.parent, plan.parent)
+                                    if plan.parent >= 0 else plan.image_id)
 
     def add_config(self, plan: ImagePlan) -> None:
         if plan.up_to_date or not plan.config:  # nothing to do, or an index (no config)
@@ -126,24 +139,61 @@ class RegistryWriter(Writer):
         self._submit(plan, self._push_blob, plan, layer.digest, layer.size, layer.path,
                      layer.offset, bool(layer.source_digest or self.config.filters))
 
+    def _wait_uploads(self, plan: ImagePlan) -> None:
+        with self._lock:
+            futures = self._uploads.pop(plan.image_id, [])
+        for fut in futures:
+            fut.result()  # the first failed upload fails the image
+
+    def stage_image(self, plan: ImagePlan) -> None:
+        if plan.up_to_date:
+            return
+        self._wait_uploads(plan)
+        self._client().put_manifest(plan.dest_name or self.dest.name, plan.manifest_digest,
+                                    plan.manifest, plan.manifest_media_type)
+
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         reference = target_reference(plan)
         name = plan.dest_name or self.dest.name
         where = f"registry://{self.dest.host}/{name}"
         where += f"@{reference}" if reference.startswith("sha256:") else f":{reference}"
+        if plan.parent < 0:
+            self._update_referrers_tags(plan, name)
         if plan.up_to_date:
             return where
-        with self._lock:
-            futures = self._uploads.pop(plan.image_id, [])
-        for fut in futures:
-            fut.result()  # the first failed upload fails the image
-        self._client().put_manifest(name, reference, plan.manifest,
-                                    plan.manifest_media_type)
+        self._wait_uploads(plan)
+        _, indexed = self._client().put_manifest_acked(name, reference, plan.manifest,
+                                                       plan.manifest_media_type)
+        if plan.referrer_of and not indexed:
+            entry = referrers.descriptor_for(plan.manifest, plan.manifest_media_type)
+            with self._lock:
+                self._unindexed.setdefault(plan.parent, {}).setdefault(
+                    plan.referrer_of, []).append(entry)
         return where
+
+    def _update_referrers_tags(self, plan: ImagePlan, name: str) -> None:
+        """The referrers tag (`sha256-<hex>`) of each subject whose referrers the registry
+        did not index itself: read, add the new descriptors, write back (distribution-spec
+        1.1, "Pushing Manifests with Subject"). Runs that push referrers of one subject at
+        the same moment can lose each other's entry, as the spec acknowledges; a re-run
+        adds it again."""
+        with self._lock:
+            pending = self._unindexed.pop(plan.image_id, {})
+        client = self._client()
+        for subject, entries in pending.items():
+            tag = referrers.fallback_tag(subject)
+            try:
+                existing: bytes | None = client.get_manifest(name, tag, [OCI_INDEX]).body
+            except NotFoundError:
+                existing = None
+            body = referrers.merged_index(existing, entries)
+            if body is not None:
+                client.put_manifest(name, tag, body, OCI_INDEX)
 
     def detail(self, plan: ImagePlan) -> str:
         with self._lock:
             counts = self._counts.pop(plan.image_id, Counter())
+            self._top = {k: v for k, v in self._top.items() if v != plan.image_id}
         return ", ".join(f"{n} blobs {how}" for how, n in sorted(counts.items()))
 
     def fail_image(self, plan: ImagePlan) -> None:
@@ -151,6 +201,7 @@ class RegistryWriter(Writer):
         # re-run finds them with a HEAD instead of uploading them again.
         with self._lock:
             futures = self._uploads.pop(plan.image_id, [])
+            self._unindexed.pop(plan.image_id, None)
         for fut in futures:
             fut.cancel()
 

@@ -1027,12 +1027,42 @@ class RegistryClient:
             self._cancel_upload(name, session)
             raise
 
+    def get_referrers(self, name: str, digest: str) -> bytes | None:
+        """`GET /v2/<name>/referrers/<digest>` (distribution-spec 1.1, "Listing Referrers"):
+        the index body, or None when the registry has no referrers API (404 or 405; a
+        registry that has it never answers 404)."""
+        self._blob_url(name, digest)  # validates both
+        url = f"{self.base_url}/v2/{name}/referrers/{digest}"
+        response = self._request("GET", url, name=name,
+                                 headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+        try:
+            if response.status in (404, 405):
+                return None
+            self._check_status(response, "GET", url, "")
+            body = response.read(MAX_MANIFEST_SIZE)
+        except _TransportFailure as exc:
+            raise TransientError(f"GET {_redact(url)}: {exc}") from exc
+        finally:
+            response.close()
+        if len(body) > MAX_MANIFEST_SIZE:
+            raise ManifestError(f"referrers of {name}@{digest} on {self.host}: larger than "
+                                f"{MAX_MANIFEST_SIZE // 2**20} MiB")
+        return body
+
     def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
         """PUT a manifest byte-exact under a tag or digest; return its digest.
 
         The digest is ours (sha256 of the exact bytes); a registry that reports another one
         has rewritten the manifest, which would break every pinned reference, so it is an error.
         """
+        return self.put_manifest_acked(name, reference, body, media_type)[0]
+
+    def put_manifest_acked(self, name: str, reference: str, body: bytes, media_type: str
+                           ) -> tuple[str, bool]:
+        """`put_manifest`, also saying whether the registry answered with an `OCI-Subject`
+        header (it maintains the referrers of the manifest's subject itself; otherwise the
+        client keeps the referrers tag, distribution-spec 1.1 "Pushing Manifests with
+        Subject")."""
         url = self._manifest_url(name, reference)
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         what = f"manifest {name}:{reference} to {self.host}"
@@ -1051,11 +1081,12 @@ class RegistryClient:
             if response.status not in (200, 201):
                 self._raise_upload_error(response, "PUT", url, what)
             served = response.headers.get("docker-content-digest")
+            subject = bool(response.headers.get("oci-subject"))
         finally:
             response.close()
         if served and served != digest:
             raise DigestError(f"{what}: the registry stored it as {served}, expected {digest}")
-        return digest
+        return digest, subject
 
     # -- upload steps: each returns a failure (message, retry_after) or raises ---------------
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from occystrap import mediatypes
-from occystrap.errors import DigestError
-from occystrap.mediatypes import ImageIndex, ImageManifest
+from occystrap.errors import DigestError, ManifestError, PlatformError
+from occystrap.mediatypes import ImageIndex, ImageManifest, Platform
 from occystrap.reference import ImageRef
+
+MAX_INDEX_DEPTH = 8  # indexes of indexes (containerd, Docker's containerd store) this deep
 
 
 @dataclass
@@ -54,3 +56,45 @@ def check_blob(data: bytes, digest: str, where: str) -> bytes:
     if got != digest:
         raise DigestError(f"{where}: blob {digest} hashes to {got}")
     return data
+
+
+def platform_manifest(source: Any, top: Resolved, wanted: Platform, depth: int = 0) -> Resolved:
+    """The image manifest for `wanted` below the index `top`, as docker picks it
+    (`mediatypes.select_platform`: attestation entries never count). Entries that are
+    indexes themselves (containerd and Docker's containerd image store nest them) are
+    searched too, depth first, at most MAX_INDEX_DEPTH levels down.
+
+    PlatformError naming the platforms there are; ManifestError past the depth bound."""
+    if depth >= MAX_INDEX_DEPTH:
+        raise ManifestError(f"index {top.digest}: indexes nested more than "
+                            f"{MAX_INDEX_DEPTH} levels deep; refused")
+    index = top.parsed
+    assert isinstance(index, ImageIndex)
+    nested = [d for d in index.manifests if d.media_type in mediatypes.INDEX_TYPES
+              and not mediatypes.is_attestation(d)]
+    direct = ImageIndex(index.media_type,
+                        [d for d in index.manifests if d not in nested])
+    try:
+        chosen = mediatypes.select_platform(direct, wanted)
+    except PlatformError as exc:
+        if not nested:
+            raise
+        missed: PlatformError = exc
+    else:
+        got: Resolved = source.fetch_manifest(chosen.digest)
+        if isinstance(got.parsed, ImageIndex):  # its descriptor said manifest
+            return platform_manifest(source, got, wanted, depth + 1)
+        return got
+    for d in nested:
+        if d.platform is not None and (d.platform.os, d.platform.architecture) != (
+                wanted.os, wanted.architecture):
+            continue
+        child: Resolved = source.fetch_manifest(d.digest)
+        if not isinstance(child.parsed, ImageIndex):
+            raise ManifestError(f"index {top.digest}: {d.digest} is listed as an index "
+                                f"but is a {child.media_type}")
+        try:
+            return platform_manifest(source, child, wanted, depth + 1)
+        except PlatformError:
+            continue
+    raise missed

@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from occystrap.errors import NotFoundError
 from occystrap.reference import TAG_RE, BulkPattern, ImageRef
+from occystrap.referrers import is_referrer_tag
 from occystrap.registry.client import RegistryClient
 from occystrap.sources import Entry
-from occystrap.sources.registry import RegistrySource
+from occystrap.sources.registry import RegistryReferrers, RegistrySource
 
 
 def tag_matches(pattern: BulkPattern, tag: str) -> bool:
@@ -23,10 +24,15 @@ def tag_matches(pattern: BulkPattern, tag: str) -> bool:
 class RegistryBulkSource:
     local = False
 
-    def __init__(self, client: RegistryClient, pattern: BulkPattern, parallel: int) -> None:
+    def __init__(self, client: RegistryClient, pattern: BulkPattern, parallel: int,
+                 discovery: RegistryReferrers | None = None) -> None:
+        """`discovery`: with --referrers, the run's referrer discovery; tags that only carry
+        referrers (`sha256-<hex>[.sig|.att|.sbom]`) then travel with their subjects instead
+        of being images of their own, and the tag lists read here serve discovery too."""
         self.client = client
         self.pattern = pattern
         self.parallel = parallel
+        self.discovery = discovery
 
     def entries(self) -> list[Entry]:
         p = self.pattern
@@ -36,9 +42,14 @@ class RegistryBulkSource:
             tag_lists = list(pool.map(self.client.list_tags, repos))
         found = []
         for repo, tags in zip(repos, tag_lists, strict=True):
+            if self.discovery is not None:
+                self.discovery.know_tags(self.client.host, repo, tags)
             for tag in sorted(t for t in tags if TAG_RE.match(t) and tag_matches(p, t)):
+                if self.discovery is not None and is_referrer_tag(tag):
+                    continue
                 ref = ImageRef(p.host, repo, tag=tag)
-                found.append(Entry(ref, tag, RegistrySource(self.client, ref)))
+                found.append(Entry(ref, tag, RegistrySource(self.client, ref,
+                                                            self.discovery)))
         if not found:
             raise NotFoundError(f"registry://{p.host}/{p.name_glob}:{p.tag_glob}: no repository "
                                 f"and tag on {p.host} matches")

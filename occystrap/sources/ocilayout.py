@@ -1,4 +1,9 @@
-"""oci://PATH[:REF] as a source: an OCI image layout (index.json + blobs/sha256)."""
+"""oci://PATH[:REF] as a source: an OCI image layout (index.json + blobs/sha256).
+
+Referrers copied into a layout (`--referrers`) are index.json entries without a ref name;
+cosign companions carry their tag (`sha256-<hex>.sig`) as ref name. Neither is an image of
+its own: `entries` leaves them out and `find_referrers` finds them by their subject.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 from occystrap.errors import ManifestError, NotFoundError
 from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
 from occystrap.reference import DIGEST_RE
+from occystrap.referrers import Found, companion_tags, is_referrer_tag
 from occystrap.sources import Entry, Resolved, resolved_from_bytes
 from occystrap.sources.local import BlobFile, blob_path, name_of, read_blob, read_capped, read_json
 
@@ -23,27 +29,53 @@ class OCILayoutSource:
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise ManifestError(f"oci://{root}/index.json: no 'manifests' list")
         self._index: list[dict] = [m for m in index["manifests"] if isinstance(m, dict)]
-        self._media_types = {m.get("digest"): str(m.get("mediaType", "")) for m in self._index}
+        for m in self._index:
+            digest = m.get("digest")
+            if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+                raise ManifestError(f"oci://{root}/index.json: bad digest {digest!r}")
+        self._media_types = {m["digest"]: str(m.get("mediaType", "")) for m in self._index}
+        self._subjects: dict[str, str | None] | None = None  # unnamed entry → its subject
+
+    @staticmethod
+    def _ref(m: dict) -> str | None:
+        return (m.get("annotations") or {}).get(REF_NAME)
+
+    def _subject_of_unnamed(self) -> dict[str, str | None]:
+        """Each unnamed entry's `subject` digest (None: not a referrer), read once."""
+        if self._subjects is None:
+            self._subjects = {}
+            for m in self._index:
+                if self._ref(m) is None:
+                    parsed = self.fetch_manifest(m["digest"]).parsed
+                    self._subjects[m["digest"]] = (parsed.subject.digest
+                                                   if parsed.subject else None)
+        return self._subjects
 
     def entries(self) -> list[Entry]:
         found = []
+        subjects = self._subject_of_unnamed()
         for m in self._index:
-            annotations = m.get("annotations") or {}
-            ref = annotations.get(REF_NAME)
-            digest = m.get("digest")
-            if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-                raise ManifestError(f"oci://{self.root}/index.json: bad digest {digest!r}")
+            ref, digest = self._ref(m), m["digest"]
+            if (ref is None and subjects.get(digest)) or (ref and is_referrer_tag(ref)):
+                continue  # a referrer: copied with its subject (--referrers)
             if self.ref_name is not None and ref != self.ref_name:
                 continue
+            annotations = m.get("annotations") or {}
             found.append(Entry(name_of(annotations.get(IMAGE_NAME), ref), digest))
         if not found:
-            refs = sorted({(m.get("annotations") or {}).get(REF_NAME, "?") for m in self._index})
+            refs = sorted({self._ref(m) or "?" for m in self._index})
             what = f"reference {self.ref_name!r}" if self.ref_name else "images"
             raise NotFoundError(f"oci://{self.root}: no {what} (it has: "
                                 f"{', '.join(refs) or 'nothing'})")
         return found
 
     def fetch_manifest(self, reference: str) -> Resolved:
+        if not DIGEST_RE.match(reference):  # a tag: a cosign companion's ref name
+            digest = next((m["digest"] for m in self._index if self._ref(m) == reference),
+                          None)
+            if digest is None:
+                raise NotFoundError(f"oci://{self.root}: no reference {reference!r}")
+            reference = digest
         path = blob_path(self.root, reference)
         body = read_capped(path, "manifest")
         return resolved_from_bytes(body, self._media_types.get(reference, ""), path,
@@ -52,11 +84,23 @@ class OCILayoutSource:
     def get_blob(self, digest: str) -> bytes:
         return read_blob(blob_path(self.root, digest), digest, "blob")
 
+    def has_blob(self, digest: str) -> bool:
+        return os.path.isfile(blob_path(self.root, digest))
+
     def blob_file(self, digest: str) -> BlobFile:
         path = blob_path(self.root, digest)
         if not os.path.isfile(path):
             raise NotFoundError(f"blob {digest} missing from oci://{self.root}")
         return BlobFile(path, owned=False)
 
+    def find_referrers(self, digest: str) -> list[Found]:
+        """Unnamed entries whose manifest's subject is `digest`, and cosign companions."""
+        found = [Found(d, digest) for d, subject in self._subject_of_unnamed().items()
+                 if subject == digest]
+        refs = {self._ref(m) for m in self._index}
+        found += [Found(tag, digest, tag=tag) for tag in companion_tags(digest) if tag in refs]
+        return found
+
     def close(self) -> None:
         pass
+

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from threading import Semaphore
+from typing import Any
 
 from occystrap import mediatypes
 from occystrap.config import Config
@@ -18,25 +22,32 @@ from occystrap.errors import (
     DestinationError,
     DigestError,
     ManifestError,
+    NotFoundError,
     OccystrapError,
     UsageError,
 )
 from occystrap.formats.daemon import Engine, docker_socket
 from occystrap.formats.dockerarchive import TarPlanner
 from occystrap.layercache import LayerCache
-from occystrap.mediatypes import ImageIndex, ImageManifest
+from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.reference import ImageRef, Location
 from occystrap.registry.pool import ClientPool
-from occystrap.sources import Entry, Resolved
+from occystrap.sources import MAX_INDEX_DEPTH, Entry, Resolved, platform_manifest
 from occystrap.sources.bulk import RegistryBulkSource
 from occystrap.sources.directory import DirectorySource
 from occystrap.sources.ocilayout import OCILayoutSource
 from occystrap.sources.quay import QuaySource, parse_since
 from occystrap.sources.quay import registry_host as quay_registry_host
-from occystrap.sources.registry import RegistrySource
+from occystrap.sources.registry import RegistryReferrers, RegistrySource
 from occystrap.sources.tarball import TarballSource
 from occystrap.stages.base import StageIO
+from occystrap.stages.referrals import Referrals
+
+log = logging.getLogger(__name__)
+
+# The `compression` of an artifact's blob that is not a tar layer: never decompressed.
+OPAQUE = "opaque"
 
 
 def copies_whole_index(config: Config, dest: Destination) -> bool:
@@ -79,6 +90,35 @@ Source = (RegistrySource | RegistryBulkSource | QuaySource | OCILayoutSource | D
           | TarballSource)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One top-level image being planned: where it comes from and where it goes."""
+
+    image_id: int
+    ref: ImageRef
+    text: str  # the source URI as given, for messages
+    source: Any
+    insecure: bool
+    target: ImageRef | None
+
+
+def wants_referrers(config: Config, location: Location) -> bool:
+    """--referrers, or `?referrers=true` on this source (a mirror spec's `referrers`)."""
+    return config.referrers or bool(location.option("referrers", False))
+
+
+def serves(source: Any, digest: str) -> bool:
+    """Does the source have this blob's bytes (a foreign layer's may be elsewhere)?"""
+    has_blob = getattr(source, "has_blob", None)
+    if has_blob is not None:
+        return bool(has_blob(digest))
+    try:
+        source.blob_file(digest)
+    except NotFoundError:
+        return False
+    return True
+
+
 class Resolver:
     """Turns each source into plans, one image at a time (see the module docstring)."""
 
@@ -94,8 +134,14 @@ class Resolver:
         self.clients = ClientPool(config, pool_size=4, role="src")
         self.probe = dest.probe(config)
         self.ids = itertools.count()
+        # why an artifact cannot be copied here (and attestations are left out of indexes)
+        self.needs_image = dest.image_semantics or config.image_semantics()
+        self.pool = ThreadPoolExecutor(max(2, config.parallel), thread_name_prefix="resolve")
+        self.discovery = RegistryReferrers()
+        self.referrals = Referrals(self)
 
     def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.probe.close()
         self.clients.close()
 
@@ -120,11 +166,12 @@ class Resolver:
                               self.config.parallel, self.config.timeout), plain or insecure
         if location.scheme == "registry" and location.pattern is not None:
             client = self.clients.get(location.pattern.host, insecure)
-            return RegistryBulkSource(client, location.pattern, self.config.parallel), insecure
+            return RegistryBulkSource(client, location.pattern, self.config.parallel,
+                                      self._discovery(location)), insecure
         if location.scheme == "registry":
             assert location.ref is not None
             client = self.clients.get(location.ref.host, insecure)
-            return RegistrySource(client, location.ref), insecure
+            return RegistrySource(client, location.ref, self._discovery(location)), insecure
         path = os.path.abspath(location.path or "")
         if location.scheme == "oci":
             return OCILayoutSource(path, location.tag), False
@@ -139,6 +186,12 @@ class Resolver:
             finally:
                 conn.close()
         return TarballSource(location.path or "", location.select, self.spool), False
+
+    def _discovery(self, location: Location) -> RegistryReferrers | None:
+        """The run's referrer discovery, when referrers of this source are to be copied."""
+        if not wants_referrers(self.config, location):
+            return None
+        return getattr(self, "discovery", None)  # info/check borrow open() without one
 
     def run(self, sources: Sequence[Location]) -> None:
         for location in sources:
@@ -160,7 +213,8 @@ class Resolver:
                 image_id = next(self.ids)
                 try:
                     self.one_image(image_id, location.text, entry, entry.source or source,
-                                   insecure, self.dest.target(entry.ref, bulk))
+                                   insecure, self.dest.target(entry.ref, bulk),
+                                   wants_referrers(self.config, location))
                 except OccystrapError as exc:
                     self.io.fail(image_id, location.text, str(exc))
         self.io.put(Shutdown())
@@ -175,60 +229,98 @@ class Resolver:
                 if int(hashlib.sha256(str(e.ref).encode()).hexdigest()[:12], 16) % n == k]
 
     def one_image(self, image_id: int, text: str, entry: Entry, source: Source,
-                  insecure: bool, target: ImageRef | None) -> None:
-        ref = entry.ref
+                  insecure: bool, target: ImageRef | None, referrers: bool = False) -> None:
+        job = _Job(image_id, entry.ref, text, source, insecure, target)
         got = source.fetch_manifest(entry.reference)  # digest verified
         whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(self.config,
                                                                                 self.dest)
         if not whole_index and isinstance(got.parsed, ImageIndex):
-            chosen = mediatypes.select_platform(got.parsed, self.config.platform)
-            got = source.fetch_manifest(chosen.digest)
-            if isinstance(got.parsed, ImageIndex):
-                raise ManifestError(f"index {chosen.digest} points at another index")
-        if not self.config.filters and self.probe.up_to_date(target, got.digest):
-            # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
-            self.emit(layerless_plan(image_id, ref, text, got, insecure, target,
-                                     up_to_date=True), [])
-            return
-        if not whole_index:
-            self.emit(*self.plan_image(image_id, ref, text, got, source, insecure, target))
-            return
-        if not self.dest.takes_index:
+            got = platform_manifest(source, got, self.config.platform)
+        if whole_index and not self.dest.takes_index:
             raise UsageError(f"{self.dest.location}: copying every platform of an index needs "
                              "a registry:// or oci:// destination; pick one with --platform")
-        assert isinstance(got.parsed, ImageIndex)
-        # Resolve every child before sending anything: a child that cannot be planned fails
-        # the index before a byte moves.
-        children = []
-        for d in got.parsed.manifests:
-            child = source.fetch_manifest(d.digest)
-            if not isinstance(child.parsed, ImageManifest):
-                raise ManifestError(f"index {got.digest}: {d.digest} is not an image manifest")
-            children.append(self.plan_image(next(self.ids), ref, text, child, source,
-                                            insecure, target, parent=image_id))
-        self.emit(layerless_plan(image_id, ref, text, got, insecure, target,
-                                 children=[plan.image_id for plan, _ in children]), [])
-        for plan, layers in children:
+        if not self.config.filters and self.probe.up_to_date(target, got.digest):
+            # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
+            plans = [(layerless_plan(image_id, job.ref, text, got, insecure, target,
+                                     up_to_date=True), [])]
+            subjects = [got.digest]
+            if isinstance(got.parsed, ImageIndex):
+                subjects += [d.digest for d in got.parsed.manifests]
+        else:
+            plans = self.plan_tree(job, got, parent=-1, depth=0, image_id=image_id)
+            subjects = [plan.manifest_digest for plan, _ in plans]
+        if referrers:
+            plans += self.referrals.plan(job, plans[0][0], subjects)
+        for plan, layers in plans:
             self.emit(plan, layers)
 
-    def plan_image(self, image_id: int, ref: ImageRef, text: str, got: Resolved,
-                   source: Source, insecure: bool, target: ImageRef | None, parent: int = -1
-                   ) -> tuple[ImagePlan, list[LayerDesc]]:
-        """The plan and layers of one single-platform image whose manifest is `got`."""
-        config, probe = self.config, self.probe
+    def plan_tree(self, job: _Job, got: Resolved, parent: int, depth: int,
+                  image_id: int | None = None, **extra: object
+                  ) -> list[tuple[ImagePlan, list[LayerDesc]]]:
+        """Plans for `got` and, for an index, everything below it (parents before their
+        children, as the write stage needs them). Every manifest is fetched before anything
+        is sent: a child that cannot be planned fails the whole image before a byte moves."""
+        my_id = next(self.ids) if image_id is None else image_id
+        if not isinstance(got.parsed, ImageIndex):
+            return [self.plan_image(my_id, job, got, parent, **extra)]
+        if depth >= MAX_INDEX_DEPTH:
+            raise ManifestError(f"index {got.digest}: indexes nested more than "
+                                f"{MAX_INDEX_DEPTH} levels deep; refused")
+        entries, dropped = [], []
+        for d in got.parsed.manifests:
+            if self.needs_image and mediatypes.is_attestation(d):
+                log.info("%s: leaving out attestation manifest %s (%s needs images)",
+                         job.text, d.digest, self.needs_image)
+                dropped.append(d.digest)
+            else:
+                entries.append(d)
+
+        def child(d: Descriptor) -> list[tuple[ImagePlan, list[LayerDesc]]]:
+            return self.plan_tree(job, job.source.fetch_manifest(d.digest), my_id, depth + 1)
+
+        if depth == 0 and len(entries) > 1:  # the children's requests overlap
+            subtrees = list(self.pool.map(child, entries))
+        else:
+            subtrees = [child(d) for d in entries]
+        index = layerless_plan(my_id, job.ref, job.text, got, job.insecure, job.target,
+                               children=[tree[0][0].image_id for tree in subtrees],
+                               dropped=dropped, parent=parent, **extra)
+        if parent >= 0:
+            index.repo_tag = index.tag = None
+            index.dest_tag = None
+        return [(index, []), *(p for tree in subtrees for p in tree)]
+
+    def plan_image(self, image_id: int, job: _Job, got: Resolved, parent: int = -1,
+                   **extra: object) -> tuple[ImagePlan, list[LayerDesc]]:
+        """The plan and layers of one manifest `got`: an image, or (registry:// and oci://
+        only) an artifact, whose blobs are copied byte-exact and never looked into."""
+        config, probe, source, target = self.config, self.probe, job.source, job.target
         parsed = got.parsed
         assert isinstance(parsed, ImageManifest)
+        kind = mediatypes.artifact_type(parsed)
+        if kind is not None and self.needs_image:
+            raise ManifestError(
+                f"{got.digest} is an OCI artifact ({kind}), not a container image: "
+                f"{self.needs_image} needs an image; copy it to registry:// or oci://")
         config_bytes = source.get_blob(parsed.config.digest)
-        diff_ids = diff_ids_of(config_bytes, len(parsed.layers))
+        diff_ids: list[str | None] = list(diff_ids_of(config_bytes, len(parsed.layers))) \
+            if kind is None else [None] * len(parsed.layers)
         layers = []
         needed = 0
         for index, d in enumerate(parsed.layers):
             layer = LayerDesc(image_id=image_id, index=index, digest=d.digest, size=d.size,
                               media_type=d.media_type,
-                              compression=mediatypes.compression_of(d.media_type),
+                              compression=mediatypes.layer_compression(d.media_type) or OPAQUE,
                               diff_id=diff_ids[index])
             encoding = config.compression
-            if encoding and layer.compression != encoding:
+            if mediatypes.is_foreign(d) and not serves(source, d.digest):
+                # As skopeo and crane: the manifest keeps the descriptor, the bytes stay with
+                # their publisher; never fetched from `urls` (hosts the user did not name).
+                if self.dest.image_semantics:
+                    raise ManifestError(f"foreign layer {d.digest} is not served by the "
+                                        f"source; {self.dest.image_semantics} needs its bytes")
+                layer.present = layer.foreign = True
+            elif encoding and layer.compression != encoding:
                 # To be re-encoded: it will have another digest at the destination, which
                 # only the layer cache may know.
                 hit = (self.cache.lookup(d.digest, encoding, config.compression_level)
@@ -250,16 +342,19 @@ class Resolver:
         if self.planner is not None:
             regions = self.planner.plan_image(parsed.config.digest, len(config_bytes),
                                               got.digest, len(got.manifest), layers)
+        top = parent < 0
         plan = ImagePlan(
-            image_id=image_id, source=text, host=ref.host, name=ref.name, insecure=insecure,
-            repo_tag=ref.repo_tag if parent < 0 else None,
-            tag=ref.tag if parent < 0 else None, manifest=got.manifest,
+            image_id=image_id, source=job.text, host=job.ref.host, name=job.ref.name,
+            insecure=job.insecure, repo_tag=job.ref.repo_tag if top else None,
+            tag=job.ref.tag if top else None, manifest=got.manifest,
             manifest_media_type=got.media_type, manifest_digest=got.digest,
             config_digest=parsed.config.digest, config_media_type=parsed.config.media_type,
-            parent=parent, config=config_bytes, diff_ids=diff_ids, layer_count=len(layers),
+            parent=parent, config=config_bytes,
+            diff_ids=[d for d in diff_ids if d is not None], layer_count=len(layers),
             regions=regions, tar_end=self.planner.end if self.planner is not None else -1,
             dest_name=target.name if target else "",
-            dest_tag=(target.tag if target else None) if parent < 0 else None)
+            dest_tag=(target.tag if target else None) if top else None,
+            artifact=kind or "", **extra)  # type: ignore[arg-type]
         return plan, layers
 
     @staticmethod

@@ -30,7 +30,10 @@ def bulk(registry, tmp_path_factory):
                             special_entries=False, shared_base_key="bulk-base")
         push_image(registry.url, f"bulk/app-{i:02d}", "1.0", image)
         images[f"bulk/app-{i:02d}"] = image
-    broken = build_image(work / "broken", seed=77, layer_sizes=[30_000], special_entries=False)
+    # A seed no other test uses: this layer is corrupted in the worker's shared registry
+    # storage, and any image with the same first layer would read the corrupt bytes.
+    broken = build_image(work / "broken", seed=990077, layer_sizes=[30_000],
+                         special_entries=False)
     push_image(registry.url, "bulk/broken", "1.0", broken)
     blob = _registry_blob(registry, broken.layers[0].digest)
     data = bytearray(blob.read_bytes())

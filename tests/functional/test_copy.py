@@ -222,7 +222,7 @@ def test_stats_text(occystrap_cli, sample_images, tmp_path):
 
 def test_several_layers_many_threads(occystrap_cli, registry, tmp_path):
     """More layers than threads: a sequential writer must not stall on fetch slots."""
-    image = build_image(tmp_path / "build", seed=77, layer_sizes=[30_000] * 12,
+    image = build_image(tmp_path / "build", seed=7712, layer_sizes=[30_000] * 12,
                         special_entries=False)
     push_image(registry.url, "many/layers", "1.0", image)
     for dest in (f"tar://{tmp_path / 'a.tar'}", f"tar://{tmp_path / 'b.tar'}?format=v1.2"):

@@ -1,0 +1,119 @@
+"""Resolve's planning of referrers (`--referrers`): what points at the manifests of an image.
+
+For every manifest copied (each child of an index too), the source is asked for its
+referrers (`occystrap.referrers`); each one is fetched, checked (its `subject` must be the
+manifest it was listed for; a cosign companion is taken by its tag), filtered by
+`--referrers-type`, skipped when the destination already has it, and planned like any other
+manifest, as a child of the top-level image. Referrers of referrers follow, breadth first,
+at most `referrers.MAX_DEPTH` levels; a digest is visited once, so a listing that loops ends.
+
+What cannot be copied at the source (a listed manifest or blob the registry does not have, a
+malformed listing, a loop) is left out and said in the image's result line; the image and
+its other referrers go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from occystrap.errors import OccystrapError
+from occystrap.mediatypes import ImageManifest
+from occystrap.messages import ImagePlan, LayerDesc
+from occystrap.referrers import MAX_DEPTH, Found, wanted
+
+if TYPE_CHECKING:
+    from occystrap.stages.resolve import Resolver, _Job
+
+log = logging.getLogger(__name__)
+
+Planned = list[tuple[ImagePlan, list[LayerDesc]]]
+
+
+def short(digest: str) -> str:
+    return digest[:19]
+
+
+class Referrals:
+    """Plans referrers for the resolver that owns it (same source, probe and ids)."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self.types = resolver.config.referrer_types
+
+    def plan(self, job: _Job, top: ImagePlan, subjects: Sequence[str]) -> Planned:
+        """Plans for the referrers of `subjects` (the manifests of `top`'s tree), as children
+        of `top`: `top.referrers` lists the roots in the order they are to be published,
+        `top.notes` what was left out."""
+        find = getattr(job.source, "find_referrers", None)
+        if find is None:
+            log.info("%s: this kind of source holds no referrers", job.text)
+            return []
+        out: Planned = []
+        seen = set(subjects)
+        queue = deque((subject, 1) for subject in subjects)
+        while queue:
+            subject, depth = queue.popleft()
+            try:
+                found: list[Found] = find(subject)
+            except OccystrapError as exc:
+                top.notes.append(f"referrers of {short(subject)} not listed: {exc}")
+                continue
+            for f in found:
+                planned = self._one(job, top, f, seen)
+                if planned is None:
+                    continue
+                if depth < MAX_DEPTH:
+                    queue.append((planned[1], depth + 1))
+                if planned[0]:
+                    top.referrers.append(planned[0][0][0].image_id)
+                    out += planned[0]
+        return out
+
+    def _one(self, job: _Job, top: ImagePlan, f: Found, seen: set[str]
+             ) -> tuple[Planned, str] | None:
+        """Plans for one referrer (empty when the destination has it) and its digest, or
+        None when it is filtered out, seen already or cannot be copied (said in a note)."""
+        if f.reference in seen:
+            log.info("%s: %s listed again (or as a referrer of itself): skipped", job.text,
+                     f.reference)
+            return None
+        if not wanted(self.types, f.artifact_type):
+            return None
+        seen.add(f.reference)
+        what = f"referrer {f.tag or short(f.reference)} of {short(f.subject)}"
+        resolver = self.resolver
+        try:
+            got = job.source.fetch_manifest(f.reference)
+            if got.digest in seen and f.tag:
+                return None
+            seen.add(got.digest)
+            if not wanted(self.types, f.artifact_type, got.parsed):
+                return None
+            subject = got.parsed.subject
+            if not f.tag and (subject is None or subject.digest != f.subject):
+                raise OccystrapError(f"its subject is {subject.digest if subject else 'none'}")
+            if resolver.probe.has_manifest(job.target, got.digest, f.tag):
+                return [], got.digest
+            if isinstance(got.parsed, ImageManifest):
+                self._check_blobs(job, got.parsed)
+            extra: dict[str, Any] = ({"companion_tag": f.tag} if f.tag
+                                     else {"referrer_of": f.subject})
+            return resolver.plan_tree(job, got, parent=top.image_id, depth=1, **extra), \
+                got.digest
+        except OccystrapError as exc:
+            top.notes.append(f"{what} not copied: {exc}")
+            return None
+
+    @staticmethod
+    def _check_blobs(job: _Job, manifest: ImageManifest) -> None:
+        """A referrer whose blobs the source does not serve is left out, not failed later
+        in fetch (which would fail the image it refers to)."""
+        has_blob = getattr(job.source, "has_blob", None)
+        if has_blob is None:
+            return
+        for d in manifest.layers:
+            if not has_blob(d.digest):
+                raise OccystrapError(f"blob {d.digest} is not served by the source")

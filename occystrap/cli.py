@@ -53,6 +53,14 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--dest-username",), dict(default=None,
                                 help="User name for the destination registry.")),
     (("--dest-password",), dict(default=None, help="Password for the destination registry.")),
+    (("--authfile",), dict(type=click.Path(dir_okay=False, exists=True), default=None,
+                           extra_envvars=["REGISTRY_AUTH_FILE"],
+                           help="Read registry credentials from this auth file only (podman's "
+                                "auth.json or docker's config.json) [default: podman's auth "
+                                "files, then ~/.docker/config.json].")),
+    (("--no-credential-helpers",), dict(is_flag=True, default=False,
+                                        help="Never run the docker-credential-* helpers that "
+                                             "auth files name (credHelpers, credsStore).")),
     (("--platform",), dict(default=None,
                            help="os/arch[/variant] to pick from a multi-platform image "
                                 "[default: linux/amd64; into a registry: every platform].")),
@@ -99,6 +107,7 @@ def global_options(after_command: bool) -> Callable[[Callable[..., Any]], Callab
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         for flags, spec in reversed(_GLOBAL_OPTIONS):
             spec = dict(spec)
+            extra_envvars = spec.pop("extra_envvars", [])
             if after_command:
                 spec["default"] = None
                 spec.pop("show_default", None)
@@ -106,7 +115,9 @@ def global_options(after_command: bool) -> Callable[[Callable[..., Any]], Callab
                 if spec.get("is_flag"):
                     spec["flag_value"] = True
             else:
-                spec["envvar"] = _envvar(flags)
+                # the ecosystem's own variable (REGISTRY_AUTH_FILE) after ours
+                spec["envvar"] = [_envvar(flags), *extra_envvars] if extra_envvars \
+                    else _envvar(flags)
                 spec["show_envvar"] = True
             f = click.option(*flags, **spec)(f)
         return f
@@ -130,6 +141,7 @@ def build_config(opts: dict[str, Any]) -> Config:
         username=opts["username"], password=opts["password"],
         src_username=opts["src_username"], src_password=opts["src_password"],
         dest_username=opts["dest_username"], dest_password=opts["dest_password"],
+        authfile=opts["authfile"], credential_helpers=not opts["no_credential_helpers"],
         platform=platform, platform_given=opts["platform"] is not None,
         all_platforms=opts["all_platforms"],
         verify_full=opts["verify_full"], compression=opts["compression"],

@@ -88,10 +88,16 @@ def _cli_command() -> list[str]:
     return [sys.executable, "-m", "occystrap"]
 
 
+# Where a developer's own logins live (docker, podman, skopeo): never read by tests.
+_CREDENTIAL_VARS = frozenset({"DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR",
+                              "XDG_CONFIG_HOME"})
+
+
 def _clean_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items()
         if not k.lower().endswith("_proxy") and not k.startswith("OCCYSTRAP_")
+        and k not in _CREDENTIAL_VARS
     }
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -107,9 +113,10 @@ def occystrap_cli(tmp_path: Path) -> OccystrapCli:
     """Run occystrap in a subprocess: ``occystrap_cli("info", uri, timeout=60, env={...})``.
 
     A subprocess, not click's CliRunner, so that multiprocessing, signals, exit codes and
-    stray output behave exactly as for a user. ``HOME`` points at an empty temp dir so a
-    developer's ``~/.docker/config.json`` never leaks into tests; ``OCCYSTRAP_*`` variables
-    from the calling shell are dropped for the same reason.
+    stray output behave exactly as for a user. ``HOME``, ``XDG_RUNTIME_DIR`` and
+    ``XDG_CONFIG_HOME`` point into an empty temp dir so a developer's docker and podman
+    logins never leak into tests; ``OCCYSTRAP_*`` variables from the calling shell are
+    dropped for the same reason.
     """
 
     def run(
@@ -128,7 +135,8 @@ def occystrap_cli(tmp_path: Path) -> OccystrapCli:
             timeout=timeout,
             input=input,
             cwd=cwd or tmp_path,
-            env=_clean_env({"HOME": str(home), **(env or {})}),
+            env=_clean_env({"HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run"),
+                            "XDG_CONFIG_HOME": str(home / ".config"), **(env or {})}),
         )
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -3,8 +3,9 @@
 #
 # Installs the real tools the tests run against (a CNCF distribution registry; skopeo, umoci and
 # containerd, independent readers of our outputs; a docker credential helper), then a venv
-# with occystrap in editable mode. Re-running is cheap: apt is only consulted for what is missing, and pip only when the packaging metadata
-# changed since the last successful install, so tools/test.sh can call this every time.
+# with occystrap in editable mode. Re-running is cheap: apt is only consulted for what is
+# missing, and pip only when the packaging metadata changed since the last successful install,
+# so tools/test.sh can call this every time.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

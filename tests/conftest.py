@@ -212,3 +212,61 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+class Containerd(NamedTuple):
+    socket: str
+    ctr: str
+
+    def run(self, *args: str, namespace: str = "occystrap-test",
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`ctr --address SOCKET --namespace NAMESPACE ARGS...`."""
+        return subprocess.run([self.ctr, "--address", self.socket, "--namespace", namespace,
+                               *args], capture_output=True, text=True, timeout=timeout,
+                              env=_clean_env(None), check=False)
+
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """A real containerd (Debian's) with its root, state and socket in a temp dir, as the
+    docker_engine fixture starts dockerd; the CRI plugin is off (no kubelet here). Skips,
+    saying why, where it cannot start."""
+    import shutil
+    import time
+
+    binary, ctr = shutil.which("containerd"), shutil.which("ctr")
+    if binary is None or ctr is None:
+        pytest.skip("containerd not installed (tools/setup.sh installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("containerd needs root here")
+    root = tmp_path_factory.mktemp("containerd")
+    sock = root / "containerd.sock"
+    config = root / "config.toml"
+    config.write_text(f'version = 2\nroot = "{root / "root"}"\nstate = "{root / "state"}"\n'
+                      f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                      f'[grpc]\n  address = "{sock}"\n'
+                      f'[ttrpc]\n  address = "{sock}.ttrpc"\n')
+    log = open(root / "containerd.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([binary, "--config", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    daemon = Containerd(str(sock), ctr)
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        if sock.exists() and daemon.run("version", timeout=10).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        log.close()
+        tail = (root / "containerd.log").read_text(errors="replace")[-500:]
+        pytest.skip(f"containerd could not start here: {tail}")
+    try:
+        yield daemon
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -33,6 +33,7 @@ from occystrap.formats.daemon import LoadStream, check_zstd_support
 from occystrap.formats.ocilayout import IMAGE_NAME, OCI_LAYOUT, REF_NAME
 from occystrap.formats.tarstream import TarStream, header, padding
 from occystrap.messages import ImagePlan, LayerDesc, Region
+from occystrap.reference import normalized_name
 
 UNUSED_PREFIX = "blobs/unused/"  # same length as "blobs/sha256/": same header size
 
@@ -246,8 +247,8 @@ class DockerArchiveWriter(Writer):
                 repo, _, tag = name.rpartition(":")
                 repositories.setdefault(repo, {})[tag] = hex_of(layers[-1])
             annotations = {}
-            if name:
-                annotations[IMAGE_NAME] = name
+            if name:  # RepoTags keep docker's short form; containerd wants the full one
+                annotations[IMAGE_NAME] = normalized_name(name)
             if plan.tag:
                 annotations[REF_NAME] = plan.tag
             entry: dict[str, object] = {

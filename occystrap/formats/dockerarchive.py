@@ -81,10 +81,13 @@ class TarPlanner:
 
 class DockerArchiveWriter(Writer):
     def __init__(self, path: str, legacy: bool, token: str, in_place: bool = True,
-                 stream: LoadStream | None = None, repo_tag: str | None = None) -> None:
+                 stream: LoadStream | None = None, repo_tag: str | None = None,
+                 oci_media_types: bool = False) -> None:
         """`stream`: write to a Docker engine's load request instead of a file (sequential,
-        so never in place). `repo_tag`: name every image so (docker://NAME:TAG)."""
+        so never in place). `repo_tag`: name every image so (docker://NAME:TAG).
+        `oci_media_types`: ?media_types=oci (the manifest's size changes: not in place)."""
         self.path = path
+        self.oci_media_types = oci_media_types
         self.legacy = legacy
         self.stream = stream
         self.repo_tag = repo_tag

@@ -34,8 +34,10 @@ def blob_path(root: str, digest: str) -> str:
 
 
 class OCILayoutWriter(Writer):
-    def __init__(self, path: str, ref_name: str | None, token: str) -> None:
+    def __init__(self, path: str, ref_name: str | None, token: str,
+                 oci_media_types: bool = False) -> None:
         self.root = path
+        self.oci_media_types = oci_media_types
         self.ref_name = ref_name
         self.token = token
         self._added: dict[int, list[str]] = {}

@@ -28,6 +28,7 @@ class _Image:
     children_changed: dict[str, NewDescriptor] = field(default_factory=dict)
     waiting: set[int] = field(default_factory=set)  # an index: children not yet published
     layer_total: int = 0  # an index: its children's layers
+    reencoded: bool = False  # compress gave a layer (of a child, for an index) new bytes
     skipped: int = 0
     bytes: int = 0
 
@@ -149,7 +150,8 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
         if len(image.layers) < plan.layer_count or image.waiting:
             return
         layers = [image.layers[i] for i in range(plan.layer_count)]
-        plan = with_new_digests(plan, layers, image.children_changed, chain)
+        image.reencoded = image.reencoded or any(la.source_digest for la in layers)
+        plan = writer.convert(with_new_digests(plan, layers, image.children_changed, chain))
         if chain.rewrites:
             writer.add_config(plan)  # the config as rewritten
         where = writer.finish_image(plan, [layer.digest for layer in layers])
@@ -165,6 +167,7 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
             parent.layer_total += plan.layer_count
             parent.bytes += image.bytes
             parent.skipped += image.skipped
+            parent.reencoded = parent.reencoded or image.reencoded
             maybe_finish(parent)
             return
         finished += 1  # published: a tarball holding it is kept, whatever follows
@@ -176,9 +179,13 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
             return
         notes = [writer.detail(plan), cache_note]
         if plan.manifest_digest != source_plan.manifest_digest:
-            how = "filtered" if chain.rewrites else "re-encoded"
-            notes.append(f"layers {how}: new manifest digest (source's was "
-                         f"{source_plan.manifest_digest})")
+            how = ["layers filtered" if chain.rewrites else
+                   "layers re-encoded" if image.reencoded else ""]
+            if writer.oci_media_types and plan.manifest_media_type != \
+                    source_plan.manifest_media_type:
+                how.append("converted to OCI media types")
+            notes.append(f"{', '.join(filter(None, how))}: new manifest digest (source's "
+                         f"was {source_plan.manifest_digest})")
         detail = ", ".join(filter(None, notes))
         io.tell(ImageDone(
             image_id=plan.image_id, source=plan.source, destination=where,

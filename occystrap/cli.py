@@ -62,8 +62,9 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                         help="Never run the docker-credential-* helpers that "
                                              "auth files name (credHelpers, credsStore).")),
     (("--platform",), dict(default=None,
-                           help="os/arch[/variant] to pick from a multi-platform image "
-                                "[default: linux/amd64; into a registry: every platform].")),
+                           help="os/arch[/variant] to pick from a multi-platform image, or "
+                                "'native' for this machine's [default: linux/amd64; into a "
+                                "registry: every platform].")),
     (("--all-platforms",), dict(is_flag=True, default=False,
                                 help="Copy a multi-platform index whole (registry:// and "
                                      "oci:// destinations).")),
@@ -131,8 +132,32 @@ def _merge(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# uname's machine names → OCI architecture and variant, as Go's GOARCH/GOARM name them (arm64's
+# variant is left out: platform matching prefers its default, v8)
+_MACHINES: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None), "amd64": ("amd64", None), "aarch64": ("arm64", None),
+    "arm64": ("arm64", None), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
+    "i386": ("386", None), "i686": ("386", None), "ppc64le": ("ppc64le", None),
+    "s390x": ("s390x", None), "riscv64": ("riscv64", None),
+}
+
+
+def native_platform(machine: str | None = None) -> Platform:
+    """`--platform native`: the platform docker, podman and skopeo pick by default, this
+    machine's (Linux; the architecture from uname)."""
+    import platform as _platform
+
+    machine = machine or _platform.machine()
+    if machine.lower() not in _MACHINES:
+        raise UsageError(f"--platform native: unknown machine {machine!r}; give os/arch")
+    arch, variant = _MACHINES[machine.lower()]
+    return Platform("linux", arch, variant)
+
+
 def build_config(opts: dict[str, Any]) -> Config:
-    platform: Platform = parse_platform(opts["platform"] or "linux/amd64")
+    text = opts["platform"]
+    platform: Platform = (native_platform() if text == "native" else
+                          parse_platform(text or "linux/amd64"))
     stats = opts["stats"] or ("json" if opts["stats_file"] else None)
     return Config(
         parallel=opts["parallel"], image_parallel=opts["image_parallel"],

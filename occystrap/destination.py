@@ -125,11 +125,11 @@ class Destination:
             return RegistryWriter(self.location.ref, config,
                                   self.location.insecure(config.insecure), spool, self.token)
         if scheme == "tar":
-            # Re-encoded or filtered layers, or manifests converted to OCI media types, have
-            # sizes nobody knows in advance: no in-place planning.
+            # Re-encoded or filtered layers have sizes nobody knows in advance: no in-place
+            # planning.
             return DockerArchiveWriter(self.path, self.legacy_tar, self.token,
                                        in_place=config.compression is None
-                                       and not config.filters.rewrites and not convert,
+                                       and not config.filters.rewrites,
                                        oci_media_types=convert)
         if scheme == "oci":
             return OCILayoutWriter(self.path, self.location.tag, self.token,

@@ -136,16 +136,25 @@ def test_oci_sources_stay_byte_exact(occystrap_cli, sample_images, tmp_path):
     assert "converted" not in r.stderr
 
 
-def test_tarball_oci_part_converted(occystrap_cli, sample_images, tmp_path):
+def test_tarball_oci_part_converted(occystrap_cli, sample_images, skopeo, tmp_path):
     sample = sample_images["docker"]
     archive = tmp_path / "app.tar"
     r = occystrap_cli("--insecure", "process", sample.uri, f"tar://{archive}?media_types=oci")
     assert r.returncode == 0, r.stderr
     layout = tmp_path / "unpacked"
     with tarfile.open(archive) as tar:
+        names = tar.getnames()
         tar.extractall(layout, filter="data")
     [entry] = _index(layout)["manifests"]
     assert entry["mediaType"] == ib.OCI_MANIFEST
+    # layers were written in place as planned; the source manifest's planned region is an
+    # unused member and the converted manifest follows the last region
+    hex_ = entry["digest"].split(":", 1)[1]
+    assert f"blobs/sha256/{hex_}" in names
+    assert f"blobs/unused/{sample.digest.split(':', 1)[1]}" in names
+    assert f"blobs/sha256/{sample.digest.split(':', 1)[1]}" not in names
+    done = skopeo("inspect", f"docker-archive:{archive}")  # reads the manifest.json part
+    assert done.returncode == 0, done.stderr
     [legacy] = json.loads((layout / "manifest.json").read_text())
     assert legacy["RepoTags"] == [sample.ref]
     _unpack(layout, "1.0", tmp_path / "bundle")

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SKOPEO, TEST_PASSWORD, TEST_USER
+from tests.conftest import SKOPEO, TEST_PASSWORD, TEST_USER, _clean_env
 from tests.tokenserver import TokenServer
 from tools.imagebuilder import BuiltImage, build_image, push_image
 from tools.testregistry import TestRegistry
@@ -251,7 +251,7 @@ def _skopeo_login(host: str, env: dict[str, str], *args: str) -> None:
         pytest.skip("skopeo not installed (tools/setup.sh installs it)")
     done = subprocess.run([SKOPEO, "login", "--tls-verify=false", "-u", TEST_USER,
                            "--password-stdin", *args, host], input=TEST_PASSWORD,
-                          capture_output=True, text=True, env={**os.environ, **env},
+                          capture_output=True, text=True, env=_clean_env(env),
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
 

@@ -53,9 +53,18 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--dest-username",), dict(default=None,
                                 help="User name for the destination registry.")),
     (("--dest-password",), dict(default=None, help="Password for the destination registry.")),
+    (("--authfile",), dict(type=click.Path(dir_okay=False, exists=True), default=None,
+                           extra_envvars=["REGISTRY_AUTH_FILE"],
+                           help="Read registry credentials from this auth file only (podman's "
+                                "auth.json or docker's config.json) [default: podman's auth "
+                                "files, then ~/.docker/config.json].")),
+    (("--no-credential-helpers",), dict(is_flag=True, default=False,
+                                        help="Never run the docker-credential-* helpers that "
+                                             "auth files name (credHelpers, credsStore).")),
     (("--platform",), dict(default=None,
-                           help="os/arch[/variant] to pick from a multi-platform image "
-                                "[default: linux/amd64; into a registry: every platform].")),
+                           help="os/arch[/variant] to pick from a multi-platform image, or "
+                                "'native' for this machine's [default: linux/amd64; into a "
+                                "registry: every platform].")),
     (("--all-platforms",), dict(is_flag=True, default=False,
                                 help="Copy a multi-platform index whole (registry:// and "
                                      "oci:// destinations).")),
@@ -106,6 +115,7 @@ def global_options(after_command: bool) -> Callable[[Callable[..., Any]], Callab
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         for flags, spec in reversed(_GLOBAL_OPTIONS):
             spec = dict(spec)
+            extra_envvars = spec.pop("extra_envvars", [])
             if after_command:
                 spec["default"] = None
                 spec.pop("show_default", None)
@@ -113,7 +123,9 @@ def global_options(after_command: bool) -> Callable[[Callable[..., Any]], Callab
                 if spec.get("is_flag"):
                     spec["flag_value"] = True
             else:
-                spec["envvar"] = _envvar(flags)
+                # the ecosystem's own variable (REGISTRY_AUTH_FILE) after ours
+                spec["envvar"] = [_envvar(flags), *extra_envvars] if extra_envvars \
+                    else _envvar(flags)
                 spec["show_envvar"] = True
             f = click.option(*flags, **spec)(f)
         return f
@@ -127,8 +139,32 @@ def _merge(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# uname's machine names → OCI architecture and variant, as Go's GOARCH/GOARM name them (arm64's
+# variant is left out: platform matching prefers its default, v8)
+_MACHINES: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None), "amd64": ("amd64", None), "aarch64": ("arm64", None),
+    "arm64": ("arm64", None), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
+    "i386": ("386", None), "i686": ("386", None), "ppc64le": ("ppc64le", None),
+    "s390x": ("s390x", None), "riscv64": ("riscv64", None),
+}
+
+
+def native_platform(machine: str | None = None) -> Platform:
+    """`--platform native`: the platform docker, podman and skopeo pick by default, this
+    machine's (Linux; the architecture from uname)."""
+    import platform as _platform
+
+    machine = machine or _platform.machine()
+    if machine.lower() not in _MACHINES:
+        raise UsageError(f"--platform native: unknown machine {machine!r}; give os/arch")
+    arch, variant = _MACHINES[machine.lower()]
+    return Platform("linux", arch, variant)
+
+
 def build_config(opts: dict[str, Any]) -> Config:
-    platform: Platform = parse_platform(opts["platform"] or "linux/amd64")
+    text = opts["platform"]
+    platform: Platform = (native_platform() if text == "native" else
+                          parse_platform(text or "linux/amd64"))
     stats = opts["stats"] or ("json" if opts["stats_file"] else None)
     return Config(
         parallel=opts["parallel"], image_parallel=opts["image_parallel"],
@@ -137,6 +173,7 @@ def build_config(opts: dict[str, Any]) -> Config:
         username=opts["username"], password=opts["password"],
         src_username=opts["src_username"], src_password=opts["src_password"],
         dest_username=opts["dest_username"], dest_password=opts["dest_password"],
+        authfile=opts["authfile"], credential_helpers=not opts["no_credential_helpers"],
         platform=platform, platform_given=opts["platform"] is not None,
         all_platforms=opts["all_platforms"],
         referrers=opts["referrers"] or bool(opts["referrers_type"]),
@@ -333,6 +370,9 @@ def _check_referrers(dst: Any, config: Config) -> None:
                          "filters that rewrite layers (new digests)")
     if dst.scheme not in ("registry", "oci"):
         raise UsageError(f"{dst}: --referrers needs a registry:// or oci:// destination")
+    if dst.option("media_types"):
+        raise UsageError(f"{dst}: --referrers keeps what points at the source's digests; "
+                         "?media_types= converts manifests (new digests)")
 
 
 def _print_search_results(chain: FilterChain, results: list[Any]) -> None:

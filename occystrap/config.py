@@ -23,6 +23,8 @@ class Config:
     src_password: str | None = None
     dest_username: str | None = None
     dest_password: str | None = None
+    authfile: str | None = None  # --authfile / $REGISTRY_AUTH_FILE: the only auth file read
+    credential_helpers: bool = True  # run docker-credential-* helpers named in auth files
     platform: Platform = Platform("linux", "amd64")
     platform_given: bool = False  # --platform (or ?os=/arch=) was given, not defaulted
     all_platforms: bool = False

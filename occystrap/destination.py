@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 
 from occystrap.config import Config
+from occystrap.errors import UsageError
 from occystrap.formats.base import Writer, remove_paths
 from occystrap.formats.daemon import Engine, LoadStream, docker_socket
 from occystrap.formats.directory import DirectoryWriter
@@ -72,6 +73,18 @@ class Destination:
         return self.location.scheme == "tar" and fmt in ("v1.2", "1.2", "legacy")
 
     @property
+    def oci_media_types(self) -> bool:
+        """`?media_types=oci`: store Docker manifests and lists in their OCI forms (new
+        digests), as skopeo's oci: does; the default, `keep`, keeps every byte."""
+        value = str(self.location.option("media_types", "keep")).lower()
+        if value not in ("keep", "oci"):
+            raise UsageError(f"{self.location}: media_types={value}: expected oci or keep")
+        if value == "oci" and (self.location.scheme not in ("oci", "tar") or self.legacy_tar):
+            raise UsageError(f"{self.location}: media_types=oci applies to oci:// and tar:// "
+                             "(not to ?format=v1.2, which holds no manifests)")
+        return value == "oci"
+
+    @property
     def needs_uncompressed(self) -> bool:
         return self.location.scheme == "dir" or self.legacy_tar
 
@@ -112,6 +125,7 @@ class Destination:
 
     def open_writer(self, config: Config, spool: str) -> Writer:
         scheme = self.location.scheme
+        convert = self.oci_media_types
         if scheme == "docker":
             name = self.location.path or None
             if name and ":" not in name.rsplit("/", 1)[-1]:
@@ -128,9 +142,11 @@ class Destination:
             # planning.
             return DockerArchiveWriter(self.path, self.legacy_tar, self.token,
                                        in_place=config.compression is None
-                                       and not config.filters.rewrites)
+                                       and not config.filters.rewrites,
+                                       oci_media_types=convert)
         if scheme == "oci":
-            return OCILayoutWriter(self.path, self.location.tag, self.token)
+            return OCILayoutWriter(self.path, self.location.tag, self.token,
+                                   oci_media_types=convert)
         if scheme == "dir":
             unique = bool(self.location.option("unique_names", False))
             return DirectoryWriter(self.path, unique, self.token,

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from typing import Any
+from urllib.parse import urlsplit
 
 from occystrap import messages
 from occystrap.config import Config
@@ -40,7 +41,7 @@ from occystrap.messages import (
     StageReport,
 )
 from occystrap.reference import Location
-from occystrap.registry import ratelimit
+from occystrap.registry import credentials, ratelimit
 from occystrap.registry.client import warm_ssl_context
 from occystrap.stages import compress, fetch, resolve, verify, write
 from occystrap.stages.base import StageIO
@@ -124,6 +125,24 @@ def _flush_and_exit(control: Queue[Any], code: int) -> None:
     os._exit(code)
 
 
+def _warm_credentials(sources: Sequence[Location], dest_location: Location,
+                      config: Config) -> None:
+    """Look up every known registry host's credentials before the stages fork, so they
+    inherit the answers and a credential helper runs once per host and run, not once per
+    stage process."""
+    wanted: set[tuple[str, str | None, str | None]] = set()
+    for location in sources:
+        host = (location.ref.host if location.ref is not None else
+                location.pattern.host if location.pattern is not None else
+                urlsplit(config.quay_url).netloc if location.scheme == "quay" else None)
+        if host:
+            wanted.add((host, *config.credentials("src")))
+    if dest_location.ref is not None:
+        wanted.add((dest_location.ref.host, *config.credentials("dest")))
+    credentials.warm(sorted(wanted, key=lambda w: w[0]), config.authfile,
+                     config.credential_helpers)
+
+
 def run(sources: Sequence[Location], dest_location: Location, config: Config,
         on_event: Callable[[ImageDone | ImageFailed], None] | None = None,
         on_tick: Callable[[RunResult], None] | None = None) -> RunResult:
@@ -133,6 +152,7 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     ctx = mp.get_context("fork")
     ratelimit.install(config.rate_limit)  # shared memory, before the stages fork
     warm_ssl_context(config.tls_verify, config.ca_file)  # inherited by every stage
+    _warm_credentials(sources, dest_location, config)  # helpers run once, here
     token = uuid.uuid4().hex[:12]
     dest = Destination(dest_location, token)
     spool = dest.spool_dir(config.temp_dir)

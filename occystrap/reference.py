@@ -45,6 +45,20 @@ def validate_digest(digest: str) -> str:
     return digest
 
 
+def normalized_name(name: str) -> str:
+    """The full name docker's `ParseNormalizedNamed` gives `name`, which containerd and the
+    kubelet look images up by: `busybox:1.36` → `docker.io/library/busybox:1.36`, `org/app:1`
+    → `docker.io/org/app:1`, `registry-1.docker.io/x/y:1` → `docker.io/x/y:1`; a name whose
+    first component is a registry host (holds `.` or `:`, is `localhost`, or has upper case)
+    is already full."""
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        if first.lower() not in DOCKER_HUB_HOSTS:
+            return name
+        name = rest
+    return "docker.io/" + ("" if "/" in name else "library/") + name
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """A registry image: host, repository name, and a tag and/or a digest."""

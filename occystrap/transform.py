@@ -100,3 +100,42 @@ def rewrite_index(body: bytes, media_type: str, children: Mapping[str, NewDescri
         media_type = doc["mediaType"] = mt.OCI_INDEX
     out, digest = _encode(doc)
     return out, media_type, digest
+
+
+# Docker schema 2 media types and their OCI forms (image-spec media-types.md, "Compatibility
+# Matrix"); skopeo's oci: transport converts with the same table.
+DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+OCI_LAYER_NONDISTRIBUTABLE_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+TO_OCI = {
+    mt.DOCKER_MANIFEST: mt.OCI_MANIFEST,
+    mt.DOCKER_MANIFEST_LIST: mt.OCI_INDEX,
+    mt.DOCKER_CONFIG: mt.OCI_CONFIG,
+    mt.DOCKER_LAYER_GZIP: mt.OCI_LAYER_GZIP,
+    DOCKER_LAYER_TAR: mt.OCI_LAYER,
+    mt.DOCKER_LAYER_FOREIGN: OCI_LAYER_NONDISTRIBUTABLE_GZIP,
+}
+
+
+def to_oci(body: bytes, media_type: str) -> tuple[bytes, str, str]:
+    """A Docker schema 2 manifest or manifest list in its OCI form: (bytes, media type,
+    digest). Config and layers keep their bytes and digests; only descriptor media types
+    change, so the manifest gets new bytes and a new digest. An OCI document comes back as
+    it is (same bytes). A list's children must already be in OCI form (their digests are
+    the converted ones): ValueError otherwise, and for an unknown layer media type."""
+    if media_type not in (mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST):
+        return body, media_type, "sha256:" + hashlib.sha256(body).hexdigest()
+    doc = json.loads(body)
+    doc["mediaType"] = TO_OCI[media_type]
+    if media_type == mt.DOCKER_MANIFEST:
+        for entry in [doc["config"], *doc["layers"]]:
+            if not str(entry["mediaType"]).startswith("application/vnd.oci."):
+                try:
+                    entry["mediaType"] = TO_OCI[entry["mediaType"]]
+                except KeyError:
+                    raise ValueError(f"no OCI form for {entry['mediaType']}") from None
+    else:
+        for entry in doc["manifests"]:
+            if entry["mediaType"] in TO_OCI:
+                raise ValueError(f"child {entry['digest']} is still Docker-typed")
+    out, digest = _encode(doc)
+    return out, TO_OCI[media_type], digest

@@ -88,10 +88,16 @@ def _cli_command() -> list[str]:
     return [sys.executable, "-m", "occystrap"]
 
 
+# Where a developer's own logins live (docker, podman, skopeo): never read by tests.
+_CREDENTIAL_VARS = frozenset({"DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR",
+                              "XDG_CONFIG_HOME"})
+
+
 def _clean_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items()
         if not k.lower().endswith("_proxy") and not k.startswith("OCCYSTRAP_")
+        and k not in _CREDENTIAL_VARS
     }
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -107,9 +113,10 @@ def occystrap_cli(tmp_path: Path) -> OccystrapCli:
     """Run occystrap in a subprocess: ``occystrap_cli("info", uri, timeout=60, env={...})``.
 
     A subprocess, not click's CliRunner, so that multiprocessing, signals, exit codes and
-    stray output behave exactly as for a user. ``HOME`` points at an empty temp dir so a
-    developer's ``~/.docker/config.json`` never leaks into tests; ``OCCYSTRAP_*`` variables
-    from the calling shell are dropped for the same reason.
+    stray output behave exactly as for a user. ``HOME``, ``XDG_RUNTIME_DIR`` and
+    ``XDG_CONFIG_HOME`` point into an empty temp dir so a developer's docker and podman
+    logins never leak into tests; ``OCCYSTRAP_*`` variables from the calling shell are
+    dropped for the same reason.
     """
 
     def run(
@@ -128,7 +135,8 @@ def occystrap_cli(tmp_path: Path) -> OccystrapCli:
             timeout=timeout,
             input=input,
             cwd=cwd or tmp_path,
-            env=_clean_env({"HOME": str(home), **(env or {})}),
+            env=_clean_env({"HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run"),
+                            "XDG_CONFIG_HOME": str(home / ".config"), **(env or {})}),
         )
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -196,6 +204,64 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(f"dockerd could not start here: {tail}")
     try:
         yield str(sock)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Containerd(NamedTuple):
+    socket: str
+    ctr: str
+
+    def run(self, *args: str, namespace: str = "occystrap-test",
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`ctr --address SOCKET --namespace NAMESPACE ARGS...`."""
+        return subprocess.run([self.ctr, "--address", self.socket, "--namespace", namespace,
+                               *args], capture_output=True, text=True, timeout=timeout,
+                              env=_clean_env(None), check=False)
+
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """A real containerd (Debian's) with its root, state and socket in a temp dir, as the
+    docker_engine fixture starts dockerd; the CRI plugin is off (no kubelet here). Skips,
+    saying why, where it cannot start."""
+    import shutil
+    import time
+
+    binary, ctr = shutil.which("containerd"), shutil.which("ctr")
+    if binary is None or ctr is None:
+        pytest.skip("containerd not installed (tools/setup.sh installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("containerd needs root here")
+    root = tmp_path_factory.mktemp("containerd")
+    sock = root / "containerd.sock"
+    config = root / "config.toml"
+    config.write_text(f'version = 2\nroot = "{root / "root"}"\nstate = "{root / "state"}"\n'
+                      f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                      f'[grpc]\n  address = "{sock}"\n'
+                      f'[ttrpc]\n  address = "{sock}.ttrpc"\n')
+    log = open(root / "containerd.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([binary, "--config", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    daemon = Containerd(str(sock), ctr)
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        if sock.exists() and daemon.run("version", timeout=10).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        log.close()
+        tail = (root / "containerd.log").read_text(errors="replace")[-500:]
+        pytest.skip(f"containerd could not start here: {tail}")
+    try:
+        yield daemon
     finally:
         proc.terminate()
         try:

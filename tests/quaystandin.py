@@ -5,24 +5,39 @@ paginated with an opaque `next_page` token and `last_modified` (epoch seconds) p
 repository, and `GET /api/v1/repository/NS/NAME/tag/?specificTag=&onlyActiveTags=` answering
 `{"tags": [{"name", "start_ts", "manifest_digest", ...}], "page", "has_additional"}`. Requests
 under `/v2/` are forwarded to the real test registry, as quay.io serves both from one host.
+
+For the connection options: `tls_dir` serves HTTPS with a certificate from a throwaway CA
+(`ca_file`), `throttle=N` answers the first N API requests `429 Too Many Requests` with
+`Retry-After: 1` (as quay.io's rate limiter does), and every request's arrival time is kept
+in `request_times`, every API answer's status in `api_statuses`.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from tools.testregistry import write_tls_files
 
 PAGE = 2  # small pages, so pagination is exercised
 
 
 class QuayStandIn:
     def __init__(self, registry_port: int, namespace: str, repos: dict[str, int],
-                 tags: dict[str, dict[str, int]], token: str | None = None) -> None:
+                 tags: dict[str, dict[str, int]], token: str | None = None,
+                 tls_dir: Path | None = None, throttle: int = 0) -> None:
         """`repos`: name → last_modified; `tags`: name → {tag: start_ts}."""
         stand_in = self
+        self.request_times: list[float] = []
+        self.api_statuses: list[int] = []
+        self._throttle = throttle
+        self._lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
@@ -33,8 +48,15 @@ class QuayStandIn:
 
             def do_GET(self) -> None:  # noqa: N802
                 url = urlsplit(self.path)
+                with stand_in._lock:
+                    stand_in.request_times.append(time.monotonic())
+                    throttled = not url.path.startswith("/v2/") and stand_in._throttle > 0
+                    stand_in._throttle -= throttled
                 if url.path.startswith("/v2/"):
                     stand_in._forward(self)
+                    return
+                if throttled:
+                    self._json(429, {"error": "rate limited"}, {"Retry-After": "1"})
                     return
                 if token and self.headers.get("Authorization") != f"Bearer {token}":
                     self._json(401, {"error": "unauthorized"})
@@ -69,11 +91,16 @@ class QuayStandIn:
                     return
                 self._json(404, {"error": "not found"})
 
-            def _json(self, status: int, doc: object) -> None:
+            def _json(self, status: int, doc: object,
+                      headers: dict[str, str] | None = None) -> None:
                 body = json.dumps(doc).encode()
+                with stand_in._lock:
+                    stand_in.api_statuses.append(status)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
@@ -81,7 +108,15 @@ class QuayStandIn:
         self.registry_port = registry_port
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ca_file: str | None = None
+        if tls_dir is not None:
+            ca, cert, key = write_tls_files(tls_dir)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.ca_file = str(ca)
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls_dir else 'http'}://{self.host}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian (bookworm) machine or a developer's checkout.
 #
-# Installs the real tools the tests run against (a CNCF distribution registry and skopeo, an
-# independent reader of our outputs), then a venv with occystrap in editable mode. Re-running is
-# cheap: apt is only consulted for what is missing, and pip only when the packaging metadata
-# changed since the last successful install, so tools/test.sh can call this every time.
+# Installs the real tools the tests run against (a CNCF distribution registry; skopeo, umoci and
+# containerd, independent readers of our outputs; a docker credential helper), then a venv
+# with occystrap in editable mode. Re-running is cheap: apt is only consulted for what is
+# missing, and pip only when the packaging metadata changed since the last successful install,
+# so tools/test.sh can call this every time.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,6 +22,13 @@ missing=()
 # A real Docker engine for the docker:// tests (started by the tests in a temp dir).
 [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
+# containerd's own importer (ctr) reads our tar:// output; umoci is an OCI-only reader of
+# oci:// layouts; docker-credential-pass with pass (and GnuPG) is a real credential helper.
+command -v ctr >/dev/null 2>&1 || missing+=(containerd)
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+command -v docker-credential-pass >/dev/null 2>&1 || missing+=(golang-docker-credential-helpers)
+command -v pass >/dev/null 2>&1 || missing+=(pass)
+command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3-venv)

@@ -41,7 +41,8 @@ def free_port() -> int:
 
 
 def _config_yaml(
-    data_dir: Path, port: int, htpasswd: str | None, tls: tuple[Path, Path] | None = None
+    data_dir: Path, port: int, htpasswd: str | None, tls: tuple[Path, Path] | None = None,
+    token: dict[str, str] | None = None,
 ) -> str:
     # Written by hand rather than with a YAML library so the test rig needs no extra dependency.
     lines = [
@@ -86,6 +87,8 @@ def _config_yaml(
             "    realm: test",
             f"    path: {htpasswd}",
         ]
+    elif token:
+        lines += ["auth:", "  token:"] + [f"    {k}: {v}" for k, v in token.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -167,7 +170,8 @@ class TestRegistry:
     Use it as a context manager (or call :meth:`start` / :meth:`stop`). ``htpasswd`` (a path)
     or ``users`` (name → password, written to a bcrypt htpasswd file) turn on Basic auth.
     ``tls=True`` serves HTTPS with a certificate from a throwaway CA (``ca_file``), so clients
-    are tested with verification on, as users run them.
+    are tested with verification on, as users run them. ``token`` (realm, service, issuer,
+    rootcertbundle) turns on distribution's Bearer token auth, trusting that token server.
     Everything it writes lives under ``self.dir`` and is removed by :meth:`stop` unless the
     caller supplied the directory, so a crashed test leaves nothing behind but a temp dir.
     """
@@ -184,8 +188,10 @@ class TestRegistry:
         binary: str = REGISTRY_BINARY,
         die_with_parent: bool = True,
         tls: bool = False,
+        token: dict[str, str] | None = None,
     ) -> None:
         self._requested_port = port
+        self.token = dict(token) if token else None
         self.tls = tls
         self.ca_file: str | None = None
         self._tls_files: tuple[Path, Path] | None = None
@@ -252,7 +258,8 @@ class TestRegistry:
         assert self.dir is not None
         self.port = port
         config = self.dir / "config.yml"
-        config.write_text(_config_yaml(self.dir / "data", port, self.htpasswd, self._tls_files))
+        config.write_text(_config_yaml(self.dir / "data", port, self.htpasswd, self._tls_files,
+                                       self.token))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "serve", str(config)],

@@ -17,8 +17,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from occystrap.errors import DestinationError
+from occystrap.mediatypes import OCI_CONFIG
 from occystrap.messages import ImagePlan, LayerDesc
+from occystrap.transform import to_oci
 
 if TYPE_CHECKING:
     from occystrap.formats.dockerarchive import TarPlanner
@@ -102,6 +106,25 @@ def move_file(src: str, dst: str) -> None:
 class Writer(ABC):
     #: layers must arrive uncompressed (the compress stage decompresses them)
     needs_uncompressed = False
+    #: `?media_types=oci`: Docker manifests and lists are stored in their OCI forms
+    oci_media_types = False
+
+    def convert(self, plan: ImagePlan) -> ImagePlan:
+        """The plan as this destination stores it. With `?media_types=oci` a Docker
+        manifest or manifest list becomes its OCI form (new bytes and digest; config and
+        layers unchanged), as skopeo's `oci:` transport does; otherwise it is unchanged."""
+        if not self.oci_media_types:
+            return plan
+        try:
+            body, media_type, digest = to_oci(plan.manifest, plan.manifest_media_type)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DestinationError(f"{plan.source}: cannot convert the manifest to OCI media "
+                                   f"types: {exc}") from None
+        if digest == plan.manifest_digest:
+            return plan
+        return msgspec.structs.replace(
+            plan, manifest=body, manifest_media_type=media_type, manifest_digest=digest,
+            config_media_type=OCI_CONFIG if plan.config else plan.config_media_type)
 
     def planner(self) -> TarPlanner | None:
         """A layout planner when blobs are written in place (tar://), for resolve."""

@@ -33,6 +33,7 @@ from occystrap.formats.daemon import LoadStream, check_zstd_support
 from occystrap.formats.ocilayout import IMAGE_NAME, OCI_LAYOUT, REF_NAME
 from occystrap.formats.tarstream import TarStream, header, padding
 from occystrap.messages import ImagePlan, LayerDesc, Region
+from occystrap.reference import normalized_name
 
 UNUSED_PREFIX = "blobs/unused/"  # same length as "blobs/sha256/": same header size
 
@@ -80,10 +81,13 @@ class TarPlanner:
 
 class DockerArchiveWriter(Writer):
     def __init__(self, path: str, legacy: bool, token: str, in_place: bool = True,
-                 stream: LoadStream | None = None, repo_tag: str | None = None) -> None:
+                 stream: LoadStream | None = None, repo_tag: str | None = None,
+                 oci_media_types: bool = False) -> None:
         """`stream`: write to a Docker engine's load request instead of a file (sequential,
-        so never in place). `repo_tag`: name every image so (docker://NAME:TAG)."""
+        so never in place). `repo_tag`: name every image so (docker://NAME:TAG).
+        `oci_media_types`: ?media_types=oci (converted manifests are appended at the end)."""
         self.path = path
+        self.oci_media_types = oci_media_types
         self.legacy = legacy
         self.stream = stream
         self.repo_tag = repo_tag
@@ -110,6 +114,7 @@ class DockerArchiveWriter(Writer):
         self._end = 0  # in place: the end of every region planned so far
         self._users: dict[int, set[int]] = {}  # in place: region offset → images using it
         self._images: list[tuple[ImagePlan, list[str]]] = []
+        self._appended: list[tuple[str, bytes]] = []  # in place: converted manifests
         self._zstd_ok = False  # the Docker engine was checked for zstd support
         self._broken: OSError | None = None  # a failed write leaves the archive unusable
 
@@ -207,8 +212,15 @@ class DockerArchiveWriter(Writer):
         os.unlink(layer.path)
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
-        if self.in_place:
-            self._fill(plan.regions[-1], plan.manifest)
+        region = plan.regions[-1] if self.in_place else None
+        if region is not None and region.name == blob_name(plan.manifest_digest):
+            self._fill(region, plan.manifest)
+        elif region is not None:
+            # ?media_types=oci: resolve planned the source's manifest; the converted one (a
+            # few KiB) goes after the last region, with the metadata, and the planned region
+            # becomes an unused member, so the layers still land in place.
+            self._fill(region, name=UNUSED_PREFIX + region.name.rsplit("/", 1)[1])
+            self._appended.append((blob_name(plan.manifest_digest), plan.manifest))
         elif not self.legacy:
             self._append_bytes(blob_name(plan.manifest_digest), plan.manifest)
         self._next.pop(plan.image_id, None)
@@ -246,8 +258,8 @@ class DockerArchiveWriter(Writer):
                 repo, _, tag = name.rpartition(":")
                 repositories.setdefault(repo, {})[tag] = hex_of(layers[-1])
             annotations = {}
-            if name:
-                annotations[IMAGE_NAME] = name
+            if name:  # RepoTags keep docker's short form; containerd wants the full one
+                annotations[IMAGE_NAME] = normalized_name(name)
             if plan.tag:
                 annotations[REF_NAME] = plan.tag
             entry: dict[str, object] = {
@@ -277,6 +289,8 @@ class DockerArchiveWriter(Writer):
                 if self.in_place:
                     self._file.seek(self._end)
                     self._tar = TarStream(self._file, start=self._end)
+                    for name, data in self._appended:
+                        self._append_bytes(name, data)
                 self._metadata()
                 self._tar.close()
                 self._file.truncate()

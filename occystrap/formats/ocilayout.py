@@ -22,6 +22,7 @@ from occystrap.formats.base import (
 )
 from occystrap.mediatypes import OCI_INDEX
 from occystrap.messages import ImagePlan, LayerDesc
+from occystrap.reference import normalized_name
 
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
@@ -33,8 +34,10 @@ def blob_path(root: str, digest: str) -> str:
 
 
 class OCILayoutWriter(Writer):
-    def __init__(self, path: str, ref_name: str | None, token: str) -> None:
+    def __init__(self, path: str, ref_name: str | None, token: str,
+                 oci_media_types: bool = False) -> None:
         self.root = path
+        self.oci_media_types = oci_media_types
         self.ref_name = ref_name
         self.token = token
         self._added: dict[int, list[str]] = {}
@@ -102,16 +105,18 @@ class OCILayoutWriter(Writer):
         annotations = {}
         if ref:
             annotations[REF_NAME] = ref
-        if plan.repo_tag:
-            annotations[IMAGE_NAME] = plan.repo_tag
+        full_name = normalized_name(plan.repo_tag) if plan.repo_tag else None
+        if full_name:
+            annotations[IMAGE_NAME] = full_name
         if annotations:
             entry["annotations"] = annotations
         # Which entry this one replaces: with an explicit oci://PATH:REF, the one holding REF;
-        # otherwise the same image name (two repositories may share a tag in one layout).
-        if self.ref_name or not plan.repo_tag:
+        # otherwise the same image name (two repositories may share a tag in one layout),
+        # also as earlier versions wrote it (the short form).
+        if self.ref_name or not full_name:
             self._update_index(entry, REF_NAME, ref)
         else:
-            self._update_index(entry, IMAGE_NAME, plan.repo_tag)
+            self._update_index(entry, IMAGE_NAME, full_name, plan.repo_tag)
         self._added.pop(plan.image_id, None)
         self._published += 1
         return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
@@ -127,12 +132,13 @@ class OCILayoutWriter(Writer):
             entry["artifactType"] = plan.artifact
         return entry
 
-    def _update_index(self, entry: dict[str, object], annotation: str, key: str | None) -> None:
+    def _update_index(self, entry: dict[str, object], annotation: str, key: str | None,
+                      *also: str | None) -> None:
         def change(index: dict[str, Any]) -> None:
             kept = []
             for m in index.get("manifests", []):
                 value = (m.get("annotations") or {}).get(annotation)
-                if key is not None and value == key:
+                if key is not None and value in (key, *also):
                     continue  # the name moves to the new image
                 if key is None and value is None and m.get("digest") == entry["digest"]:
                     continue  # the same unnamed image again

@@ -1,6 +1,7 @@
-"""Registry authentication: where credentials come from, what the server asks for, and tokens.
+"""Registry authentication: what the server asks for, and tokens. Where credentials come from
+(flags, auth files, credential helpers) is credentials.py.
 
-The challenge parser and the config lookup are pure so they can be tested with tables; only
+The challenge parser is pure so it can be tested with tables; only
 `fetch_token` talks to the network, and it does one request: the client owns retries so every
 request in the tool follows one policy.
 
@@ -11,47 +12,21 @@ not echoed either: some servers reflect the submitted form, which would leak a r
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
 
 from occystrap.errors import AuthError, RegistryError, TransientError
+from occystrap.registry.credentials import Credentials
 from occystrap.registry.retry import RETRYABLE_STATUS, parse_retry_after
 
-DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "docker.io", "index.docker.io"})
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 DEFAULT_TOKEN_LIFETIME = 60.0
 # A JWT with many scopes is a few KiB; anything near this is not a token response.
 MAX_TOKEN_RESPONSE = 1 << 20
-
-
-@dataclass(frozen=True, repr=False)
-class Credentials:
-    """What we may present to a registry. The repr hides secrets so a stray log is harmless."""
-
-    username: str | None = None
-    password: str | None = None
-    identity_token: str | None = None
-
-    def __repr__(self) -> str:
-        password = "<hidden>" if self.password is not None else "None"
-        token = "<hidden>" if self.identity_token is not None else "None"
-        return (
-            f"Credentials(username={self.username!r}, password={password}, identity_token={token})"
-        )
-
-    __str__ = __repr__
-
-    @property
-    def has_basic(self) -> bool:
-        return self.username is not None and self.password is not None
 
 
 @dataclass(frozen=True)
@@ -173,119 +148,6 @@ def parse_challenges(header: str) -> list[Challenge]:
             params.setdefault(name, value)
         challenges.append(Challenge(scheme=scheme.lower(), params=params))
     return challenges
-
-
-def _config_path(env: Mapping[str, str], docker_config: str | None) -> str:
-    if docker_config is not None:
-        path = docker_config
-    elif env.get("DOCKER_CONFIG"):
-        path = env["DOCKER_CONFIG"]
-    else:
-        home = env.get("HOME") or os.path.expanduser("~")
-        path = os.path.join(home, ".docker")
-    # Accept the directory ($DOCKER_CONFIG's meaning) or the file itself.
-    if os.path.isdir(path):
-        path = os.path.join(path, "config.json")
-    return path
-
-
-def _normalise_key(key: str) -> str:
-    """`https://host:5000/v1/` → `host:5000`, the way docker matches legacy keys."""
-    text = key.strip()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    return text.split("/", 1)[0].lower()
-
-
-def _candidate_keys(host: str) -> list[str]:
-    keys = [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"]
-    if host.lower() in DOCKER_HUB_HOSTS:
-        keys.append(DOCKER_HUB_KEY)
-    return keys
-
-
-def _entry_credentials(entry: object, path: str, key: str) -> Credentials | None:
-    if not isinstance(entry, dict):
-        raise AuthError(f"malformed docker config {path}: entry for {key} is not an object")
-    username = entry.get("username") or None
-    password = entry.get("password") or None
-    token = entry.get("identitytoken") or None
-    encoded = entry.get("auth") or None
-    if encoded is not None:
-        try:
-            decoded = base64.b64decode(str(encoded), validate=False).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise AuthError(
-                f"malformed docker config {path}: 'auth' for {key} is not base64 of user:password"
-            ) from None
-        user, sep, secret = decoded.partition(":")
-        if not sep:
-            raise AuthError(
-                f"malformed docker config {path}: 'auth' for {key} is not base64 of user:password"
-            )
-        username = username or user or None
-        password = password or secret or None
-    if token is not None:
-        # Docker stores a placeholder password next to an identity token; the token wins.
-        return Credentials(username=username, password=None, identity_token=str(token))
-    if username is None and password is None:
-        return None  # an empty entry: docker writes these when a credsStore holds the secret
-    return Credentials(username=username, password=password)
-
-
-def _from_docker_config(host: str, path: str) -> Credentials | None:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise AuthError(f"cannot read docker config {path}: {exc.strerror}") from None
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise AuthError(f"malformed docker config {path}: not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise AuthError(f"malformed docker config {path}: top level is not an object")
-    auths = doc.get("auths")
-    if auths is None:
-        auths = {}
-    if not isinstance(auths, dict):
-        raise AuthError(f"malformed docker config {path}: 'auths' is not an object")
-    for key in _candidate_keys(host):
-        if key in auths:
-            creds = _entry_credentials(auths[key], path, key)
-            if creds is not None:
-                return creds
-    wanted = {_normalise_key(k) for k in _candidate_keys(host)}
-    for key, entry in auths.items():
-        if _normalise_key(key) in wanted:
-            creds = _entry_credentials(entry, path, key)
-            if creds is not None:
-                return creds
-    return None
-
-
-def credentials_for(
-    host: str,
-    username: str | None,
-    password: str | None,
-    env: Mapping[str, str] = os.environ,
-    docker_config: str | None = None,
-) -> Credentials | None:
-    """Pick credentials for `host`: explicit flags, then environment, then docker's config.json.
-
-    Explicit beats ambient so a user can override a stale `docker login` for one run.
-    Credential helpers (credsStore/credHelpers) are not run: executing binaries named by a
-    config file is a policy decision this tool does not make silently.
-    """
-    if username is not None or password is not None:
-        return Credentials(username=username, password=password)
-    env_user = env.get("OCCYSTRAP_USERNAME")
-    env_pass = env.get("OCCYSTRAP_PASSWORD")
-    if env_user or env_pass:
-        return Credentials(username=env_user or None, password=env_pass or None)
-    return _from_docker_config(host, _config_path(env, docker_config))
 
 
 @dataclass(frozen=True)

@@ -860,15 +860,26 @@ class RegistryClient:
 
     # -- pushing ---------------------------------------------------------------------------
 
-    def _get_small(self, url: str, name: str, headers: Mapping[str, str], cap: int,
-                   not_found: str) -> tuple[_Response, bytes]:
+    def get_api(self, url: str, headers: Mapping[str, str], cap: int) -> tuple[int, bytes]:
+        """GET a document from another HTTP API on this host (Quay's REST API): (status, up
+        to `cap` + 1 bytes of body). The same TLS settings, rate limit, retries (429 and
+        5xx, Retry-After) and counters as registry requests, but none of the registry's
+        credentials: `headers` carries the API's own, and never leaves this origin."""
+        response, body = self._get_small(url, None, headers, cap, None, auth=False)
+        return response.status, body
+
+    def _get_small(self, url: str, name: str | None, headers: Mapping[str, str], cap: int,
+                   not_found: str | None, auth: bool = True) -> tuple[_Response, bytes]:
         """GET a small body (up to `cap` + 1 bytes), retrying a body that breaks off as the
-        whole request: one shared budget for both."""
+        whole request: one shared budget for both. `not_found=None`: any status is the
+        caller's to read."""
         budget = _Budget(self._retries)
         while True:
-            response = self._request("GET", url, name=name, headers=headers, budget=budget)
+            response = self._request("GET", url, name=name, headers=headers, budget=budget,
+                                     auth=auth)
             try:
-                self._check_status(response, "GET", url, not_found)
+                if not_found is not None:
+                    self._check_status(response, "GET", url, not_found)
                 return response, response.read(cap)
             except _TransportFailure as exc:
                 if budget.exhausted():
@@ -1333,6 +1344,7 @@ class RegistryClient:
         mount_from: str | None = None,
         body: bytes | _Region | None = None,
         retry: bool = True,
+        auth: bool = True,
     ) -> _Response:
         """Send a request with auth, retries and redirects; return the first final answer.
 
@@ -1344,6 +1356,8 @@ class RegistryClient:
         With `retry=False` (an upload that carries part of a blob) a transport failure raises
         `_TransportFailure` and a retryable status is returned: a half-sent chunk may have
         moved the registry's offset, and only the caller can ask where the upload stands.
+        With `auth=False` (another API on the host) no registry credential is sent and a 401
+        is the caller's to read.
         """
         budget = budget or _Budget(self._retries)
         scope = self._auth.scope(name, push, mount_from)
@@ -1354,7 +1368,9 @@ class RegistryClient:
         while True:
             on_registry = _origin(current) == self._origin
             send_headers = dict(headers or {})
-            sent_auth = self._auth.header(scope) if on_registry else None
+            if not on_registry:  # a caller's own credential stays on this origin too
+                send_headers.pop("Authorization", None)
+            sent_auth = self._auth.header(scope) if on_registry and auth else None
             if sent_auth is not None:
                 send_headers["Authorization"] = sent_auth
             if limiter is not None:
@@ -1382,7 +1398,7 @@ class RegistryClient:
                 log.info("%s: rate-limit budget nearly spent; pausing %.1f s", self.host, pause)
                 time.sleep(pause)
             status = response.status
-            if status == 401 and on_registry:
+            if status == 401 and on_registry and auth:
                 challenge = response.headers.get("www-authenticate")
                 response.close()
                 if auth_rounds >= 2:

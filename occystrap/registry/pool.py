@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 
 from occystrap.config import Config
-from occystrap.registry.auth import credentials_for
 from occystrap.registry.client import RegistryClient
+from occystrap.registry.credentials import credentials_for
 
 
 class ClientPool:
@@ -28,7 +28,9 @@ class ClientPool:
         with self._lock:
             if key in self._clients:
                 return self._clients[key]
-            creds = credentials_for(host, *self.config.credentials(self.role))
+            creds = credentials_for(host, *self.config.credentials(self.role),
+                                    authfile=self.config.authfile,
+                                    helpers=self.config.credential_helpers)
             self._clients[key] = RegistryClient(
                 host, insecure=insecure, tls_verify=self.config.tls_verify,
                 ca_file=self.config.ca_file, credentials=creds, retries=self.config.retries,

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import httpx
+from urllib.parse import quote, urlencode, urlsplit
 
 from occystrap.errors import AuthError, NotFoundError, RegistryError, UsageError
 from occystrap.reference import TAG_RE, ImageRef
@@ -29,6 +28,7 @@ from occystrap.sources import Entry
 from occystrap.sources.registry import RegistrySource
 
 MAX_PAGES = 1000
+MAX_ANSWER = 16 * 2**20  # a page of repositories is tens of KiB
 
 
 def parse_since(text: object) -> float | None:
@@ -47,35 +47,39 @@ def registry_host(api_url: str) -> str:
 
 
 class QuaySource:
+    """Expands quay:// through the registry client of the Quay host, so API calls get the
+    same TLS options (--ca-file, --no-tls-verify), retries, --rate-limit and counters as
+    every other request; only the API's Bearer token is its own."""
+
     local = False
 
     def __init__(self, api_url: str, namespace: str, glob: str, tag: str,
                  since: float | None, token: str | None, client: RegistryClient,
-                 parallel: int, timeout: float = 60.0) -> None:
+                 parallel: int) -> None:
         self.api = api_url.rstrip("/") + "/api/v1"
         self.namespace, self.glob, self.tag, self.since = namespace, glob, tag, since
         self.client = client
         self.parallel = parallel
-        headers = {"Accept": "application/json"}
+        self._headers = {"Accept": "application/json"}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(headers=headers, timeout=timeout)
+            self._headers["Authorization"] = f"Bearer {token}"
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.api}{path}"
-        try:
-            resp = self._http.get(url, params=params)
-        except httpx.HTTPError as exc:
-            raise RegistryError(f"cannot reach the Quay API at {self.api}: {exc}") from None
-        if resp.status_code in (401, 403):
-            raise AuthError(f"Quay API {url}: {resp.status_code}; check the token")
-        if resp.status_code == 404:
+        status, body = self.client.get_api(f"{url}?{urlencode(params)}", self._headers,
+                                           MAX_ANSWER)
+        if status in (401, 403):
+            raise AuthError(f"Quay API {url}: {status}; check the token")
+        if status == 404:
             raise NotFoundError(f"Quay API {url}: not found")
-        if resp.status_code >= 400:
-            raise RegistryError(f"Quay API {url}: {resp.status_code}")
+        if status >= 400:
+            raise RegistryError(f"Quay API {url}: {status}")
+        if len(body) > MAX_ANSWER:
+            raise RegistryError(f"Quay API {url}: answer larger than "
+                                f"{MAX_ANSWER // 2**20} MiB")
         try:
-            doc = resp.json()
-        except ValueError:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
             raise RegistryError(f"Quay API {url}: not JSON") from None
         if not isinstance(doc, dict):
             raise RegistryError(f"Quay API {url}: unexpected answer")
@@ -131,4 +135,4 @@ class QuaySource:
         return found
 
     def close(self) -> None:
-        self._http.close()
+        pass  # the client belongs to the stage's pool

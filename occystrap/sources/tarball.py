@@ -20,7 +20,7 @@ from typing import BinaryIO
 from occystrap import mediatypes as mt
 from occystrap.errors import ManifestError, NotFoundError, UsageError
 from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
-from occystrap.reference import DIGEST_RE
+from occystrap.reference import DIGEST_RE, normalized_name
 from occystrap.sources import Entry, Resolved, check_blob, resolved_from_bytes, sha256_of
 from occystrap.sources.directory import synthesize
 from occystrap.sources.local import MAX_METADATA, BlobFile, name_of
@@ -157,8 +157,9 @@ class TarballSource:
             raise ManifestError(f"{self.where}: neither index.json nor manifest.json; not an "
                                 "image archive")
         if self.select:
-            chosen = [e for e in found if self.select in (e.ref.repo_tag, str(e.ref),
-                                                           f"{e.ref.name}:{e.ref.tag}")]
+            chosen = [e for e in found if self.select in (
+                e.ref.repo_tag, str(e.ref), f"{e.ref.name}:{e.ref.tag}",
+                normalized_name(e.ref.repo_tag) if e.ref.repo_tag else None)]
             if not chosen:
                 names = ", ".join(sorted(str(e.ref.repo_tag) for e in found))
                 raise NotFoundError(f"{self.where}: no image {self.select!r} (it has: {names})")

@@ -42,6 +42,7 @@ class Node:
     skipped: int = 0
     foreign: int = 0
     referrers_copied: int = 0
+    reencoded: bool = False  # compress gave a layer (of a child, for an index) new bytes
     bytes: int = 0
 
     @property
@@ -140,7 +141,9 @@ class Publisher:
             self._release_referrers(top)
             return
         layers = [node.layers[i] for i in range(plan.layer_count)]
-        published = with_new_digests(plan, layers, node.children_changed, self.chain)
+        node.reencoded = node.reencoded or any(la.source_digest for la in layers)
+        published = self.writer.convert(with_new_digests(plan, layers, node.children_changed,
+                                                         self.chain))
         parent = self.nodes.get(self.parent_of.get(plan.image_id, -1))
         if parent is None and node.referrers:
             if not node.staged:
@@ -176,6 +179,7 @@ class Publisher:
         parent.skipped += node.skipped
         parent.foreign += node.foreign
         parent.referrers_copied += node.referrers_copied
+        parent.reencoded = parent.reencoded or node.reencoded
 
     def _release_referrers(self, top: Node) -> None:
         """Publish the top's ready referrers in order; the top itself after the last."""

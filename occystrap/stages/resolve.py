@@ -163,7 +163,7 @@ class Resolver:
             return QuaySource(api, namespace, glob, location.tag or "latest",
                               parse_since(location.option("since")),
                               str(token) if token else None, client,
-                              self.config.parallel, self.config.timeout), plain or insecure
+                              self.config.parallel), plain or insecure
         if location.scheme == "registry" and location.pattern is not None:
             client = self.clients.get(location.pattern.host, insecure)
             return RegistryBulkSource(client, location.pattern, self.config.parallel,

@@ -58,7 +58,7 @@ def inspect_line(plan: ImagePlan, layers: list[LayerDesc]) -> dict[str, object]:
 
 
 def _notes(node: Node, plan: ImagePlan, source_plan: ImagePlan, writer_note: str,
-           cache_note: str, rewrites: bool) -> str:
+           cache_note: str, rewrites: bool, oci_media_types: bool) -> str:
     notes = [writer_note, cache_note]
     if node.foreign:
         notes.append(f"{node.foreign} foreign layer{'s' if node.foreign > 1 else ''} not "
@@ -71,11 +71,12 @@ def _notes(node: Node, plan: ImagePlan, source_plan: ImagePlan, writer_note: str
                      f"{'s' if len(plan.dropped) > 1 else ''} left out")
     notes += source_plan.notes
     if plan.manifest_digest != source_plan.manifest_digest:
-        how = ("layers filtered" if rewrites else "attestations left out" if plan.dropped
-               and not any(lay.source_digest for lay in node.layers.values())
-               else "layers re-encoded")
-        notes.append(f"{how}: new manifest digest (source's was "
-                     f"{source_plan.manifest_digest})")
+        how = ["layers filtered" if rewrites else "layers re-encoded" if node.reencoded
+               else "attestations left out" if plan.dropped else ""]
+        if oci_media_types and plan.manifest_media_type != source_plan.manifest_media_type:
+            how.append("converted to OCI media types")
+        notes.append(f"{', '.join(filter(None, how))}: new manifest digest (source's "
+                     f"was {source_plan.manifest_digest})")
     return ", ".join(filter(None, notes))
 
 
@@ -117,7 +118,7 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
             admit.release()
             return
         detail = _notes(node, plan, node.plan, writer.detail(plan), cache_note,
-                        chain.rewrites)
+                        chain.rewrites, writer.oci_media_types)
         io.tell(ImageDone(
             image_id=plan.image_id, source=plan.source, destination=where,
             manifest_digest=plan.manifest_digest, layers=plan.layer_count + node.layer_total,

@@ -403,6 +403,27 @@ def test_redirect_drops_authorization_across_hosts(scripted: Scripted, other: Sc
     assert other.log and all("Authorization" not in headers for _, _, headers in other.log)
 
 
+def test_api_requests_carry_their_own_credential_only(scripted: Scripted,
+                                                      other: Scripted) -> None:
+    """get_api (Quay's REST API on the registry's host): no registry credential, a 401 is
+    the caller's, and the caller's own Authorization never follows a redirect elsewhere."""
+    scripted.routes[("GET", "/api/v1/repository")] = reply(401, b'{"error": "no"}')
+    scripted.routes[("GET", "/api/v1/moved")] = reply(
+        302, Location=f"http://{other.host}/api/v1/elsewhere")
+    other.routes[("GET", "/api/v1/elsewhere")] = reply(200, b"{}")
+    with RegistryClient(scripted.host, insecure=True,
+                        credentials=Credentials("u", "registry-pw")) as client:
+        client._auth._scheme = "basic"  # as after a first registry request
+        status, body = client.get_api(f"http://{scripted.host}/api/v1/repository?n=1",
+                                      {"Authorization": "Bearer api-token"}, 1000)
+        assert (status, body) == (401, b'{"error": "no"}')
+        status, _ = client.get_api(f"http://{scripted.host}/api/v1/moved",
+                                   {"Authorization": "Bearer api-token"}, 1000)
+        assert status == 200
+    assert [h.get("Authorization") for _, _, h in scripted.log] == ["Bearer api-token"] * 2
+    assert other.log and all("Authorization" not in h for _, _, h in other.log)
+
+
 def test_restart_when_range_is_ignored(scripted: Scripted, tmp_path: Path) -> None:
     data = os.urandom(400_000)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -67,6 +67,22 @@ def test_info_index_lists_platforms(occystrap_cli, sample_images, key):
         assert image.manifest_digest in text
 
 
+def test_platform_native_is_this_machines(occystrap_cli, sample_images):
+    """`--platform native`: the platform docker and skopeo default to."""
+    from occystrap.cli import native_platform
+
+    assert native_platform("x86_64") == native_platform("amd64")
+    assert str(native_platform("aarch64")) == "linux/arm64"
+    assert str(native_platform("armv7l")) == "linux/arm/v7"
+    s = sample_images["index"]
+    native = native_platform()
+    if native.architecture not in [i.platform[1] for i in s.built.images]:
+        pytest.skip(f"the sample index has no image for {native}")
+    r = occystrap_cli("--insecure", "--platform", "native", "info", "-O", "json", s.uri)
+    assert r.returncode == 0, r.stderr
+    assert _json(r.stdout)["image"]["config"]["architecture"] == native.architecture
+
+
 # -- check -----------------------------------------------------------------------------------
 
 

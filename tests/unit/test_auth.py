@@ -1,22 +1,13 @@
-"""Challenge parsing, credential lookup and the token cache: pure logic, tested with tables."""
+"""Challenge parsing and the token cache: pure logic, tested with tables (credential lookup:
+test_credentials.py)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
-from pathlib import Path
 
 import pytest
 
-from occystrap.errors import AuthError
-from occystrap.registry.auth import (
-    Challenge,
-    Credentials,
-    TokenCache,
-    credentials_for,
-    parse_challenges,
-)
+from occystrap.registry.auth import Challenge, TokenCache, parse_challenges
 
 HUB_REALM = "https://auth.docker.io/token"
 
@@ -76,121 +67,6 @@ HUB_REALM = "https://auth.docker.io/token"
 def test_parse_challenges(header: str, expected: list[Challenge]) -> None:
     assert parse_challenges(header) == expected
 
-
-def _auth(user: str, password: str) -> str:
-    return base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def _config(tmp_path: Path, doc: object) -> str:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
-    return str(path)
-
-
-@pytest.mark.parametrize(
-    ("host", "auths", "expected"),
-    [
-        ("reg.example.com", {"reg.example.com": {"auth": _auth("bob", "pw")}},
-         Credentials("bob", "pw")),
-        ("reg.example.com", {"https://reg.example.com": {"auth": _auth("bob", "p:w")}},
-         Credentials("bob", "p:w")),
-        ("reg.example.com:5000", {"http://reg.example.com:5000": {"auth": _auth("a", "b")}},
-         Credentials("a", "b")),
-        ("reg.example.com", {"https://reg.example.com/v1/": {"auth": _auth("a", "b")}},
-         Credentials("a", "b")),
-        ("reg.example.com", {"https://reg.example.com/v2/": {"auth": _auth("a", "b")}},
-         Credentials("a", "b")),
-        ("registry-1.docker.io", {"https://index.docker.io/v1/": {"auth": _auth("hub", "x")}},
-         Credentials("hub", "x")),
-        ("docker.io", {"https://index.docker.io/v1/": {"auth": _auth("hub", "x")}},
-         Credentials("hub", "x")),
-        ("reg.example.com", {"reg.example.com": {"username": "u", "password": "p"}},
-         Credentials("u", "p")),
-        ("reg.example.com",
-         {"reg.example.com": {"auth": _auth("u", ""), "identitytoken": "refresh-me"}},
-         Credentials("u", None, "refresh-me")),
-        ("reg.example.com", {"reg.example.com": {}}, None),
-        ("reg.example.com", {"other.example.com": {"auth": _auth("a", "b")}}, None),
-        ("quay.io", {"https://index.docker.io/v1/": {"auth": _auth("hub", "x")}}, None),
-    ],
-)
-def test_docker_config_lookup(
-    tmp_path: Path, host: str, auths: dict[str, object], expected: Credentials | None
-) -> None:
-    path = _config(tmp_path, {"auths": auths, "credsStore": "desktop"})
-    assert credentials_for(host, None, None, env={}, docker_config=path) == expected
-
-
-def test_docker_config_dir_from_env(tmp_path: Path) -> None:
-    _config(tmp_path, {"auths": {"r.example": {"auth": _auth("a", "b")}}})
-    env = {"DOCKER_CONFIG": str(tmp_path)}
-    assert credentials_for("r.example", None, None, env=env) == Credentials("a", "b")
-
-
-def test_docker_config_in_home(tmp_path: Path) -> None:
-    (tmp_path / ".docker").mkdir()
-    (tmp_path / ".docker" / "config.json").write_text(
-        json.dumps({"auths": {"r.example": {"auth": _auth("a", "b")}}})
-    )
-    assert credentials_for("r.example", None, None, env={"HOME": str(tmp_path)}) == Credentials(
-        "a", "b"
-    )
-
-
-def test_missing_docker_config_is_anonymous(tmp_path: Path) -> None:
-    assert credentials_for("r.example", None, None, env={"HOME": str(tmp_path)}) is None
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        "{not json",
-        "[]",
-        json.dumps({"auths": []}),
-        json.dumps({"auths": {"r.example": "nope"}}),
-        json.dumps({"auths": {"r.example": {"auth": "%%%notbase64-secretvalue"}}}),
-        json.dumps({"auths": {"r.example": {"auth": base64.b64encode(b"nocolon").decode()}}}),
-    ],
-)
-def test_malformed_docker_config(tmp_path: Path, content: str) -> None:
-    path = _config(tmp_path, content)
-    with pytest.raises(AuthError) as info:
-        credentials_for("r.example", None, None, env={}, docker_config=path)
-    message = str(info.value)
-    assert path in message
-    assert "secretvalue" not in message and "nocolon" not in message
-
-
-def test_precedence(tmp_path: Path) -> None:
-    path = _config(tmp_path, {"auths": {"r.example": {"auth": _auth("cfg", "cfgpw")}}})
-    env = {"OCCYSTRAP_USERNAME": "envuser", "OCCYSTRAP_PASSWORD": "envpw"}
-    assert credentials_for("r.example", "flag", "flagpw", env=env, docker_config=path) == (
-        Credentials("flag", "flagpw")
-    )
-    assert credentials_for("r.example", None, None, env=env, docker_config=path) == (
-        Credentials("envuser", "envpw")
-    )
-    assert credentials_for("r.example", None, None, env={}, docker_config=path) == (
-        Credentials("cfg", "cfgpw")
-    )
-
-
-@pytest.mark.parametrize(
-    "creds",
-    [
-        Credentials("bob", "hunter2"),
-        Credentials("bob", None, "hunter2"),
-        Credentials(None, "hunter2", "hunter2"),
-    ],
-)
-def test_credentials_repr_hides_secrets(creds: Credentials) -> None:
-    assert "hunter2" not in repr(creds)
-    assert "hunter2" not in str(creds)
-    assert "hunter2" not in f"{creds}"
-
-
-def test_credentials_repr_shows_username() -> None:
-    assert "bob" in repr(Credentials("bob", "x"))
 
 
 class _Clock:

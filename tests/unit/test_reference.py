@@ -1,7 +1,7 @@
 import pytest
 
 from occystrap.errors import UsageError
-from occystrap.reference import parse_image_ref, parse_location
+from occystrap.reference import normalized_name, parse_image_ref, parse_location
 
 D = "sha256:" + "a" * 64
 
@@ -99,3 +99,25 @@ def test_parse_source_options():
 def test_parse_location_errors(text, role, fragment):
     with pytest.raises(UsageError, match=fragment):
         parse_location(text, role=role)
+
+
+@pytest.mark.parametrize(
+    ("name", "full"),
+    [
+        ("busybox:1.36", "docker.io/library/busybox:1.36"),
+        ("app:1", "docker.io/library/app:1"),
+        ("org/app:1", "docker.io/org/app:1"),
+        ("docker.io/busybox:1.36", "docker.io/library/busybox:1.36"),
+        ("docker.io/library/busybox:1.36", "docker.io/library/busybox:1.36"),
+        ("registry-1.docker.io/org/app:1", "docker.io/org/app:1"),
+        ("index.docker.io/app:1", "docker.io/library/app:1"),
+        ("127.0.0.1:5000/library/app:1", "127.0.0.1:5000/library/app:1"),
+        ("ghcr.io/org/app:1", "ghcr.io/org/app:1"),
+        ("localhost/app:1", "localhost/app:1"),
+        ("Host/app:1", "Host/app:1"),
+        ("quay.io/app:1", "quay.io/app:1"),
+    ],
+)
+def test_normalized_name_as_docker_gives_it(name: str, full: str) -> None:
+    assert normalized_name(name) == full
+    assert normalized_name(full) == full  # already full: unchanged

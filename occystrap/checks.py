@@ -30,6 +30,7 @@ from occystrap.inspect import (
 )
 from occystrap.mediatypes import Descriptor
 from occystrap.reference import Location
+from occystrap.sources import serves
 from occystrap.tarmembers import ChunkReader, HashingReader, members, normalize, open_stream
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -259,6 +260,11 @@ def check_image(image: Image, fast: bool, tmpdir: str) -> list[Finding]:
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     for i, layer in enumerate(manifest.layers):
         diff_id = diff_ids[i] if isinstance(diff_ids, list) and i < len(diff_ids) else None
+        if mediatypes.is_foreign(layer) and not serves(image.source, layer.digest):
+            found.append(Finding(INFO, "foreign", "a foreign layer the source does not serve "
+                                 "(its publisher does, from its urls): not checked",
+                                 layer=layer.digest))
+            continue
         with _blob_file(image, layer, tmpdir, found) as lf:
             if lf is None:
                 continue

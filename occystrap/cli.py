@@ -364,10 +364,12 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
 
 
 def _check_referrers(dst: Any, config: Config) -> None:
-    if config.compression or config.filters.rewrites:
-        raise UsageError("--referrers keeps signatures and attestations pointing at the "
-                         "source's digests; it cannot be combined with --compression or "
-                         "filters that rewrite layers (new digests)")
+    option = config.image_semantics()
+    if option:
+        # It needs images: attestations would be left out of indexes (new digests) and
+        # artifacts refused, so the referrers copied would point at nothing.
+        raise UsageError(f"--referrers keeps signatures and attestations pointing at the "
+                         f"source's digests; it cannot be combined with {option}")
     if dst.scheme not in ("registry", "oci"):
         raise UsageError(f"{dst}: --referrers needs a registry:// or oci:// destination")
     if dst.option("media_types"):

@@ -17,11 +17,11 @@ from typing import Any
 
 from occystrap import mediatypes
 from occystrap.config import Config
-from occystrap.errors import DigestError, ManifestError, NotFoundError, UsageError
+from occystrap.errors import DigestError, NotFoundError, UsageError
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.reference import Location
 from occystrap.registry.pool import ClientPool
-from occystrap.sources import MAX_INDEX_DEPTH, Entry, Resolved, platform_manifest
+from occystrap.sources import Entry, Resolved, check_depth, platform_manifest
 from occystrap.stages.resolve import Resolver
 
 # -- opening sources ---------------------------------------------------------------------------
@@ -99,9 +99,7 @@ def images_of(entry: Entry, source: Any, config: Config) -> Iterator[Image]:
 
 def _every_platform(entry: Entry, source: Any, top: Resolved, index: Resolved, depth: int
                     ) -> Iterator[Image]:
-    if depth >= MAX_INDEX_DEPTH:
-        raise ManifestError(f"index {index.digest}: indexes nested more than "
-                            f"{MAX_INDEX_DEPTH} levels deep; refused")
+    check_depth(index.digest, depth)
     assert isinstance(index.parsed, ImageIndex)
     for d in index.parsed.manifests:
         if mediatypes.is_attestation(d):
@@ -274,14 +272,17 @@ def to_text(docs: list[dict[str, Any]]) -> str:
         out.append(f"Media type:  {doc['media_type']}")
         if doc["platforms"] is not None:
             attestations = doc.get("attestations") or []
-            more = f" (and {len(attestations)} attestation manifests)" if attestations else ""
+            n = len(attestations)
+            more = f" (and {n} attestation manifest{'s' if n > 1 else ''})" if n else ""
             out.append(f"Platforms:   {len(doc['platforms'])}{more}")
+            width = max([20] + [16 + len(str(a["of"])) for a in attestations])
             for p in doc["platforms"]:
-                what = p["platform"] or ("(index)" if "index" in p["media_type"] or
-                                         "list" in p["media_type"] else "(none)")
-                out.append(f"  {what:<20} {p['digest']}")
+                what = p["platform"] or ("(index)" if p["media_type"] in
+                                         mediatypes.INDEX_TYPES else "(none)")
+                out.append(f"  {what:<{width}} {p['digest']}")
             for a in attestations:
-                out.append(f"  {'attestation of ' + str(a['of'] or '?'):<20} {a['digest']}")
+                out.append(f"  {'attestation of ' + str(a['of'] or '?'):<{width}} "
+                           f"{a['digest']}")
         if doc.get("artifact"):
             out.extend(_artifact_text(doc["artifact"], doc["platforms"] is not None))
             continue

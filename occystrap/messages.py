@@ -54,6 +54,11 @@ class ImagePlan(msgspec.Struct, tag=True):
     referrers: list[int] = []
     referrer_of: str = ""
     companion_tag: str = ""
+    # the top-level image's referrers that the destination has already: subject digest →
+    # their descriptors (JSON), for a destination whose referrers tag needs them listed
+    known_referrers: dict[str, list[str]] = {}
+    # the manifest's own `subject` (an OCI 1.1 referrer copied as an image of its own)
+    subject: str = ""
     # an index copied without some entries (attestations, where image semantics are needed)
     dropped: list[str] = []
     # not a container image: its artifactType (or config media type), for messages

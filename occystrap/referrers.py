@@ -40,6 +40,9 @@ class Found:
     subject: str  # the digest it refers to
     tag: str = ""  # a cosign companion: published under this tag at the destination
     artifact_type: str | None = None  # when the referrers index says it
+    # the listing's entry for it (mediaType, digest, size, artifactType, annotations): what
+    # a destination's referrers tag lists when the referrer is there already
+    descriptor: dict[str, Any] | None = None
 
 
 def fallback_tag(digest: str) -> str:
@@ -58,15 +61,20 @@ def is_referrer_tag(tag: str) -> bool:
     return bool(_FALLBACK_RE.match(tag) or _COMPANION_RE.match(tag))
 
 
-def listed(body: bytes, subject: str, where: str) -> list[Found]:
-    """The referrers an index lists (an API answer or a referrers tag index).
-    ManifestError when it is not an index."""
-    try:
-        parsed = mediatypes.parse(body, mediatypes.OCI_INDEX)
-    except ManifestError as exc:
-        raise ManifestError(f"{where}: referrers of {subject}: {exc}") from None
-    assert isinstance(parsed, ImageIndex)
-    return [Found(d.digest, subject, artifact_type=d.artifact_type) for d in parsed.manifests]
+def listed(bodies: Sequence[bytes], subject: str, where: str) -> list[Found]:
+    """The referrers an index lists (an API answer, possibly in pages, or a referrers tag
+    index). ManifestError when one is not an index."""
+    found = []
+    for body in bodies:
+        try:
+            parsed = mediatypes.parse(body, mediatypes.OCI_INDEX)
+            entries = json.loads(body)["manifests"]
+        except (ManifestError, ValueError, KeyError, TypeError) as exc:
+            raise ManifestError(f"{where}: referrers of {subject}: {exc}") from None
+        assert isinstance(parsed, ImageIndex)
+        found += [Found(d.digest, subject, artifact_type=d.artifact_type, descriptor=raw)
+                  for d, raw in zip(parsed.manifests, entries, strict=True)]
+    return found
 
 
 def unique(found: Iterable[Found]) -> list[Found]:
@@ -111,16 +119,19 @@ def descriptor_for(manifest: bytes, media_type: str) -> dict[str, Any]:
 
 def merged_index(existing: bytes | None, entries: Sequence[dict[str, Any]]) -> bytes | None:
     """The referrers tag index with `entries` added (those not listed yet, by digest), or
-    None when it already lists them all. A missing or unreadable index starts afresh."""
+    None when it already lists them all. ValueError when the tag holds something other than
+    an index: the spec tells clients to report that and leave it alone."""
     doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
                            "manifests": []}
     if existing is not None:
         try:
             old = json.loads(existing)
-            if isinstance(old, dict) and isinstance(old.get("manifests"), list):
-                doc = old
         except ValueError:
-            pass
+            old = None
+        if not (isinstance(old, dict) and isinstance(old.get("manifests"), list)
+                and old.get("mediaType", mediatypes.OCI_INDEX) == mediatypes.OCI_INDEX):
+            raise ValueError("it holds something other than an OCI index; left alone")
+        doc = old
     have = {m.get("digest") for m in doc["manifests"] if isinstance(m, dict)}
     new = [e for e in entries if e["digest"] not in have]
     if not new:

@@ -32,8 +32,15 @@ _MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$")
 
 
 class ReferrersAPI(LoopbackServer):
-    def __init__(self, registry_port: int) -> None:
+    def __init__(self, registry_port: int, page_size: int = 0,
+                 refuse: frozenset[str] = frozenset()) -> None:
+        """`page_size`: list at most this many referrers a page, linking the next page
+        with `Link: <…>; rel="next"` as the spec allows (0: one page). `refuse`: manifest
+        references whose PUT is answered 400 MANIFEST_INVALID (a test's injected fault, not
+        part of the spec's behaviour)."""
         self.registry_port = registry_port
+        self.page_size = page_size
+        self.refuse = refuse
         # (repository, subject digest) → descriptors of its referrers
         self.referrers: dict[tuple[str, str], list[dict[str, object]]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
@@ -51,6 +58,15 @@ class ReferrersAPI(LoopbackServer):
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                manifest = _MANIFEST.match(path)
+                if self.command == "PUT" and manifest and manifest["reference"] in api.refuse:
+                    answer = b'{"errors":[{"code":"MANIFEST_INVALID","message":"refused"}]}'
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
                 api._forward(self, body)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
@@ -59,13 +75,21 @@ class ReferrersAPI(LoopbackServer):
 
     def _list(self, handler: BaseHTTPRequestHandler, name: str, digest: str,
               query: str) -> None:
-        wanted = dict(urllib.parse.parse_qsl(query)).get("artifactType")
+        params = dict(urllib.parse.parse_qsl(query))
+        wanted = params.get("artifactType")
         with self._lock:
             entries = list(self.referrers.get((name, digest), []))
         headers = {"Content-Type": OCI_INDEX}
         if wanted:
             entries = [e for e in entries if e.get("artifactType") == wanted]
             headers["OCI-Filters-Applied"] = "artifactType"
+        if self.page_size:
+            page = int(params.get("page", 0))
+            start = page * self.page_size
+            if start + self.page_size < len(entries):
+                headers["Link"] = (f'</v2/{name}/referrers/{digest}?page={page + 1}>; '
+                                   'rel="next"')
+            entries = entries[start:start + self.page_size]
         body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
                            "manifests": entries}).encode()
         handler.send_response(200)

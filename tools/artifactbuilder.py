@@ -45,6 +45,8 @@ HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
 HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 HELM_PROV = "application/vnd.cncf.helm.chart.provenance.v1.prov"
 COSIGN_SIG = "application/vnd.dev.cosign.simplesigning.v1+json"
+DSSE = "application/vnd.dsse.envelope.v1+json"  # cosign attest's layers (.att)
+COSIGN_LAYER = {".sig": COSIGN_SIG, ".att": DSSE, ".sbom": "text/spdx+json"}
 SPDX = "application/spdx+json"
 EMPTY = "application/vnd.oci.empty.v1+json"
 FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
@@ -190,14 +192,16 @@ def helm_chart(workdir: str | os.PathLike[str], name: str = "web", version: str 
 
 
 def cosign_signature(workdir: str | os.PathLike[str], subject: str,
-                     reference: str = "127.0.0.1/team/app") -> BuiltManifest:
-    """What `cosign sign` pushes as `sha256-<hex>.sig`: an OCI image config over one
-    simple-signing payload layer, the signature in the layer's annotations. No subject."""
+                     reference: str = "127.0.0.1/team/app", suffix: str = ".sig"
+                     ) -> BuiltManifest:
+    """What `cosign sign` pushes as `sha256-<hex>.sig` (with `suffix` ".att" what
+    `cosign attest` pushes, ".sbom" what `cosign attach sbom` pushes): an OCI image config
+    over one payload layer, the signature in the layer's annotations. No subject."""
     payload = _json({"critical": {"identity": {"docker-reference": reference},
                                   "image": {"docker-manifest-digest": subject},
-                                  "type": "cosign container image signature"},
+                                  "type": f"cosign container image {suffix[1:]}"},
                      "optional": None})
-    layer = _write_json_blob(workdir, payload, COSIGN_SIG)
+    layer = _write_json_blob(workdir, payload, COSIGN_LAYER[suffix])
     config = _write_json_blob(workdir, _json({
         "architecture": "", "created": "0001-01-01T00:00:00Z", "os": "",
         "history": [{"created": "0001-01-01T00:00:00Z"}], "config": {},
@@ -230,13 +234,28 @@ def sbom_artifact(workdir: str | os.PathLike[str], subject: Node | None, seed: i
                          artifact_type=artifact_type, annotations=annotations)
 
 
-def referrers_index(referrers: Sequence[BuiltManifest]) -> bytes:
+def referrer_index(workdir: str | os.PathLike[str], subject: Node, seed: int) -> BuiltTree:
+    """An index that is itself a referrer (`subject` and `artifactType` on an index, as
+    image-spec 1.1 allows): two SBOM artifacts under one signed bundle."""
+    parts = [sbom_artifact(workdir, None, seed=seed + n) for n in range(2)]
+    body = _encode({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                    "artifactType": "application/vnd.example.bundle.v1",
+                    "manifests": [descriptor(p) for p in parts],
+                    "subject": descriptor(subject)})
+    return BuiltTree(body, OCI_INDEX, sha256_digest(body), list(parts))
+
+
+def referrers_index(referrers: Sequence[Node]) -> bytes:
     """The referrers tag index (`sha256-<hex>`) listing `referrers`, as a client keeps it for
     a registry without the referrers API."""
-    return _json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        descriptor(r, **({"artifactType": r.artifact_type} if r.artifact_type else {}),
-                   **({"annotations": r.annotations} if r.annotations else {}))
-        for r in referrers]})
+    def entry(r: Node) -> dict[str, object]:
+        kind = getattr(r, "artifact_type", None) or json.loads(r.manifest).get("artifactType")
+        notes = getattr(r, "annotations", None)
+        return descriptor(r, **({"artifactType": kind} if kind else {}),
+                          **({"annotations": notes} if notes else {}))
+
+    return _json({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                  "manifests": [entry(r) for r in referrers]})
 
 
 def foreign_layer_image(workdir: str | os.PathLike[str], seed: int) -> BuiltManifest:

@@ -23,6 +23,7 @@ from occystrap.formats.base import (
 from occystrap.mediatypes import OCI_INDEX
 from occystrap.messages import ImagePlan, LayerDesc
 from occystrap.reference import normalized_name
+from occystrap.referrers import descriptor_for
 
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
@@ -128,8 +129,12 @@ class OCILayoutWriter(Writer):
             "digest": plan.manifest_digest,
             "size": len(plan.manifest),
         }
-        if plan.artifact and (plan.referrer_of or plan.companion_tag):
-            entry["artifactType"] = plan.artifact
+        if plan.referrer_of or plan.companion_tag:
+            # as a referrers index lists it: the manifest's artifactType, else its config's
+            # media type
+            kind = descriptor_for(plan.manifest, plan.manifest_media_type).get("artifactType")
+            if kind:
+                entry["artifactType"] = kind
         return entry
 
     def _update_index(self, entry: dict[str, object], annotation: str, key: str | None,

@@ -17,11 +17,9 @@ import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from occystrap import referrers
 from occystrap.config import Config
-from occystrap.errors import NotFoundError
 from occystrap.formats.base import Writer, hex_of, unlink_quietly, write_atomic
-from occystrap.mediatypes import OCI_INDEX
+from occystrap.formats.referrerstags import ReferrersTags
 from occystrap.messages import ImagePlan, LayerDesc
 from occystrap.reference import ImageRef
 from occystrap.registry.client import RegistryClient
@@ -52,9 +50,7 @@ class RegistryWriter(Writer):
         self._uploads: dict[int, list[Future[None]]] = {}
         self._counts: dict[int, Counter[str]] = {}  # per top-level image: how blobs went
         self._placed: dict[str, Future[str]] = {}  # digest → repository it went to this run
-        # per top-level image: referrers the registry did not index itself (no OCI-Subject
-        # answer), by subject, for the referrers tag
-        self._unindexed: dict[int, dict[str, list[dict[str, object]]]] = {}
+        self._tags = ReferrersTags()
         self._top: dict[int, int] = {}
         self._lock = threading.Lock()
 
@@ -157,51 +153,35 @@ class RegistryWriter(Writer):
         name = plan.dest_name or self.dest.name
         where = f"registry://{self.dest.host}/{name}"
         where += f"@{reference}" if reference.startswith("sha256:") else f":{reference}"
-        if plan.parent < 0:
-            self._update_referrers_tags(plan, name)
+        top = self._top.get(plan.image_id, plan.image_id)
+        if plan.parent < 0:  # the tree's referrers are up: list them before the tag goes up
+            self._tags.known(top, plan.known_referrers)
+            self._tags.flush(top, self._client(), name)
         if plan.up_to_date:
             return where
         self._wait_uploads(plan)
         _, indexed = self._client().put_manifest_acked(name, reference, plan.manifest,
                                                        plan.manifest_media_type)
-        if plan.referrer_of and not indexed:
-            entry = referrers.descriptor_for(plan.manifest, plan.manifest_media_type)
-            with self._lock:
-                self._unindexed.setdefault(plan.parent, {}).setdefault(
-                    plan.referrer_of, []).append(entry)
+        subject = plan.referrer_of or plan.subject
+        if subject:
+            self._tags.pushed(top, subject, plan.manifest, plan.manifest_media_type, indexed)
+            if plan.parent < 0:  # a referrer copied as an image of its own
+                self._tags.flush(top, self._client(), name)
         return where
-
-    def _update_referrers_tags(self, plan: ImagePlan, name: str) -> None:
-        """The referrers tag (`sha256-<hex>`) of each subject whose referrers the registry
-        did not index itself: read, add the new descriptors, write back (distribution-spec
-        1.1, "Pushing Manifests with Subject"). Runs that push referrers of one subject at
-        the same moment can lose each other's entry, as the spec acknowledges; a re-run
-        adds it again."""
-        with self._lock:
-            pending = self._unindexed.pop(plan.image_id, {})
-        client = self._client()
-        for subject, entries in pending.items():
-            tag = referrers.fallback_tag(subject)
-            try:
-                existing: bytes | None = client.get_manifest(name, tag, [OCI_INDEX]).body
-            except NotFoundError:
-                existing = None
-            body = referrers.merged_index(existing, entries)
-            if body is not None:
-                client.put_manifest(name, tag, body, OCI_INDEX)
 
     def detail(self, plan: ImagePlan) -> str:
         with self._lock:
             counts = self._counts.pop(plan.image_id, Counter())
             self._top = {k: v for k, v in self._top.items() if v != plan.image_id}
-        return ", ".join(f"{n} blobs {how}" for how, n in sorted(counts.items()))
+        return ", ".join([f"{n} blobs {how}" for how, n in sorted(counts.items())]
+                         + self._tags.notes(plan.image_id))
 
     def fail_image(self, plan: ImagePlan) -> None:
         # Blobs already uploaded stay: unreferenced blobs are the registry's to collect, and a
         # re-run finds them with a HEAD instead of uploading them again.
         with self._lock:
             futures = self._uploads.pop(plan.image_id, [])
-            self._unindexed.pop(plan.image_id, None)
+        self._tags.forget(plan.image_id)
         for fut in futures:
             fut.cancel()
 

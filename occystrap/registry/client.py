@@ -1038,27 +1038,38 @@ class RegistryClient:
             self._cancel_upload(name, session)
             raise
 
-    def get_referrers(self, name: str, digest: str) -> bytes | None:
-        """`GET /v2/<name>/referrers/<digest>` (distribution-spec 1.1, "Listing Referrers"):
-        the index body, or None when the registry has no referrers API (404 or 405; a
-        registry that has it never answers 404)."""
+    def get_referrers(self, name: str, digest: str, max_pages: int = 100
+                      ) -> list[bytes] | None:
+        """`GET /v2/<name>/referrers/<digest>` (distribution-spec 1.1, "Listing Referrers"),
+        following `Link: <…>; rel="next"` pages: the index bodies, or None when the registry
+        has no referrers API (404 or 405 on the first page; a registry that has it never
+        answers 404). RegistryError for a page seen twice or more than `max_pages`."""
         self._blob_url(name, digest)  # validates both
         url = f"{self.base_url}/v2/{name}/referrers/{digest}"
-        response = self._request("GET", url, name=name,
-                                 headers={"Accept": "application/vnd.oci.image.index.v1+json"})
-        try:
-            if response.status in (404, 405):
-                return None
-            self._check_status(response, "GET", url, "")
-            body = response.read(MAX_MANIFEST_SIZE)
-        except _TransportFailure as exc:
-            raise TransientError(f"GET {_redact(url)}: {exc}") from exc
-        finally:
-            response.close()
-        if len(body) > MAX_MANIFEST_SIZE:
-            raise ManifestError(f"referrers of {name}@{digest} on {self.host}: larger than "
-                                f"{MAX_MANIFEST_SIZE // 2**20} MiB")
-        return body
+        pages: list[bytes] = []
+        seen: set[str] = set()
+        while url:
+            if url in seen or len(pages) >= max_pages:
+                raise RegistryError(f"referrers of {name}@{digest} on {self.host}: the pages "
+                                    f"loop or run past {max_pages}")
+            seen.add(url)
+            response = self._request("GET", url, name=name,
+                                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+            try:
+                if response.status in (404, 405) and not pages:
+                    return None
+                self._check_status(response, "GET", url, f"referrers of {name}@{digest}")
+                body = response.read(MAX_MANIFEST_SIZE)
+            except _TransportFailure as exc:
+                raise TransientError(f"GET {_redact(url)}: {exc}") from exc
+            finally:
+                response.close()
+            if len(body) > MAX_MANIFEST_SIZE:
+                raise ManifestError(f"referrers of {name}@{digest} on {self.host}: a page "
+                                    f"larger than {MAX_MANIFEST_SIZE // 2**20} MiB")
+            pages.append(body)
+            url = _next_link(response.headers.get("link"), url)
+        return pages
 
     def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
         """PUT a manifest byte-exact under a tag or digest; return its digest.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from occystrap import mediatypes
-from occystrap.errors import DigestError, ManifestError, PlatformError
+from occystrap.errors import DigestError, ManifestError, NotFoundError, PlatformError
 from occystrap.mediatypes import ImageIndex, ImageManifest, Platform
 from occystrap.reference import ImageRef
 
@@ -58,6 +58,25 @@ def check_blob(data: bytes, digest: str, where: str) -> bytes:
     return data
 
 
+def check_depth(digest: str, depth: int) -> None:
+    """ManifestError when an index sits deeper than MAX_INDEX_DEPTH levels."""
+    if depth >= MAX_INDEX_DEPTH:
+        raise ManifestError(f"index {digest}: indexes nested more than {MAX_INDEX_DEPTH} "
+                            "levels deep; refused")
+
+
+def serves(source: Any, digest: str) -> bool:
+    """Does the source have this blob's bytes (a foreign layer's may be elsewhere)?"""
+    has_blob = getattr(source, "has_blob", None)
+    if has_blob is not None:
+        return bool(has_blob(digest))
+    try:
+        source.blob_file(digest)
+    except NotFoundError:
+        return False
+    return True
+
+
 def platform_manifest(source: Any, top: Resolved, wanted: Platform, depth: int = 0) -> Resolved:
     """The image manifest for `wanted` below the index `top`, as docker picks it
     (`mediatypes.select_platform`: attestation entries never count). Entries that are
@@ -65,36 +84,43 @@ def platform_manifest(source: Any, top: Resolved, wanted: Platform, depth: int =
     searched too, depth first, at most MAX_INDEX_DEPTH levels down.
 
     PlatformError naming the platforms there are; ManifestError past the depth bound."""
-    if depth >= MAX_INDEX_DEPTH:
-        raise ManifestError(f"index {top.digest}: indexes nested more than "
-                            f"{MAX_INDEX_DEPTH} levels deep; refused")
+    found = _search_platform(source, top, wanted, depth, set())
+    if isinstance(found, Resolved):
+        return found
+    raise PlatformError(f"no manifest for platform {wanted} (available: "
+                        f"{', '.join(sorted(found)) or 'none listed'})")
+
+
+def _search_platform(source: Any, top: Resolved, wanted: Platform, depth: int,
+                     available: set[str]) -> Resolved | set[str]:
+    """The manifest, or (not found) the platforms seen on the way, in `available`."""
+    check_depth(top.digest, depth)
     index = top.parsed
     assert isinstance(index, ImageIndex)
     nested = [d for d in index.manifests if d.media_type in mediatypes.INDEX_TYPES
               and not mediatypes.is_attestation(d)]
-    direct = ImageIndex(index.media_type,
-                        [d for d in index.manifests if d not in nested])
+    direct = ImageIndex(index.media_type, [d for d in index.manifests if d not in nested])
+    available.update(str(d.platform) for d in direct.manifests
+                     if d.platform and not mediatypes.is_attestation(d))
     try:
         chosen = mediatypes.select_platform(direct, wanted)
-    except PlatformError as exc:
-        if not nested:
-            raise
-        missed: PlatformError = exc
+    except PlatformError:
+        pass
     else:
         got: Resolved = source.fetch_manifest(chosen.digest)
         if isinstance(got.parsed, ImageIndex):  # its descriptor said manifest
-            return platform_manifest(source, got, wanted, depth + 1)
+            return _search_platform(source, got, wanted, depth + 1, available)
         return got
     for d in nested:
         if d.platform is not None and (d.platform.os, d.platform.architecture) != (
                 wanted.os, wanted.architecture):
+            available.add(str(d.platform))
             continue
         child: Resolved = source.fetch_manifest(d.digest)
         if not isinstance(child.parsed, ImageIndex):
             raise ManifestError(f"index {top.digest}: {d.digest} is listed as an index "
                                 f"but is a {child.media_type}")
-        try:
-            return platform_manifest(source, child, wanted, depth + 1)
-        except PlatformError:
-            continue
-    raise missed
+        found = _search_platform(source, child, wanted, depth + 1, available)
+        if isinstance(found, Resolved):
+            return found
+    return available

@@ -8,11 +8,12 @@ its own: `entries` leaves them out and `find_referrers` finds them by their subj
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from occystrap.errors import ManifestError, NotFoundError
+from occystrap.errors import ManifestError, NotFoundError, OccystrapError
 from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
 from occystrap.reference import DIGEST_RE
-from occystrap.referrers import Found, companion_tags, is_referrer_tag
+from occystrap.referrers import Found, companion_tags, descriptor_for, is_referrer_tag
 from occystrap.sources import Entry, Resolved, resolved_from_bytes
 from occystrap.sources.local import BlobFile, blob_path, name_of, read_blob, read_capped, read_json
 
@@ -34,32 +35,41 @@ class OCILayoutSource:
             if not isinstance(digest, str) or not DIGEST_RE.match(digest):
                 raise ManifestError(f"oci://{root}/index.json: bad digest {digest!r}")
         self._media_types = {m["digest"]: str(m.get("mediaType", "")) for m in self._index}
-        self._subjects: dict[str, str | None] | None = None  # unnamed entry → its subject
+        self._referrers: dict[str, tuple[str, dict[str, Any]]] | None = None
 
     @staticmethod
     def _ref(m: dict) -> str | None:
         return (m.get("annotations") or {}).get(REF_NAME)
 
-    def _subject_of_unnamed(self) -> dict[str, str | None]:
-        """Each unnamed entry's `subject` digest (None: not a referrer), read once."""
-        if self._subjects is None:
-            self._subjects = {}
+    def _referrers_here(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Unnamed entries whose manifest has a `subject`: digest → (subject, the descriptor
+        a referrers index lists for it). Read once; an entry whose manifest cannot be read
+        is not a referrer (copying it fails on its own, with its own message)."""
+        if self._referrers is None:
+            self._referrers = {}
             for m in self._index:
-                if self._ref(m) is None:
-                    parsed = self.fetch_manifest(m["digest"]).parsed
-                    self._subjects[m["digest"]] = (parsed.subject.digest
-                                                   if parsed.subject else None)
-        return self._subjects
+                if self._ref(m) is not None:
+                    continue
+                try:
+                    got = self.fetch_manifest(m["digest"])
+                except OccystrapError:
+                    continue
+                if got.parsed.subject is not None:
+                    self._referrers[m["digest"]] = (
+                        got.parsed.subject.digest,
+                        descriptor_for(got.manifest, got.media_type))
+        return self._referrers
 
     def entries(self) -> list[Entry]:
         found = []
-        subjects = self._subject_of_unnamed()
         for m in self._index:
             ref, digest = self._ref(m), m["digest"]
-            if (ref is None and subjects.get(digest)) or (ref and is_referrer_tag(ref)):
+            if self.ref_name is not None:
+                if ref != self.ref_name:
+                    continue
+            elif (ref is None and digest in self._referrers_here()) or (
+                    ref and is_referrer_tag(ref)):
                 continue  # a referrer: copied with its subject (--referrers)
-            if self.ref_name is not None and ref != self.ref_name:
-                continue
             annotations = m.get("annotations") or {}
             found.append(Entry(name_of(annotations.get(IMAGE_NAME), ref), digest))
         if not found:
@@ -95,8 +105,8 @@ class OCILayoutSource:
 
     def find_referrers(self, digest: str) -> list[Found]:
         """Unnamed entries whose manifest's subject is `digest`, and cosign companions."""
-        found = [Found(d, digest) for d, subject in self._subject_of_unnamed().items()
-                 if subject == digest]
+        found = [Found(d, digest, artifact_type=entry.get("artifactType"), descriptor=entry)
+                 for d, (subject, entry) in self._referrers_here().items() if subject == digest]
         refs = {self._ref(m) for m in self._index}
         found += [Found(tag, digest, tag=tag) for tag in companion_tags(digest) if tag in refs]
         return found

@@ -25,7 +25,7 @@ from occystrap.errors import AuthError, NotFoundError, RegistryError, UsageError
 from occystrap.reference import TAG_RE, ImageRef
 from occystrap.registry.client import RegistryClient
 from occystrap.sources import Entry
-from occystrap.sources.registry import RegistrySource
+from occystrap.sources.registry import RegistryReferrers, RegistrySource
 
 MAX_PAGES = 1000
 MAX_ANSWER = 16 * 2**20  # a page of repositories is tens of KiB
@@ -55,7 +55,9 @@ class QuaySource:
 
     def __init__(self, api_url: str, namespace: str, glob: str, tag: str,
                  since: float | None, token: str | None, client: RegistryClient,
-                 parallel: int) -> None:
+                 parallel: int, discovery: RegistryReferrers | None = None) -> None:
+        """`discovery`: the run's referrer discovery (--referrers), shared by every image."""
+        self.discovery = discovery
         self.api = api_url.rstrip("/") + "/api/v1"
         self.namespace, self.glob, self.tag, self.since = namespace, glob, tag, since
         self.client = client
@@ -128,7 +130,8 @@ class QuaySource:
         for name, ok in zip(names, present, strict=True):
             if ok:
                 ref = ImageRef(self.client.host, f"{self.namespace}/{name}", tag=self.tag)
-                found.append(Entry(ref, self.tag, RegistrySource(self.client, ref)))
+                found.append(Entry(ref, self.tag, RegistrySource(self.client, ref,
+                                                                    self.discovery)))
         if not found:
             raise NotFoundError(f"quay://{self.namespace}/{self.glob}:{self.tag}: no "
                                 "repository matches")

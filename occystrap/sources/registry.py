@@ -46,16 +46,16 @@ class RegistryReferrers:
         found: list[Found] = []
         where = f"{client.host}/{name}"
         if client.host not in self._no_api:
-            body = client.get_referrers(name, digest)
-            if body is None:
+            pages = client.get_referrers(name, digest)
+            if pages is None:
                 with self._lock:
                     self._no_api.add(client.host)
             else:
-                found += listed(body, digest, where)
+                found += listed(pages, digest, where)
         tags = self.tags(client, name)
         if client.host in self._no_api and fallback_tag(digest) in tags:
             got = client.get_manifest(name, fallback_tag(digest), mediatypes.ACCEPT)
-            found += listed(got.body, digest, f"{where}:{fallback_tag(digest)}")
+            found += listed([got.body], digest, f"{where}:{fallback_tag(digest)}")
         found += [Found(tag, digest, tag=tag) for tag in companion_tags(digest) if tag in tags]
         return unique(found)
 

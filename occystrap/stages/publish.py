@@ -96,12 +96,17 @@ class Publisher:
         self.parent_of: dict[int, int] = {}
         self.on_published = on_published
         self.on_written = on_written  # every manifest written (the inspect filter's lines)
+        self.referrer_ids: set[int] = set()  # referrers and everything below them
+        # the manifest whose writer call is under way: a failure there is that manifest's
+        self.publishing: ImagePlan | None = None
 
     def begin(self, plan: ImagePlan) -> Node:
         node = self.nodes[plan.image_id] = Node(plan, waiting=set(plan.children),
                                                 referrers=list(plan.referrers))
         for child in (*plan.children, *plan.referrers):
             self.parent_of[child] = plan.image_id
+        if plan.referrer_of or plan.companion_tag or plan.parent in self.referrer_ids:
+            self.referrer_ids.add(plan.image_id)
         self.writer.begin_image(plan)
         if not self.chain.rewrites:
             self.writer.add_config(plan)
@@ -116,6 +121,10 @@ class Publisher:
             node.skipped += 1
         else:
             node.bytes += layer.size
+
+    def kind(self, image_id: int) -> str:
+        """What a manifest is to its top-level image, for failure messages."""
+        return "referrer" if image_id in self.referrer_ids else "platform image"
 
     def top_of(self, image_id: int) -> int:
         while image_id in self.parent_of:
@@ -148,12 +157,15 @@ class Publisher:
         if parent is None and node.referrers:
             if not node.staged:
                 self._write_config(published)
+                self.publishing = published
                 self.writer.stage_image(published)
                 node.staged = True
             self._release_referrers(node)
             return
         self._write_config(published)
+        self.publishing = published
         where = self.writer.finish_image(published, [layer.digest for layer in layers])
+        self.publishing = None
         self.on_written(published, layers, where)
         self.nodes.pop(plan.image_id)
         if parent is None:
@@ -187,11 +199,12 @@ class Publisher:
             return
         while top.referrers and top.referrers[0] in top.ready:
             plan, layers = top.ready.pop(top.referrers.pop(0))
+            self.publishing = plan
             where = self.writer.finish_image(plan, [layer.digest for layer in layers])
+            self.publishing = None
             self.on_written(plan, layers, where)
             top.referrers_copied += 1
         if not top.referrers:
-            top.staged = False
-            node_plan = top.plan
-            top.plan = msgspec.structs.replace(node_plan, referrers=[])
+            # Every referrer is up: the top is published as any image now (by tag).
+            top.plan = msgspec.structs.replace(top.plan, referrers=[])
             self.advance(top)

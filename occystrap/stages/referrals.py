@@ -14,6 +14,7 @@ its other referrers go on.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from occystrap.errors import OccystrapError
 from occystrap.mediatypes import ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc
 from occystrap.referrers import MAX_DEPTH, Found, wanted
+from occystrap.sources import serves
 
 if TYPE_CHECKING:
     from occystrap.stages.resolve import Resolver, _Job
@@ -46,7 +48,8 @@ class Referrals:
     def plan(self, job: _Job, top: ImagePlan, subjects: Sequence[str]) -> Planned:
         """Plans for the referrers of `subjects` (the manifests of `top`'s tree), as children
         of `top`: `top.referrers` lists the roots in the order they are to be published,
-        `top.notes` what was left out."""
+        `top.known_referrers` those the destination has already, `top.notes` what was left
+        out."""
         find = getattr(job.source, "find_referrers", None)
         if find is None:
             log.info("%s: this kind of source holds no referrers", job.text)
@@ -61,12 +64,15 @@ class Referrals:
             except OccystrapError as exc:
                 top.notes.append(f"referrers of {short(subject)} not listed: {exc}")
                 continue
+            if found and depth > MAX_DEPTH:
+                top.notes.append(f"referrers of {short(subject)} not copied: more than "
+                                 f"{MAX_DEPTH} levels of referrers")
+                continue
             for f in found:
                 planned = self._one(job, top, f, seen)
                 if planned is None:
                     continue
-                if depth < MAX_DEPTH:
-                    queue.append((planned[1], depth + 1))
+                queue.append((planned[1], depth + 1))
                 if planned[0]:
                     top.referrers.append(planned[0][0][0].image_id)
                     out += planned[0]
@@ -86,6 +92,12 @@ class Referrals:
         what = f"referrer {f.tag or short(f.reference)} of {short(f.subject)}"
         resolver = self.resolver
         try:
+            if not f.tag and f.descriptor is not None and \
+                    resolver.probe.has_manifest(job.target, f.reference):
+                # There already: nothing to fetch, but its subject's referrers tag must list
+                # it (a run that died before updating the tag is repaired here).
+                top.known_referrers.setdefault(f.subject, []).append(json.dumps(f.descriptor))
+                return [], f.reference
             got = job.source.fetch_manifest(f.reference)
             if got.digest in seen and f.tag:
                 return None
@@ -95,10 +107,12 @@ class Referrals:
             subject = got.parsed.subject
             if not f.tag and (subject is None or subject.digest != f.subject):
                 raise OccystrapError(f"its subject is {subject.digest if subject else 'none'}")
-            if resolver.probe.has_manifest(job.target, got.digest, f.tag):
+            if f.tag and resolver.probe.has_manifest(job.target, got.digest, f.tag):
                 return [], got.digest
             if isinstance(got.parsed, ImageManifest):
-                self._check_blobs(job, got.parsed)
+                for d in got.parsed.layers:
+                    if not serves(job.source, d.digest):
+                        raise OccystrapError(f"blob {d.digest} is not served by the source")
             extra: dict[str, Any] = ({"companion_tag": f.tag} if f.tag
                                      else {"referrer_of": f.subject})
             return resolver.plan_tree(job, got, parent=top.image_id, depth=1, **extra), \
@@ -106,14 +120,3 @@ class Referrals:
         except OccystrapError as exc:
             top.notes.append(f"{what} not copied: {exc}")
             return None
-
-    @staticmethod
-    def _check_blobs(job: _Job, manifest: ImageManifest) -> None:
-        """A referrer whose blobs the source does not serve is left out, not failed later
-        in fetch (which would fail the image it refers to)."""
-        has_blob = getattr(job.source, "has_blob", None)
-        if has_blob is None:
-            return
-        for d in manifest.layers:
-            if not has_blob(d.digest):
-                raise OccystrapError(f"blob {d.digest} is not served by the source")

@@ -22,7 +22,6 @@ from occystrap.errors import (
     DestinationError,
     DigestError,
     ManifestError,
-    NotFoundError,
     OccystrapError,
     UsageError,
 )
@@ -33,7 +32,7 @@ from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
 from occystrap.reference import ImageRef, Location
 from occystrap.registry.pool import ClientPool
-from occystrap.sources import MAX_INDEX_DEPTH, Entry, Resolved, platform_manifest
+from occystrap.sources import Entry, Resolved, check_depth, platform_manifest, serves
 from occystrap.sources.bulk import RegistryBulkSource
 from occystrap.sources.directory import DirectorySource
 from occystrap.sources.ocilayout import OCILayoutSource
@@ -107,18 +106,6 @@ def wants_referrers(config: Config, location: Location) -> bool:
     return config.referrers or bool(location.option("referrers", False))
 
 
-def serves(source: Any, digest: str) -> bool:
-    """Does the source have this blob's bytes (a foreign layer's may be elsewhere)?"""
-    has_blob = getattr(source, "has_blob", None)
-    if has_blob is not None:
-        return bool(has_blob(digest))
-    try:
-        source.blob_file(digest)
-    except NotFoundError:
-        return False
-    return True
-
-
 class Resolver:
     """Turns each source into plans, one image at a time (see the module docstring)."""
 
@@ -163,7 +150,8 @@ class Resolver:
             return QuaySource(api, namespace, glob, location.tag or "latest",
                               parse_since(location.option("since")),
                               str(token) if token else None, client,
-                              self.config.parallel), plain or insecure
+                              self.config.parallel, self._discovery(location)), \
+                plain or insecure
         if location.scheme == "registry" and location.pattern is not None:
             client = self.clients.get(location.pattern.host, insecure)
             return RegistryBulkSource(client, location.pattern, self.config.parallel,
@@ -243,9 +231,7 @@ class Resolver:
             # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
             plans = [(layerless_plan(image_id, job.ref, text, got, insecure, target,
                                      up_to_date=True), [])]
-            subjects = [got.digest]
-            if isinstance(got.parsed, ImageIndex):
-                subjects += [d.digest for d in got.parsed.manifests]
+            subjects = self.tree_digests(job, got, 0) if referrers else []
         else:
             plans = self.plan_tree(job, got, parent=-1, depth=0, image_id=image_id)
             subjects = [plan.manifest_digest for plan, _ in plans]
@@ -253,6 +239,20 @@ class Resolver:
             plans += self.referrals.plan(job, plans[0][0], subjects)
         for plan, layers in plans:
             self.emit(plan, layers)
+
+    def tree_digests(self, job: _Job, got: Resolved, depth: int) -> list[str]:
+        """Every manifest digest of an image found up to date, for its referrers: the
+        children of an index are listed in it; only nested indexes are fetched."""
+        found = [got.digest]
+        if isinstance(got.parsed, ImageIndex):
+            check_depth(got.digest, depth)
+            for d in got.parsed.manifests:
+                if d.media_type in mediatypes.INDEX_TYPES:
+                    found += self.tree_digests(job, job.source.fetch_manifest(d.digest),
+                                               depth + 1)
+                else:
+                    found.append(d.digest)
+        return found
 
     def plan_tree(self, job: _Job, got: Resolved, parent: int, depth: int,
                   image_id: int | None = None, **extra: object
@@ -263,9 +263,7 @@ class Resolver:
         my_id = next(self.ids) if image_id is None else image_id
         if not isinstance(got.parsed, ImageIndex):
             return [self.plan_image(my_id, job, got, parent, **extra)]
-        if depth >= MAX_INDEX_DEPTH:
-            raise ManifestError(f"index {got.digest}: indexes nested more than "
-                                f"{MAX_INDEX_DEPTH} levels deep; refused")
+        check_depth(got.digest, depth)
         entries, dropped = [], []
         for d in got.parsed.manifests:
             if self.needs_image and mediatypes.is_attestation(d):
@@ -299,9 +297,11 @@ class Resolver:
         assert isinstance(parsed, ImageManifest)
         kind = mediatypes.artifact_type(parsed)
         if kind is not None and self.needs_image:
+            fix = ("copy it to registry:// or oci://" if self.dest.image_semantics else
+                   "without that option it is copied byte-exact")
             raise ManifestError(
                 f"{got.digest} is an OCI artifact ({kind}), not a container image: "
-                f"{self.needs_image} needs an image; copy it to registry:// or oci://")
+                f"{self.needs_image} needs an image; {fix}")
         config_bytes = source.get_blob(parsed.config.digest)
         diff_ids: list[str | None] = list(diff_ids_of(config_bytes, len(parsed.layers))) \
             if kind is None else [None] * len(parsed.layers)
@@ -354,7 +354,8 @@ class Resolver:
             regions=regions, tar_end=self.planner.end if self.planner is not None else -1,
             dest_name=target.name if target else "",
             dest_tag=(target.tag if target else None) if top else None,
-            artifact=kind or "", **extra)  # type: ignore[arg-type]
+            artifact=kind or "", subject=parsed.subject.digest if parsed.subject else "",
+            **extra)  # type: ignore[arg-type]
         return plan, layers
 
     @staticmethod

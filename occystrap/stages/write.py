@@ -72,11 +72,12 @@ def _notes(node: Node, plan: ImagePlan, source_plan: ImagePlan, writer_note: str
     notes += source_plan.notes
     if plan.manifest_digest != source_plan.manifest_digest:
         how = ["layers filtered" if rewrites else "layers re-encoded" if node.reencoded
-               else "attestations left out" if plan.dropped else ""]
+               else ""]
         if oci_media_types and plan.manifest_media_type != source_plan.manifest_media_type:
             how.append("converted to OCI media types")
-        notes.append(f"{', '.join(filter(None, how))}: new manifest digest (source's "
-                     f"was {source_plan.manifest_digest})")
+        said = ", ".join(filter(None, how))
+        notes.append(f"{said + ': ' if said else ''}new manifest digest (source's was "
+                     f"{source_plan.manifest_digest})")
     return ", ".join(filter(None, notes))
 
 
@@ -144,9 +145,8 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
                 fail(child, source, stage, reason)
         if image_id in publisher.parent_of:
             # A platform of an index (or a referrer) failed: the top-level image fails.
-            what = "referrer" if node is not None and (
-                node.plan.referrer_of or node.plan.companion_tag) else "platform image"
-            fail(publisher.parent_of[image_id], source, stage, f"{what}: {reason}")
+            fail(publisher.parent_of[image_id], source, stage,
+                 f"{publisher.kind(image_id)}: {reason}")
             return
         io.tell(ImageFailed(image_id=image_id, source=source, stage=stage, reason=reason))
         admit.release()
@@ -177,9 +177,21 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
             except (OccystrapError, OSError) as exc:
                 if isinstance(msg, LayerDesc):
                     io.drop(msg)
-                failing = publisher.nodes.get(image_id)
-                fail(image_id, failing.plan.source if failing else msg.source
-                     if isinstance(msg, ImagePlan) else "?", "write", _describe(exc))
+                # Blame the manifest whose writing failed (a layer's arrival can publish its
+                # image, then the index above it, then referrers), named from its top.
+                failing = publisher.publishing
+                publisher.publishing = None
+                culprit = failing.image_id if failing is not None else image_id
+                top = publisher.nodes.get(publisher.top_of(culprit))
+                source = top.plan.source if top is not None else (
+                    msg.source if isinstance(msg, ImagePlan) else "?")
+                reason = _describe(exc)
+                if failing is not None and failing.image_id not in publisher.nodes \
+                        and failing.image_id in publisher.parent_of:
+                    # already out of the tree's bookkeeping (a referrer waiting for its top)
+                    reason = f"{publisher.kind(culprit)} {failing.manifest_digest}: {reason}"
+                    culprit = publisher.top_of(culprit)
+                fail(culprit, source, "write", reason)
         # Every image sent has an outcome by now, unless a stage lost a layer (a bug): say
         # so rather than end the run as if the image had never been asked for.
         for image_id in [i for i in publisher.nodes if i not in publisher.parent_of]:

@@ -22,6 +22,10 @@ from tools.testregistry import TestRegistry
 SIZES = [40_000, 20_000]
 
 
+def tag_of(digest: str, suffix: str = "") -> str:
+    return f"sha256-{digest[7:]}{suffix}"
+
+
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -48,24 +52,33 @@ def shapes(registry, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def signed(registry, tmp_path_factory):
-    """art/signed:2.0, an attested index with a cosign signature (`sha256-<hex>.sig`) and an
-    SBOM whose subject is the index, listed in the referrers tag (distribution 2.8 has no
-    referrers API), plus an SBOM of the amd64 image."""
+    """art/signed:2.0, an attested index with cosign's signature, attestation and SBOM
+    companions (`sha256-<hex>.sig/.att/.sbom`), an SBOM and an index artifact whose subject
+    is the index, listed in the referrers tag (distribution 2.8 has no referrers API), and
+    an SBOM of the amd64 image."""
     work = tmp_path_factory.mktemp("signed")
     index = ab.attested_index(work, 1310, DEFAULT_PLATFORMS[:2], SIZES)
     ab.push(registry.url, "art/signed", "2.0", index)
-    sig = ab.cosign_signature(work, index.digest)
-    ab.push(registry.url, "art/signed", f"sha256-{index.digest[7:]}.sig", sig)
+    companions = {}
+    for suffix in (".sig", ".att", ".sbom"):
+        companions[suffix] = ab.cosign_signature(work, index.digest, suffix=suffix)
+        ab.push(registry.url, "art/signed", tag_of(index.digest, suffix), companions[suffix])
     sbom = ab.sbom_artifact(work, index, seed=1311)
-    ab.push(registry.url, "art/signed", None, sbom)
-    ab.push_raw(registry.url, "art/signed", f"sha256-{index.digest[7:]}",
-                ab.referrers_index([sbom]))
+    bundle = ab.referrer_index(work, index, seed=1314)
+    for referrer in (sbom, bundle):
+        ab.push(registry.url, "art/signed", None, referrer)
+    ab.push_raw(registry.url, "art/signed", tag_of(index.digest),
+                ab.referrers_index([sbom, bundle]))
     child = index.children[0]
     child_sbom = ab.sbom_artifact(work, child, seed=1312, artifact_type="application/vnd.x+json")
     ab.push(registry.url, "art/signed", None, child_sbom)
-    ab.push_raw(registry.url, "art/signed", f"sha256-{ab.digest_of(child)[7:]}",
+    ab.push_raw(registry.url, "art/signed", tag_of(ab.digest_of(child)),
                 ab.referrers_index([child_sbom]))
-    return {"index": index, "sig": sig, "sbom": sbom, "child_sbom": child_sbom}
+    return {"index": index, "sig": companions[".sig"], "companions": companions,
+            "sbom": sbom, "bundle": bundle, "child_sbom": child_sbom}
+
+
+ALL_REFERRERS = 6  # three companions, the SBOM, the bundle index, the child's SBOM
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +206,8 @@ def test_info_check_and_search(occystrap_cli, registry, shapes):
     assert r.returncode == 0 and "OCI artifact" in r.stdout, r.stdout + r.stderr
     r = occystrap_cli("--insecure", "check", f"{src}/art/attested:1.4")
     assert r.returncode == 0, r.stdout
+    r = occystrap_cli("--insecure", "check", f"{src}/art/foreign:1.0")
+    assert r.returncode == 0 and "a foreign layer the source does not serve" in r.stdout
     r = occystrap_cli("--insecure", "search", f"{src}/art/charts/web:0.3.1", "*")
     assert r.returncode == 1 and "not a container image" in r.stderr
 
@@ -214,39 +229,124 @@ def test_index_nested_past_the_bound_is_refused(occystrap_cli, registry, shapes,
 # -- referrers --------------------------------------------------------------------------------
 
 
-def tag_of(digest: str, suffix: str = "") -> str:
-    return f"sha256-{digest[7:]}{suffix}"
-
-
 def test_referrers_with_the_tag_schema(occystrap_cli, registry, mirror, signed, skopeo):
     """distribution 2.8 has no referrers API: the source's referrers tag is read, and the
-    destination's is written (read-modify-write); cosign's tag is copied as a tag."""
+    destination's is written (read-modify-write); cosign's tags are copied as tags."""
     index = signed["index"]
     dest = f"{mirror.host}/ref/signed"
     r = occystrap_cli("--insecure", "--referrers", "process",
                       f"registry://{registry.host}/art/signed:2.0", f"registry://{dest}:2.0")
     assert r.returncode == 0, r.stderr
-    assert "3 referrers copied" in r.stderr
+    assert f"{ALL_REFERRERS} referrers copied" in r.stderr
     assert raw(skopeo, f"{dest}:2.0") == index.manifest
-    assert raw(skopeo, f"{dest}:{tag_of(index.digest, '.sig')}") == signed["sig"].manifest
+    for suffix, companion in signed["companions"].items():
+        assert raw(skopeo, f"{dest}:{tag_of(index.digest, suffix)}") == companion.manifest
     assert raw(skopeo, f"{dest}@{signed['sbom'].digest}") == signed["sbom"].manifest
+    assert_same_tree(skopeo, mirror.host, "ref/signed", signed["bundle"])
     listing = json.loads(raw(skopeo, f"{dest}:{tag_of(index.digest)}"))
     assert [(m["digest"], m["artifactType"]) for m in listing["manifests"]] == [
-        (signed["sbom"].digest, ab.SPDX)]
+        (signed["sbom"].digest, ab.SPDX),
+        (signed["bundle"].digest, "application/vnd.example.bundle.v1")]
     assert listing["manifests"][0]["annotations"] == signed["sbom"].annotations
     child = json.loads(raw(skopeo, f"{dest}:{tag_of(ab.digest_of(index.children[0]))}"))
     assert [m["digest"] for m in child["manifests"]] == [signed["child_sbom"].digest]
 
-    # A re-run with nothing new: one HEAD for the image, the tag list, one HEAD per
-    # referrer; nothing is pushed.
-    with FaultProxy(mirror.port) as wire:
+    # A re-run with nothing new: the source answers the image's manifest, its tag list and
+    # the two referrers tags; the destination one HEAD for the image, one per referrer, the
+    # referrers tags to check; nothing is fetched or pushed.
+    with FaultProxy(registry.port) as src, FaultProxy(mirror.port) as dst:
         r = occystrap_cli("--insecure", "--referrers", "process",
-                          f"registry://{registry.host}/art/signed:2.0",
-                          f"registry://{wire.host}/ref/signed:2.0")
-        pushes = len(wire.request_times)
+                          f"registry://{src.host}/art/signed:2.0",
+                          f"registry://{dst.host}/ref/signed:2.0")
+        src_requests, dest_requests = len(src.request_times), len(dst.request_times)
     assert r.returncode == 0, r.stderr
     assert "1 already up to date" in r.stderr
-    assert pushes <= 1 + 3
+    # source: the manifest, the API probe, the tag list, 2 referrers tags, 3 companions
+    assert src_requests <= 1 + 1 + 1 + 2 + 3
+    # destination: the image's HEAD, one per referrer, the API probe, 2 referrers tags
+    assert dest_requests <= 1 + ALL_REFERRERS + 1 + 2
+
+
+def test_a_rerun_repairs_the_referrers_tag(occystrap_cli, registry, mirror, signed, skopeo):
+    """A referrer already at the destination (an earlier run died before updating the tag,
+    or another tool copied it) is listed in the referrers tag all the same."""
+    index, sbom = signed["index"], signed["sbom"]
+    dest = f"{mirror.host}/ref/repaired"
+    copied = skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    "--preserve-digests", f"docker://{registry.host}/art/signed@{sbom.digest}",
+                    f"docker://{dest}@{sbom.digest}")
+    assert copied.returncode == 0, copied.stderr
+    r = occystrap_cli("--insecure", "--referrers", "process",
+                      f"registry://{registry.host}/art/signed:2.0", f"registry://{dest}:2.0")
+    assert r.returncode == 0, r.stderr
+    listing = json.loads(raw(skopeo, f"{dest}:{tag_of(index.digest)}"))
+    assert {m["digest"] for m in listing["manifests"]} == {sbom.digest,
+                                                           signed["bundle"].digest}
+
+
+def test_a_referrers_tag_holding_something_else_is_left_alone(
+        occystrap_cli, registry, mirror, signed, shapes, skopeo):
+    index = signed["index"]
+    dest = f"{mirror.host}/ref/occupied"
+    chart = shapes["art/charts/web-plain:0.3.1"]
+    ab.push(mirror.url, "ref/occupied", tag_of(index.digest), chart)
+    r = occystrap_cli("--insecure", "--referrers", "process",
+                      f"registry://{registry.host}/art/signed:2.0", f"registry://{dest}:2.0")
+    assert r.returncode == 0, r.stderr
+    assert f"referrers tag {tag_of(index.digest)}: it holds something other" in r.stderr
+    assert raw(skopeo, f"{dest}:{tag_of(index.digest)}") == chart.manifest
+
+
+def test_publication_order_and_a_failing_referrer(occystrap_cli, registry, mirror, signed,
+                                                   skopeo):
+    """Children, then the index by digest, then each referrer after its subject, the tag
+    last; a referrer the destination refuses fails the image, and the tag never goes up."""
+    from tests.referrersapi import ReferrersAPI
+
+    index = signed["index"]
+    with ReferrersAPI(mirror.port) as dst:
+        r = occystrap_cli("--insecure", "--referrers", "process",
+                          f"registry://{registry.host}/art/signed:2.0",
+                          f"registry://{dst.host}/ref/ordered:2.0")
+        assert r.returncode == 0, r.stderr
+        puts = [path.rsplit("/", 1)[1] for method, path in dst.requests
+                if method == "PUT" and "/manifests/" in path]
+    assert puts[-1] == "2.0"
+    assert puts.index(index.digest) < min(puts.index(signed["sbom"].digest),
+                                          puts.index(tag_of(index.digest, ".sig")))
+    assert puts.index(ab.digest_of(index.children[0])) < puts.index(index.digest)
+    assert puts.index(signed["bundle"].children[0].digest) < puts.index(
+        signed["bundle"].digest)
+
+    with ReferrersAPI(mirror.port, refuse=frozenset({signed["sbom"].digest})) as dst:
+        r = occystrap_cli("--insecure", "--referrers", "process",
+                          f"registry://{registry.host}/art/signed:2.0",
+                          f"registry://{dst.host}/ref/refused:2.0")
+    assert r.returncode == 1
+    line = next(x for x in r.stderr.splitlines() if "error" in x)
+    assert line.startswith(f"occystrap: error: registry://{registry.host}/art/signed:2.0: "
+                           f"referrer {signed['sbom'].digest}")
+    missing = skopeo("inspect", "--raw", "--tls-verify=false",
+                     f"docker://{mirror.host}/ref/refused:2.0")
+    assert missing.returncode != 0
+
+
+def test_referrers_beyond_the_depth_bound(occystrap_cli, registry, mirror, tmp_path):
+    work = tmp_path / "work"
+    image = ab.attested_index(work, 1340, DEFAULT_PLATFORMS[:1], SIZES)
+    ab.push(registry.url, "art/deep-refs", "1.0", image)
+    subject: ab.Node = image
+    for n in range(10):  # an SBOM of an SBOM of … ten deep
+        sbom = ab.sbom_artifact(work, subject, seed=1341 + n)
+        ab.push(registry.url, "art/deep-refs", None, sbom)
+        ab.push_raw(registry.url, "art/deep-refs", tag_of(ab.digest_of(subject)),
+                    ab.referrers_index([sbom]))
+        subject = sbom
+    r = occystrap_cli("--insecure", "--referrers", "process",
+                      f"registry://{registry.host}/art/deep-refs:1.0",
+                      f"registry://{mirror.host}/ref/deep:1.0")
+    assert r.returncode == 0, r.stderr
+    assert "8 referrers copied" in r.stderr and "more than 8 levels of referrers" in r.stderr
 
 
 def test_referrers_type_filter(occystrap_cli, registry, mirror, signed, skopeo):
@@ -270,7 +370,8 @@ def test_referrers_through_an_oci_layout(occystrap_cli, registry, mirror, signed
     entries = json.loads((layout / "index.json").read_text())["manifests"]
     refs = {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
             for m in entries}
-    assert refs == {"2.0", tag_of(signed["index"].digest, ".sig"), None}
+    assert refs == {"2.0", None, *(tag_of(signed["index"].digest, suffix)
+                                   for suffix in (".sig", ".att", ".sbom"))}
     dest = f"{mirror.host}/ref/from-oci"
     r = occystrap_cli("--insecure", "--referrers", "process", f"oci://{layout}",
                       f"registry://{dest}:2.0")
@@ -283,25 +384,26 @@ def test_referrers_through_an_oci_layout(occystrap_cli, registry, mirror, signed
 
 
 def test_referrers_api(occystrap_cli, registry, mirror, tmp_path, skopeo):
-    """Against the spec stand-in: discovery through `GET /v2/<name>/referrers/<digest>`, and a
-    destination that answers OCI-Subject needs no referrers tag."""
+    """Against the spec stand-in: discovery through `GET /v2/<name>/referrers/<digest>`,
+    its pages followed, and a destination that answers OCI-Subject needs no referrers tag."""
     from tests.referrersapi import ReferrersAPI
 
     work = tmp_path / "work"
     image = ab.attested_index(work, 1320, DEFAULT_PLATFORMS[:1], SIZES)
-    sbom = ab.sbom_artifact(work, image, seed=1321)
-    with ReferrersAPI(registry.port) as src, ReferrersAPI(mirror.port) as dst:
+    sboms = [ab.sbom_artifact(work, image, seed=1321 + n) for n in range(3)]
+    with ReferrersAPI(registry.port, page_size=2) as src, ReferrersAPI(mirror.port) as dst:
         ab.push(f"http://{src.host}", "art/api", "1.0", image)
-        ab.push(f"http://{src.host}", "art/api", None, sbom)  # recorded by the stand-in
+        for sbom in sboms:
+            ab.push(f"http://{src.host}", "art/api", None, sbom)  # recorded by the stand-in
         r = occystrap_cli("--insecure", "--referrers", "process",
                           f"registry://{src.host}/art/api:1.0",
                           f"registry://{dst.host}/api/app:1.0")
         assert r.returncode == 0, r.stderr
-        assert "1 referrer copied" in r.stderr
-        assert ("GET", f"/v2/art/api/referrers/{image.digest}") in src.requests
+        assert "3 referrers copied" in r.stderr
+        assert ("GET", f"/v2/art/api/referrers/{image.digest}?page=1") in src.requests
         listed = httpx.get(f"http://{dst.host}/v2/api/app/referrers/{image.digest}").json()
-        assert [m["digest"] for m in listed["manifests"]] == [sbom.digest]
-    assert raw(skopeo, f"{mirror.host}/api/app@{sbom.digest}") == sbom.manifest
+        assert {m["digest"] for m in listed["manifests"]} == {s.digest for s in sboms}
+    assert raw(skopeo, f"{mirror.host}/api/app@{sboms[2].digest}") == sboms[2].manifest
     no_tag = skopeo("inspect", "--raw", "--tls-verify=false",
                     f"docker://{mirror.host}/api/app:{tag_of(image.digest)}")
     assert no_tag.returncode != 0  # the registry indexes its referrers itself
@@ -342,7 +444,7 @@ def test_bulk_mirror_with_referrers(occystrap_cli, registry, mirror, signed, sha
                       f"registry://{registry.host}/art/sig*:*", f"registry://{mirror.host}/bulk")
     assert r.returncode == 0, r.stderr
     # the signature and the referrers tags travel with their image, not as images
-    assert "Summary: 1/1 images" in r.stderr and "3 referrers" in r.stderr
+    assert "Summary: 1/1 images" in r.stderr and f"{ALL_REFERRERS} referrers" in r.stderr
     index = signed["index"]
     assert raw(skopeo, f"{mirror.host}/bulk/art/signed:{tag_of(index.digest, '.sig')}") == \
         signed["sig"].manifest
@@ -360,6 +462,10 @@ def test_referrers_need_a_registry_or_oci_destination(occystrap_cli, registry, s
                       f"registry://{registry.host}/art/signed:2.0",
                       f"oci://{tmp_path}/layout")
     assert r.returncode == 2 and "cannot be combined with --compression" in r.stderr
+    r = occystrap_cli("--insecure", "--referrers", "--verify-full", "process",
+                      f"registry://{registry.host}/art/signed:2.0",
+                      f"oci://{tmp_path}/layout")
+    assert r.returncode == 2 and "cannot be combined with --verify-full" in r.stderr
     assert not (tmp_path / "x.tar").exists() and not (tmp_path / "layout").exists()
 
 
@@ -372,7 +478,7 @@ def test_mirror_spec_referrers_field(occystrap_cli, registry, mirror, signed, sk
                     "    referrers: true\n")
     r = occystrap_cli("--insecure", "process", "--from-file", str(spec))
     assert r.returncode == 0, r.stderr
-    assert "3 referrers copied" in r.stderr
+    assert f"{ALL_REFERRERS} referrers copied" in r.stderr
     index = signed["index"]
     assert raw(skopeo, f"{mirror.host}/spec/art/signed:{tag_of(index.digest, '.sig')}") == \
         signed["sig"].manifest

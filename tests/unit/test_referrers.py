@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from occystrap import referrers as rf
 from occystrap.mediatypes import OCI_INDEX, OCI_MANIFEST, parse
 from occystrap.reference import digest_of
@@ -25,8 +27,9 @@ def test_listed_and_unique():
     d = "sha256:" + "b" * 64
     body = _index({"mediaType": OCI_MANIFEST, "digest": d, "size": 3,
                    "artifactType": "application/spdx+json"})
-    found = rf.listed(body, SUBJECT, "here")
-    assert found == [rf.Found(d, SUBJECT, artifact_type="application/spdx+json")]
+    found = rf.listed([body], SUBJECT, "here")
+    assert found == [rf.Found(d, SUBJECT, artifact_type="application/spdx+json",
+                              descriptor=json.loads(body)["manifests"][0])]
     assert rf.unique(found + found) == found
 
 
@@ -59,4 +62,6 @@ def test_descriptor_for_and_merged_index():
     other = dict(entry, digest="sha256:" + "c" * 64)
     both = json.loads(rf.merged_index(first, [other]))
     assert [m["digest"] for m in both["manifests"]] == [entry["digest"], other["digest"]]
-    assert json.loads(rf.merged_index(b"not json", [entry]))["manifests"] == [entry]
+    for other_content in (b"not json", body):  # a manifest, say: never overwritten
+        with pytest.raises(ValueError, match="left alone"):
+            rf.merged_index(other_content, [entry])

@@ -47,18 +47,20 @@ def gzipped(data: bytes) -> bytes:
 
 
 def image(work: Path, layers: list[tuple[bytes, str, bytes]],
-          sizes: list[int] | None = None) -> BuiltImage:
+          sizes: list[int] | None = None, config: bytes | None = None) -> BuiltImage:
     """An image of `layers`: (blob bytes, media type, uncompressed bytes for the diff_id).
-    `sizes` overrides the sizes the manifest states (a lie about a blob's length)."""
+    `sizes` overrides the sizes the manifest states (a lie about a blob's length), `config`
+    the image config's bytes."""
     work.mkdir(parents=True, exist_ok=True)
     blobs = []
     for data, media_type, plain in layers:
         path = work / digest(data)[7:]
         path.write_bytes(data)
         blobs.append(Blob(digest(data), len(data), str(path), media_type, digest(plain)))
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers",
-                                    "diff_ids": [b.diff_id for b in blobs]}}).encode()
+    if config is None:
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers",
+                                        "diff_ids": [b.diff_id for b in blobs]}}).encode()
     (work / "config.json").write_bytes(config)
     config_blob = Blob(digest(config), len(config), str(work / "config.json"), OCI_CONFIG)
     descriptors = [b.descriptor() for b in blobs]

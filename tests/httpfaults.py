@@ -70,6 +70,16 @@ def bomb(encoding: str, size: int) -> bytes:
     return b"".join(parts) + gz.flush()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):  # a client hanging up is in the script
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class HTTPFaults:
     def __init__(self, registry_port: int, rules: list[Rule],
                  tls: tuple[Path, Path] | None = None) -> None:
@@ -145,8 +155,7 @@ class HTTPFaults:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(tls[0]), str(tls[1]))

@@ -33,13 +33,13 @@ def one_error(stderr: str) -> str:
 
 @pytest.fixture(scope="module")
 def two_images(registry, tmp_path_factory):
-    """hostile/a:1.0 and hostile/b:1.0, for bulk runs (catalog glob)."""
+    """hbody/a:1.0 and hbody/b:1.0, for bulk runs (catalog glob)."""
     work = tmp_path_factory.mktemp("hostile")
     images = {}
     for i, name in enumerate(("a", "b")):
         image = build_image(work / name, seed=1500 + i, layer_sizes=[40_000],
                             special_entries=False)
-        push_image(registry.url, f"hostile/{name}", "1.0", image)
+        push_image(registry.url, f"hbody/{name}", "1.0", image)
         images[name] = image
     return images
 
@@ -67,8 +67,8 @@ def test_zstd_bomb_in_a_small_body_is_refused(occystrap_cli, registry, two_image
     if path is None:
         path = f"/blobs/{two_images['a'].config.digest}"
     with HTTPFaults(registry.port, [Rule("GET", path, "bomb", times=ALWAYS)]) as faults:
-        src = (f"registry://{faults.host}/hostile/*:1.0" if bulk
-               else f"registry://{faults.host}/hostile/a:1.0")
+        src = (f"registry://{faults.host}/hbody/*:1.0" if bulk
+               else f"registry://{faults.host}/hbody/a:1.0")
         r, stats = run_copy(occystrap_cli, src, tmp_path)
     assert r.returncode == 1
     line = one_error(r.stderr)
@@ -85,7 +85,7 @@ def test_encoded_token_answer_is_refused(occystrap_cli, registry, two_images, tm
                        headers={"WWW-Authenticate":
                                 f'Bearer realm="http://{faults.host}/token",service="s"'}),
                   Rule("GET", r"^/token", "bomb", times=ALWAYS)]
-        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hostile/a:1.0", tmp_path)
+        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hbody/a:1.0", tmp_path)
     assert r.returncode == 1
     line = one_error(r.stderr)
     assert "token server 127.0.0.1" in line and "refused" in line
@@ -98,17 +98,17 @@ def test_encoded_error_body_keeps_the_status_message(occystrap_cli, registry, tw
     rule = Rule("GET", MANIFESTS, "body", status=400, times=ALWAYS, body=bomb("zstd", 2**30),
                 headers={"Content-Encoding": "zstd"})
     with HTTPFaults(registry.port, [rule]) as faults:
-        r, stats = run_copy(occystrap_cli, f"registry://{faults.host}/hostile/a:1.0", tmp_path)
+        r, stats = run_copy(occystrap_cli, f"registry://{faults.host}/hbody/a:1.0", tmp_path)
     assert r.returncode == 1
     assert "unexpected 400 Bad Request" in one_error(r.stderr)
     assert stats is not None and stats["peak_pss_total"] < 400e6
 
 
 def test_quay_api_bomb_is_refused(occystrap_cli, registry, two_images, tmp_path):
-    with QuayStandIn(registry.port, "hostile", {"a": 1}, {"a": {"1.0": 1}}) as quay, \
+    with QuayStandIn(registry.port, "hbody", {"a": 1}, {"a": {"1.0": 1}}) as quay, \
             HTTPFaults(quay.port, [Rule("GET", r"^/api/v1/repository", "bomb",
                                         times=ALWAYS)]) as faults:
-        r, _ = run_copy(occystrap_cli, "quay://hostile/*:1.0", tmp_path, "--quay-url",
+        r, _ = run_copy(occystrap_cli, "quay://hbody/*:1.0", tmp_path, "--quay-url",
                         f"http://{faults.host}")
     assert r.returncode == 1
     line = one_error(r.stderr)
@@ -118,12 +118,12 @@ def test_quay_api_bomb_is_refused(occystrap_cli, registry, two_images, tmp_path)
 def test_bad_gzip_fails_one_image_of_a_bulk_run(occystrap_cli, registry, two_images, tmp_path):
     """A manifest that says gzip and is not: that image fails with one line, the other is
     copied (before, the resolve stage died and took the whole run with it)."""
-    rule = Rule("GET", r"^/v2/hostile/a/manifests/", "bad_encoding", times=ALWAYS)
+    rule = Rule("GET", r"^/v2/hbody/a/manifests/", "bad_encoding", times=ALWAYS)
     with HTTPFaults(registry.port, [rule]) as faults:
-        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hostile/*:1.0", tmp_path)
+        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hbody/*:1.0", tmp_path)
     assert r.returncode == 1
     failures = [ln for ln in r.stderr.splitlines() if ln.startswith("occystrap: error:")]
-    assert len(failures) == 1 and "hostile/a" in failures[0] and "gzip" in failures[0]
+    assert len(failures) == 1 and "hbody/a" in failures[0] and "gzip" in failures[0]
     assert "internal error" not in r.stderr and "Traceback" not in r.stderr
     assert "Summary: 1/2 images" in r.stderr
 
@@ -134,7 +134,7 @@ def test_bad_gzip_fails_one_image_of_a_bulk_run(occystrap_cli, registry, two_ima
     (r"^/v2/_catalog", b'{"repositories": []}', "</v2/_catalog?n=1000>", "links back"),
     (r"^/v2/_catalog", b'{"repositories": []}', "</v2/_catalog?n=1000&last=x{n}>",
      "pages in a row with nothing on them"),
-    (r"^/v2/.+/tags/list", b'{"name": "x", "tags": []}', "</v2/hostile/a/tags/list?n=1000>",
+    (r"^/v2/.+/tags/list", b'{"name": "x", "tags": []}', "</v2/hbody/a/tags/list?n=1000>",
      "links back"),
 ])
 def test_listings_that_never_end_are_refused(occystrap_cli, registry, two_images, tmp_path,
@@ -143,7 +143,7 @@ def test_listings_that_never_end_are_refused(occystrap_cli, registry, two_images
                 headers={"Content-Type": "application/json", "Link": f'{link}; rel="next"'})
     with HTTPFaults(registry.port, [rule]) as faults:
         started = time.monotonic()
-        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hostile/*:1.0", tmp_path)
+        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hbody/*:1.0", tmp_path)
     assert r.returncode == 1
     assert words in one_error(r.stderr)
     assert rule.fired <= 12 and time.monotonic() - started < 60
@@ -153,9 +153,9 @@ def test_quay_next_page_repeating_is_refused(occystrap_cli, registry, two_images
     rule = Rule("GET", r"^/api/v1/repository\?", "body", status=200, times=ALWAYS,
                 body=b'{"repositories": [], "next_page": "same"}',
                 headers={"Content-Type": "application/json"})
-    with QuayStandIn(registry.port, "hostile", {"a": 1}, {"a": {"1.0": 1}}) as quay, \
+    with QuayStandIn(registry.port, "hbody", {"a": 1}, {"a": {"1.0": 1}}) as quay, \
             HTTPFaults(quay.port, [rule]) as faults:
-        r, _ = run_copy(occystrap_cli, "quay://hostile/*:1.0", tmp_path, "--quay-url",
+        r, _ = run_copy(occystrap_cli, "quay://hbody/*:1.0", tmp_path, "--quay-url",
                         f"http://{faults.host}")
     assert r.returncode == 1
     assert "links back" in one_error(r.stderr) and rule.fired == 2
@@ -168,7 +168,7 @@ def test_blob_longer_than_its_descriptor(occystrap_cli, registry, two_images, tm
     rule = Rule("GET", f"/blobs/{layer.digest}", "overlong", extra=1000, times=ALWAYS)
     with HTTPFaults(registry.port, [rule]) as faults:
         started = time.monotonic()
-        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hostile/a:1.0", tmp_path,
+        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hbody/a:1.0", tmp_path,
                         "--timeout", "30")
         took = time.monotonic() - started
     assert r.returncode == 1
@@ -183,7 +183,7 @@ def test_rate_limit_pause_is_said_and_counted(occystrap_cli, registry, two_image
     rule = Rule("GET", MANIFESTS, "add_headers",
                 headers={"RateLimit-Limit": "100;w=2", "RateLimit-Remaining": "0;w=2"})
     with HTTPFaults(registry.port, [rule]) as faults:
-        r, stats = run_copy(occystrap_cli, f"registry://{faults.host}/hostile/a:1.0", tmp_path)
+        r, stats = run_copy(occystrap_cli, f"registry://{faults.host}/hbody/a:1.0", tmp_path)
     assert r.returncode == 0, r.stderr
     notes = [ln for ln in r.stderr.splitlines() if "waiting" in ln]
     assert notes == [f"occystrap: {faults.host}: waiting 2.0 s: the registry says its rate "
@@ -206,7 +206,7 @@ def test_https_registry_with_plain_http_realm(occystrap_cli, registry, two_image
         with HTTPFaults(registry.port, [challenge], tls=(cert, key)) as hostile:
             r = occystrap_cli("--ca-file", str(ca), "--username", TEST_USER, "--password",
                               TEST_PASSWORD, "process",
-                              f"registry://{hostile.host}/hostile/a:1.0",
+                              f"registry://{hostile.host}/hbody/a:1.0",
                               f"oci://{tmp_path / 'layout'}", env=FAST)
         assert token_server.seen == []
     assert r.returncode == 1
@@ -228,7 +228,7 @@ def test_bad_token_answers(occystrap_cli, registry, two_images, tmp_path, answer
                                 f'Bearer realm="http://{faults.host}/token",service="s"'}),
                   Rule("GET", r"^/token", "body", status=200, times=ALWAYS, body=answer,
                        headers={"Content-Type": "application/json"})]
-        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hostile/a:1.0", tmp_path)
+        r, _ = run_copy(occystrap_cli, f"registry://{faults.host}/hbody/a:1.0", tmp_path)
         fetched = faults.requests_to(r"^/token")
     assert r.returncode == 1
     line = one_error(r.stderr)

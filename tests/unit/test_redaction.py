@@ -56,3 +56,16 @@ def test_usage_errors_never_quote_secrets(typed: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_location(typed, role="source")
     assert "s3cret" not in str(info.value)
+
+
+def test_every_uri_option_read_is_either_safe_or_known_secret() -> None:
+    """A new `?option=` must be decided on: shown as typed (SAFE_OPTIONS) or redacted."""
+    import re
+    from pathlib import Path
+
+    from occystrap.redaction import SAFE_OPTIONS
+
+    package = Path(__file__).resolve().parents[2] / "occystrap"
+    source = "\n".join(p.read_text() for p in package.rglob("*.py"))
+    read = set(re.findall(r"""\.option\(\s*["']([a-z_]+)["']""", source))
+    assert read and read - SAFE_OPTIONS == {"token"}, read - SAFE_OPTIONS

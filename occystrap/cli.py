@@ -16,10 +16,10 @@ import click
 
 from occystrap import __version__
 from occystrap.config import Config
-from occystrap.errors import OccystrapError, UsageError
+from occystrap.errors import UsageError, from_library
 from occystrap.filters import FilterChain
 from occystrap.mediatypes import Platform, parse_platform
-from occystrap.messages import ImageDone, ImageFailed
+from occystrap.messages import ImageDone, ImageFailed, Notice
 from occystrap.reference import parse_location
 
 _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -209,9 +209,12 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             code = f(*args, **kwargs)
-        except OccystrapError as exc:
-            _err(str(exc))
-            sys.exit(exc.exit_code)
+        except Exception as exc:
+            mapped = from_library(exc)  # OccystrapError as is; a library's verdict mapped
+            if mapped is None:
+                raise  # a bug keeps its traceback
+            _err(str(mapped))
+            sys.exit(mapped.exit_code)
         except KeyboardInterrupt:
             _err("interrupted")
             sys.exit(130)
@@ -238,14 +241,19 @@ def cli(ctx: click.Context, **opts: Any) -> None:
     ctx.obj = opts
 
 
-def _print_event(quiet: bool, display: Any = None) -> Callable[[ImageDone | ImageFailed], None]:
-    """Each image's outcome as one line on stderr (the live progress block, if any, is
-    erased first and redrawn on the next tick)."""
+def _print_event(quiet: bool, display: Any = None
+                 ) -> Callable[[ImageDone | ImageFailed | Notice], None]:
+    """Each image's outcome, and each notice (a long wait), as one line on stderr (the live
+    progress block, if any, is erased first and redrawn on the next tick)."""
 
-    def show(event: ImageDone | ImageFailed) -> None:
+    def show(event: ImageDone | ImageFailed | Notice) -> None:
+        if quiet and isinstance(event, Notice):
+            return
         if display is not None:
             display.clear()
-        if isinstance(event, ImageFailed):
+        if isinstance(event, Notice):
+            click.echo(f"occystrap: {event.text}", err=True)
+        elif isinstance(event, ImageFailed):
             _err(f"{event.source}: {event.reason}")
         elif quiet:
             return

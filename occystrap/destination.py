@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 from occystrap.config import Config
 from occystrap.errors import UsageError
-from occystrap.formats.base import Writer, remove_paths
+from occystrap.formats.base import Writer, remove_paths, unlink_quietly
 from occystrap.formats.daemon import Engine, LoadStream, docker_socket
 from occystrap.formats.directory import DirectoryWriter
 from occystrap.formats.dockerarchive import DockerArchiveWriter
 from occystrap.formats.ocilayout import OCILayoutWriter
 from occystrap.formats.registrydest import RegistryWriter
+from occystrap.formats.shared import journal_path
 from occystrap.mediatypes import ACCEPT
 from occystrap.reference import ImageRef, Location
 from occystrap.registry.client import RegistryClient
@@ -115,12 +116,14 @@ class Destination:
         return Probe(self, config)
 
     def has_layer(self, digest: str, size: int) -> bool:
-        """For local destinations; a registry is asked through a Probe."""
+        """For local destinations; a registry is asked through a Probe. A layer found in a
+        shared directory (oci://, dir://) is noted in this run's journal, so another run's
+        clean-up does not remove it before this run publishes (see formats.shared)."""
         scheme = self.location.scheme
         if scheme == "oci":
-            return OCILayoutWriter.has_blob(self.path, digest, size)
+            return OCILayoutWriter.has_blob(self.path, digest, size, self.token)
         if scheme == "dir":
-            return DirectoryWriter.has_layer(self.path, digest)
+            return DirectoryWriter.has_layer(self.path, digest, self.token)
         return False
 
     def open_writer(self, config: Config, spool: str) -> Writer:
@@ -149,8 +152,13 @@ class Destination:
                                    oci_media_types=convert)
         if scheme == "dir":
             unique = bool(self.location.option("unique_names", False))
-            return DirectoryWriter(self.path, unique, self.token,
-                                   expand=bool(self.location.option("expand", False)))
+            expand = bool(self.location.option("expand", False))
+            preserve = self.location.option("preserve_modes", False) is True
+            if preserve and not expand:
+                raise UsageError(f"{self.location}: ?preserve_modes=true applies only with "
+                                 "?expand=true")
+            return DirectoryWriter(self.path, unique, self.token, expand=expand,
+                                   preserve_modes=preserve)
         raise AssertionError(scheme)
 
     def remove_temp_files(self, temp_dir: str | None) -> None:
@@ -163,6 +171,12 @@ class Destination:
             remove_paths(glob.glob(os.path.join(glob.escape(self.path), "**",
                                                 f"*.occystrap-{self.token}.tmp"),
                                    recursive=True))
+
+    def remove_journal(self) -> None:
+        """Last of all after an interrupt or a crash: the run's journal in a shared output
+        directory (formats.shared), once the writer's clean-up has read it."""
+        if self.location.scheme in ("dir", "oci"):
+            unlink_quietly(journal_path(self.path, self.token))
 
 
 class Probe:

@@ -48,6 +48,7 @@ SCHEMA1_TYPES = (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED)
 ACCEPT = MANIFEST_TYPES + INDEX_TYPES + SCHEMA1_TYPES
 
 MAX_MANIFEST_BYTES = 4 * 2**20
+MAX_DESCRIPTOR_SIZE = 2**63 - 1
 
 
 class Platform(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -247,6 +248,8 @@ def _check_descriptor(d: Descriptor) -> None:
         raise ManifestError(f"unsupported or malformed digest {d.digest!r} in manifest")
     if d.size < 0:
         raise ManifestError(f"negative size for {d.digest} in manifest")
+    if d.size > MAX_DESCRIPTOR_SIZE:  # image-spec: size is an int64
+        raise ManifestError(f"size {d.size} of {d.digest} in manifest does not fit 64 bits")
 
 
 _ARCH_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}

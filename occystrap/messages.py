@@ -137,6 +137,8 @@ class StageReport(msgspec.Struct, tag=True):
     bytes_received: int = 0
     bytes_sent: int = 0
     mounts: int = 0
+    pauses: int = 0  # waits over a second (rate-limit budget, Retry-After, backoff), each said
+    paused_seconds: float = 0.0
     # layers that moved no bytes: already at the destination
     layers_skipped: int = 0
     bytes_skipped: int = 0
@@ -176,6 +178,14 @@ class SearchHits(msgspec.Struct, tag=True):
     hits: list[SearchHit]
 
 
+class Notice(msgspec.Struct, tag=True):
+    """A line for the person watching that is not an image's outcome (stage → supervisor →
+    stderr): a wait longer than a second, with how long and why."""
+
+    stage: str
+    text: str
+
+
 class StageCrashed(msgspec.Struct, tag=True):
     stage: str
     error: str
@@ -187,7 +197,7 @@ class Shutdown(msgspec.Struct, tag=True):
 
 
 Message = (ImagePlan | LayerDesc | ImageFailed | ImageDone | StageReport | Progress
-           | SearchHits | StageCrashed | Shutdown)
+           | SearchHits | Notice | StageCrashed | Shutdown)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

@@ -22,6 +22,7 @@ import msgspec
 import msgspec.yaml  # PyYAML underneath: the YAML mirror specs the issue asks for
 
 from occystrap.errors import UsageError
+from occystrap.redaction import redact_uri
 from occystrap.reference import Location, parse_location
 
 
@@ -51,7 +52,8 @@ def _with_tag(source: str, tag: str, where: str) -> str:
     base, _, query = source.partition("?")
     last = base.rsplit("/", 1)[-1]
     if ":" in last or "@" in last:
-        raise UsageError(f"{where}: 'tags' needs a source without a tag ({source})")
+        raise UsageError(f"{where}: 'tags' needs a source without a tag "
+                         f"({redact_uri(source)})")
     return f"{base}:{tag}" + (f"?{query}" if query else "")
 
 

@@ -30,11 +30,12 @@ from urllib.parse import urlsplit
 from occystrap import messages
 from occystrap.config import Config
 from occystrap.destination import Destination
-from occystrap.errors import DestinationError, OccystrapError
+from occystrap.errors import DestinationError, OccystrapError, from_library
 from occystrap.layercache import LayerCache
 from occystrap.messages import (
     ImageDone,
     ImageFailed,
+    Notice,
     Progress,
     SearchHits,
     StageCrashed,
@@ -93,8 +94,13 @@ def _stage_main(name: str, body: Callable[[StageIO], None], inq: Queue[Any] | No
                  progress=name == "fetch")
     try:
         body(io)
-    except OccystrapError as exc:
-        io.tell(StageCrashed(stage=name, error=str(exc), traceback=""))
+    except Exception as exc:
+        mapped = from_library(exc, f"the {name} stage")
+        if mapped is not None:  # one line: the input or the machine, not our bug
+            io.tell(StageCrashed(stage=name, error=str(mapped), traceback=""))
+        else:
+            io.tell(StageCrashed(stage=name, error=f"{type(exc).__name__}: {exc}",
+                                 traceback=traceback.format_exc()))
         _flush_and_exit(control, 1)
     except BaseException as exc:  # a bug: report it with its traceback
         io.tell(StageCrashed(stage=name, error=f"{type(exc).__name__}: {exc}",
@@ -144,7 +150,7 @@ def _warm_credentials(sources: Sequence[Location], dest_location: Location,
 
 
 def run(sources: Sequence[Location], dest_location: Location, config: Config,
-        on_event: Callable[[ImageDone | ImageFailed], None] | None = None,
+        on_event: Callable[[ImageDone | ImageFailed | Notice], None] | None = None,
         on_tick: Callable[[RunResult], None] | None = None) -> RunResult:
     """Copy `sources` to one destination. `on_event` hears each image's outcome as it
     happens; `on_tick` is called every supervisor loop (~10 times a second) with the result
@@ -251,6 +257,8 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
                 writer.close(False)
             except OccystrapError:
                 pass
+        if failed_run:
+            dest.remove_journal()
         for q in [*queues, control]:
             q.cancel_join_thread()
             q.close()
@@ -293,7 +301,7 @@ def _wait_for_news(control: Queue[Any], procs: Any, timeout: float) -> None:
 
 
 def _drain(control: Queue[Any], result: RunResult,
-           on_event: Callable[[ImageDone | ImageFailed], None] | None) -> None:
+           on_event: Callable[[ImageDone | ImageFailed | Notice], None] | None) -> None:
     while True:
         try:
             data = control.get(timeout=0.01)
@@ -302,6 +310,10 @@ def _drain(control: Queue[Any], result: RunResult,
         msg = messages.decode(data)
         if isinstance(msg, SearchHits):
             result.search_hits.append(msg)
+            continue
+        if isinstance(msg, Notice):
+            if on_event is not None:
+                on_event(msg)
             continue
         if isinstance(msg, Progress):
             result.progress[msg.image_id] = msg

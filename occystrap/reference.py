@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from occystrap.errors import UsageError
+from occystrap.redaction import redact_uri
 
 # The distribution spec's grammar (docker/distribution reference/regexp.go).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
@@ -221,49 +222,55 @@ def parse_location(text: str, *, role: str) -> Location:
     """Parse a SOURCE (`role="source"`) or DESTINATION URI.
 
     `scheme:rest` without `//` is read as `scheme://rest`, as the original occystrap did.
+    The Location's `text`, and every message about it, is the URI with its secrets redacted
+    (`occystrap.redaction`); its options keep their values.
     """
+    shown = redact_uri(text)
     if "://" in text:
         scheme, rest = text.split("://", 1)
     elif ":" in text and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", text.split(":", 1)[0]):
         scheme, rest = text.split(":", 1)
     else:
-        raise UsageError(f"{text!r}: not a URI; expected e.g. registry://HOST/NAME:TAG or tar://PATH")
+        raise UsageError(f"{shown!r}: not a URI; expected e.g. registry://HOST/NAME:TAG or tar://PATH")
     scheme = _ALIASES.get(scheme.lower(), scheme.lower())
     allowed = SOURCE_SCHEMES if role == "source" else DESTINATION_SCHEMES
     if scheme not in allowed:
         known = ", ".join(f"{s}://" for s in sorted(allowed))
         what = "not implemented yet as a" if scheme in _KNOWN_SCHEMES else "unknown"
-        raise UsageError(f"{text}: {scheme}:// is {what} {role} (supported: {known})")
+        raise UsageError(f"{shown}: {scheme}:// is {what} {role} (supported: {known})")
     query = ""
     if "?" in rest:
         rest, query = rest.split("?", 1)
     options = parse_options(query)
+    if scheme in ("registry", "quay") and "@" in rest.split("/", 1)[0]:
+        raise UsageError(f"{shown}: put credentials in --username/--password (or ?token= "
+                         "for quay://), not in the URI")
     if scheme == "registry" and role == "source" and GLOB_CHARS & set(rest.split("/", 1)[-1]):
-        return Location(scheme, pattern=parse_bulk_pattern(rest, text, options),
-                         options=options, text=text)
+        return Location(scheme, pattern=parse_bulk_pattern(rest, shown, options),
+                         options=options, text=shown)
     if scheme == "registry":
-        ref = parse_image_ref(rest, text, default_tag="latest" if role == "source" else None)
+        ref = parse_image_ref(rest, shown, default_tag="latest" if role == "source" else None)
         if role == "destination" and ref.digest:
-            raise UsageError(f"{text}: a destination takes a tag, not a digest (the digest "
+            raise UsageError(f"{shown}: a destination takes a tag, not a digest (the digest "
                              "is the source's)")
-        return Location(scheme, ref=ref, options=options, text=text)
+        return Location(scheme, ref=ref, options=options, text=shown)
     if scheme == "quay":
         # quay://NAMESPACE[/GLOB][:TAG]: glob defaults to every repository, tag to latest
         head, _, tag = rest.partition(":")
         namespace, _, glob = head.partition("/")
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", namespace):
-            raise UsageError(f"{text}: invalid Quay namespace {namespace!r}")
+            raise UsageError(f"{shown}: invalid Quay namespace {namespace!r}")
         if tag and not TAG_RE.match(tag):
-            raise UsageError(f"{text}: invalid tag {tag!r}")
+            raise UsageError(f"{shown}: invalid tag {tag!r}")
         return Location(scheme, path=f"{namespace}/{glob or '*'}", tag=tag or "latest",
-                        options=options, text=text)
+                        options=options, text=shown)
     if scheme == "docker":
         # docker://NAME[:TAG]: a name as the engine knows it (no registry host needed)
         if role == "source" and not rest:
-            raise UsageError(f"{text}: missing image name")
+            raise UsageError(f"{shown}: missing image name")
         if rest and not re.fullmatch(r"[A-Za-z0-9._/:@-]+", rest):
-            raise UsageError(f"{text}: invalid image name {rest!r}")
-        return Location(scheme, path=rest, options=options, text=text)
+            raise UsageError(f"{shown}: invalid image name {rest!r}")
+        return Location(scheme, path=rest, options=options, text=shown)
     path = rest
     select = None
     if scheme == "tar" and role == "source" and "#" in path:
@@ -275,8 +282,8 @@ def parse_location(text: str, *, role: str) -> Location:
         head, sep, tail = path.rpartition(":")
         if sep and head and "/" not in tail:
             if not TAG_RE.match(tail):
-                raise UsageError(f"{text}: invalid reference name {tail!r}")
+                raise UsageError(f"{shown}: invalid reference name {tail!r}")
             path, tag = head, tail
     if not path:
-        raise UsageError(f"{text}: missing path")
-    return Location(scheme, path=path, tag=tag, select=select, options=options, text=text)
+        raise UsageError(f"{shown}: missing path")
+    return Location(scheme, path=path, tag=tag, select=select, options=options, text=shown)

@@ -154,7 +154,8 @@ class Sampler(MemorySampler):
 
 
 _EMPTY_MEM = {"rss": 0, "pss": 0}
-_REQUEST_KEYS = ("retries", "throttled", "bytes_received", "bytes_sent", "mounts")
+_REQUEST_KEYS = ("retries", "throttled", "bytes_received", "bytes_sent", "mounts", "pauses",
+                 "paused_seconds")
 
 
 def _stage_entry(name: str, report: Any, mem: dict[str, int], span: float) -> dict[str, Any]:
@@ -236,7 +237,9 @@ def to_dict(result: Any) -> dict[str, Any]:
         "stages": stages,
         "queues": queues,
         "requests": {"total": sum(by_host.values()), "by_host": by_host,
-                     "retries": totals["retries"], "throttled": totals["throttled"]},
+                     "retries": totals["retries"], "throttled": totals["throttled"],
+                     "pauses": totals["pauses"],
+                     "paused_seconds": round(totals["paused_seconds"], 3)},
         "transfer": {"bytes_received": totals["bytes_received"],
                      "bytes_sent": totals["bytes_sent"], "mounts": totals["mounts"],
                      "layers_skipped": layers_skipped, "bytes_skipped": bytes_skipped},
@@ -368,8 +371,10 @@ def to_text(result: Any) -> str:
     req, tr = data["requests"], data["transfer"]
     lines.append("")
     hosts = ", ".join(f"{n} to {h}" for h, n in sorted(req["by_host"].items())) or "none"
+    paused = (f", {req['pauses']} pauses over a second ({req['paused_seconds']:.1f} s)"
+              if req.get("pauses") else "")
     lines.append(f"requests: {req['total']} ({hosts}); {req['retries']} retries, "
-                 f"{req['throttled']} throttled (429)")
+                 f"{req['throttled']} throttled (429){paused}")
     lines.append(f"transfer: {human_bytes(tr['bytes_received'])} received, "
                  f"{human_bytes(tr['bytes_sent'])} sent; avoided: {tr['layers_skipped']} layers "
                  f"({human_bytes(tr['bytes_skipped'])}) already at the destination, "

@@ -14,7 +14,8 @@ import json
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -69,13 +70,24 @@ def remove_paths(paths: Iterable[str]) -> None:
             unlink_quietly(path)
 
 
+@contextmanager
+def locked(root: str) -> Iterator[int]:
+    """An exclusive flock on the directory `root`, the lock every run writing to it takes
+    before changing what other runs see (index.json, catalog.json, shared blobs). Not
+    re-entrant: a second `locked(root)` in the same process waits forever."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def update_json_locked(root: str, name: str, default: Callable[[], Any],
                        change: Callable[[Any], None], token: str) -> None:
     """Read-modify-write `root/name` under an exclusive flock on `root`, replacing the file
     atomically, so concurrent runs adding to one directory do not lose each other's entries."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(root):
         path = os.path.join(root, name)
         try:
             with open(path, "rb") as f:
@@ -86,8 +98,6 @@ def update_json_locked(root: str, name: str, default: Callable[[], Any],
             raise DestinationError(f"{path} is not valid JSON: {exc}") from None
         change(doc)
         write_atomic(path, json.dumps(doc, indent=2, sort_keys=True).encode(), token)
-    finally:
-        os.close(fd)
 
 
 def move_file(src: str, dst: str) -> None:

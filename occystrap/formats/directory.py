@@ -6,25 +6,26 @@
     catalog.json           with ?unique_names=true: {image: {tag: manifest file name}}
 
 With `unique_names`, several images share one directory (and its layers), each with its own
-`manifest-<name>-<tag>.json`.
+`manifest-<name>-<tag>.json`, and several runs may write to it at once: a failed image's
+clean-up removes only what no manifest and no other run in progress relies on
+(`formats.shared`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 
 from occystrap.errors import DestinationError
 from occystrap.formats.base import (
     Writer,
-    adopt,
     hex_of,
     remove_paths,
     update_json_locked,
     write_atomic,
 )
 from occystrap.formats.expand import expand
+from occystrap.formats.shared import SharedDir, rely_on
 from occystrap.messages import ImagePlan, LayerDesc
 
 
@@ -36,28 +37,55 @@ def _slug(text: str) -> str:
     return text.replace("/", "_").replace(":", "_")
 
 
+def _manifest_files(root: str) -> list[str]:
+    return [n for n in os.listdir(root)
+            if n == "manifest.json" or (n.startswith("manifest-") and n.endswith(".json"))]
+
+
+def referenced(root: str) -> set[str] | None:
+    """What the manifests in `root` reference (paths relative to it): configs, layer
+    directories, and each manifest's expanded tree. None when one cannot be read; call with
+    the directory's lock held."""
+    found: set[str] = set()
+    for name in _manifest_files(root):
+        found.add(name.removesuffix(".json"))  # its ?expand=true tree, if any
+        try:
+            with open(os.path.join(root, name), "rb") as f:
+                entries = json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            for path in [entry.get("Config"), *(entry.get("Layers") or [])]:
+                if isinstance(path, str) and path:
+                    found.add(path.split("/", 1)[0])
+    return found
+
+
 class DirectoryWriter(Writer):
     needs_uncompressed = True
 
-    def __init__(self, path: str, unique_names: bool, token: str, expand: bool = False
-                 ) -> None:
+    def __init__(self, path: str, unique_names: bool, token: str, expand: bool = False,
+                 preserve_modes: bool = False) -> None:
         self.root = path
         self.unique_names = unique_names
         self.expand = expand
+        self.preserve_modes = preserve_modes  # keep setuid/setgid/sticky: dangerous
         self.token = token
-        self._created_root = not os.path.exists(path)
-        self._published = 0
-        self._added: dict[int, list[str]] = {}
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as exc:
-            raise DestinationError(f"cannot create directory {path}: {exc.strerror}") from None
-        if not os.access(path, os.W_OK):
+        self._added: dict[int, list[str]] = {}  # paths relative to the root
+        if os.path.isdir(path) and not os.access(path, os.W_OK):
             raise DestinationError(f"cannot write to directory {path}: permission denied")
+        self.shared = SharedDir(path, token)
 
     @staticmethod
-    def has_layer(path: str, digest: str) -> bool:
-        return os.path.isfile(layer_file(path, digest))
+    def has_layer(path: str, digest: str, token: str = "") -> bool:
+        """Whether the directory holds the layer; with the run's `token`, the run then relies
+        on it (noted in its journal), so another run's clean-up leaves it in place."""
+        if not token:
+            return os.path.isfile(layer_file(path, digest))
+        return rely_on(path, token, hex_of(digest),
+                       lambda: os.path.isfile(layer_file(path, digest)))
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._added[plan.image_id] = []
@@ -65,17 +93,16 @@ class DirectoryWriter(Writer):
     def add_config(self, plan: ImagePlan) -> None:
         if not plan.config:
             return
-        target = os.path.join(self.root, f"{hex_of(plan.config_digest)}.json")
-        if not os.path.exists(target):
-            write_atomic(target, plan.config, self.token)
-            self._added[plan.image_id].append(target)
+        rel = f"{hex_of(plan.config_digest)}.json"
+        if self.shared.put_bytes(rel, plan.config):
+            self._added[plan.image_id].append(rel)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         if layer.present:
             return
-        target = layer_file(self.root, layer.digest)
-        if adopt(layer.path, target):
-            self._added[plan.image_id].append(os.path.dirname(target))
+        unit = hex_of(layer.digest)
+        if self.shared.adopt(layer.path, f"{unit}/layer.tar", unit):
+            self._added[plan.image_id].append(unit)
 
     def _manifest_name(self, plan: ImagePlan) -> str:
         if not self.unique_names:
@@ -99,7 +126,6 @@ class DirectoryWriter(Writer):
         if self.unique_names:
             self._update_catalog(plan, name)
         self._added.pop(plan.image_id, None)
-        self._published += 1
         return f"dir://{self.root}/{name}"
 
     def _expand(self, plan: ImagePlan, name: str, layers: list[str]) -> None:
@@ -108,14 +134,15 @@ class DirectoryWriter(Writer):
         final = os.path.join(self.root, name)
         tmp = os.path.join(self.root, f".{name}.occystrap-{self.token}.tmp")
         try:
-            expand(tmp, [layer_file(self.root, d) for d in layers], plan.source)
+            expand(tmp, [layer_file(self.root, d) for d in layers], plan.source,
+                   self.preserve_modes)
             if os.path.lexists(final):
                 remove_paths([final])
             os.rename(tmp, final)
         except BaseException:
             remove_paths([tmp])
             raise
-        self._added[plan.image_id].append(final)
+        self._added[plan.image_id].append(name)
 
     def _update_catalog(self, plan: ImagePlan, manifest_name: str) -> None:
         image, _, tag = (plan.repo_tag or plan.source).rpartition(":")
@@ -125,9 +152,14 @@ class DirectoryWriter(Writer):
                            self.token)
 
     def fail_image(self, plan: ImagePlan) -> None:
-        remove_paths(self._added.pop(plan.image_id, []))
+        """Remove what this image added that no manifest and no run in progress relies on,
+        decided under the directory's lock (see `formats.shared`)."""
+        self.shared.remove_unreferenced(self._added.pop(plan.image_id, []),
+                                        lambda: referenced(self.root))
 
     def close(self, ok: bool) -> None:
-        if self._created_root and not self._published:
-            # A directory this run created and never completed an image in goes entirely.
-            shutil.rmtree(self.root, ignore_errors=True)
+        # A directory this run created and nobody completed an image in goes, by rmdir once
+        # this run's files are out, unless another run is writing to it.
+        self.shared.close(lambda: referenced(self.root),
+                          lambda: bool(_manifest_files(self.root))
+                          or os.path.exists(os.path.join(self.root, "catalog.json")))

@@ -10,6 +10,13 @@ paths are resolved component by component as if the target were the root (`chroo
 a symlink inside the image, even an absolute one, points inside the image), so a symlink
 planted by one layer cannot redirect a later write to the host. Device nodes and FIFOs are
 skipped (they need privileges and are not files).
+
+Modes are made safe the way `tar --no-same-permissions` and tarfile's `data` filter make
+them: setuid, setgid and sticky bits and group/other write bits are dropped, so a layer's
+4755 copy of a system binary does not become a working setuid-root file in a tree anyone
+can read. `preserve_modes=True` (`?preserve_modes=true`, documented as dangerous) keeps
+`mode & 0o7777`. Owners are not restored (files belong to the user running occystrap) and
+extended attributes are not written.
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ from occystrap.sources.tarball import safe_name
 
 MAX_LINKS = 40
 CHUNK = 1 << 20
+UNSAFE_BITS = 0o7022  # setuid, setgid, sticky; group and other write
+
+
+def safe_mode(mode: int, preserve: bool = False) -> int:
+    """The permission bits to give an expanded file: `mode` without UNSAFE_BITS, unless
+    `preserve`."""
+    return mode & 0o7777 if preserve else mode & 0o7777 & ~UNSAFE_BITS
 
 
 def secure_join(root: str, rel: str) -> str:
@@ -65,8 +79,8 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def apply_layer(root: str, layer_tar: str, where: str) -> None:
-    """Unpack one uncompressed layer over `root`."""
+def apply_layer(root: str, layer_tar: str, where: str, preserve_modes: bool = False) -> None:
+    """Unpack one uncompressed layer over `root` (modes as `safe_mode` says)."""
     root = os.path.realpath(root)
     with tarfile.open(layer_tar, mode="r|") as archive:
         for member in archive:
@@ -85,7 +99,7 @@ def apply_layer(root: str, layer_tar: str, where: str) -> None:
                                                 or not os.path.isdir(target)):
                     _remove(target)
                 os.makedirs(target, exist_ok=True)
-                os.chmod(target, member.mode & 0o7777 | 0o700)
+                os.chmod(target, safe_mode(member.mode, preserve_modes) | 0o700)
             elif member.isfile():
                 os.makedirs(parent, exist_ok=True)
                 _remove(target)
@@ -94,7 +108,7 @@ def apply_layer(root: str, layer_tar: str, where: str) -> None:
                 with open(target, "wb") as out:
                     while chunk := source.read(CHUNK):
                         out.write(chunk)
-                os.chmod(target, member.mode & 0o7777)
+                os.chmod(target, safe_mode(member.mode, preserve_modes))
             elif member.issym():
                 os.makedirs(parent, exist_ok=True)
                 _remove(target)
@@ -110,7 +124,8 @@ def apply_layer(root: str, layer_tar: str, where: str) -> None:
             # devices, FIFOs: skipped
 
 
-def expand(root: str, layer_tars: list[str], where: str) -> None:
+def expand(root: str, layer_tars: list[str], where: str, preserve_modes: bool = False
+           ) -> None:
     os.makedirs(root, exist_ok=True)
     for path in layer_tars:
-        apply_layer(root, path, where)
+        apply_layer(root, path, where, preserve_modes)

@@ -2,27 +2,28 @@
 
 Several runs may add images to one layout: blobs are content-addressed and shared, and
 `index.json` is rewritten atomically under an exclusive `flock` on the layout directory, so
-concurrent runs do not lose each other's entries.
+concurrent runs do not lose each other's entries. A failed image's clean-up removes only the
+blobs it added that no published entry (index.json read under the lock at that moment) and
+no other run in progress relies on (`formats.shared`).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from typing import Any
 
 from occystrap.errors import DestinationError
 from occystrap.formats.base import (
     Writer,
-    adopt,
     hex_of,
-    remove_paths,
     update_json_locked,
     write_atomic,
 )
+from occystrap.formats.shared import SharedDir, rely_on
 from occystrap.mediatypes import OCI_INDEX
 from occystrap.messages import ImagePlan, LayerDesc
-from occystrap.reference import normalized_name
+from occystrap.reference import DIGEST_RE, normalized_name
 from occystrap.referrers import descriptor_for
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -31,7 +32,73 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
 def blob_path(root: str, digest: str) -> str:
-    return os.path.join(root, "blobs", "sha256", hex_of(digest))
+    return os.path.join(root, blob_rel(digest))
+
+
+def blob_rel(digest: str) -> str:
+    return f"blobs/sha256/{hex_of(digest)}"
+
+
+MAX_WALKED = 4 * 2**20  # a manifest or index read to learn what it references
+
+
+def referenced(root: str) -> set[str] | None:
+    """Every blob (path relative to `root`) that the entries of `root/index.json` reach:
+    their manifests, an index's manifests (walked), configs, layers, `blobs` and `subject`.
+    None when index.json cannot be read; call with the layout's lock held."""
+    try:
+        with open(os.path.join(root, "index.json"), "rb") as f:
+            index = json.loads(f.read())
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError):
+        return None
+    found: set[str] = set()
+    todo = [m for m in (index.get("manifests") if isinstance(index, dict) else None) or []]
+    while todo:
+        desc = todo.pop()
+        digest = desc.get("digest") if isinstance(desc, dict) else None
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            continue
+        rel = blob_rel(digest)
+        if rel in found:
+            continue
+        found.add(rel)
+        try:
+            with open(os.path.join(root, rel), "rb") as f:
+                doc = json.loads(f.read(MAX_WALKED))
+        except (OSError, ValueError):
+            continue  # a missing or unreadable manifest references nothing we can see
+        if not isinstance(doc, dict):
+            continue
+        todo += [m for m in doc.get("manifests") or [] if isinstance(m, dict)]
+        for d in [doc.get("config"), doc.get("subject"), *(doc.get("layers") or []),
+                  *(doc.get("blobs") or [])]:
+            digest = d.get("digest") if isinstance(d, dict) else None
+            if isinstance(digest, str) and DIGEST_RE.match(digest):
+                found.add(blob_rel(digest))
+    return found
+
+
+def _needed(plan: ImagePlan) -> list[str]:
+    """The blobs that must be in the layout to publish `plan`: its manifest and what that
+    names directly, except foreign layers (their bytes stay with their publisher)."""
+    found = [plan.manifest_digest]
+    try:
+        doc = json.loads(plan.manifest)
+    except ValueError:
+        return found
+    if not isinstance(doc, dict):
+        return found
+    for d in [doc.get("config"), *(doc.get("layers") or []), *(doc.get("blobs") or []),
+              *(doc.get("manifests") or [])]:
+        if not isinstance(d, dict) or d.get("urls") or any(
+                word in str(d.get("mediaType", "")) for word in ("foreign", "nondistributable")):
+            continue
+        digest = d.get("digest")
+        if isinstance(digest, str) and DIGEST_RE.match(digest):
+            found.append(digest)
+    return found
 
 
 class OCILayoutWriter(Writer):
@@ -42,28 +109,34 @@ class OCILayoutWriter(Writer):
         self.ref_name = ref_name
         self.token = token
         self._added: dict[int, list[str]] = {}
-        self._created_root = not os.path.exists(path)
-        self._published = 0
+        self.shared = SharedDir(path, token)
+        self._wrote_layout = False
         try:
             os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
             layout = os.path.join(path, "oci-layout")
             if not os.path.exists(layout):
                 write_atomic(layout, OCI_LAYOUT, token)
+                self._wrote_layout = True
         except OSError as exc:
             raise DestinationError(f"cannot write OCI layout {path}: {exc.strerror}") from None
 
     @staticmethod
-    def has_blob(path: str, digest: str, size: int) -> bool:
-        try:
-            return os.stat(blob_path(path, digest)).st_size == size
-        except OSError:
-            return False
+    def has_blob(path: str, digest: str, size: int, token: str = "") -> bool:
+        """Whether the layout holds the blob; with the run's `token`, the run then relies on
+        it (noted in its journal), so another run's clean-up leaves it in place."""
+        def present() -> bool:
+            try:
+                return os.stat(blob_path(path, digest)).st_size == size
+            except OSError:
+                return False
+        if not token:
+            return present()
+        return rely_on(path, token, blob_rel(digest), present)
 
     def _put_bytes(self, plan: ImagePlan, digest: str, data: bytes) -> None:
-        target = blob_path(self.root, digest)
-        if not os.path.exists(target):
-            write_atomic(target, data, self.token)
-            self._added.setdefault(plan.image_id, []).append(target)
+        rel = blob_rel(digest)
+        if self.shared.put_bytes(rel, data):
+            self._added.setdefault(plan.image_id, []).append(rel)
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._added[plan.image_id] = []
@@ -75,9 +148,9 @@ class OCILayoutWriter(Writer):
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         if layer.present:
             return
-        target = blob_path(self.root, layer.digest)
-        if adopt(layer.path, target):
-            self._added[plan.image_id].append(target)
+        rel = blob_rel(layer.digest)
+        if self.shared.adopt(layer.path, rel, rel):
+            self._added[plan.image_id].append(rel)
 
     def stage_image(self, plan: ImagePlan) -> None:
         self._put_bytes(plan, plan.manifest_digest, plan.manifest)
@@ -92,9 +165,9 @@ class OCILayoutWriter(Writer):
             entry = self._entry(plan)
             if plan.companion_tag:
                 entry["annotations"] = {REF_NAME: plan.companion_tag}
-                self._update_index(entry, REF_NAME, plan.companion_tag)
+                self._update_index(entry, REF_NAME, plan.companion_tag, _needed(plan))
             else:
-                self._update_index(entry, REF_NAME, None)
+                self._update_index(entry, REF_NAME, None, _needed(plan))
             self._added.pop(plan.image_id, None)
             return f"{where}@{plan.manifest_digest}"
         if plan.parent >= 0:
@@ -114,12 +187,12 @@ class OCILayoutWriter(Writer):
         # Which entry this one replaces: with an explicit oci://PATH:REF, the one holding REF;
         # otherwise the same image name (two repositories may share a tag in one layout),
         # also as earlier versions wrote it (the short form).
+        needed = _needed(plan)
         if self.ref_name or not full_name:
-            self._update_index(entry, REF_NAME, ref)
+            self._update_index(entry, REF_NAME, ref, needed)
         else:
-            self._update_index(entry, IMAGE_NAME, full_name, plan.repo_tag)
+            self._update_index(entry, IMAGE_NAME, full_name, needed, plan.repo_tag)
         self._added.pop(plan.image_id, None)
-        self._published += 1
         return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
 
     @staticmethod
@@ -138,8 +211,16 @@ class OCILayoutWriter(Writer):
         return entry
 
     def _update_index(self, entry: dict[str, object], annotation: str, key: str | None,
-                      *also: str | None) -> None:
+                      needed: list[str], *also: str | None) -> None:
         def change(index: dict[str, Any]) -> None:
+            # Under the lock: an entry never points at a blob that is not there.
+            missing = [d for d in needed if not os.path.exists(blob_path(self.root, d))]
+            if missing:
+                raise DestinationError(f"{self.root}: blob {missing[0]} is missing from the "
+                                       "layout; the image is not published")
+            layout = os.path.join(self.root, "oci-layout")
+            if not os.path.exists(layout):
+                write_atomic(layout, OCI_LAYOUT, self.token)
             kept = []
             for m in index.get("manifests", []):
                 value = (m.get("annotations") or {}).get(annotation)
@@ -154,12 +235,15 @@ class OCILayoutWriter(Writer):
             "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}, change, self.token)
 
     def fail_image(self, plan: ImagePlan) -> None:
-        # Remove the blobs this image brought in. A concurrent run adding an image that
-        # shares one of them in the same instant could lose it; that window is accepted in
-        # exchange for not leaving a failed image's bytes behind.
-        remove_paths(self._added.pop(plan.image_id, []))
+        """Remove the blobs this image added that no published entry and no run in progress
+        relies on, decided under the layout's lock (see `formats.shared`)."""
+        self.shared.remove_unreferenced(self._added.pop(plan.image_id, []),
+                                        lambda: referenced(self.root))
 
     def close(self, ok: bool) -> None:
-        if self._created_root and not self._published:
-            # A layout this run created and never put an image in would look valid but empty.
-            shutil.rmtree(self.root, ignore_errors=True)
+        # A layout this run created and nobody put an image in would look valid but empty:
+        # it goes, unless another run is writing to it (see SharedDir.close).
+        self.shared.close(lambda: referenced(self.root),
+                          lambda: os.path.exists(os.path.join(self.root, "index.json")),
+                          own_files=["oci-layout"] if self._wrote_layout else [],
+                          dirs=["blobs/sha256", "blobs"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from occystrap.errors import AuthError, RegistryError, TransientError
+from occystrap.registry.bodies import IDENTITY, EncodedAnswer, check_identity, read_raw
 from occystrap.registry.credentials import Credentials
 from occystrap.registry.retry import RETRYABLE_STATUS, parse_retry_after
 
@@ -207,12 +209,42 @@ class TokenCache:
             return len(self._tokens)
 
 
-def validate_realm(realm: str, host: str) -> str:
-    """Refuse realms that are not plain http(s) URLs: they come from an untrusted server."""
-    parts = urllib.parse.urlsplit(realm)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def validate_realm(realm: str, host: str, registry_https: bool = False) -> str:
+    """Refuse realms that are not plain http(s) URLs: they come from an untrusted server.
+
+    A registry reached over https whose realm is plain http is a TLS-to-plaintext downgrade:
+    the token request would carry the user's credentials (Basic, or a refresh token) and
+    bring back a bearer token in the clear. It is refused (AuthError naming the realm's
+    origin); there is no flag to allow it, a registry that wants plain HTTP is `--insecure`.
+    """
+    try:
+        parts = urllib.parse.urlsplit(realm)
+        realm_host = parts.hostname
+    except ValueError:
+        realm_host = None
+    if parts.scheme not in ("http", "https") or not realm_host:
         raise AuthError(f"authentication to {host} failed: unusable token realm in challenge")
+    if registry_https and parts.scheme == "http":
+        raise AuthError(
+            f"authentication to {host} failed: the registry is https but its token realm "
+            f"http://{parts.netloc.rpartition('@')[2]}{parts.path} is plain http; refused "
+            "(credentials and tokens would travel unencrypted)")
     return realm
+
+
+# RFC 6750 b64token is stricter; registries also hand out JWTs and opaque tokens, so any
+# visible ASCII passes, and nothing that could end or split a header line does.
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
+
+
+def check_token(token: str, realm_host: str | None, host: str) -> str:
+    """`token` if it can travel in an Authorization header; else AuthError, which is not a
+    transient fault (the server gave it, asking again gets the same), and never quotes it."""
+    if not _TOKEN_RE.match(token):
+        raise AuthError(
+            f"authentication to {host} failed: token server {realm_host} sent a token that "
+            "is not a valid header value (control characters, spaces or non-ASCII); refused")
+    return token
 
 
 def fetch_token(
@@ -222,13 +254,17 @@ def fetch_token(
     service: str | None,
     scope: str | None,
     credentials: Credentials | None,
+    registry_https: bool = False,
 ) -> tuple[str, float | None]:
     """One request to the token server; returns (token, expires_in).
 
     With an identity token this is Docker's OAuth2 refresh-token grant (POST); otherwise a GET,
-    with Basic credentials when we have them and anonymously otherwise.
+    with Basic credentials when we have them and anonymously otherwise. The answer is read
+    raw within MAX_TOKEN_RESPONSE (`bodies`), and the token checked before it is kept.
+    Raises AuthError (refused, downgrade, malformed token), TransientError (worth retrying)
+    or RegistryError (an answer we cannot use).
     """
-    validate_realm(realm, host)
+    validate_realm(realm, host, registry_https)
     realm_host = urllib.parse.urlsplit(realm).hostname
     # Several scopes (a push plus the pull on a mount's source) travel space-separated in
     # `scope`: the token spec wants them as repeated `scope=` query parameters on the GET, and
@@ -245,22 +281,30 @@ def fetch_token(
                 form["service"] = service
             if scopes:
                 form["scope"] = " ".join(scopes)
-            request = http.build_request("POST", realm, data=form)
+            request = http.build_request("POST", realm, data=form, headers=IDENTITY)
         else:
             params: list[tuple[str, str]] = []
             if service:
                 params.append(("service", service))
             params += [("scope", s) for s in scopes]
-            request = http.build_request("GET", realm, params=params)
+            request = http.build_request("GET", realm, params=params, headers=IDENTITY)
             if credentials is not None and credentials.has_basic:
                 request.headers["Authorization"] = basic_header(credentials)
         response = http.send(request, stream=True, follow_redirects=False)
         try:
-            body = read_capped(response, MAX_TOKEN_RESPONSE)
+            body = b""
+            if response.status_code == 200:
+                check_identity(response.headers)
+                body = read_raw(response.iter_raw(), MAX_TOKEN_RESPONSE)
         finally:
             response.close()
+    except EncodedAnswer as exc:
+        raise RegistryError(f"token server {realm_host} for {host}: {exc.describe()}") from None
     except httpx.TimeoutException as exc:
         raise TransientError(f"token server {realm_host} for {host}: timed out") from exc
+    except httpx.LocalProtocolError:
+        raise RegistryError(f"token server {realm_host} for {host}: the request is not valid "
+                            "HTTP (a header value or the URL; not shown)") from None
     except httpx.TransportError as exc:
         raise TransientError(
             f"cannot reach token server {realm_host} for {host}: {type(exc).__name__}"
@@ -276,10 +320,14 @@ def fetch_token(
             f"token server {realm_host} for {host}: {status} {response.reason_phrase}",
             retry_after=parse_retry_after(response.headers.get("retry-after"), time.time()),
         )
-    if status != 200 or len(body) > MAX_TOKEN_RESPONSE:
+    if status != 200:
         raise RegistryError(
             f"token server {realm_host} for {host}: unexpected {status} {response.reason_phrase}"
         )
+    if len(body) > MAX_TOKEN_RESPONSE:
+        raise RegistryError(f"token server {realm_host} for {host}: the answer is larger than "
+                            f"{MAX_TOKEN_RESPONSE // 2**20} MiB; a token answer is a few KiB, "
+                            "refused")
     try:
         doc = json.loads(body)
     except ValueError:
@@ -287,6 +335,7 @@ def fetch_token(
     token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
     if not isinstance(token, str) or not token:
         raise RegistryError(f"token server {realm_host} for {host}: answer holds no token")
+    check_token(token, realm_host, host)
     expires_in = doc.get("expires_in")
     lifetime = float(expires_in) if isinstance(expires_in, int | float) else None
     return token, lifetime
@@ -296,14 +345,3 @@ def basic_header(credentials: Credentials) -> str:
     raw = f"{credentials.username or ''}:{credentials.password or ''}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
-
-def read_capped(response: httpx.Response, cap: int) -> bytes:
-    """Read a streamed body but stop at `cap`, so a hostile server cannot exhaust memory."""
-    chunks: list[bytes] = []
-    total = 0
-    for chunk in response.iter_bytes():
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > cap:
-            break
-    return b"".join(chunks)[: cap + 1]

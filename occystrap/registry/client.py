@@ -23,6 +23,7 @@ import re
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -45,6 +46,7 @@ from occystrap.errors import (
     TransientError,
     UsageError,
 )
+from occystrap.redaction import redact_url as _redact
 from occystrap.reference import DIGEST_RE, NAME_RE, TAG_RE
 from occystrap.registry import ratelimit
 from occystrap.registry.auth import (
@@ -55,6 +57,8 @@ from occystrap.registry.auth import (
     parse_challenges,
     validate_realm,
 )
+from occystrap.registry.bodies import IDENTITY, EncodedAnswer, check_identity, read_raw
+from occystrap.registry.paging import PageGuard
 from occystrap.registry.retry import RETRYABLE_STATUS, backoff_delay, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -95,13 +99,15 @@ class RequestCounters:
             self.bytes_received = 0  # blob bodies
             self.bytes_sent = 0  # blob uploads, resent parts included
             self.mounts = 0
+            self.pauses = 0  # waits over a second (ratelimit.NOTICE_AFTER), each said
+            self.paused_seconds = 0.0
 
     def request(self, url: str) -> None:
         host = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
         with self._lock:
             self.requests[host] = self.requests.get(host, 0) + 1
 
-    def add(self, field: str, n: int = 1) -> None:
+    def add(self, field: str, n: float = 1) -> None:
         with self._lock:
             setattr(self, field, getattr(self, field) + n)
 
@@ -109,7 +115,8 @@ class RequestCounters:
         with self._lock:
             return {"requests": dict(self.requests), "retries": self.retries,
                     "throttled": self.throttled, "bytes_received": self.bytes_received,
-                    "bytes_sent": self.bytes_sent, "mounts": self.mounts}
+                    "bytes_sent": self.bytes_sent, "mounts": self.mounts,
+                    "pauses": self.pauses, "paused_seconds": self.paused_seconds}
 
 
 COUNTERS = RequestCounters()
@@ -151,6 +158,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS certificate verification failed ({exc.verify_message}); for a registry "
                 f"with its own CA use --ca-file, or --no-tls-verify")
+    if isinstance(exc, httpx.LocalProtocolError | ValueError):
+        # h11 and http.client quote the offending header value, which may be a token.
+        return "the request is not valid HTTP (a header value or the URL; not shown)"
     if isinstance(exc, http.client.IncompleteRead):
         return f"connection closed after {len(exc.partial)} bytes of the body"
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
@@ -176,15 +186,6 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
-def _redact(url: str) -> str:
-    """scheme://host/path only: query strings of storage redirects are bearer secrets."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _origin(url: str) -> tuple[str, str, int]:
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -202,11 +203,16 @@ class _Response:
     def read(self, cap: int) -> bytes:
         raise NotImplementedError
 
-    def chunks(self, buffer: bytearray) -> Iterator[memoryview | bytes]:
+    def chunks(self, buffer: bytearray, limit: int) -> Iterator[memoryview | bytes]:
+        """The body in pieces, `limit` bytes at most: nothing past it is waited for."""
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def abort(self) -> None:
+        """Close without reading the rest: the connection is not reused."""
+        self.close()
 
 
 class _HttpxResponse(_Response):
@@ -218,19 +224,25 @@ class _HttpxResponse(_Response):
         self.url = url
 
     def read(self, cap: int) -> bytes:
-        data = bytearray()
+        """Up to `cap` + 1 bytes as they came over the wire (see `bodies`); an encoded
+        answer is a RegistryError, not a retry: asking again gets the same answer."""
         try:
-            for chunk in self._response.iter_bytes():
-                data += chunk
-                if len(data) > cap:
-                    break
+            check_identity(self.headers)
+        except EncodedAnswer as exc:
+            raise RegistryError(f"GET {_redact(self.url)}: {exc.describe()}") from None
+        try:
+            return read_raw(self._response.iter_raw(), cap)
         except httpx.TransportError as exc:
             raise _TransportFailure(_describe(exc)) from exc
-        return bytes(data[: cap + 1])
 
-    def chunks(self, buffer: bytearray) -> Iterator[memoryview | bytes]:
+    def chunks(self, buffer: bytearray, limit: int) -> Iterator[memoryview | bytes]:
         try:
-            yield from self._response.iter_raw(len(buffer))
+            for chunk in self._response.iter_raw(len(buffer)):
+                if len(chunk) >= limit:
+                    yield chunk[:limit]
+                    return
+                limit -= len(chunk)
+                yield chunk
         except httpx.TransportError as exc:
             raise _TransportFailure(_describe(exc)) from exc
 
@@ -264,14 +276,15 @@ class _RawResponse(_Response):
             raise _TransportFailure(_describe(exc)) from exc
         return data
 
-    def chunks(self, buffer: bytearray) -> Iterator[memoryview | bytes]:
+    def chunks(self, buffer: bytearray, limit: int) -> Iterator[memoryview | bytes]:
         view = memoryview(buffer)
         response = self._response
         readinto = response.readinto
         received = 0
         try:
-            while True:
-                n = readinto(buffer)
+            while received < limit:
+                n = readinto(buffer if limit - received >= len(buffer)
+                             else view[: limit - received])
                 if not n:
                     # http.client reports an early close as a normal end: check the length.
                     if response.length:
@@ -283,6 +296,12 @@ class _RawResponse(_Response):
                 yield view[:n]
         except (OSError, http.client.HTTPException) as exc:
             raise _TransportFailure(_describe(exc)) from exc
+
+    def abort(self) -> None:
+        if not self._released:
+            self._released = True
+            self._response.close()
+            self._release(self._conn, False)
 
     def close(self) -> None:
         if self._released:
@@ -383,6 +402,10 @@ class _RawPool:
                 conn.close()
                 self._forget(conn)
                 raise
+            except ValueError as exc:  # an illegal header value or URL: never sent
+                conn.close()
+                self._forget(conn)
+                raise _TransportFailure(_describe(exc), retryable=False) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 self._forget(conn)
@@ -606,7 +629,7 @@ class _Authenticator:
             realm_url = params.get("realm")
             if not realm_url:
                 raise AuthError(f"authentication to {host} failed: Bearer challenge without realm")
-            validate_realm(realm_url, host)
+            validate_realm(realm_url, host, self._client.base_url.startswith("https:"))
             realm = (realm_url, params.get("service", ""))
             with self._lock:
                 self._scheme, self._realm = "bearer", realm
@@ -665,6 +688,7 @@ class RegistryClient:
         self._backoff_scale = _backoff_scale()
         self._ssl_context = _ssl_context(tls_verify, ca_file)
         self._http = httpx.Client(
+            headers=IDENTITY,  # answers read into memory are never decoded (see bodies)
             verify=self._ssl_context,
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
@@ -812,15 +836,18 @@ class RegistryClient:
                                 )
                             budget.used += 1
                             continue
+                    announced = _announced_end(response, written)
+                    if size is not None and announced is not None and announced > size:
+                        # Extra bytes are this blob's fault, not the network's: no Range
+                        # retry, and nothing past `size` is read or waited for.
+                        response.abort()
+                        raise DigestError(f"blob {digest} from {where}: the registry announces "
+                                          f"{announced} bytes, the manifest says {size}")
                     update, write = hasher.update, out.write
-                    for chunk in response.chunks(buffer):
+                    # Never past `size`: at an offset, the next region is another blob's.
+                    limit = size - written if size is not None else sys.maxsize
+                    for chunk in response.chunks(buffer, limit):
                         n = len(chunk)
-                        if size is not None and written + n > size:
-                            # Checked before writing: at an offset, the next region is
-                            # another blob's.
-                            raise DigestError(
-                                f"blob {digest} from {where}: more than the expected {size} bytes"
-                            )
                         update(chunk)
                         write(chunk)
                         written += n
@@ -834,7 +861,7 @@ class RegistryClient:
                             f"GET {_redact(url)}: {exc} after {budget.attempts} attempts"
                         ) from None
                     log.debug("blob %s: %s at byte %d; resuming", digest, exc, written)
-                    self._sleep(budget.used, None)
+                    self._sleep(budget.used, None, f"GET {_redact(url)}: {exc}")
                     budget.used += 1
                 finally:
                     response.close()
@@ -885,7 +912,7 @@ class RegistryClient:
                 if budget.exhausted():
                     raise TransientError(f"GET {_redact(url)}: {exc} after "
                                          f"{budget.attempts} attempts") from exc
-                self._sleep(budget.used, None)
+                self._sleep(budget.used, None, f"GET {_redact(url)}: {exc}")
                 budget.used += 1
             finally:
                 response.close()
@@ -902,6 +929,9 @@ class RegistryClient:
 
     def _paged(self, url: str, scope_name: str, key: str, limit: int) -> list[str]:
         found: list[str] = []
+        what = (f"the catalog of {self.host}" if scope_name == CATALOG
+                else f"the tags of {self.host}/{scope_name}")
+        guard = PageGuard(what, url)
         while url and len(found) < limit:
             response = self._request("GET", url, name=scope_name)
             try:
@@ -914,9 +944,13 @@ class RegistryClient:
             try:
                 items = json.loads(body).get(key) or []
             except (ValueError, AttributeError):
+                items = None
+            if not isinstance(items, list):
                 raise RegistryError(f"GET {_redact(url)}: not a JSON {key} list") from None
             found.extend(str(i) for i in items)
             url = _next_link(response.headers.get("link"), url)
+            if url:
+                guard.next_page(url, len(items))
         return found
 
     def blob_exists(self, name: str, digest: str) -> int | None:
@@ -1256,7 +1290,7 @@ class RegistryClient:
             raise TransientError(f"{what}: {failure} after {budget.attempts} attempts",
                                  retry_after=retry_after)
         log.debug("%s: %s; resuming", what, failure)
-        self._sleep(budget.used, retry_after)
+        self._sleep(budget.used, retry_after, failure)
         budget.used += 1
         response = self._request(
             "GET", session.location, name=name, push=True, budget=budget, raw=True
@@ -1309,10 +1343,7 @@ class RegistryClient:
         """Turn a final refusal into the error that says what and why, using the JSON body."""
         body = b""
         if method != "HEAD":
-            try:
-                body = response.read(MAX_ERROR_BODY)
-            except _TransportFailure:
-                body = b""
+            body = _error_body(response)
         response.close()
         detail = _error_detail(body)
         status = f"{response.status} {response.reason}"
@@ -1399,15 +1430,15 @@ class RegistryClient:
                         f"({method} {_redact(current)}, {budget.attempts} attempts)"
                     ) from None
                 log.debug("%s %s: %s; retrying", method, _redact(current), exc)
-                self._sleep(budget.used, None)
+                self._sleep(budget.used, None, f"{method} {_redact(current)}: {exc}")
                 budget.used += 1
                 continue
 
             pause = ratelimit.pause_for(response.headers.get("ratelimit-limit"),
                                         response.headers.get("ratelimit-remaining"))
             if pause:
-                log.info("%s: rate-limit budget nearly spent; pausing %.1f s", self.host, pause)
-                time.sleep(pause)
+                self._wait(pause, "the registry says its rate limit is nearly spent "
+                                  "(RateLimit-Remaining)")
             status = response.status
             if status == 401 and on_registry and auth:
                 challenge = response.headers.get("www-authenticate")
@@ -1440,7 +1471,8 @@ class RegistryClient:
                         retry_after=retry_after,
                     )
                 log.debug("%s %s: %d; retrying", method, _redact(current), status)
-                self._sleep(budget.used, retry_after)
+                self._sleep(budget.used, retry_after,
+                            f"{method} {_redact(current)}: {status} {response.reason}")
                 budget.used += 1
                 continue
             return response
@@ -1476,7 +1508,8 @@ class RegistryClient:
             request = self._http.build_request(method, url, headers=headers, content=content)
             response = self._http.send(request, stream=True, follow_redirects=False)
         except httpx.TransportError as exc:
-            raise _TransportFailure(_describe(exc), retryable=not _is_tls_failure(exc)) from exc
+            retryable = not (_is_tls_failure(exc) or isinstance(exc, httpx.LocalProtocolError))
+            raise _TransportFailure(_describe(exc), retryable=retryable) from None
         return _HttpxResponse(response, url)
 
     def _fetch_token(
@@ -1485,18 +1518,28 @@ class RegistryClient:
         budget = _Budget(self._retries)
         while True:
             try:
-                return fetch_token(self._http, self.host, realm, service, scope, credentials)
+                return fetch_token(self._http, self.host, realm, service, scope, credentials,
+                                   self.base_url.startswith("https:"))
             except TransientError as exc:
                 if budget.exhausted():
                     raise TransientError(
                         f"{exc} after {budget.attempts} attempts", exc.retry_after
                     ) from None
-                self._sleep(budget.used, exc.retry_after)
+                self._sleep(budget.used, exc.retry_after, str(exc))
                 budget.used += 1
 
-    def _sleep(self, attempt: int, retry_after: float | None) -> None:
+    def _sleep(self, attempt: int, retry_after: float | None, why: str) -> None:
         COUNTERS.add("retries")  # every retry, of any kind, waits here first
-        time.sleep(backoff_delay(attempt, retry_after) * self._backoff_scale)
+        self._wait(backoff_delay(attempt, retry_after) * self._backoff_scale,
+                   f"retry {attempt + 1} after {why}")
+
+    def _wait(self, seconds: float, why: str) -> None:
+        """Every wait of this client: a long one is counted and said (never silent)."""
+        if seconds > ratelimit.NOTICE_AFTER:
+            COUNTERS.add("pauses")
+            COUNTERS.add("paused_seconds", seconds)
+            ratelimit.announce(self.host, seconds, why)
+        time.sleep(seconds)
 
     def _check_status(
         self,
@@ -1513,10 +1556,7 @@ class RegistryClient:
             raise NotFoundError(not_found)
         detail = ""
         if method != "HEAD":
-            try:
-                detail = _error_detail(response.read(MAX_ERROR_BODY))
-            except _TransportFailure:
-                detail = ""
+            detail = _error_detail(_error_body(response))
         response.close()
         if response.status in (401, 403):
             raise AuthError(
@@ -1618,8 +1658,31 @@ def _resume_offset(response: _Response) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _announced_end(response: _Response, start: int) -> int | None:
+    """Where the body says the blob ends: `start` + Content-Length, or the total of a 206's
+    Content-Range when larger; None when neither is given or parses."""
+    ends = []
+    try:
+        ends.append(start + int(response.headers.get("content-length") or ""))
+    except ValueError:
+        pass
+    match = _CONTENT_RANGE_RE.match((response.headers.get("content-range") or "").strip())
+    if match and match.group(3) != "*":
+        ends.append(int(match.group(3)))
+    return max(ends) if ends else None
+
+
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip()
+
+
+def _error_body(response: _Response) -> bytes:
+    """An error answer's body for its detail, or nothing when it cannot be had (broken off,
+    or encoded: an error page is not worth decoding without bound)."""
+    try:
+        return response.read(MAX_ERROR_BODY)
+    except (_TransportFailure, RegistryError):
+        return b""
 
 
 def _error_detail(body: bytes) -> str:

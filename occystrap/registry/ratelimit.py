@@ -1,5 +1,6 @@
 """--rate-limit: one token bucket per registry host, shared by every thread of every stage
-process.
+process; the pause a registry asks for when its own budget runs low (`pause_for`); and
+`announce`, which says so on stderr whenever a request waits longer than a second.
 
 The buckets live in shared memory made before the stages fork, so the limit holds for the
 whole run however the work is spread. Time is CLOCK_MONOTONIC, the same in every process.
@@ -8,8 +9,10 @@ whole run however the work is spread. Time is CLOCK_MONOTONIC, the same in every
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 SLOTS = 32  # hosts hash into this many buckets
@@ -89,3 +92,29 @@ def pause_for(limit: str | None, remaining: str | None, floor: float = 0.1) -> f
     if left > lim[0] / 10 or window <= 0:
         return 0.0
     return min(60.0, max(floor, window / max(left, 1)))
+
+
+# -- saying so when a wait is long -------------------------------------------------------------
+
+NOTICE_AFTER = 1.0  # seconds: a wait longer than this is said, never slept in silence
+
+_listener: Callable[[str], None] | None = None
+
+
+def set_listener(listener: Callable[[str], None] | None) -> None:
+    """Where `announce` sends its lines: a stage process sends them to the supervisor,
+    which prints them between the result lines; without one they go to stderr."""
+    global _listener
+    _listener = listener
+
+
+def announce(host: str, seconds: float, why: str) -> None:
+    """Say on stderr (through the listener) that requests to `host` wait `seconds`, and why,
+    when that is longer than NOTICE_AFTER."""
+    if seconds <= NOTICE_AFTER:
+        return
+    text = f"{host}: waiting {seconds:.1f} s: {why}"
+    if _listener is not None:
+        _listener(text)
+    else:
+        print(f"occystrap: {text}", file=sys.stderr, flush=True)

@@ -22,8 +22,10 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from occystrap.errors import AuthError, NotFoundError, RegistryError, UsageError
+from occystrap.redaction import redact_url
 from occystrap.reference import TAG_RE, ImageRef
 from occystrap.registry.client import RegistryClient
+from occystrap.registry.paging import PageGuard
 from occystrap.sources import Entry
 from occystrap.sources.registry import RegistryReferrers, RegistrySource
 
@@ -43,7 +45,9 @@ def parse_since(text: object) -> float | None:
 
 
 def registry_host(api_url: str) -> str:
-    return urlsplit(api_url).netloc
+    """HOST[:PORT] of the Quay URL, without any userinfo (a host name is shown in messages
+    and statistics)."""
+    return urlsplit(api_url).netloc.rpartition("@")[2]
 
 
 class QuaySource:
@@ -70,6 +74,7 @@ class QuaySource:
         url = f"{self.api}{path}"
         status, body = self.client.get_api(f"{url}?{urlencode(params)}", self._headers,
                                            MAX_ANSWER)
+        url = redact_url(url)  # for messages: --quay-url may hold userinfo
         if status in (401, 403):
             raise AuthError(f"Quay API {url}: {status}; check the token")
         if status == 404:
@@ -91,9 +96,16 @@ class QuaySource:
         names: list[str] = []
         params: dict[str, Any] = {"namespace": self.namespace, "public": "true",
                                   "last_modified": "true"}
-        for _ in range(MAX_PAGES):
+        guard = PageGuard(f"Quay API {redact_url(self.api)}: repositories of {self.namespace}",
+                          "", max_pages=MAX_PAGES)
+        while True:
             doc = self._get("/repository", params)
-            for repo in doc.get("repositories") or []:
+            repos = doc.get("repositories") or []
+            if not isinstance(repos, list):
+                raise RegistryError(f"Quay API {redact_url(self.api)}: unexpected answer")
+            for repo in repos:
+                if not isinstance(repo, dict):
+                    continue
                 name = str(repo.get("name", ""))
                 modified = repo.get("last_modified")
                 if self.since is not None and isinstance(modified, (int, float)) \
@@ -104,14 +116,15 @@ class QuaySource:
             next_page = doc.get("next_page")
             if not next_page:
                 return sorted(set(names))
+            guard.next_page(str(next_page), len(repos))
             params["next_page"] = next_page
-        raise RegistryError(f"Quay API {self.api}: more than {MAX_PAGES} pages of repositories")
 
     def _has_tag(self, name: str) -> bool:
         path = f"/repository/{quote(self.namespace)}/{quote(name)}/tag/"
         doc = self._get(path, {"specificTag": self.tag, "onlyActiveTags": "true", "limit": 1})
-        for tag in doc.get("tags") or []:
-            if tag.get("name") != self.tag:
+        tags = doc.get("tags") or []
+        for tag in tags if isinstance(tags, list) else []:
+            if not isinstance(tag, dict) or tag.get("name") != self.tag:
                 continue
             started = tag.get("start_ts")
             if self.since is not None and isinstance(started, (int, float)) \

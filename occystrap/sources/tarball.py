@@ -14,11 +14,12 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import tarfile
 from typing import BinaryIO
 
 from occystrap import mediatypes as mt
-from occystrap.errors import ManifestError, NotFoundError, UsageError
+from occystrap.errors import DestinationError, ManifestError, NotFoundError, UsageError
 from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
 from occystrap.reference import DIGEST_RE, normalized_name
 from occystrap.sources import Entry, Resolved, check_blob, resolved_from_bytes, sha256_of
@@ -38,6 +39,16 @@ def safe_name(name: str, where: str) -> str:
     if norm == ".." or norm.startswith("../") or norm == ".":
         raise ManifestError(f"{where}: member {name!r} escapes the archive; refused")
     return norm
+
+
+def _check_room(spool: str, size: int, what: str) -> None:
+    """Before spooling a member: the tar header gives its size, so a source bigger than the
+    spool's disk (--temp-dir) fails with one line before the disk is full, not after."""
+    free = shutil.disk_usage(spool).free
+    if size > free:
+        raise DestinationError(f"not enough free space in {spool} to spool {what}: need "
+                               f"{size / 2**20:.0f} MiB, have {free / 2**20:.0f} MiB "
+                               "(--temp-dir)")
 
 
 def sniff_layer_type(path: str) -> str:
@@ -96,6 +107,7 @@ class TarballSource:
                         self._meta[name] = source.read()
                         continue
                     count += 1
+                    _check_room(spool, member.size, f"{self.where}: member {name}")
                     self._files[name] = self._spool(source, os.path.join(spool, f"src-{count}"))
         except tarfile.TarError as exc:
             raise ManifestError(f"{self.where}: damaged archive: {exc}") from None

@@ -22,15 +22,18 @@ import msgspec
 import psutil
 
 from occystrap import messages
+from occystrap.errors import from_library
 from occystrap.messages import (
     ImageFailed,
     ImagePlan,
     LayerDesc,
     Message,
+    Notice,
     Progress,
     Shutdown,
     StageReport,
 )
+from occystrap.registry import ratelimit
 from occystrap.registry.client import COUNTERS
 
 PROGRESS_INTERVAL = 0.25  # seconds between Progress messages for one image, at most
@@ -54,6 +57,8 @@ class StageIO:
         """`moved`: a shared array of running byte counts, `slot` this stage's entry.
         `progress`: send Progress messages (the fetch stage)."""
         COUNTERS.reset()  # forked: the supervisor's counts are not this stage's
+        # long waits are said through the supervisor, between the result lines
+        ratelimit.set_listener(lambda text: self.tell(Notice(stage=name, text=text)))
         self.name = name
         self._moved = moved
         self._slot = slot
@@ -235,12 +240,22 @@ class StageIO:
                     on_layer(msg)
 
     def guard(self, work: Callable[[LayerDesc], None], layer: LayerDesc) -> None:
-        """Run `work(layer)` in a worker thread. A bug there must not make the layer vanish
-        silently (an executor keeps the exception in a future nobody reads, and the image
-        would never complete): fail the image now, and `raise_crashed` ends the stage with
-        it so the run reports an internal error with its traceback."""
+        """Run `work(layer)` in a worker thread. A library's verdict on bad input or a bad
+        disk (`errors.from_library`) fails the layer's image with one line. A bug there must
+        not make the layer vanish silently (an executor keeps the exception in a future
+        nobody reads, and the image would never complete): fail the image now, and
+        `raise_crashed` ends the stage with it so the run reports an internal error with
+        its traceback."""
         try:
             work(layer)
+        except Exception as exc:
+            mapped = from_library(exc, f"layer {layer.digest}")
+            if mapped is not None:
+                self.fail_layer(layer, str(mapped))
+                return
+            self.crashed.append(exc)
+            self.fail_layer(layer, f"internal error in the {self.name} stage: "
+                                   f"{type(exc).__name__}: {exc}")
         except BaseException as exc:
             self.crashed.append(exc)
             self.fail_layer(layer, f"internal error in the {self.name} stage: "
@@ -275,7 +290,8 @@ class StageIO:
             pass  # not every platform (or container) offers /proc/<pid>/io
         counts = COUNTERS.snapshot()
         self.report.requests = dict(counts["requests"])  # type: ignore[call-overload]
-        for key in ("retries", "throttled", "bytes_received", "bytes_sent", "mounts"):
+        for key in ("retries", "throttled", "bytes_received", "bytes_sent", "mounts",
+                    "pauses", "paused_seconds"):
             setattr(self.report, key, counts[key])
         if self._ticker is not None:
             self._stop.set()

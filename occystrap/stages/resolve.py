@@ -24,6 +24,7 @@ from occystrap.errors import (
     ManifestError,
     OccystrapError,
     UsageError,
+    from_library,
 )
 from occystrap.formats.daemon import Engine, docker_socket
 from occystrap.formats.dockerarchive import TarPlanner
@@ -190,9 +191,9 @@ class Resolver:
                     names = ", ".join(str(e.ref.repo_tag) for e in entries)
                     raise UsageError(f"{location}: holds {len(entries)} images ({names}); "
                                      f"pick one with #NAME:TAG or write to tar:// or oci://")
-            except OccystrapError as exc:
+            except Exception as exc:  # noqa: BLE001 - a library's verdict fails the source
                 self.admit.acquire()
-                self.io.fail(next(self.ids), location.text, str(exc))
+                self.io.fail(next(self.ids), location.text, str(_mapped(exc)))
                 continue
             bulk = (len(entries) > 1 or location.pattern is not None or self.config.bulk
                     or location.scheme == "quay")
@@ -203,8 +204,8 @@ class Resolver:
                     self.one_image(image_id, location.text, entry, entry.source or source,
                                    insecure, self.dest.target(entry.ref, bulk),
                                    wants_referrers(self.config, location))
-                except OccystrapError as exc:
-                    self.io.fail(image_id, location.text, str(exc))
+                except Exception as exc:  # noqa: BLE001 - fails this image, not the run
+                    self.io.fail(image_id, location.text, str(_mapped(exc)))
         self.io.put(Shutdown())
 
     def shard(self, entries: list[Entry]) -> list[Entry]:
@@ -366,6 +367,15 @@ class Resolver:
             raise DigestError(f"layer {layer.digest}: the archive's bytes hash to "
                               f"{blob.digest_seen}")
         layer.local_path, layer.local_owned = blob.path, blob.owned
+
+
+def _mapped(exc: Exception) -> OccystrapError:
+    """`exc` as the one-line error it fails an image with; a bug is raised again, to end
+    the stage with its traceback."""
+    mapped = from_library(exc)
+    if mapped is None:
+        raise exc
+    return mapped
 
 
 def run(io: StageIO, sources: Sequence[Location], dest: Destination, config: Config,

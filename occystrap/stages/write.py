@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from threading import Semaphore
 
-from occystrap.errors import OccystrapError
+from occystrap.errors import OccystrapError, from_library
 from occystrap.filters import FilterChain
 from occystrap.filters.inspect import history
 from occystrap.formats.base import Writer
@@ -22,11 +22,15 @@ from occystrap.transform import NewDescriptor
 __all__ = ["run", "with_new_digests"]
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: Exception, where: str) -> str:
+    """The failure line for what the writer raised; a bug is raised again."""
     if isinstance(exc, OSError) and exc.strerror:
-        where = f" {exc.filename}" if exc.filename else ""
-        return f"cannot write{where}: {exc.strerror}"
-    return str(exc)
+        path = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write{path}: {exc.strerror}"
+    mapped = from_library(exc, where)
+    if mapped is None:
+        raise exc
+    return str(mapped)
 
 
 def remember(cache: LayerCache | None, layers: list[LayerDesc], level: int | None) -> str:
@@ -174,7 +178,9 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
                 else:
                     continue
                 publisher.advance(node)
-            except (OccystrapError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - _describe raises a bug again
+                reason = _describe(exc, f"layer {msg.digest}" if isinstance(msg, LayerDesc)
+                                   else "")
                 if isinstance(msg, LayerDesc):
                     io.drop(msg)
                 # Blame the manifest whose writing failed (a layer's arrival can publish its
@@ -185,7 +191,6 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
                 top = publisher.nodes.get(publisher.top_of(culprit))
                 source = top.plan.source if top is not None else (
                     msg.source if isinstance(msg, ImagePlan) else "?")
-                reason = _describe(exc)
                 if failing is not None and failing.image_id not in publisher.nodes \
                         and failing.image_id in publisher.parent_of:
                     # already out of the tree's bookkeeping (a referrer waiting for its top)

@@ -160,3 +160,34 @@ def test_credentials_never_appear_in_any_output(occystrap_cli, auth_registry, tm
         written = r.stdout + r.stderr + (stats.read_text() if stats.exists() else "")
         for secret in (password, basic):
             assert secret not in written
+    # Secrets the user typed into URIs: a query option and URL userinfo, in every output
+    # that names a URI (result and failure lines, summaries, --stats json and --stats-file,
+    # --verbose, info and check, usage errors).
+    layout = tmp_path / "layout2"
+    runs = [
+        ("--insecure", "--verbose", "--stats", "json", "--stats-file", str(stats), "--username",
+         TEST_USER, "--password", TEST_PASSWORD, "process", f"{uri}?token=uri-s3cret-1",
+         f"oci://{layout}?token=uri-s3cret-2"),
+        ("--insecure", "--verbose", "--stats", "json", "process",
+         f"registry://{auth_registry.host}/private/missing:1.0?token=uri-s3cret-3",
+         f"dir://{tmp_path / 'out'}?sig=uri-s3cret-4"),
+        ("--insecure", "--username", TEST_USER, "--password", TEST_PASSWORD, "info",
+         "-O", "json", f"{uri}?token=uri-s3cret-5"),
+        ("--insecure", "--username", TEST_USER, "--password", TEST_PASSWORD, "check",
+         "-O", "json", f"{uri}?token=uri-s3cret-6"),
+        ("--insecure", "process", f"registry://u:uri-s3cret-7@{auth_registry.host}/p/g:1",
+         "tar://x.tar"),
+        ("--insecure", "process", f"registry://u:uri-s3cret-8@{auth_registry.host}/p/*:1",
+         "oci://x"),
+        ("--quay-url", "http://u:uri-s3cret-9@127.0.0.1:1", "--retries", "0", "process",
+         "quay://ns/app*:1?token=uri-s3cret-10", f"oci://{tmp_path / 'q'}"),
+    ]
+    for args in runs:
+        if stats.exists():
+            stats.unlink()
+        r = occystrap_cli(*args)
+        written = r.stdout + r.stderr + (stats.read_text() if stats.exists() else "")
+        assert "uri-s3cret" not in written, (args, written)
+        assert TEST_PASSWORD not in written
+        assert "Traceback" not in written
+    assert "REDACTED" in r.stderr  # the last one failed, naming its (redacted) source

@@ -7,7 +7,14 @@ import threading
 
 import pytest
 
-from occystrap.registry.auth import Challenge, TokenCache, parse_challenges
+from occystrap.errors import AuthError
+from occystrap.registry.auth import (
+    Challenge,
+    TokenCache,
+    check_token,
+    parse_challenges,
+    validate_realm,
+)
 
 HUB_REALM = "https://auth.docker.io/token"
 
@@ -123,3 +130,32 @@ def test_token_cache_threads() -> None:
     for t in threads:
         t.join()
     assert len(cache) <= 7
+
+
+# -- hostile challenges and tokens ------------------------------------------------------------
+
+def test_https_registry_with_plain_http_realm_is_a_downgrade() -> None:
+    realm = "http://auth.example:8080/token?x=1"
+    with pytest.raises(AuthError, match=r"realm http://auth\.example:8080/token is plain http"):
+        validate_realm(realm, "reg.example", registry_https=True)
+    assert validate_realm(realm, "reg.example", registry_https=False) == realm  # --insecure
+    assert validate_realm("https://auth.example/t", "reg.example", registry_https=True)
+
+
+def test_downgrade_message_hides_userinfo_and_query() -> None:
+    with pytest.raises(AuthError) as info:
+        validate_realm("http://u:pw-secret@auth.example/t?k=v", "reg", registry_https=True)
+    assert "pw-secret" not in str(info.value) and "k=v" not in str(info.value)
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "a b", "tök", "", "tab\tbed"])
+def test_malformed_tokens_are_refused_without_quoting(token: str) -> None:
+    with pytest.raises(AuthError) as info:
+        check_token(token, "auth.example", "reg.example")
+    assert "not a valid header value" in str(info.value)
+    assert (token or "\0") not in str(info.value)
+
+
+def test_jwt_like_tokens_pass() -> None:
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_+/=="
+    assert check_token(jwt, "auth.example", "reg.example") == jwt

@@ -19,7 +19,12 @@ def digest(data: bytes) -> str:
 
 def make_plan(tmp_path, layers: list[bytes], image_id=0, tag="1.0"):
     config = json.dumps({"rootfs": {"diff_ids": [digest(b) for b in layers]}}).encode()
-    manifest = json.dumps({"layers": [digest(b) for b in layers]}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(b),
+                    "size": len(b)} for b in layers]}).encode()
     plan = ImagePlan(image_id=image_id, source="registry://h/a:1.0", host="h", name="a",
                      insecure=False, repo_tag=f"h/a:{tag}", tag=tag, manifest=manifest,
                      manifest_media_type="application/vnd.oci.image.manifest.v1+json",

@@ -159,7 +159,8 @@ def test_to_dict_schema_2_aggregates_requests_and_skips() -> None:
     doc = stats.to_dict(result)
     assert doc["schema"] == "occystrap.stats/2"
     assert doc["requests"] == {"total": 24, "by_host": {"r.example": 14, "cdn.example": 10},
-                               "retries": 1, "throttled": 1}
+                               "retries": 1, "throttled": 1, "pauses": 0,
+                               "paused_seconds": 0.0}
     assert doc["transfer"]["bytes_received"] == 5_000_000
     assert doc["transfer"]["layers_skipped"] == 2 and doc["transfer"]["bytes_skipped"] == 7_000
     assert doc["queues"][0]["from"] == "fetch" and doc["queues"][0]["to"] == "verify"

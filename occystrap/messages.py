@@ -171,6 +171,15 @@ class SearchHits(msgspec.Struct, tag=True):
     hits: list[SearchHit]
 
 
+class Notice(msgspec.Struct, tag=True):
+    """Something worth saying about a source that is not a failure (resolve → supervisor;
+    the CLI shows it with -v): e.g. an archive whose index.json disagrees with its
+    manifest.json, read the way `docker load` reads it."""
+
+    source: str
+    text: str
+
+
 class StageCrashed(msgspec.Struct, tag=True):
     stage: str
     error: str
@@ -182,7 +191,7 @@ class Shutdown(msgspec.Struct, tag=True):
 
 
 Message = (ImagePlan | LayerDesc | ImageFailed | ImageDone | StageReport | Progress
-           | SearchHits | StageCrashed | Shutdown)
+           | SearchHits | Notice | StageCrashed | Shutdown)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

@@ -35,6 +35,7 @@ from occystrap.layercache import LayerCache
 from occystrap.messages import (
     ImageDone,
     ImageFailed,
+    Notice,
     Progress,
     SearchHits,
     StageCrashed,
@@ -69,6 +70,7 @@ class RunResult:
     series: list[dict[str, Any]] = field(default_factory=list)
     progress: dict[int, Progress] = field(default_factory=dict)
     search_hits: list[SearchHits] = field(default_factory=list)  # the search filters' matches
+    notices: list[Notice] = field(default_factory=list)  # about the sources, for -v
     first_seen: dict[int, float] = field(default_factory=dict)  # image id → monotonic time
     image_seconds: dict[int, float] = field(default_factory=dict)
     sources: int = 0
@@ -278,6 +280,7 @@ def merge(results: Sequence[RunResult]) -> RunResult:
         merged.queues, merged.series = r.queues, r.series
         merged.image_seconds.update(r.image_seconds)
         merged.search_hits += r.search_hits
+        merged.notices += r.notices
         merged.sources += r.sources
     return merged
 
@@ -302,6 +305,9 @@ def _drain(control: Queue[Any], result: RunResult,
         msg = messages.decode(data)
         if isinstance(msg, SearchHits):
             result.search_hits.append(msg)
+            continue
+        if isinstance(msg, Notice):
+            result.notices.append(msg)
             continue
         if isinstance(msg, Progress):
             result.progress[msg.image_id] = msg

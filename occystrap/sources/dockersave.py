@@ -280,7 +280,9 @@ class ArchiveReader:
         """A containerd image store's index: offered whole when its present children agree
         with manifest.json; the absent ones are remembered."""
         assert isinstance(got.parsed, ImageIndex)
-        present, absent, mine = [], [], []
+        present: list[str] = []
+        absent: list[tuple[Descriptor, str]] = []
+        mine: list[Item] = []
         for child in got.parsed.manifests:
             try:
                 sub = self._child(child)
@@ -300,16 +302,17 @@ class ArchiveReader:
                                   f" disagrees with manifest.json: {why}; copied manifest.json's"
                                   " images instead")
                         return
-                    mine.append(item.number)
+                    mine.append(item)
         has = ", ".join(p for p in present if "unknown" not in p) or "none"
         for child, platform in absent:
             self.out.absent[child.digest] = (
                 f"index {got.digest} lists {platform} ({child.digest}), which is not in the "
-                f"archive (docker save --platform keeps only the platforms asked for; it has: "
-                f"{has})")
-        covered.update(mine)
-        ref = ref_of(d.annotations, [])
-        extra.append(Offer(ref, d.digest, names_of(ref, [])))
+                f"archive (docker save --platform keeps only the platforms asked for); it has "
+                f"{has}: pick one with --platform")
+        covered.update(item.number for item in mine)
+        tags = [tag for item in mine for tag in item.tags]
+        ref = ref_of(d.annotations, tags)
+        extra.append(Offer(ref, d.digest, names_of(ref, tags)))
 
     def _child(self, child: Descriptor) -> Resolved | None:
         try:

@@ -25,116 +25,28 @@ Pure apart from reading members through `Members` (the tarball source's spool).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from occystrap import mediatypes as mt
 from occystrap.errors import ImageError, ManifestError, NotFoundError
-from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
-from occystrap.reference import ImageRef
 from occystrap.sources import Resolved, resolved_from_bytes, sha256_of
+from occystrap.sources.archiveimages import (
+    LAYER_TYPES,
+    ArchiveLayer,
+    Item,
+    Members,
+    Offer,
+    Reading,
+    blob_member,
+    disagreement,
+    inconsistency,
+    names_of,
+    ref_of,
+)
 from occystrap.sources.directory import synthesize
 from occystrap.sources.local import name_of
 
 MAX_SCAN = 256 << 10  # blobs larger than this are not looked at as possible manifests
-
-
-class Members(Protocol):
-    """The archive's members, as the tarball source has spooled them."""
-
-    where: str  # tar:///PATH or docker://NAME, for messages
-
-    def digest_of(self, name: str) -> tuple[str, int, str]:
-        """(sha256 digest, size, compression sniffed from the first bytes) of a member;
-        NotFoundError when the archive has no such member."""
-
-    def read(self, name: str) -> bytes:
-        """A small member's bytes (capped); NotFoundError, ManifestError when too large."""
-
-    def blob_members(self) -> list[tuple[str, int]]:
-        """(name, size) of every regular member under blobs/sha256/."""
-
-
-def blob_member(digest: str) -> str:
-    return f"blobs/sha256/{digest.split(':', 1)[1]}"
-
-
-@dataclass(frozen=True)
-class ArchiveLayer:
-    member: str
-    digest: str
-    size: int
-    compression: str  # none, gzip or zstd, from the bytes themselves
-
-
-@dataclass
-class Item:
-    """One image of manifest.json, with its members read."""
-
-    number: int  # 1-based position in manifest.json
-    tags: list[str]
-    config_member: str = ""
-    config: bytes = b""
-    config_digest: str = ""
-    diff_ids: list[str] = field(default_factory=list)
-    layers: list[ArchiveLayer] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def label(self) -> str:
-        if self.tags:
-            return self.tags[0]
-        return f"image {self.number} of manifest.json ({self.config_member or 'no Config'})"
-
-
-@dataclass(frozen=True)
-class Offer:
-    """One image the archive offers: how to name it, what fetch_manifest is asked for, and
-    the names `#NAME:TAG` may pick it by. `error` set: it cannot be copied, and why."""
-
-    ref: ImageRef
-    reference: str
-    names: tuple[str, ...] = ()
-    error: str | None = None
-
-
-@dataclass
-class Reading:
-    offers: list[Offer] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    rebuilt: dict[str, Resolved] = field(default_factory=dict)  # digest → made-up manifest
-    configs: dict[str, bytes] = field(default_factory=dict)  # digest → config bytes
-    absent: dict[str, str] = field(default_factory=dict)  # child digest → why it is missing
-
-
-def full_name(tag: str) -> str:
-    """A RepoTag as Docker annotates it in index.json: `app:1` → `docker.io/library/app:1`."""
-    name = tag.rsplit(":", 1)[0]
-    first = name.split("/", 1)[0]
-    if "/" in name and ("." in first or ":" in first or first == "localhost"):
-        return tag
-    return f"docker.io/{tag}" if "/" in name else f"docker.io/library/{tag}"
-
-
-def ref_of(annotations: dict[str, str] | None, tags: list[str]) -> ImageRef:
-    """An image's name: manifest.json's RepoTag (what `docker load` tags it with) that the
-    index.json entry names, else the entry's annotations, else the first RepoTag."""
-    annotations = annotations or {}
-    named = annotations.get(IMAGE_NAME)
-    for tag in tags:
-        if named is None or named in (tag, full_name(tag)):
-            return name_of(tag, None)
-    if named or annotations.get(REF_NAME):
-        return name_of(named, annotations.get(REF_NAME))
-    return name_of(None, None)
-
-
-def names_of(ref: ImageRef, tags: list[str]) -> tuple[str, ...]:
-    found = [str(ref), f"{ref.name}:{ref.tag}", *tags]
-    if ref.repo_tag:
-        found.append(ref.repo_tag)
-    return tuple(found)
 
 
 class ArchiveReader:
@@ -259,10 +171,11 @@ class ArchiveReader:
             return
         items = by_config.get(got.parsed.config.digest, [])
         if not items:
-            ref = ref_of(d.annotations, [])
-            self.note(f"index.json lists {ref.repo_tag or d.digest} ({d.digest}), which "
-                      "manifest.json does not; copied from its OCI manifest")
-            extra.append(Offer(ref, d.digest, names_of(ref, [])))
+            offer = self._standalone(d, got.parsed)
+            if offer.error is None:
+                self.note(f"index.json lists {offer.ref.repo_tag or d.digest} ({d.digest}), "
+                          "which manifest.json does not; copied from its OCI manifest")
+            extra.append(offer)
             return
         item = items[0]
         if item.error is not None:
@@ -392,31 +305,27 @@ class ArchiveReader:
         if not parsed.manifests:
             raise NotFoundError(f"{self.where}: index.json lists no images")
         for d in parsed.manifests:
-            ref = ref_of(d.annotations, [])
-            self.out.offers.append(Offer(ref, d.digest, names_of(ref, [])))
+            try:
+                got = self._child(d)
+            except ImageError as exc:
+                got, why = None, str(exc).removeprefix(f"{self.where}: ")
+            else:
+                why = f"{blob_member(d.digest)}: not in the archive"
+            if got is None:
+                ref = ref_of(d.annotations, [])
+                self.out.offers.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []),
+                                             error=f"{self.where}: {why}"))
+            elif isinstance(got.parsed, ImageIndex):
+                self._nested_index(d, got, {}, set(), self.out.offers)
+            else:
+                self.out.offers.append(self._standalone(d, got.parsed))
 
-
-LAYER_TYPES = {"none": mt.OCI_LAYER, "gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD}
-
-
-def disagreement(manifest: ImageManifest, item: Item) -> str | None:
-    """Why an OCI manifest does not describe the manifest.json image `item` (same config
-    assumed), or None when it does: the same layers, in the same order, with the sizes and
-    compression of the archive's bytes."""
-    ours, theirs = item.layers, manifest.layers
-    if len(theirs) != len(ours):
-        return f"it lists {len(theirs)} layers, manifest.json {len(ours)}"
-    for n, (d, layer) in enumerate(zip(theirs, ours, strict=True)):
-        if d.digest != layer.digest:
-            return (f"its layer {n} is {d.digest}, manifest.json's is {layer.member} "
-                    f"({layer.digest})")
-        if d.size != layer.size:
-            return f"its layer {n} is {d.size} bytes, {layer.member} has {layer.size}"
-        try:
-            compression = mt.compression_of(d.media_type)
-        except ManifestError as exc:
-            return f"its layer {n}: {exc}"
-        if compression != layer.compression:
-            kind = "an uncompressed tar" if layer.compression == "none" else layer.compression
-            return f"its layer {n} is {d.media_type}, but {layer.member} is {kind}"
-    return None
+    def _standalone(self, d: Descriptor, manifest: ImageManifest) -> Offer:
+        """An image only index.json lists: offered when its blobs are there and agree with
+        its config, else a failed entry saying why."""
+        ref = ref_of(d.annotations, [])
+        why = inconsistency(self.m, manifest)
+        if why is None:
+            return Offer(ref, d.digest, names_of(ref, []))
+        return Offer(ref, f"broken:{d.digest}", names_of(ref, []),
+                     error=f"{self.where}: {ref.repo_tag or d.digest}: {why}")

@@ -21,7 +21,8 @@ from typing import BinaryIO
 from occystrap.errors import ManifestError, NotFoundError, UsageError
 from occystrap.reference import DIGEST_RE
 from occystrap.sources import Entry, Resolved, check_blob, resolved_from_bytes
-from occystrap.sources.dockersave import ArchiveReader, Reading, blob_member
+from occystrap.sources.archiveimages import Reading, blob_member
+from occystrap.sources.dockersave import ArchiveReader
 from occystrap.sources.local import MAX_METADATA, BlobFile
 
 METADATA = frozenset({"manifest.json", "index.json", "oci-layout", "repositories"})

@@ -264,8 +264,13 @@ def test_empty_layers_through_filters_and_compression(name, flags, shapes, occys
     r = occystrap_cli("process", f"tar://{archive}", f"oci://{layout}:t", *flags)
     assert r.returncode == 0, r.stderr
     our_check(occystrap_cli, f"oci://{layout}")
-    if "zstd" not in flags:  # umoci 0.4.7 (Debian's) reads no zstd layers
-        umoci_unpack(layout, "t", tmp_path)
+    if "zstd" in flags:
+        # umoci 0.4.7 (Debian's) reads no zstd layers, skopeo writes no zstd docker-archive:
+        # skopeo checks the blobs, our check above the diff_ids
+        r = skopeo("copy", f"oci:{layout}:t", f"oci:{tmp_path / 'copy'}:t")
+        assert r.returncode == 0, r.stderr
+        return
+    umoci_unpack(layout, "t", tmp_path)
     skopeo_round_trip(skopeo, f"oci:{layout}:t", tmp_path)
 
 

@@ -12,7 +12,8 @@ import tarfile
 import pytest
 
 from occystrap.errors import ManifestError, NotFoundError
-from occystrap.sources.dockersave import ArchiveReader, Item, disagreement, full_name
+from occystrap.sources.archiveimages import ArchiveLayer, Item, disagreement, full_name
+from occystrap.sources.dockersave import ArchiveReader
 from occystrap.sources.tarball import compression_of_file
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -237,7 +238,6 @@ def test_disagreement_none_when_equal():
     from occystrap.mediatypes import parse
     body = a.read(f"blobs/sha256/{manifest(a, config, layers)['digest'][7:]}")
     item = Item(1, [], config_digest=config)
-    from occystrap.sources.dockersave import ArchiveLayer
     item.layers = [ArchiveLayer(m, *a.digest_of(m)) for m in members]
     assert disagreement(parse(body, OCI_MANIFEST), item) is None
 
@@ -248,3 +248,28 @@ def test_compression_of_file(tmp_path, data, kind):
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert compression_of_file(str(path)) == kind
+
+
+def test_index_only_image_that_contradicts_itself_fails():
+    a = Archive()
+    c1, m1, l1 = image(a, "a")
+    c2, _, l2 = image(a, "b")
+    d1 = manifest(a, c1, l1)
+    d2 = manifest(a, c2, [{**x, "size": x["size"] + 1} for x in l2])
+    write(a, [(c1, m1, ["app:1"])], [named(d1, "app:1"), named(d2, "extra:1")])
+    offers = a.reading().offers
+    assert offers[1].error.startswith("tar:///srv/app.tar: extra:1: its layer"
+                                      " 0 is 10241 bytes, blobs/sha256/")
+
+
+def test_oci_archive_entry_whose_manifest_is_absent_fails_alone():
+    a = Archive()
+    config, _, layers = image(a, "a")
+    d = manifest(a, config, layers)
+    gone = {"mediaType": OCI_MANIFEST, "digest": sha(b"gone"), "size": 4}
+    a.meta["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [
+        named(d, "x:1"), named(gone, "y:1")]}).encode()
+    offers = a.reading().offers
+    assert offers[0].error is None
+    assert offers[1].error == (f"tar:///srv/app.tar: blobs/sha256/{gone['digest'][7:]}: not in "
+                               "the archive")

@@ -11,6 +11,7 @@ engine reads from them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -306,3 +307,90 @@ def test_docker_source_goes_through_the_same_reader(shapes, occystrap_cli, docke
                       f"tar://{tmp_path / 'x.tar'}")
     assert r.returncode == 1
     assert r.stderr.count("docker://nope:1") == 1, r.stderr
+
+
+# -- point 4: Docker's containerd image store ------------------------------------------------
+
+PLATFORMS = [("linux", "amd64", None), ("linux", "arm64", "v8")]
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """`docker save` with the containerd image store, two platforms: `partial` holds only
+    linux/amd64's blobs (`docker save --platform linux/amd64`), `whole` both."""
+    work = tmp_path_factory.mktemp("containerd")
+    images = [ab.make_image(work, 20, (100 << 10, 20 << 10), compression="gzip",
+                            tags=["multi:1"], platform=p, empty={2: "gzip"})
+              for p in PLATFORMS]
+    partial = ab.containerd_members(images, "multi:1", attestations=False,
+                                    present=lambda im: im.platform[1] == "amd64")
+    whole = ab.containerd_members(images, "multi:1", attestations=False)
+    return {"images": images, "index": ab.index_digest(whole),
+            "partial": Path(ab.write_archive(work / "partial.tar", partial)),
+            "whole": Path(ab.write_archive(work / "whole.tar", whole))}
+
+
+def test_containerd_archive_copies_the_platform_asked_for(containerd, occystrap_cli, skopeo,
+                                                          docker_engine, registry, tmp_path):
+    amd64 = containerd["images"][0]
+    archive = f"tar://{containerd['partial']}"
+    want = amd64.manifest()
+    out = tmp_path / "out.tar"
+    r = occystrap_cli("process", archive, f"tar://{out}")  # linux/amd64 is the default
+    assert r.returncode == 0, r.stderr
+    our_check(occystrap_cli, f"tar://{out}")
+    docker_load(docker_engine, out, [amd64])
+    layout = tmp_path / "layout"
+    r = occystrap_cli("--platform", "linux/amd64", "process", archive, f"oci://{layout}")
+    assert r.returncode == 0, r.stderr
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    assert (layout / "blobs" / "sha256" / entry["digest"][7:]).read_bytes() == want
+    umoci_unpack(layout, "1", tmp_path)
+    skopeo_round_trip(skopeo, f"oci:{layout}:1", tmp_path)
+    dest = f"{registry.host}/containerd/multi:1"
+    r = occystrap_cli("--insecure", "--platform", "linux/amd64", "process", archive,
+                      f"registry://{dest}")
+    assert r.returncode == 0, r.stderr
+    r = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}")
+    assert r.stdout.encode() == want
+    r = occystrap_cli("process", archive, f"dir://{tmp_path / 'dir'}?expand=true")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "dir" / "manifest" / "etc" / "os-release").is_file()
+
+
+@pytest.mark.parametrize("flags, dest", [
+    (("--platform", "linux/arm64"), "tar://{tmp}/out.tar"),
+    (("--all-platforms",), "oci://{tmp}/layout"),
+    ((), "registry://{registry}/containerd/whole:1"),  # a registry takes the whole index
+])
+def test_containerd_archive_names_the_platforms_it_lacks(containerd, occystrap_cli, registry,
+                                                         tmp_path, flags, dest):
+    r = occystrap_cli("--insecure", *flags, "process", f"tar://{containerd['partial']}",
+                      dest.format(tmp=tmp_path, registry=registry.host))
+    assert r.returncode == 1
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("occystrap: error:")]
+    assert line.count(f"tar://{containerd['partial']}") == 1
+    assert f"index {containerd['index']} lists linux/arm64/v8" in line
+    assert "not in the archive" in line and "it has linux/amd64: pick one with --platform" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_containerd_archive_with_every_platform_copies_the_index(containerd, occystrap_cli,
+                                                                 skopeo, registry, tmp_path):
+    archive = f"tar://{containerd['whole']}"
+    layout = tmp_path / "layout"
+    r = occystrap_cli("--all-platforms", "process", archive, f"oci://{layout}")
+    assert r.returncode == 0, r.stderr
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    assert entry["digest"] == containerd["index"]
+    our_check(occystrap_cli, f"oci://{layout}", "--all-platforms")
+    dest = f"{registry.host}/containerd/whole:1"
+    r = occystrap_cli("--insecure", "process", archive, f"registry://{dest}")
+    assert r.returncode == 0, r.stderr
+    r = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}")
+    assert "sha256:" + hashlib.sha256(r.stdout.encode()).hexdigest() == \
+        containerd["index"]
+    for image in containerd["images"]:
+        r = skopeo("inspect", "--config", "--tls-verify=false",
+                   "--override-arch", image.platform[1], f"docker://{dest}")
+        assert json.loads(r.stdout)["rootfs"]["diff_ids"] == image.diff_ids

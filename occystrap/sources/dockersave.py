@@ -57,6 +57,7 @@ class ArchiveReader:
         self.where = members.where
         self.meta = meta
         self.out = Reading()
+        self._scanned: dict[str, list[tuple[str, Resolved]]] | None = None  # config → manifests
 
     def note(self, text: str) -> None:
         self.out.notes.append(f"{self.where}: {text}")
@@ -165,9 +166,18 @@ class ArchiveReader:
                     extra: list[Offer]) -> None:
         got = self._manifest(d)
         if got is None:
+            ref = ref_of(d.annotations, [])
+            tags = [tag for items in by_config.values() for item in items for tag in item.tags]
+            if ref_of(d.annotations, tags) not in [name_of(tag, None) for tag in tags]:
+                # not an image manifest.json holds under another name: reported, not dropped
+                extra.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []), error=(
+                    f"{self.where}: index.json lists {ref.repo_tag or d.digest} ({d.digest}), "
+                    f"which is neither in blobs/ nor in manifest.json")))
             return
         if isinstance(got.parsed, ImageIndex):
-            self._nested_index(d, got, by_config, covered, extra)
+            why = self._nested_index(d, got, by_config, covered, extra)
+            if why is not None:
+                self.note(f"index {d.digest}: {why}; copied manifest.json's images instead")
             return
         items = by_config.get(got.parsed.config.digest, [])
         if not items:
@@ -189,9 +199,9 @@ class ArchiveReader:
         claimed.setdefault(item.number, []).append((d, self._rebuild(item)))
 
     def _nested_index(self, d: Descriptor, got: Resolved, by_config: dict[str, list[Item]],
-                      covered: set[int], extra: list[Offer]) -> None:
+                      covered: set[int], extra: list[Offer]) -> str | None:
         """A containerd image store's index: offered whole when its present children agree
-        with manifest.json; the absent ones are remembered."""
+        with manifest.json (the absent ones are remembered); else why not."""
         assert isinstance(got.parsed, ImageIndex)
         present: list[str] = []
         absent: list[tuple[Descriptor, str]] = []
@@ -200,8 +210,7 @@ class ArchiveReader:
             try:
                 sub = self._child(child)
             except ImageError as exc:
-                self.note(f"index {got.digest}: {exc}; copied manifest.json's images instead")
-                return
+                return str(exc).removeprefix(f"{self.where}: ")
             platform = str(child.platform) if child.platform else child.digest
             if sub is None:
                 absent.append((child, platform))
@@ -211,10 +220,8 @@ class ArchiveReader:
                 for item in by_config.get(sub.parsed.config.digest, []):
                     why = item.error or disagreement(sub.parsed, item)
                     if why is not None:
-                        self.note(f"index {got.digest}: {platform} ({blob_member(child.digest)})"
-                                  f" disagrees with manifest.json: {why}; copied manifest.json's"
-                                  " images instead")
-                        return
+                        return (f"{platform} ({blob_member(child.digest)}) disagrees with "
+                                f"manifest.json: {why}")
                     mine.append(item)
         has = ", ".join(p for p in present if "unknown" not in p) or "none"
         for child, platform in absent:
@@ -226,6 +233,7 @@ class ArchiveReader:
         tags = [tag for item in mine for tag in item.tags]
         ref = ref_of(d.annotations, tags)
         extra.append(Offer(ref, d.digest, names_of(ref, tags)))
+        return None
 
     def _child(self, child: Descriptor) -> Resolved | None:
         try:
@@ -262,23 +270,25 @@ class ArchiveReader:
         not name one: a `"manifests": null` archive keeps its manifests there)."""
         if "index.json" not in self.meta:
             return None
-        for name, size in self.m.blob_members():
-            if size > MAX_SCAN:
-                continue
-            body = self.m.read(name)
-            if not body.startswith(b"{"):
-                continue
-            try:
-                got = resolved_from_bytes(body, "", f"{self.where}: {name}")
-            except ImageError:
-                continue
-            if isinstance(got.parsed, ImageManifest) \
-                    and got.parsed.config.digest == item.config_digest:
-                why = disagreement(got.parsed, item)
-                if why is None:
-                    return got.digest
-                self.note(f"{name} ({item.label}) disagrees with manifest.json: {why}; "
-                          "rebuilt from manifest.json and the config")
+        if self._scanned is None:  # every small JSON blob that parses as a manifest, once
+            self._scanned = {}
+            for name, size in self.m.blob_members():
+                body = self.m.read(name) if size <= MAX_SCAN else b""
+                if not body.startswith(b"{"):
+                    continue
+                try:
+                    got = resolved_from_bytes(body, "", f"{self.where}: {name}")
+                except ImageError:
+                    continue
+                if isinstance(got.parsed, ImageManifest):
+                    self._scanned.setdefault(got.parsed.config.digest, []).append((name, got))
+        for name, got in self._scanned.get(item.config_digest, []):
+            assert isinstance(got.parsed, ImageManifest)
+            why = disagreement(got.parsed, item)
+            if why is None:
+                return got.digest
+            self.note(f"{name} ({item.label}) disagrees with manifest.json: {why}; "
+                      "rebuilt from manifest.json and the config")
         return None
 
     def _rebuild(self, item: Item) -> str:
@@ -316,7 +326,11 @@ class ArchiveReader:
                 self.out.offers.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []),
                                              error=f"{self.where}: {why}"))
             elif isinstance(got.parsed, ImageIndex):
-                self._nested_index(d, got, {}, set(), self.out.offers)
+                why = self._nested_index(d, got, {}, set(), self.out.offers)
+                if why is not None:
+                    ref = ref_of(d.annotations, [])
+                    self.out.offers.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []),
+                                                 error=f"{self.where}: index {d.digest}: {why}"))
             else:
                 self.out.offers.append(self._standalone(d, got.parsed))
 

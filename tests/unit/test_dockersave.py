@@ -273,3 +273,34 @@ def test_oci_archive_entry_whose_manifest_is_absent_fails_alone():
     assert offers[0].error is None
     assert offers[1].error == (f"tar:///srv/app.tar: blobs/sha256/{gone['digest'][7:]}: not in "
                                "the archive")
+
+
+def test_index_entry_without_its_manifest():
+    """Named like an image of manifest.json: that image is copied (a note says what was
+    missing); named like nothing: a failed entry, not a silent drop."""
+    a = Archive()
+    config, members, _ = image(a, "a")
+    gone = {"mediaType": OCI_MANIFEST, "digest": sha(b"gone"), "size": 4}
+    write(a, [(config, members, ["app:1"])], [named(gone, "app:1")])
+    r = a.reading()
+    assert [(label(o), o.error) for o in r.offers] == [("app:1", None)]
+    assert "which is not in the archive" in r.notes[0]
+    write(a, [(config, members, ["app:1"])], [named(gone, "lost:1")])
+    r = a.reading()
+    assert r.offers[1].error.endswith("which is neither in blobs/ nor in manifest.json")
+
+
+def test_oci_archive_index_with_a_broken_child_fails_alone():
+    a = Archive()
+    config, _, layers = image(a, "a")
+    d = manifest(a, config, layers)
+    liar = {"mediaType": OCI_MANIFEST, "digest": sha(b"other bytes"), "size": 11}
+    a.files[f"blobs/sha256/{liar['digest'][7:]}"] = b'{"schemaVersion": 2}'
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                        "manifests": [d, liar]}).encode()
+    top = {"mediaType": OCI_INDEX, "digest": a.blob(index), "size": len(index)}
+    a.meta["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [named(top, "m:1")]}
+                                      ).encode()
+    (offer,) = a.reading().offers
+    assert offer.error.startswith(f"tar:///srv/app.tar: index {top['digest']}: blobs/sha256/")
+    assert "hashes to" in offer.error

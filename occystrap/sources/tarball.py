@@ -95,7 +95,8 @@ class TarballSource:
                     assert source is not None
                     if name in METADATA:
                         if member.size > MAX_METADATA:
-                            raise ManifestError(f"{self.where}: {name} is too large; refused")
+                            raise ManifestError(f"{self.where}: {name}: larger than "
+                                                f"{MAX_METADATA // 2**20} MiB; refused")
                         self._meta[name] = source.read()
                         continue
                     count += 1

@@ -18,7 +18,9 @@ import posixpath
 import tarfile
 from typing import BinaryIO
 
-from occystrap.errors import ManifestError, NotFoundError, UsageError
+from occystrap import mediatypes as mt
+from occystrap.errors import ImageError, ManifestError, NotFoundError, UsageError
+from occystrap.mediatypes import ImageIndex
 from occystrap.reference import DIGEST_RE
 from occystrap.sources import Entry, Resolved, check_blob, resolved_from_bytes
 from occystrap.sources.archiveimages import Reading, blob_member
@@ -169,6 +171,24 @@ class TarballSource:
                                          for o in self._reading.offers))
                 raise NotFoundError(f"{self.where}: no image {self.select!r} (it has: {names})")
         return [Entry(o.ref, o.reference) for o in offers]
+
+    def platform_entries(self, entries: list[Entry]) -> list[Entry]:
+        """--all-platforms into a destination that holds images but no index (tar://): each
+        index becomes one entry per platform whose manifest is in the archive, and one per
+        platform that is not, whose fetch fails saying so (so it is named among the failed
+        images, not dropped). Attestation manifests describe an image; they are not one."""
+        out = []
+        for entry in entries:
+            try:
+                got = self.fetch_manifest(entry.reference)
+            except ImageError:
+                got = None  # fails again, with its reason, when resolve fetches it
+            if got is None or not isinstance(got.parsed, ImageIndex):
+                out.append(entry)
+                continue
+            out += [Entry(entry.ref, d.digest) for d in got.parsed.manifests
+                    if not mt.is_attestation(d)]
+        return out
 
     def fetch_manifest(self, reference: str) -> Resolved:
         if reference in self._broken:

@@ -64,11 +64,7 @@ def diff_ids_of(config_bytes: bytes, layers: list[mediatypes.Descriptor]) -> lis
         raise ManifestError(
             f"image config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
     for n, (d, diff_id) in enumerate(zip(layers, diff_ids, strict=True)):
-        try:
-            plain = mediatypes.compression_of(d.media_type) == "none"
-        except ManifestError:  # not a layer type we know (an artifact's blob): not ours to judge
-            plain = False
-        if plain and d.digest != diff_id:
+        if mediatypes.layer_compression(d.media_type) == "none" and d.digest != diff_id:
             raise ManifestError(f"layer {n} is an uncompressed tar with digest {d.digest}, but "
                                 f"the config's diff_id is {diff_id}")
     return diff_ids
@@ -211,6 +207,10 @@ class Resolver:
                 entries = source.entries()
                 for text in getattr(source, "notes", ()):  # an archive read around its faults
                     self.io.tell(Notice(source=location.text, text=text))
+                split = getattr(source, "platform_entries", None)  # an archive's platforms
+                if split and self.config.all_platforms and self.dest.takes_many \
+                        and not self.dest.takes_index:
+                    entries = split(entries)
                 if len(entries) > 1 and not self.dest.takes_many and not self.dest.is_registry:
                     names = ", ".join(str(e.ref.repo_tag) for e in entries)
                     raise UsageError(f"{location}: holds {len(entries)} images ({names}); "

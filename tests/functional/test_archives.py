@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,15 +317,16 @@ PLATFORMS = [("linux", "amd64", None), ("linux", "arm64", "v8")]
 
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """`docker save` with the containerd image store, two platforms: `partial` holds only
-    linux/amd64's blobs (`docker save --platform linux/amd64`), `whole` both."""
+    """`docker save` with the containerd image store, two platforms, each with its
+    attestation manifest: `partial` holds only linux/amd64's blobs (`docker save --platform
+    linux/amd64`), `whole` both."""
     work = tmp_path_factory.mktemp("containerd")
     images = [ab.make_image(work, 20, (100 << 10, 20 << 10), compression="gzip",
                             tags=["multi:1"], platform=p, empty={2: "gzip"})
               for p in PLATFORMS]
-    partial = ab.containerd_members(images, "multi:1", attestations=False,
+    partial = ab.containerd_members(images, "multi:1",
                                     present=lambda im: im.platform[1] == "amd64")
-    whole = ab.containerd_members(images, "multi:1", attestations=False)
+    whole = ab.containerd_members(images, "multi:1")
     return {"images": images, "index": ab.index_digest(whole),
             "partial": Path(ab.write_archive(work / "partial.tar", partial)),
             "whole": Path(ab.write_archive(work / "whole.tar", whole))}
@@ -394,3 +396,25 @@ def test_containerd_archive_with_every_platform_copies_the_index(containerd, occ
         r = skopeo("inspect", "--config", "--tls-verify=false",
                    "--override-arch", image.platform[1], f"docker://{dest}")
         assert json.loads(r.stdout)["rootfs"]["diff_ids"] == image.diff_ids
+
+
+def test_containerd_archive_all_platforms_into_a_tarball(containerd, occystrap_cli,
+                                                        docker_engine, tmp_path):
+    """A tarball holds images, not an index: --all-platforms copies each platform the
+    archive has as an image, and names each one it lacks among the failed images."""
+    out = tmp_path / "out.tar"
+    r = occystrap_cli("--all-platforms", "process", f"tar://{containerd['partial']}",
+                      f"tar://{out}")
+    assert r.returncode == 1
+    assert "Summary: 1/2 images" in r.stderr, r.stderr
+    failed = r.stderr.split("Failed images:", 1)[1]
+    assert "lists linux/arm64/v8" in failed and "not in the archive" in failed
+    amd64, arm64 = containerd["images"]
+    docker_load(docker_engine, out, [amd64])
+    r = occystrap_cli("--all-platforms", "process", f"tar://{containerd['whole']}",
+                      f"tar://{tmp_path / 'both.tar'}")
+    assert r.returncode == 0 and "Summary: 2/2 images" in r.stderr, r.stderr
+    with tarfile.open(tmp_path / "both.tar") as tf:
+        held = json.load(tf.extractfile("manifest.json"))
+    assert sorted(x["Config"][13:] for x in held) == sorted(
+        im.config_hex for im in (amd64, arm64))  # and no attestation

@@ -216,8 +216,8 @@ def test_to_tar_loads_into_docker(name, shapes, occystrap_cli, skopeo, docker_en
     for image in shape.images:  # nothing left from loading the source
         engine(docker_engine, "DELETE", f"/images/{image.config_digest}?force=1")
     docker_load(docker_engine, out, shape.images)
-    if len(shape.images) == 1:
-        skopeo_round_trip(skopeo, f"docker-archive:{out}", tmp_path)
+    for n in range(len(shape.images)):  # skopeo picks the n-th image of a multi-image archive
+        skopeo_round_trip(skopeo, f"docker-archive:{out}:@{n}", tmp_path)
 
 
 @pytest.mark.parametrize("name", SHAPES)

@@ -12,7 +12,7 @@ from occystrap import mediatypes as mt
 from occystrap.errors import ImageError, ManifestError
 from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
 from occystrap.mediatypes import ImageManifest
-from occystrap.reference import ImageRef
+from occystrap.reference import ImageRef, normalized_name
 from occystrap.sources import Resolved
 from occystrap.sources.local import name_of
 
@@ -85,22 +85,13 @@ class Reading:
     absent: dict[str, str] = field(default_factory=dict)  # child digest → why it is missing
 
 
-def full_name(tag: str) -> str:
-    """A RepoTag as Docker annotates it in index.json: `app:1` → `docker.io/library/app:1`."""
-    name = tag.rsplit(":", 1)[0]
-    first = name.split("/", 1)[0]
-    if "/" in name and ("." in first or ":" in first or first == "localhost"):
-        return tag
-    return f"docker.io/{tag}" if "/" in name else f"docker.io/library/{tag}"
-
-
 def ref_of(annotations: dict[str, str] | None, tags: list[str]) -> ImageRef:
     """An image's name: manifest.json's RepoTag (what `docker load` tags it with) that the
     index.json entry names, else the entry's annotations, else the first RepoTag."""
     annotations = annotations or {}
     named = annotations.get(IMAGE_NAME)
     for tag in tags:
-        if named is None or named in (tag, full_name(tag)):
+        if named is None or named in (tag, normalized_name(tag)):
             return name_of(tag, None)
     if named or annotations.get(REF_NAME):
         return name_of(named, annotations.get(REF_NAME))
@@ -108,9 +99,10 @@ def ref_of(annotations: dict[str, str] | None, tags: list[str]) -> ImageRef:
 
 
 def names_of(ref: ImageRef, tags: list[str]) -> tuple[str, ...]:
-    found = [str(ref), f"{ref.name}:{ref.tag}", *tags]
+    """What `#NAME:TAG` may pick the image by: each of its names, also in full form."""
+    found = [str(ref), f"{ref.name}:{ref.tag}", *tags, *map(normalized_name, tags)]
     if ref.repo_tag:
-        found.append(ref.repo_tag)
+        found += [ref.repo_tag, normalized_name(ref.repo_tag)]
     return tuple(found)
 
 

@@ -12,7 +12,8 @@ import tarfile
 import pytest
 
 from occystrap.errors import ManifestError, NotFoundError
-from occystrap.sources.archiveimages import ArchiveLayer, Item, disagreement, full_name
+from occystrap.reference import normalized_name
+from occystrap.sources.archiveimages import ArchiveLayer, Item, disagreement
 from occystrap.sources.dockersave import ArchiveReader
 from occystrap.sources.tarball import compression_of_file
 
@@ -91,7 +92,7 @@ def label(offer) -> str:
 
 
 def named(descriptor: dict, tag: str) -> dict:
-    return {**descriptor, "annotations": {"io.containerd.image.name": full_name(tag),
+    return {**descriptor, "annotations": {"io.containerd.image.name": normalized_name(tag),
                                           "org.opencontainers.image.ref.name": tag.split(":")[1]}}
 
 

@@ -360,6 +360,9 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     elif config.stats == "json" and not config.stats_file:
         click.echo(stats.to_json(result))
     _print_search_results(chain, results)
+    if config.verbose:
+        for notice in result.notices:
+            click.echo(f"note: {notice.text}", err=True)
     if len(result.done) + len(result.failed) > 1 and result.failed:
         click.echo("Failed images:", err=True)
         for failure in result.failed:

@@ -180,10 +180,15 @@ class SearchHits(msgspec.Struct, tag=True):
 
 class Notice(msgspec.Struct, tag=True):
     """A line for the person watching that is not an image's outcome (stage → supervisor →
-    stderr): a wait longer than a second, with how long and why."""
+    stderr). Said at once (unless -q): a wait longer than a second, with how long and why.
+    With `verbose`, collected and said at the end with -v only: something worth knowing
+    about a source that is not a failure (an archive whose index.json disagrees with its
+    manifest.json, read the way `docker load` reads it)."""
 
-    stage: str
     text: str
+    stage: str = ""
+    source: str = ""
+    verbose: bool = False
 
 
 class StageCrashed(msgspec.Struct, tag=True):

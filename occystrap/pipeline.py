@@ -70,6 +70,7 @@ class RunResult:
     series: list[dict[str, Any]] = field(default_factory=list)
     progress: dict[int, Progress] = field(default_factory=dict)
     search_hits: list[SearchHits] = field(default_factory=list)  # the search filters' matches
+    notices: list[Notice] = field(default_factory=list)  # about the sources, for -v
     first_seen: dict[int, float] = field(default_factory=dict)  # image id → monotonic time
     image_seconds: dict[int, float] = field(default_factory=dict)
     sources: int = 0
@@ -286,6 +287,7 @@ def merge(results: Sequence[RunResult]) -> RunResult:
         merged.queues, merged.series = r.queues, r.series
         merged.image_seconds.update(r.image_seconds)
         merged.search_hits += r.search_hits
+        merged.notices += r.notices
         merged.sources += r.sources
     return merged
 
@@ -312,7 +314,9 @@ def _drain(control: Queue[Any], result: RunResult,
             result.search_hits.append(msg)
             continue
         if isinstance(msg, Notice):
-            if on_event is not None:
+            if msg.verbose:
+                result.notices.append(msg)
+            elif on_event is not None:
                 on_event(msg)
             continue
         if isinstance(msg, Progress):

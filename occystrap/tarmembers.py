@@ -97,7 +97,12 @@ class CorruptTar(tarfile.TarError):
 class _StrictTarInfo(tarfile.TarInfo):
     """tarfile takes a bad header after the first for the end of the archive and stops
     quietly: a layer damaged in the middle would read as a shorter, valid one. This raises
-    instead (an exception that is not a tarfile.HeaderError passes through `next()`)."""
+    instead (an exception that is not a tarfile.HeaderError passes through `next()`).
+
+    And the reverse: tarfile calls a stream with no bytes at all "empty file", an error,
+    where an image's empty layer may be exactly that (a 0-byte layer.tar, as Bazel's
+    rules_docker and some Windows images write; skopeo and umoci read it as an empty
+    layer). Here it is an archive with no members."""
 
     @classmethod
     def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
@@ -105,6 +110,10 @@ class _StrictTarInfo(tarfile.TarInfo):
             return super().fromtarfile(tar)
         except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
             raise CorruptTar(f"bad tar header at offset {tar.offset}: {exc}") from None
+        except tarfile.EmptyHeaderError:
+            if tar.offset == 0:
+                return None  # type: ignore[return-value]  # next() reads it as the end
+            raise
 
 
 def open_stream(fileobj: Any) -> tarfile.TarFile:

@@ -24,10 +24,10 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
-import tarfile
 
 from occystrap.errors import ManifestError
 from occystrap.sources.tarball import safe_name
+from occystrap.tarmembers import members, open_stream
 
 MAX_LINKS = 40
 CHUNK = 1 << 20
@@ -80,10 +80,11 @@ def _remove(path: str) -> None:
 
 
 def apply_layer(root: str, layer_tar: str, where: str, preserve_modes: bool = False) -> None:
-    """Unpack one uncompressed layer over `root` (modes as `safe_mode` says)."""
+    """Unpack one uncompressed layer over `root` (modes as `safe_mode` says; a 0-byte file
+    is an empty layer; a bad header mid-layer is an error, not a quiet end)."""
     root = os.path.realpath(root)
-    with tarfile.open(layer_tar, mode="r|") as archive:
-        for member in archive:
+    with open(layer_tar, "rb") as f, open_stream(f) as archive:
+        for member in members(archive):
             name = safe_name(member.name, where)
             parent_rel, base = posixpath.split(name)
             parent = secure_join(root, parent_rel)

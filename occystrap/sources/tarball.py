@@ -5,13 +5,14 @@ One pass over the archive (it may be a pipe, `tar:///dev/stdin`): the metadata f
 (small, capped), every other regular member is spooled to a file while it is hashed, so no
 layer is ever held in memory and the metadata may come last. Member names and links are
 checked as they stream by: an absolute path, a `..` or a link that leaves the archive is
-refused, whatever Python's tarfile would allow.
+refused, whatever Python's tarfile would allow. What the metadata means, and what happens
+when its files disagree, is `dockersave`'s business; messages name the archive and the
+member (`tar:///srv/app.tar: blobs/sha256/…: …`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import shutil
@@ -19,16 +20,23 @@ import tarfile
 from typing import BinaryIO
 
 from occystrap import mediatypes as mt
-from occystrap.errors import DestinationError, ManifestError, NotFoundError, UsageError
-from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
-from occystrap.reference import DIGEST_RE, normalized_name
-from occystrap.sources import Entry, Resolved, check_blob, resolved_from_bytes, sha256_of
-from occystrap.sources.directory import synthesize
-from occystrap.sources.local import MAX_METADATA, BlobFile, name_of
+from occystrap.errors import (
+    DestinationError,
+    ImageError,
+    ManifestError,
+    NotFoundError,
+    UsageError,
+)
+from occystrap.mediatypes import ImageIndex
+from occystrap.reference import DIGEST_RE
+from occystrap.sources import Entry, Resolved, check_blob, resolved_from_bytes
+from occystrap.sources.archiveimages import Reading, blob_member
+from occystrap.sources.dockersave import ArchiveReader
+from occystrap.sources.local import MAX_METADATA, BlobFile
 
 METADATA = frozenset({"manifest.json", "index.json", "oci-layout", "repositories"})
 CHUNK = 1 << 20
-_MAGIC = {b"\x1f\x8b": mt.OCI_LAYER_GZIP, b"\x28\xb5\x2f\xfd": mt.OCI_LAYER_ZSTD}
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def safe_name(name: str, where: str) -> str:
@@ -51,13 +59,15 @@ def _check_room(spool: str, size: int, what: str) -> None:
                                "(--temp-dir)")
 
 
-def sniff_layer_type(path: str) -> str:
+def compression_of_file(path: str) -> str:
+    """`gzip`, `zstd` or `none`, from the file's first bytes (a layer.tar says nothing
+    else about itself)."""
     with open(path, "rb") as f:
         head = f.read(4)
-    for magic, media_type in _MAGIC.items():
+    for magic, compression in _MAGIC.items():
         if head.startswith(magic):
-            return media_type
-    return mt.OCI_LAYER
+            return compression
+    return "none"
 
 
 class TarballSource:
@@ -74,8 +84,9 @@ class TarballSource:
         self._files: dict[str, BlobFile] = {}
         self._links: dict[str, str] = {}
         self._by_digest: dict[str, BlobFile] = {}
-        self._synthetic: dict[str, Resolved] = {}  # legacy images: made-up manifests
-        self._configs: dict[str, bytes] = {}  # legacy images: their configs
+        self._reading: Reading | None = None  # what dockersave made of the metadata
+        self._broken: dict[str, str] = {}  # entry reference → why that image cannot be copied
+        self.notes: list[str] = []  # what -v shows: where the archive's files disagreed
         self._read(spool)
 
     # -- the one pass ------------------------------------------------------------------------
@@ -103,7 +114,8 @@ class TarballSource:
                     assert source is not None
                     if name in METADATA:
                         if member.size > MAX_METADATA:
-                            raise ManifestError(f"{self.where}: {name} is too large; refused")
+                            raise ManifestError(f"{self.where}: {name}: larger than "
+                                                f"{MAX_METADATA // 2**20} MiB; refused")
                         self._meta[name] = source.read()
                         continue
                     count += 1
@@ -136,100 +148,93 @@ class TarballSource:
             if seen > 16:
                 raise ManifestError(f"{self.where}: link loop at {name}")
         if name not in self._files:
-            raise NotFoundError(f"{self.where}: member {name} missing")
+            raise NotFoundError(f"{self.where}: {name}: not in the archive")
         return self._files[name]
 
     def _read_member(self, name: str, cap: int = MAX_METADATA) -> bytes:
         blob = self._member(name)
         if os.path.getsize(blob.path) > cap:
-            raise ManifestError(f"{self.where}: {name} is too large; refused")
+            raise ManifestError(f"{self.where}: {name}: larger than {cap // 2**20} MiB; refused")
         with open(blob.path, "rb") as f:
             return f.read()
+
+    # -- what dockersave.ArchiveReader reads through ------------------------------------------
+
+    def digest_of(self, name: str) -> tuple[str, int, str]:
+        blob = self._member(safe_name(name, self.where))
+        assert blob.digest_seen is not None
+        return blob.digest_seen, os.path.getsize(blob.path), compression_of_file(blob.path)
+
+    def read(self, name: str) -> bytes:
+        return self._read_member(safe_name(name, self.where))
+
+    def blob_members(self) -> list[tuple[str, int]]:
+        return [(name, os.path.getsize(blob.path)) for name, blob in self._files.items()
+                if name.startswith("blobs/sha256/")]
 
     # -- the Source protocol -----------------------------------------------------------------
 
     def entries(self) -> list[Entry]:
-        found: list[Entry] = []
-        if "index.json" in self._meta:
-            try:
-                index = json.loads(self._meta["index.json"])
-                manifests = [m for m in index["manifests"] if isinstance(m, dict)]
-            except (ValueError, KeyError, TypeError):
-                raise ManifestError(f"{self.where}: index.json is malformed") from None
-            for m in manifests:
-                annotations = m.get("annotations") or {}
-                digest = m.get("digest")
-                if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-                    raise ManifestError(f"{self.where}: index.json: bad digest {digest!r}")
-                ref = name_of(annotations.get(IMAGE_NAME), annotations.get(REF_NAME))
-                found.append(Entry(ref, digest))
-        elif "manifest.json" in self._meta:
-            found = self._legacy_entries()
-        else:
-            raise ManifestError(f"{self.where}: neither index.json nor manifest.json; not an "
-                                "image archive")
+        """Every image the archive holds, by `dockersave`'s rules (an image that cannot be
+        copied is an entry too: fetching its manifest raises why). `#NAME:TAG` picks one."""
+        if self._reading is None:
+            self._reading = ArchiveReader(self, self._meta).read()
+            self.notes = list(self._reading.notes)
+            self._broken = {o.reference: o.error for o in self._reading.offers if o.error}
+        offers = self._reading.offers
         if self.select:
-            chosen = [e for e in found if self.select in (
-                e.ref.repo_tag, str(e.ref), f"{e.ref.name}:{e.ref.tag}",
-                normalized_name(e.ref.repo_tag) if e.ref.repo_tag else None)]
-            if not chosen:
-                names = ", ".join(sorted(str(e.ref.repo_tag) for e in found))
+            offers = [o for o in offers if self.select in o.names]
+            if not offers:
+                names = ", ".join(sorted(str(o.ref.repo_tag or o.ref)
+                                         for o in self._reading.offers))
                 raise NotFoundError(f"{self.where}: no image {self.select!r} (it has: {names})")
-            return chosen
-        return found
+        return [Entry(o.ref, o.reference) for o in offers]
 
-    def _legacy_entries(self) -> list[Entry]:
-        try:
-            items = json.loads(self._meta["manifest.json"])
-            assert isinstance(items, list)
-        except (ValueError, AssertionError):
-            raise ManifestError(f"{self.where}: manifest.json is malformed") from None
-        found = []
-        for item in items:
-            if not isinstance(item, dict) or "Config" not in item or "Layers" not in item:
-                raise ManifestError(f"{self.where}: manifest.json entry lacks Config/Layers")
-            config = self._read_member(safe_name(str(item["Config"]), self.where))
-            config_digest = sha256_of(config)
-            ids = mt.config_diff_ids(config, self.where)
-            layers = []
-            for rel in item["Layers"]:
-                blob = self._member(safe_name(str(rel), self.where))
-                assert blob.digest_seen is not None
-                layers.append((blob.digest_seen, os.path.getsize(blob.path), blob))
-            if len(ids) != len(layers):
-                raise ManifestError(f"{self.where}: {len(layers)} layers, {len(ids)} diff_ids")
-            body = synthesize(config, config_digest, [(d, s) for d, s, _ in layers])
-            doc = json.loads(body)
-            for entry, (_, _, blob) in zip(doc["layers"], layers, strict=True):
-                entry["mediaType"] = sniff_layer_type(blob.path)
-            body = json.dumps(doc, indent=3).encode()
-            got = resolved_from_bytes(body, mt.OCI_MANIFEST, self.where)
-            self._synthetic[got.digest] = got
-            self._configs[config_digest] = config
-            tags = item.get("RepoTags") or [None]
-            found.append(Entry(name_of(tags[0], None), got.digest))
-        return found
+    def platform_entries(self, entries: list[Entry]) -> list[Entry]:
+        """--all-platforms into a destination that holds images but no index (tar://): each
+        index becomes one entry per platform whose manifest is in the archive, and one per
+        platform that is not, whose fetch fails saying so (so it is named among the failed
+        images, not dropped). Attestation manifests describe an image; they are not one."""
+        out = []
+        for entry in entries:
+            try:
+                got = self.fetch_manifest(entry.reference)
+            except ImageError:
+                got = None  # fails again, with its reason, when resolve fetches it
+            if got is None or not isinstance(got.parsed, ImageIndex):
+                out.append(entry)
+                continue
+            out += [Entry(entry.ref, d.digest) for d in got.parsed.manifests
+                    if not mt.is_attestation(d)]
+        return out
 
     def fetch_manifest(self, reference: str) -> Resolved:
-        if reference in self._synthetic:
-            return self._synthetic[reference]
+        if reference in self._broken:
+            raise ManifestError(self._broken[reference])
+        reading = self._reading
+        if reading is not None and reference in reading.rebuilt:
+            return reading.rebuilt[reference]
+        if reading is not None and reference in reading.absent:
+            raise NotFoundError(f"{self.where}: {reading.absent[reference]}")
         if not DIGEST_RE.match(reference):
             raise ManifestError(f"{self.where}: bad manifest reference {reference!r}")
-        body = self._read_member(f"blobs/sha256/{reference[7:]}")
-        return resolved_from_bytes(body, "", self.where, expect=reference)
+        member = blob_member(reference)
+        return resolved_from_bytes(self._read_member(member), "", f"{self.where}: {member}",
+                                   expect=reference)
 
     def get_blob(self, digest: str) -> bytes:
-        if digest in self._configs:
-            return self._configs[digest]
+        if self._reading is not None and digest in self._reading.configs:
+            return self._reading.configs[digest]
         if not DIGEST_RE.match(digest):
             raise ManifestError(f"{self.where}: bad digest {digest!r}")
-        return check_blob(self._read_member(f"blobs/sha256/{digest[7:]}", 16 * 2**20), digest,
-                          self.where)
+        member = blob_member(digest)
+        return check_blob(self._read_member(member, 16 * 2**20), digest,
+                          f"{self.where}: {member}")
 
     def blob_file(self, digest: str) -> BlobFile:
         blob = self._by_digest.get(digest)
         if blob is None:
-            raise NotFoundError(f"{self.where}: blob {digest} missing from the archive")
+            raise NotFoundError(f"{self.where}: no member holds blob {digest}")
         return blob
 
     def close(self) -> None:

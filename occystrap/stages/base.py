@@ -192,7 +192,10 @@ class StageIO:
         self.control.put(messages.encode(msg))
 
     def fail(self, image_id: int, source: str, reason: str, downstream: bool = True) -> None:
-        """Mark an image failed here (once) and tell the stages after this one."""
+        """Mark an image failed here (once) and tell the stages after this one. A reason
+        that starts with `source` (a source's own message) loses that prefix: the line shown
+        is `source: reason`, and should name the source once."""
+        reason = reason.removeprefix(f"{source}: ")
         with self._lock:
             if image_id in self.failed:
                 return

@@ -30,7 +30,7 @@ from occystrap.formats.daemon import Engine, docker_socket
 from occystrap.formats.dockerarchive import TarPlanner
 from occystrap.layercache import LayerCache
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
-from occystrap.messages import ImagePlan, LayerDesc, Shutdown
+from occystrap.messages import ImagePlan, LayerDesc, Notice, Shutdown
 from occystrap.reference import ImageRef, Location
 from occystrap.registry.pool import ClientPool
 from occystrap.sources import Entry, Resolved, check_depth, platform_manifest, serves
@@ -56,11 +56,17 @@ def copies_whole_index(config: Config, dest: Destination) -> bool:
     return config.all_platforms or (dest.is_registry and not config.platform_given)
 
 
-def diff_ids_of(config_bytes: bytes, layer_count: int) -> list[str]:
+def diff_ids_of(config_bytes: bytes, layers: list[mediatypes.Descriptor]) -> list[str]:
+    """The config's diff_ids, one per layer; an uncompressed layer's digest must be its
+    diff_id (a free check of the invariant that every layer matches the config)."""
     diff_ids = mediatypes.config_diff_ids(config_bytes)
-    if len(diff_ids) != layer_count:
+    if len(diff_ids) != len(layers):
         raise ManifestError(
-            f"image config lists {len(diff_ids)} diff_ids for {layer_count} layers")
+            f"image config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
+    for n, (d, diff_id) in enumerate(zip(layers, diff_ids, strict=True)):
+        if mediatypes.layer_compression(d.media_type) == "none" and d.digest != diff_id:
+            raise ManifestError(f"layer {n} is an uncompressed tar with digest {d.digest}, but "
+                                f"the config's diff_id is {diff_id}")
     return diff_ids
 
 
@@ -171,10 +177,11 @@ class Resolver:
             resp, conn = engine.export(location.path or "")
             try:
                 return TarballSource("", None, self.spool, fileobj=resp,  # type: ignore[arg-type]
-                                     where=f"docker://{location.path}"), False
+                                     where=location.text), False
             finally:
                 conn.close()
-        return TarballSource(location.path or "", location.select, self.spool), False
+        return TarballSource(location.path or "", location.select, self.spool,
+                             where=location.text), False
 
     def _discovery(self, location: Location) -> RegistryReferrers | None:
         """The run's referrer discovery, when referrers of this source are to be copied."""
@@ -187,6 +194,12 @@ class Resolver:
             try:
                 source, insecure = self.open(location)
                 entries = source.entries()
+                for text in getattr(source, "notes", ()):  # an archive read around its faults
+                    self.io.tell(Notice(source=location.text, text=text, verbose=True))
+                split = getattr(source, "platform_entries", None)  # an archive's platforms
+                if split and self.config.all_platforms and self.dest.takes_many \
+                        and not self.dest.takes_index:
+                    entries = split(entries)
                 if len(entries) > 1 and not self.dest.takes_many and not self.dest.is_registry:
                     names = ", ".join(str(e.ref.repo_tag) for e in entries)
                     raise UsageError(f"{location}: holds {len(entries)} images ({names}); "
@@ -304,7 +317,7 @@ class Resolver:
                 f"{got.digest} is an OCI artifact ({kind}), not a container image: "
                 f"{self.needs_image} needs an image; {fix}")
         config_bytes = source.get_blob(parsed.config.digest)
-        diff_ids: list[str | None] = list(diff_ids_of(config_bytes, len(parsed.layers))) \
+        diff_ids: list[str | None] = list(diff_ids_of(config_bytes, parsed.layers)) \
             if kind is None else [None] * len(parsed.layers)
         layers = []
         needed = 0

@@ -35,6 +35,7 @@ from tests.faultproxy import FaultProxy
 from tools import imagebuilder
 from tools.testregistry import TestRegistry
 
+# tools/test.sh runs a module's tests on one worker (--dist loadscope): the image is built once.
 pytestmark = pytest.mark.slow
 
 MANIFESTS = REPO_ROOT / "deploy" / "mirror-job.yaml"
@@ -83,13 +84,13 @@ def catalog(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
     for i in range(IMAGES):
         name = f"{ns}/app-{i:02d}"
         if i < INDEXES:
-            index = imagebuilder.build_index(work, 900 + i, [("linux", "amd64", None),
+            index = imagebuilder.build_index(work, 4200 + i, [("linux", "amd64", None),
                                                 ("linux", "arm64", "v8")],
                                 [96_000, 24_000], oci=i % 2 == 0, special_entries=False)
             imagebuilder.push_index(registry.url, name, "1.0", index)
             built[name] = index
         else:
-            img = imagebuilder.build_image(work, 900 + i, [160_000, 40_000 + 1000 * i, 8_000],
+            img = imagebuilder.build_image(work, 4200 + i, [160_000, 40_000 + 1000 * i, 8_000],
                               oci=i % 2 == 0, special_entries=False,
                               shared_base_key="deploy-base")
             imagebuilder.push_image(registry.url, name, "1.0", img)

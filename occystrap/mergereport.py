@@ -64,8 +64,23 @@ def load(paths: Iterable[str]) -> list[ShardFile]:
         if schema != STATS_SCHEMA or not isinstance(doc.get("image_results"), list):
             raise OccystrapError(f"{path}: not an {STATS_SCHEMA} document (schema: "
                                  f"{schema or 'none'}); write it with --stats-file")
+        _check_shape(path, doc)
         files.append(ShardFile(path, doc))
     return files
+
+
+def _check_shape(path: str, doc: dict[str, Any]) -> None:
+    """What merge relies on beyond the schema name: a `run.shard` of 0 <= index < count (or
+    none), and an object per image result. OccystrapError naming the file otherwise."""
+    run = doc.get("run")
+    shard = run.get("shard") if isinstance(run, dict) else None
+    if run is not None and not isinstance(run, dict) or shard is not None and not (
+            isinstance(shard, dict) and type(shard.get("index")) is int
+            and type(shard.get("count")) is int and 0 <= shard["index"] < shard["count"]):
+        raise OccystrapError(f"{path}: run.shard is not {{\"index\": K, \"count\": N}} with "
+                             "0 <= K < N")
+    if not all(isinstance(im, dict) for im in doc["image_results"]):
+        raise OccystrapError(f"{path}: image_results holds something that is not an object")
 
 
 def _check_shards(files: Sequence[ShardFile]) -> tuple[int | None, list[int]]:
@@ -113,6 +128,10 @@ def _shard_summary(f: ShardFile) -> dict[str, Any]:
         "bytes_received": int(transfer.get("bytes_received", 0)),
         "bytes_sent": int(transfer.get("bytes_sent", 0)),
         "bytes_avoided": int(transfer.get("bytes_skipped", 0)),
+        "layers_avoided": int(transfer.get("layers_skipped", 0)),
+        "mounts": int(transfer.get("mounts", 0)),
+        "requests": {key: int(doc.get("requests", {}).get(key, 0))
+                     for key in ("total", "retries", "throttled")},
         "peak_pss_total": int(doc.get("peak_pss_total", 0)),
     }
 
@@ -126,7 +145,12 @@ def merge(files: Sequence[ShardFile]) -> dict[str, Any]:
     """
     count, missing = _check_shards(files)
     ordered = sorted(files, key=lambda f: (f.shard or (0, 0), f.path))
-    shards = [_shard_summary(f) for f in ordered]
+    shards = []
+    for f in ordered:
+        try:
+            shards.append(_shard_summary(f))
+        except (TypeError, ValueError, AttributeError) as exc:  # a hand-edited file
+            raise OccystrapError(f"{f.path}: malformed stats document ({exc})") from None
     seen: dict[str, str] = {}
     duplicates: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
@@ -147,8 +171,6 @@ def merge(files: Sequence[ShardFile]) -> dict[str, Any]:
                 totals["up_to_date"] += 1
             else:
                 totals["copied"] += 1
-    transfer = [f.doc.get("transfer", {}) for f in ordered]
-    requests = [f.doc.get("requests", {}) for f in ordered]
     walls = [s["wall_seconds"] for s in shards]
     started = [s["started_at"] for s in shards if s["started_at"]]
     finished = [s["finished_at"] for s in shards if s["finished_at"]]
@@ -160,13 +182,13 @@ def merge(files: Sequence[ShardFile]) -> dict[str, Any]:
         "images": {"total": sum(totals.values()), **totals},
         "bytes": {
             "copied": sum(s["bytes"] for s in shards),
-            "received": sum(int(t.get("bytes_received", 0)) for t in transfer),
-            "sent": sum(int(t.get("bytes_sent", 0)) for t in transfer),
-            "avoided": sum(int(t.get("bytes_skipped", 0)) for t in transfer),
-            "layers_avoided": sum(int(t.get("layers_skipped", 0)) for t in transfer),
-            "mounts": sum(int(t.get("mounts", 0)) for t in transfer),
+            "received": sum(s["bytes_received"] for s in shards),
+            "sent": sum(s["bytes_sent"] for s in shards),
+            "avoided": sum(s["bytes_avoided"] for s in shards),
+            "layers_avoided": sum(s["layers_avoided"] for s in shards),
+            "mounts": sum(s["mounts"] for s in shards),
         },
-        "requests": {key: sum(int(r.get(key, 0)) for r in requests)
+        "requests": {key: sum(s["requests"][key] for s in shards)
                      for key in ("total", "retries", "throttled")},
         "wall_seconds": {"slowest_shard": max(walls, default=0.0),
                          "all_shards": round(sum(walls), 3)},

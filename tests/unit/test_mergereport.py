@@ -143,6 +143,12 @@ def test_runs_without_shards_merge_as_runs() -> None:
     ('{"schema": "occystrap.stats/1", "images": {}}', "schema: occystrap.stats/1"),
     ("[1, 2]", "schema: none"),
     (b"\xff\xfe", "not UTF-8"),
+    ('{"schema": "occystrap.stats/2", "image_results": [], "run": {"shard": {"index": 3, '
+     '"count": 3}}}', "run.shard is not"),
+    ('{"schema": "occystrap.stats/2", "image_results": [], "run": "x"}', "run.shard is not"),
+    ('{"schema": "occystrap.stats/2", "image_results": [1]}', "not an object"),
+    ('{"schema": "occystrap.stats/2", "image_results": [], "images": {"done": "x"}}',
+     "malformed stats document"),
 ])
 def test_load_names_the_bad_file(tmp_path: Path, content: str | bytes, message: str) -> None:
     path = tmp_path / "shard.json"
@@ -151,7 +157,7 @@ def test_load_names_the_bad_file(tmp_path: Path, content: str | bytes, message: 
     else:
         path.write_text(content)
     with pytest.raises(OccystrapError) as exc:
-        mergereport.load([str(path)])
+        mergereport.merge(mergereport.load([str(path)]))
     assert str(exc.value).startswith(f"{path}: ") and message in str(exc.value)
 
 

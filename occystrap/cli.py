@@ -6,7 +6,9 @@ after the command too. Every global option has an `OCCYSTRAP_<NAME>` environment
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -348,17 +350,21 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
             _err(result.error)
         return 143 if result.terminated else 130 if result.interrupted else 1
     # --stats-file always gets the JSON (with the series); --stats text still prints the table
-    if config.stats_file:
+    if config.stats_file:  # whole or not at all: a killed run leaves the previous file
+        tmp = f"{config.stats_file}.{os.getpid()}.tmp"
         try:
-            with open(config.stats_file, "w") as f:
-                f.write(stats.to_json(result) + "\n")
+            with open(tmp, "w") as f:
+                f.write(stats.to_json(result, config.shard) + "\n")
+            os.replace(tmp, config.stats_file)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise UsageError(f"cannot write --stats-file {config.stats_file}: "
                              f"{exc.strerror}") from None
     if config.stats == "text":
         click.echo(stats.to_text(result), err=True)
     elif config.stats == "json" and not config.stats_file:
-        click.echo(stats.to_json(result))
+        click.echo(stats.to_json(result, config.shard))
     _print_search_results(chain, results)
     if config.verbose:
         for notice in result.notices:
@@ -567,6 +573,36 @@ def search(obj: dict[str, Any], source: str, pattern: str, regex: bool,
         for line in searching.text_lines(matches):
             click.echo(line)
     return 0
+
+
+@cli.group()
+def report() -> None:
+    """Reports over the --stats-file JSON documents of earlier runs."""
+
+
+@report.command("merge")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@_OUTPUT_FORMAT
+@handle_errors
+def report_merge(files: tuple[str, ...], output_format: str) -> int:
+    """One summary of a sharded mirror from its shards' --stats-file FILES: images copied,
+    up to date and failed (with reasons), bytes moved and avoided, each shard's wall time.
+    Exit 1 when an image failed or a shard's file is missing.
+
+    \b
+    occystrap report merge /stats/mirror-*.json
+    """
+    import json
+
+    from occystrap import mergereport
+
+    merged = mergereport.merge(mergereport.load(files))
+    if output_format == "json":
+        click.echo(json.dumps(merged, indent=2))
+    else:
+        click.echo(mergereport.to_text(merged))
+    return mergereport.exit_code(merged)
 
 
 def main() -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
@@ -199,7 +201,22 @@ def _image_entries(result: Any) -> list[dict[str, Any]]:
     return images
 
 
-def to_dict(result: Any) -> dict[str, Any]:
+def run_info(shard: tuple[int, int] | None, wall_seconds: float) -> dict[str, Any]:
+    """Which run wrote a stats document, for `occystrap report merge`: the --shard (index and
+    count, or None), the host (a pod's name under Kubernetes), the occystrap version, and
+    when it started and finished (UTC, ISO 8601, whole seconds; started = finished - wall)."""
+    from occystrap import __version__
+
+    finished = datetime.now(UTC).replace(microsecond=0)
+    started = finished - timedelta(seconds=round(wall_seconds))
+    return {"shard": {"index": shard[0], "count": shard[1]} if shard else None,
+            "hostname": socket.gethostname(), "version": __version__,
+            "started_at": started.isoformat().replace("+00:00", "Z"),
+            "finished_at": finished.isoformat().replace("+00:00", "Z")}
+
+
+def to_dict(result: Any, shard: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The `occystrap.stats/2` document of a run (docs/stats.md); `shard` is --shard K/N."""
     from occystrap.pipeline import STAGES
 
     span = max((r.wall_seconds for r in result.reports.values()), default=0.0)
@@ -225,6 +242,7 @@ def to_dict(result: Any) -> dict[str, Any]:
     moved = sum(d.bytes for d in result.done)
     return {
         "schema": SCHEMA,
+        "run": run_info(shard, result.wall_seconds),
         "wall_seconds": round(result.wall_seconds, 3),
         "bytes": moved,
         "throughput_mb_s": round(moved / 1e6 / result.wall_seconds, 1)
@@ -397,8 +415,8 @@ def to_text(result: Any) -> str:
     return "\n".join(lines)
 
 
-def to_json(result: Any) -> str:
-    return json.dumps(to_dict(result), indent=2)
+def to_json(result: Any, shard: tuple[int, int] | None = None) -> str:
+    return json.dumps(to_dict(result, shard), indent=2)
 
 
 def total_retries(result: Any) -> int:

@@ -176,8 +176,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Docker engine (Debian's docker.io) with its data root and socket in a temp dir;
-    yields the socket path. vfs storage, no iptables, no bridge: it runs as root in a plain
-    container. Skips, saying why, where dockerd cannot start."""
+    yields the socket path. No iptables, no bridge: it runs as root in a plain container.
+    Storage: overlay2 where the kernel lets it mount here (a container costs milliseconds),
+    else vfs (each container and build step copies the whole tree). Skips, saying why, where
+    dockerd cannot start."""
     import shutil
     import time
 
@@ -189,16 +191,21 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("dockerd")
     sock = root / "docker.sock"
     log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [dockerd, "--storage-driver=vfs", "--iptables=false", "--bridge=none",
-         "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-         "--pidfile", str(root / "docker.pid"), "-H", f"unix://{sock}"],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not sock.exists():
+    for driver in ("overlay2", "vfs"):  # dockerd exits at once on a driver it cannot use
+        proc = subprocess.Popen(
+            [dockerd, f"--storage-driver={driver}", "--iptables=false", "--bridge=none",
+             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+             "--pidfile", str(root / "docker.pid"), "-H", f"unix://{sock}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if sock.exists():
+            break
         proc.kill()
+        proc.wait()
+        _unmount_below(root)
+    else:
         log.close()
         tail = (root / "dockerd.log").read_text(errors="replace")[-500:]
         pytest.skip(f"dockerd could not start here: {tail}")
@@ -211,7 +218,18 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        _unmount_below(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _unmount_below(root: Path) -> None:
+    """Unmount what dockerd left mounted under `root`, deepest first: once it has run a
+    container, its exec-root keeps a network namespace bind-mounted after it exits."""
+    prefix = f"{root}/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 class Containerd(NamedTuple):

@@ -7,9 +7,13 @@ network would be.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
+
+# A request line as the client sends it; the method list keeps body bytes out of a match.
+_REQUEST_LINE = re.compile(rb"(GET|HEAD|PUT|POST|PATCH|DELETE) (/\S*) HTTP/1\.1\r\n")
 
 
 class FaultProxy:
@@ -30,6 +34,7 @@ class FaultProxy:
         self.response_bytes = 0  # every byte the registry sent back
         self.stall_after = stall_after  # a response stops (silently) after this many bytes
         self.request_times: list[float] = []  # when each HTTP request went upstream
+        self.request_lines: list[str] = []  # "PUT /v2/…/manifests/1.0", in order
         self.cuts_left = cuts
         self.cuts_done = 0
         self._lock = threading.Lock()
@@ -87,8 +92,11 @@ class FaultProxy:
                     self._count_request(len(data))
                     starts = data.count(b" HTTP/1.1\r\n")  # request lines in this chunk
                     if starts:
+                        lines = [f"{m.decode()} {p.decode()}"
+                                 for m, p in _REQUEST_LINE.findall(data)]
                         with self._lock:
                             self.request_times += [time.monotonic()] * starts
+                            self.request_lines += lines
                 else:
                     with self._lock:
                         self.response_bytes += len(data)

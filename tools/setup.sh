@@ -29,6 +29,8 @@ command -v umoci >/dev/null 2>&1 || missing+=(umoci)
 command -v docker-credential-pass >/dev/null 2>&1 || missing+=(golang-docker-credential-helpers)
 command -v pass >/dev/null 2>&1 || missing+=(pass)
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+# Makes the container image's Debian base where no base image can be pulled (tools/build-image.sh).
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3-venv)

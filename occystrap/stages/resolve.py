@@ -102,7 +102,7 @@ class _Job:
 
     image_id: int
     ref: ImageRef
-    text: str  # the source URI as given, for messages
+    text: str  # the source URI as given (the image's own for a pattern), for messages
     source: Any
     insecure: bool
     target: ImageRef | None
@@ -213,12 +213,16 @@ class Resolver:
             for entry in self.shard(entries):
                 self.admit.acquire()  # one slot per image: an index and its children share it
                 image_id = next(self.ids)
+                # An image of a pattern is named by itself, not by the pattern, so its result
+                # line, its failure and its stats entry say which image it was.
+                text = (f"registry://{entry.ref}" if location.pattern is not None
+                        or location.scheme == "quay" else location.text)
                 try:
-                    self.one_image(image_id, location.text, entry, entry.source or source,
+                    self.one_image(image_id, text, entry, entry.source or source,
                                    insecure, self.dest.target(entry.ref, bulk),
                                    wants_referrers(self.config, location))
                 except Exception as exc:  # noqa: BLE001 - fails this image, not the run
-                    self.io.fail(image_id, location.text, str(_mapped(exc)))
+                    self.io.fail(image_id, text, str(_mapped(exc)))
         self.io.put(Shutdown())
 
     def shard(self, entries: list[Entry]) -> list[Entry]:

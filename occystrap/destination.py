@@ -205,6 +205,21 @@ class Probe:
             return self.dest.has_layer(digest, size)
         return self._client.blob_exists(target.name, digest) is not None
 
+    def mountable(self, places: tuple[str, ...], target: ImageRef | None) -> list[str]:
+        """Of the `HOST/REPOSITORY` places the layer cache recorded, the repositories of
+        this registry other than the target's (most recent first): a blob there can be
+        mounted into the target."""
+        if self._client is None or target is None:
+            return []
+        prefix = f"{target.host}/"
+        return [p[len(prefix):] for p in reversed(places)
+                if p.startswith(prefix) and p[len(prefix):] != target.name]
+
+    def blob_in(self, repository: str, digest: str) -> bool:
+        """HEAD the blob in another repository of the destination registry."""
+        assert self._client is not None
+        return self._client.blob_exists(repository, digest) is not None
+
     def has_manifest(self, target: ImageRef | None, digest: str, tag: str = "") -> bool:
         """Is this manifest there already (under `tag`, when given)? A referrer found at the
         destination is not copied again."""

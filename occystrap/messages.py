@@ -90,6 +90,9 @@ class LayerDesc(msgspec.Struct, tag=True):
     # a foreign (non-distributable) layer the source does not serve: the manifest keeps its
     # descriptor, no bytes are copied (`present` is set too)
     foreign: bool = False
+    # registry://: present in this other repository of the destination (the layer cache
+    # said so, a HEAD confirmed it): mounted at write time, no bytes move
+    mount_from: str = ""
 
 
 class ImageFailed(msgspec.Struct, tag=True):

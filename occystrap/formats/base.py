@@ -152,6 +152,11 @@ class Writer(ABC):
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         """Take ownership of `layer.path` (move it in, or copy and delete it)."""
 
+    def place(self, plan: ImagePlan) -> str | None:
+        """Where the image's blobs are published, as the layer cache records it
+        (`HOST/REPOSITORY`), or None for destinations other images cannot mount from."""
+        return None
+
     def stage_image(self, plan: ImagePlan) -> None:
         """Make the manifest present by digest, without naming it, so that what refers to
         it (`--referrers`) can follow before `finish_image` names it. Nothing to do for

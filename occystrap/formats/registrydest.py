@@ -18,6 +18,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from occystrap.config import Config
+from occystrap.errors import DestinationError
 from occystrap.formats.base import Writer, hex_of, unlink_quietly, write_atomic
 from occystrap.formats.referrerstags import ReferrersTags
 from occystrap.messages import ImagePlan, LayerDesc
@@ -101,6 +102,22 @@ class RegistryWriter(Writer):
             self._counts.setdefault(self._top.get(plan.image_id, plan.image_id),
                                     Counter())[how] += 1
 
+    def _mount_cached(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        """A re-encoded blob the layer cache placed in another repository of this registry
+        (resolve HEADed it there): mount it; without bytes, a refusal fails the image."""
+        name = plan.dest_name or self.dest.name
+        if not self._client().mount_blob(name, layer.digest, layer.mount_from):
+            raise DestinationError(
+                f"layer {layer.digest}: {self.dest.host} would not mount it from "
+                f"{layer.mount_from} (the layer cache's record); run again without "
+                "--layer-cache to re-encode it")
+        with self._lock:
+            self._counts.setdefault(self._top.get(plan.image_id, plan.image_id),
+                                    Counter())["mounted"] += 1
+
+    def place(self, plan: ImagePlan) -> str | None:
+        return f"{self.dest.host}/{plan.dest_name or self.dest.name}"
+
     @staticmethod
     def _mount_from(client: RegistryClient, name: str, digest: str,
                     earlier: Future[str]) -> bool:
@@ -128,6 +145,9 @@ class RegistryWriter(Writer):
                      -1, True)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        if layer.mount_from:
+            self._submit(plan, self._mount_cached, plan, layer)
+            return
         if layer.present:
             return
         # resolve HEADed every layer already, except those re-encoded since (new digests) and

@@ -28,7 +28,7 @@ from occystrap.errors import (
 )
 from occystrap.formats.daemon import Engine, docker_socket
 from occystrap.formats.dockerarchive import TarPlanner
-from occystrap.layercache import LayerCache
+from occystrap.layercache import Hit, LayerCache
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Notice, Shutdown
 from occystrap.reference import ImageRef, Location
@@ -343,11 +343,8 @@ class Resolver:
                 # only the layer cache may know.
                 hit = (self.cache.lookup(d.digest, encoding, config.compression_level)
                        if self.cache and not config.filters else None)
-                if hit is not None and probe.has_layer(hit.digest, hit.size, target):
-                    layer.source_digest = d.digest
-                    layer.digest, layer.size, layer.media_type = (hit.digest, hit.size,
-                                                                  hit.media_type)
-                    layer.compression, layer.present = encoding, True
+                if hit is not None:
+                    self.reuse(layer, hit, encoding, target)
             elif not config.filters:  # filters read every layer
                 layer.present = probe.has_layer(d.digest, d.size, target)
             if not layer.present:
@@ -375,6 +372,22 @@ class Resolver:
             artifact=kind or "", subject=parsed.subject.digest if parsed.subject else "",
             **extra)  # type: ignore[arg-type]
         return plan, layers
+
+    def reuse(self, layer: LayerDesc, hit: Hit, encoding: str, target: ImageRef | None
+              ) -> None:
+        """A cached re-encoding of this layer: no bytes move when the destination has the
+        blob (one HEAD), or, for a registry, another repository of it has (one HEAD there,
+        then a mount at write time, in place of a download and a re-encode)."""
+        new = hit.descriptor
+        mount_from = ""
+        if not self.probe.has_layer(new.digest, new.size, target):
+            mount_from = next((repo for repo in self.probe.mountable(hit.places, target)
+                               if self.probe.blob_in(repo, new.digest)), "")
+            if not mount_from:
+                return
+        layer.source_digest = layer.digest
+        layer.digest, layer.size, layer.media_type = new.digest, new.size, new.media_type
+        layer.compression, layer.present, layer.mount_from = encoding, True, mount_from
 
     @staticmethod
     def locate(layer: LayerDesc, source: Source) -> None:

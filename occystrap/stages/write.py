@@ -33,15 +33,17 @@ def _describe(exc: Exception, where: str) -> str:
     return str(mapped)
 
 
-def remember(cache: LayerCache | None, layers: list[LayerDesc], level: int | None) -> str:
-    """Record this image's freshly re-encoded layers; returns a note if that failed."""
+def remember(cache: LayerCache | None, layers: list[LayerDesc], level: int | None,
+             place: str | None) -> str:
+    """Record this image's re-encoded layers (fresh ones, and those the cache gave, now also
+    at `place`); returns a note if that failed."""
     if cache is None:
         return ""
-    fresh = [(cache_key(la.source_digest, la.compression, level),
-              NewDescriptor(la.digest, la.size, la.media_type))
-             for la in layers if la.source_digest and not la.present]
+    done = [(cache_key(la.source_digest, la.compression, level),
+             NewDescriptor(la.digest, la.size, la.media_type), place)
+            for la in layers if la.source_digest]
     try:
-        cache.record(fresh)
+        cache.record(done)
     except OSError as exc:
         return f"layer cache not updated: {exc.strerror}"
     return ""
@@ -93,7 +95,12 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
     # the whole image is published (a platform's sibling may still fail the index)
     inspect_lines: dict[int, list[dict[str, object]]] = {}
 
+    cache_notes: dict[int, str] = {}  # top-level image → why the cache was not updated
+
     def on_written(plan: ImagePlan, layers: list[LayerDesc], where: str) -> None:
+        note = remember(cache, layers, level, writer.place(plan))
+        if note:
+            cache_notes[publisher.top_of(plan.image_id)] = note
         if chain.inspects and plan.config:
             top = publisher.top_of(plan.image_id)
             inspect_lines.setdefault(top, []).append(
@@ -115,7 +122,7 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
                      ) -> None:
         nonlocal finished
         finished += 1  # published: a tarball holding it is kept, whatever follows
-        cache_note = remember(cache, layers, level)
+        cache_note = cache_notes.pop(plan.image_id, "")
         report_error = write_report(plan.image_id)
         if report_error:
             io.tell(ImageFailed(image_id=plan.image_id, source=plan.source, stage="write",

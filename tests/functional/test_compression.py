@@ -145,3 +145,41 @@ def test_layer_cache_hit_needs_the_blob_to_exist(occystrap_cli, registry, sample
     r = occystrap_cli(*args, f"oci://{tmp_path / 'two'}")
     assert r.returncode == 0, r.stderr
     assert "already present" not in r.stderr
+
+
+def test_layer_cache_mounts_across_repositories(occystrap_cli, registry, skopeo, tmp_path):
+    """A re-encoded blob published in one repository is mounted into a new one on the next
+    run (after a HEAD where the cache says it is): no layer is fetched or re-encoded. A bulk
+    mirror re-run onto a new prefix moves no layer bytes."""
+    from tests.faultproxy import FaultProxy
+    from tools.imagebuilder import build_image, push_image
+    from tools.testregistry import TestRegistry
+
+    for i in range(3):
+        image = build_image(tmp_path / f"b{i}", seed=8100 + i, layer_sizes=[300_000, 40_000],
+                            special_entries=False, shared_base_key="cache-mount-base")
+        push_image(registry.url, f"cache-mount/app-{i}", "1.0", image)
+    cache = tmp_path / "cache.json"
+    with TestRegistry() as mirror:
+        args = ["--insecure", "--compression", "zstd", "--layer-cache", str(cache), "process"]
+        src = f"registry://{registry.host}/cache-mount/app-*:1.0"
+        r = occystrap_cli(*args, src, f"registry://{mirror.host}/first")
+        assert r.returncode == 0, r.stderr
+        places = {p for e in json.loads(cache.read_text())["entries"].values()
+                  for p in e["places"]}
+        assert places == {f"{mirror.host}/first/cache-mount/app-{i}" for i in range(3)}
+        with FaultProxy(registry.port) as wire:
+            r = occystrap_cli(*args, "--stats", "json",
+                              f"registry://{wire.host}/cache-mount/app-*:1.0",
+                              f"registry://{mirror.host}/second")
+            fetched = wire.response_bytes
+        assert r.returncode == 0, r.stderr
+        assert "Summary: 3/3 images" in r.stderr
+        assert r.stderr.count("2 blobs mounted") == 3, r.stderr  # both layers of each
+        assert fetched < 20_000  # manifests and configs only: no layer came over
+        stats = json.loads(r.stdout)
+        compress = next(s for s in stats["stages"] if s["stage"] == "compress")
+        assert compress["items_in"] == 0 or compress["cpu_seconds"] < 0.5
+        for i in range(3):
+            got = inspect(skopeo, "--raw", f"docker://{mirror.host}/second/cache-mount/app-{i}:1.0")
+            assert all(la["mediaType"] == mt.OCI_LAYER_ZSTD for la in got["layers"])

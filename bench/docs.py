@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bench.report import f, fetch_cpu_table, fixed_table, rows, stats_line
+from bench.report import f, fetch_cpu_table, fixed_table, mb_s, rows, stats_line
 from bench.specs import ROOT
 from bench.targets import targets
 
@@ -53,6 +53,10 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
         "docker` with a YAML list of the 30 repositories (one process, images one after "
         "another, as skopeo does)",
         "- `bulk-noop`: the `bulk` mirror again into the registry it just filled",
+        "- `bulk-recode` (on `bulk`, ours only): the `bulk` mirror with `--compression zstd "
+        "--layer-cache FILE` into prefix `mirror-first` (untimed), then timed into a new "
+        "prefix `mirror` of the same registry: issue 16 wants the second run to move no layer "
+        "bytes (the docs take them from its `--stats-file` transfer line)",
         "- the same two on `bulk1k` (1,000 tiny images: ours with the catalog glob "
         "`registry://SRC/bench/bulk1k/*:1.0`, skopeo with a YAML list of the 1,000 "
         "repositories) and on `bulk100`, its first 100 images (`…/app-0*:1.0`): the pair shows "
@@ -132,7 +136,7 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
             tool = f"**{r['tool']}**" if r["tool"] == "occystrap" else r["tool"]
             lines.append(
                 f"| {r['workflow']} | {tool} | {f(r['median'], '.2f')} | {span} | "
-                f"{f(r['mb_s'], '.0f')} | {f(r['pss_mb'], '.1f')} | {f(r['rss_mb'], '.1f')} | "
+                f"{mb_s(r['mb_s'])} | {f(r['pss_mb'], '.1f')} | {f(r['rss_mb'], '.1f')} | "
                 f"{f(r['vs_skopeo'], '.2f')} | {f(r['vs_orig'], '.2f')} | "
                 f"{f(r['limit'], '.2f')} | {f(r['eff'], '.2f')} |")
         res = lim.get("resources")

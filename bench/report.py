@@ -48,6 +48,13 @@ def f(value: object, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def mb_s(value: float | None, width: int = 0) -> str:
+    """MB/s: whole numbers, but two decimals below 10 (a set of tiny images moves little)."""
+    if value is None:
+        return f"{'–':>{width}}" if width else "–"
+    return format(value, f"{width}.{0 if value >= 10 else 2}f")
+
+
 def print_table(doc: dict[str, object]) -> None:
     head = (f"{'image':<11} {'workflow':<9} {'tool':<17} {'median s':>8} {'min–max s':>13} "
             f"{'MB/s':>6} {'PSS MB':>7} {'RSS MB':>7} {'/skopeo':>7} {'/0.4.17':>7} "
@@ -57,7 +64,7 @@ def print_table(doc: dict[str, object]) -> None:
         span = (f"{r['min']:.2f}–{r['max']:.2f}" if r["median"] else
                 f"failed ×{r['failed']}")
         print(f"{r['image']:<11} {r['workflow']:<9} {r['tool']:<17} "
-              f"{f(r['median'], '8.2f'):>8} {span:>13} {f(r['mb_s'], '6.0f'):>6} "
+              f"{f(r['median'], '8.2f'):>8} {span:>13} {mb_s(r['mb_s'], 6)} "
               f"{f(r['pss_mb'], '7.1f'):>7} {f(r['rss_mb'], '7.1f'):>7} "
               f"{f(r['vs_skopeo'], '7.2f'):>7} {f(r['vs_orig'], '7.2f'):>7} "
               f"{f(r['limit'], '7.2f'):>7} {f(r['eff'], '5.2f'):>5}")
@@ -161,6 +168,11 @@ def stats_line(wf: str, s: dict[str, object]) -> str:
     line = f"- {wf}: wall {s.get('wall_seconds') or 0:.2f} s; {busy}"
     if verdict:
         line += f"; verdict: {verdict}"
+    moved = s.get("transfer")
+    if wf == "bulk-recode" and isinstance(moved, dict):
+        line += (f"; blobs: {moved.get('bytes_received', 0) / 1e6:.1f} MB received, "
+                 f"{moved.get('bytes_sent', 0) / 1e6:.1f} MB sent, {moved.get('mounts', 0)} "
+                 "mounted")
     per = s.get("per_image_seconds")
     if per:
         reqs = s.get("requests")

@@ -98,6 +98,13 @@ def issue16(doc: dict[str, object]) -> list[Check]:
             ("oci", "last_to_exit", "small → oci: last file write → exit (s)", 0.05),
             ("noop", "last_to_exit", "small re-run: last byte → exit (s)", 0.05)):
         checks.append(Check(what, fixed_median(doc, wf, measure), "≤", goal))
+    stats = (doc["images"].get("bulk", {}).get("workflows", {})  # type: ignore[union-attr]
+             .get("bulk-recode", {}).get("stats") or {})
+    moved = stats.get("transfer")
+    checks.append(Check("bulk-recode (--compression zstd --layer-cache, new prefix): blob MB "
+                        "received + sent", (moved.get("bytes_received", 0)
+                                            + moved.get("bytes_sent", 0)) / 1e6
+                        if moved else None, "≤", 1.0, "bulk", "bulk-recode"))
     singles = {i for (i, _, _) in found if "@" not in i and not i.startswith("bulk")}
     checks.append(Check("single-image copy, our peak PSS (MB; dir, tar, oci, registry, noop)",
                         _pss(found, singles, ["dir", "tar", "oci", "registry", "noop"]), "≤",

@@ -90,3 +90,14 @@ def test_image_spec_workflows() -> None:
     assert "fixed" not in IMAGES["1g"].workflows()
     assert IMAGES["bulk1k"].workflows() == ["bulk", "bulk-noop"]
     assert isinstance(IMAGES["2g"], ImageSpec) and IMAGES["2g"].compressible == 0.0
+
+
+def test_bulk_recode_is_ours_with_a_layer_cache_on_the_bulk_set_only() -> None:
+    inp = Inputs(src="127.0.0.1:1/bench/bulk", out="/o", layer_cache="/w/cache.json")
+    ours = command("occystrap", "bulk-recode", inp)
+    assert ours is not None
+    assert ours[ours.index("--layer-cache") + 1] == "/w/cache.json"
+    assert ours[ours.index("--compression") + 1] == "zstd"
+    assert command("skopeo", "bulk-recode", inp) is None
+    assert "bulk-recode" in IMAGES["bulk"].workflows()
+    assert "bulk-recode" not in IMAGES["bulk1k"].workflows()

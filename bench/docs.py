@@ -74,8 +74,8 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
         "- **loopback** (sections `KEY`): every registry on 127.0.0.1, plain HTTP, no latency",
         "- **WAN** (sections `KEY@wan`, `--profiles loopback,wan`): the source is the same "
         "storage served by a TLS registry (a throwaway CA each tool is told to trust: ours "
-        "`--ca-file`, skopeo `--src-cert-dir`/`cert-dir:`, 0.4.17 `REQUESTS_CA_BUNDLE`) behind "
-        "`bench/wanproxy.py`: "
+        "`--ca-file`, skopeo `--src-cert-dir`/`cert-dir:`, 0.4.17 `SSL_CERT_FILE` and "
+        "`REQUESTS_CA_BUNDLE`) behind `bench/wanproxy.py`: "
         + str(doc.get("wan", {}).get("about", "not part of this run")) + ". Its limits are "
         "computed, not "
         "measured: the loopback limit or the link's floor (the bytes at the link's rate plus "

@@ -161,7 +161,7 @@ def command(tool: str, workflow: str, inp: Inputs, dest: str = "@DEST@") -> list
     are unless asked, while skopeo and 0.4.17 gzip them; ours gets ``--compression gzip`` so
     that every tool pushes the same thing. With a TLS source (``inp.ca_file``), each tool
     trusts the CA its own way and the (plain HTTP, loopback) destination is marked insecure
-    on its own; 0.4.17 reads the CA from ``REQUESTS_CA_BUNDLE`` (see :func:`tool_env`).
+    on its own; 0.4.17 reads the CA from the environment (see :func:`tool_env`).
     """
     if (tool, workflow) in UNSUPPORTED or (inp.index and (tool, workflow) in UNSUPPORTED_INDEX):
         return None
@@ -202,9 +202,10 @@ def command(tool: str, workflow: str, inp: Inputs, dest: str = "@DEST@") -> list
 
 def tool_env(tool: str, inp: Inputs, ours: dict[str, str] | None) -> dict[str, str] | None:
     """The environment ``tool`` runs in: ours may run from a snapshot (``--commit``); 0.4.17
-    (requests) finds a TLS source's CA only in ``REQUESTS_CA_BUNDLE``."""
+    has no CA option: its httpx clients read ``SSL_CERT_FILE``, its requests calls
+    ``REQUESTS_CA_BUNDLE``."""
     if tool == "occystrap":
         return ours
     if tool == "occystrap-0.4.17" and inp.ca_file:
-        return dict(os.environ, REQUESTS_CA_BUNDLE=inp.ca_file)
+        return dict(os.environ, REQUESTS_CA_BUNDLE=inp.ca_file, SSL_CERT_FILE=inp.ca_file)
     return None

@@ -33,8 +33,8 @@ class Wan:
     def describe(self) -> str:
         side = "source and destination registries" if self.dest else "the source registry"
         return (f"{self.delay_ms:g} ms each way ({self.rtt * 1000:g} ms round trip), "
-                f"{self.rate_mb_s:g} MB/s each way shared by all connections, TLS, in front "
-                f"of {side}")
+                f"{self.rate_mb_s:g} MB/s each way shared by all connections behind a buffer "
+                f"of one round trip, 4 MiB in flight per connection, TLS, in front of {side}")
 
 
 @dataclass(frozen=True)

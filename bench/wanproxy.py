@@ -11,7 +11,9 @@ registry's). Model: a chunk read at time t from one side is written to the other
 ``max(t, link free) + len/rate + delay``, so the pipe holds many chunks in flight (a round
 trip is 2 × delay, not a chunk at a time); each direction of each connection holds at most
 ``--window`` bytes in flight (like a TCP window: one connection moves at most window / RTT),
-and the rate is shared by every connection, like the one link they would all cross.
+and the rate is shared by every connection, like the one link they would all cross, whose
+buffer holds ``--queue-ms`` of data (default one round trip): a sender waits while it is
+full, so queueing adds at most that much delay to a small request behind large ones.
 
 ``--events FILE``: one line per connection when it closes, ``conn FIRST LAST``, the
 ``time.monotonic()`` (CLOCK_MONOTONIC, comparable across processes) of its first
@@ -43,15 +45,23 @@ def _die_with_parent() -> None:
 
 
 class Link:
-    """One direction of the WAN: a delay and a bandwidth shared by every connection.
+    """One direction of the WAN: a delay, and a bandwidth shared by every connection in
+    front of a buffer that holds at most ``queue`` seconds of data (a bottleneck router's
+    buffer, about one round trip by default: without a bound, every connection's window
+    would queue up and a small response would wait behind all of them).
 
     Pure arithmetic over the caller's clock, so it can be unit-tested.
     """
 
-    def __init__(self, delay: float, rate: float) -> None:
+    def __init__(self, delay: float, rate: float, queue: float = 0.0) -> None:
         self.delay = delay  # seconds, one way
         self.rate = rate  # bytes per second; 0: unlimited
+        self.queue = queue  # seconds of backlog the link buffers before a sender must wait
         self.free_at = 0.0  # when the link has sent everything scheduled so far
+
+    def wait_before(self, now: float) -> float:
+        """Seconds a sender must hold its next chunk at ``now`` (the buffer is full)."""
+        return max(0.0, self.free_at - now - self.queue)
 
     def schedule(self, nbytes: int, now: float) -> float:
         """When a chunk of ``nbytes`` that arrived at ``now`` reaches the far side."""
@@ -74,10 +84,10 @@ class Proxy:
     """The asyncio server: one :class:`Link` per direction, shared by every connection."""
 
     def __init__(self, upstream: tuple[str, int], delay: float, rate: float, window: int,
-                 events: str | None) -> None:
+                 events: str | None, queue: float = 0.0) -> None:
         self.upstream = upstream
-        self.up = Link(delay, rate)  # client → registry
-        self.down = Link(delay, rate)  # registry → client
+        self.up = Link(delay, rate, queue)  # client → registry
+        self.down = Link(delay, rate, queue)  # registry → client
         self.window = window
         self.events = events
 
@@ -121,6 +131,8 @@ class Proxy:
                     if flow.broken:
                         break
                     flow.in_flight += len(data)
+                while (hold := link.wait_before(loop.time())) > 0:
+                    await asyncio.sleep(hold)
                 queue.put_nowait((link.schedule(len(data), loop.time()), data))
         except (ConnectionError, OSError):
             pass
@@ -175,13 +187,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="bandwidth of each direction in MB/s, shared (default 100; 0: none)")
     ap.add_argument("--window", type=int, default=4 << 20,
                     help="bytes in flight per connection and direction (default 4 MiB)")
+    ap.add_argument("--queue-ms", type=float, default=None,
+                    help="the link's buffer, in ms of data (default: one round trip, ≥ 5)")
     ap.add_argument("--events", default=None, help="append one line per closed connection")
     args = ap.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1"):
         ap.error("--upstream must be on loopback")
+    queue = args.queue_ms if args.queue_ms is not None else max(5.0, 2 * args.delay_ms)
     proxy = Proxy((host, int(port)), args.delay_ms / 1000, args.rate_mb_s * 1e6, args.window,
-                  args.events)
+                  args.events, queue / 1000)
     asyncio.run(serve(proxy, args.port))
     return 0
 

@@ -25,6 +25,13 @@ def test_link_delays_each_chunk_and_shares_the_rate() -> None:
     assert link.schedule(0, now=2.0) == pytest.approx(2.025)
 
 
+def test_link_buffer_holds_senders_back_when_full() -> None:
+    link = Link(delay=0.025, rate=100e6, queue=0.05)
+    link.schedule(10_000_000, now=0.0)  # 100 ms of data: the link is busy until 0.1
+    assert link.wait_before(0.0) == pytest.approx(0.05)  # 50 ms over the 50 ms buffer
+    assert link.wait_before(0.06) == 0.0
+
+
 def test_link_without_a_rate_only_delays() -> None:
     link = Link(delay=0.0, rate=0.0)
     assert link.schedule(10**9, now=5.0) == 5.0

@@ -56,14 +56,14 @@ def mb_s(value: float | None, width: int = 0) -> str:
 
 
 def print_table(doc: dict[str, object]) -> None:
-    head = (f"{'image':<11} {'workflow':<9} {'tool':<17} {'median s':>8} {'min–max s':>13} "
+    head = (f"{'image':<11} {'workflow':<11} {'tool':<17} {'median s':>8} {'min–max s':>13} "
             f"{'MB/s':>6} {'PSS MB':>7} {'RSS MB':>7} {'/skopeo':>7} {'/0.4.17':>7} "
             f"{'limit s':>7} {'eff':>5}")
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows(doc):
         span = (f"{r['min']:.2f}–{r['max']:.2f}" if r["median"] else
                 f"failed ×{r['failed']}")
-        print(f"{r['image']:<11} {r['workflow']:<9} {r['tool']:<17} "
+        print(f"{r['image']:<11} {r['workflow']:<11} {r['tool']:<17} "
               f"{f(r['median'], '8.2f'):>8} {span:>13} {mb_s(r['mb_s'], 6)} "
               f"{f(r['pss_mb'], '7.1f'):>7} {f(r['rss_mb'], '7.1f'):>7} "
               f"{f(r['vs_skopeo'], '7.2f'):>7} {f(r['vs_orig'], '7.2f'):>7} "

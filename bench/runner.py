@@ -224,7 +224,7 @@ def run_workflow(wf: str, tools: list[str], inp: Inputs, site: Site, args: argpa
             cleanup()
             label = "warm-up" if i < args.warmup else f"run {i - args.warmup + 1}"
             status = "" if res.exit_code == 0 else f"  FAILED ({res.exit_code})"
-            print(f"   {wf:<9} {t:<17} {label:<8} {res.wall:7.2f} s  "
+            print(f"   {wf:<11} {t:<17} {label:<8} {res.wall:7.2f} s  "
                   f"{res.peak_pss / 1e6:7.1f} MB{status}", flush=True)
             if i < args.warmup:
                 continue

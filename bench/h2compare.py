@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 import httpx  # noqa: E402
 
 from bench.wanproxy import WanProxy  # noqa: E402
-from tools.imagebuilder import Blob, build_image, push_blob, push_image  # noqa: E402
+from tools.imagebuilder import Blob, build_image, push_blob, push_manifest  # noqa: E402
 from tools.testregistry import TestRegistry  # noqa: E402
 
 MiB = 1 << 20
@@ -151,11 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         assert reg.ca_file is not None
         ctx = ssl.create_default_context(cafile=reg.ca_file)
         names = [f"h2/app-{i:02d}" for i in range(args.repos)]
-        for i, name in enumerate(names):
-            push_image(reg.url, name, "1.0", build_image(os.path.join(work, "img"), 500 + i,
-                                                         [64 << 10], special_entries=False))
         blobs = make_blobs(work, max(args.blobs, args.uploads), args.blob_mib * MiB)
         with httpx.Client(base_url=reg.url, verify=ctx, timeout=120, trust_env=False) as c:
+            for i, name in enumerate(names):  # push_image has no CA option: its parts do
+                img = build_image(os.path.join(work, "img"), 500 + i, [64 << 10],
+                                  special_entries=False)
+                for b in img.blobs:
+                    push_blob(c, name, b)
+                push_manifest(c, name, "1.0", img.manifest, img.manifest_media_type)
             for b in blobs:
                 push_blob(c, "h2/blobs", b)
         print(f"registry {reg.url} (TLS) behind bench/wanproxy.py: {args.delay_ms:g} ms each "
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in (4, 8):
                 cells.append(("blob upload (POST + PUT)", c, f"{len(up)} × {args.blob_mib} MiB",
                               lambda h2, c: upload(base, h2, c, ctx, up,
-                                                   f"h2/up-{h2}-{c}-{time.monotonic_ns()}")))
+                                                   f"h2/up-{int(h2)}-{c}-{time.monotonic_ns()}")))
             lines = ["| kind | at once | what | HTTP/1.1 s | HTTP/2 s | h2 / h1 | negotiated |",
                      "| --- | ---: | --- | ---: | ---: | ---: | --- |"]
             for kind, c, what, run in cells:

@@ -3,7 +3,7 @@
 Issue 14 asks whether occystrap should check the config's `rootfs.diff_ids` by default when a
 local source (tar://, oci://, dir://, docker://) has compressed layers, where the blob digest
 says nothing about the uncompressed content. This builds the benchmark's 1 GiB image (10
-layers, half compressible, gzip; the same spec as `bench/harness.py`'s `1g`) as a Docker
+layers, half compressible, gzip; the same spec as `bench/specs.py`'s `1g`) as a Docker
 containerd-store archive (compressed layers, `tools/archivebuilder.py`) and as an OCI layout,
 then times local copies without and with `--verify-full`, interleaved, and prints the median
 of each and the difference. Everything stays on the local disk; no network.

@@ -93,6 +93,22 @@ def sha256_seconds(blobs: Sequence[BlobRef], threads: int, repeat: int = 3) -> f
     return _best(lambda: _parallel(blobs, one, threads), repeat)
 
 
+def sha256_ms_per_mb(nbytes: int = 256 * BUF, repeat: int = 3) -> float:
+    """Milliseconds of one core's CPU to sha256 one MB (10**6 bytes), hashing ``nbytes`` of
+    a buffer already in memory in 1 MiB updates: the floor of a fetch that verifies as it
+    downloads, to compare with the fetch stage's CPU per MB (issue 17)."""
+    chunk = os.urandom(BUF)
+
+    def once() -> float:
+        h = hashlib.sha256()
+        t0 = time.process_time()
+        for _ in range(nbytes // BUF):
+            h.update(chunk)
+        return time.process_time() - t0
+
+    return _best(once, repeat) * 1000 / (nbytes / 1e6)
+
+
 def gunzip_seconds(blobs: Sequence[BlobRef], threads: int, repeat: int = 2) -> tuple[float, int]:
     """Decompress every gzip layer (from the builder's files, page-cached), ``threads`` at a
     time; returns (seconds, uncompressed bytes). Needed for outputs that unpack (dir, v1.2 tar).

@@ -2,8 +2,12 @@
 # One command for the side-by-side benchmark: installs what it needs, then runs
 # `python -m bench` (bench/harness.py) with the arguments given.
 #
-#   bench/run.sh                                     # every image and workflow, 5 runs
+#   bench/run.sh                                     # the default sets, every workflow, 5 runs
 #   bench/run.sh --images 1g --runs 3 --write-docs   # and regenerate docs/benchmarks.md
+#   bench/run.sh --images small,bulk100,bulk1k       # issue 16: small copies, fixed costs,
+#                                                    # 1,000 images (cached in bench/.cache)
+#   bench/run.sh --images 1g,2g,bulk --profiles loopback,wan   # issue 17: and over a WAN
+# (bench/README.md lists every option; python -m bench.h2compare is separate.)
 #
 # Sets up: Debian's docker-registry and skopeo (apt-get, when missing and we are root), the
 # dev venv (tools/setup.sh, when missing) and occystrap 0.4.17 in bench/.venv-orig. Safe to

@@ -35,6 +35,9 @@ every stage fails the one image with one line; only what it does not know stays 
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 
 class OccystrapError(Exception):
     """Base for every error that is the user's or the environment's, not ours."""
@@ -179,11 +182,11 @@ def _local(exc: BaseException, prefix: str) -> OccystrapError | None:
     import tarfile
     import zlib
 
-    import httpx
     import msgspec
     import zstandard
     from isal import isal_zlib
 
+    httpx = _httpx()
     if isinstance(exc, tarfile.TarError):
         return ImageError(f"{prefix}not a valid tar archive: {_line(exc)}")
     if isinstance(exc, EOFError):
@@ -198,7 +201,7 @@ def _local(exc: BaseException, prefix: str) -> OccystrapError | None:
         return ManifestError(f"{prefix}text that is not valid UTF-8")
     if isinstance(exc, OverflowError | struct.error):
         return ManifestError(f"{prefix}a size or number out of range: {_line(exc)}")
-    if isinstance(exc, httpx.DecodingError):
+    if httpx is not None and isinstance(exc, httpx.DecodingError):
         return RegistryError(f"{prefix}the answer does not decode as its Content-Encoding "
                              "says; refused")
     if isinstance(exc, OSError):
@@ -218,32 +221,42 @@ def _network(exc: BaseException, prefix: str) -> OccystrapError | None:
     """A failed request. The reason never quotes a URL or a header (they may carry secrets:
     pre-signed queries, upload `_state`, tokens)."""
     import http.client
-    import ssl
 
-    import httpx
-
-    if not isinstance(exc, OSError | http.client.HTTPException | ValueError
-                      | httpx.TransportError):
+    httpx = _httpx()
+    known: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException, ValueError)
+    if httpx is not None:
+        known += (httpx.TransportError,)
+    if not isinstance(exc, known):
         return None
     tls = _tls_failure(exc)
     if tls is not None:
+        import ssl
+
         reason = (f"TLS certificate verification failed ({tls.verify_message}); {_TLS_HINT}"
                   if isinstance(tls, ssl.SSLCertVerificationError)
                   else f"TLS certificate verification failed; {_TLS_HINT}")
         return RegistryError(prefix + reason, reason=reason)
-    if isinstance(exc, httpx.LocalProtocolError | ValueError):
+    if isinstance(exc, ValueError) or (httpx is not None
+                                       and isinstance(exc, httpx.LocalProtocolError)):
         # h11 and http.client quote the offending header value, which may be a token.
         reason = "the request is not valid HTTP (a header value or the URL; not shown)"
         return RegistryError(prefix + reason, reason=reason)
     if isinstance(exc, http.client.IncompleteRead):
         reason = f"connection closed after {len(exc.partial)} bytes of the body"
-    elif isinstance(exc, TimeoutError | httpx.TimeoutException):
+    elif isinstance(exc, TimeoutError) or (httpx is not None
+                                           and isinstance(exc, httpx.TimeoutException)):
         reason = "timed out"
     else:
         text = str(exc).strip()
         name = type(exc).__name__
         reason = f"{name}: {text}" if text else name
     return TransientError(prefix + reason, reason=reason)
+
+
+def _httpx() -> Any:
+    """httpx if it is loaded, else None: an httpx exception cannot exist without it, and a
+    run that sends through http.client alone never pays for importing it."""
+    return sys.modules.get("httpx")
 
 
 def _tls_failure(exc: BaseException) -> BaseException | None:

@@ -21,7 +21,7 @@ from occystrap.formats.shared import journal_path
 from occystrap.mediatypes import ACCEPT
 from occystrap.reference import ImageRef, Location
 from occystrap.registry.client import RegistryClient
-from occystrap.registry.pool import ClientPool
+from occystrap.registry.clients import ClientPool
 
 
 @dataclass(frozen=True)

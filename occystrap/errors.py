@@ -16,12 +16,27 @@ bug and is shown with its traceback.
     │   └── TransientError         worth retrying: connection reset, timeout, 5xx, 429
     └── DestinationError           cannot write the output (permissions, disk full, exists)
 
+Two policies are decided here and nowhere else: `exit_code` (a class attribute) and
+`retryable` (whether asking again may help: only a TransientError whose retries are not yet
+spent). The retry layer (`registry/retry.py: retrying`) reads `retryable`; the CLI reads
+`exit_code`.
+
+Errors carry data besides their message, as keyword arguments (all optional, None when not
+known): `host` (the registry or server), `image` (the repository, with its reference when
+known), `status` (the HTTP status that caused it), `code` (the registry's own error code
+from its JSON answer, e.g. `MANIFEST_UNKNOWN`). `reason` is the message without the
+`where` prefix `from_library` gives it ("timed out" in "GET https://…: timed out").
+
 `from_library` maps what libraries raise on bad input or a bad environment (tarfile,
-zlib/ISA-L/zstd, msgspec and json, httpx decoding, OS errors) into this tree, in one place,
-so every stage fails the one image with one line; only what it does not know stays a bug.
+zlib/ISA-L/zstd, msgspec and json, httpx decoding, OS errors) and, with `network=True`, what
+ssl, socket, http.client and httpx raise during a request, into this tree, in one place, so
+every stage fails the one image with one line; only what it does not know stays a bug.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import Any
 
 
 class OccystrapError(Exception):
@@ -29,49 +44,101 @@ class OccystrapError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str, *, host: str | None = None, image: str | None = None,
+                 status: int | None = None, code: str | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+        self.image = image
+        self.status = status
+        self.code = code
+        self.reason = message if reason is None else reason
+
+    @property
+    def retryable(self) -> bool:
+        """Whether asking again may cure it; only TransientError says yes."""
+        return False
+
+    @property
+    def kind(self) -> str:
+        """The class name, for counting failures by kind once the message is a string."""
+        return type(self).__name__
+
 
 class UsageError(OccystrapError):
+    """The command line is wrong: a malformed URI, flag value or combination (exit 2)."""
+
     exit_code = 2
 
 
 class ImageError(OccystrapError):
-    pass
+    """This image cannot be copied (its data is bad or unreadable); other images go on.
+
+    Raised as such for what a library finds wrong with an image's bytes (`from_library`:
+    a broken tar, corrupt compressed data, a truncated stream, an unreadable file)."""
 
 
 class NotFoundError(ImageError):
-    pass
+    """A manifest, blob, tag list or file the image needs does not exist (404, ENOENT)."""
 
 
 class ManifestError(ImageError):
-    pass
+    """A manifest, index or config that is malformed, too large or of an unsupported kind
+    (schema1, an unknown media type), or a reference that cannot name one."""
 
 
 class PlatformError(ImageError):
-    pass
+    """No manifest in an index matches the platform asked for (--platform)."""
 
 
 class DigestError(ImageError):
-    pass
+    """Content does not hash to (or is not the size of) the digest that named it, or the
+    registry refused a digest we computed."""
 
 
 class AuthError(OccystrapError):
-    pass
+    """Credentials refused (401/403), or the token flow failed: no usable challenge or realm,
+    a downgrade to plain HTTP, a malformed token."""
 
 
 class RegistryError(OccystrapError):
-    pass
+    """The registry or a server on its behalf answered something we cannot use, or could not
+    be reached in a way that asking again will not cure (TLS verification, a request that
+    is not valid HTTP)."""
 
 
 class TransientError(RegistryError):
-    """Raised for failures a retry may cure; `retry_after` is the server's hint in seconds."""
+    """A failure a retry may cure: connection reset or refused, timeout, 5xx, 408, 429.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    Raised where the failure happens; `retry_after` is the server's hint in seconds. The
+    retry layer retries it while the budget lasts, then raises a new one with `attempts`
+    set (the message says "after N attempts"): that one is final, no longer `retryable`.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, *,
+                 attempts: int | None = None, host: str | None = None,
+                 image: str | None = None, status: int | None = None, code: str | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message, host=host, image=image, status=status, code=code,
+                         reason=reason)
         self.retry_after = retry_after
+        self.attempts = attempts
+
+    @property
+    def retryable(self) -> bool:
+        return self.attempts is None
+
+    def spent(self, attempts: int, message: str | None = None) -> TransientError:
+        """The final error once `attempts` tries all failed: by default this message with
+        "after N attempts", the same data, no longer retryable."""
+        return TransientError(message or f"{self} after {attempts} attempts",
+                              self.retry_after, attempts=attempts, host=self.host,
+                              image=self.image, status=self.status, code=self.code,
+                              reason=self.reason)
 
 
 class DestinationError(OccystrapError):
-    pass
+    """The output cannot be written: permissions, a full or read-only disk, a path taken."""
 
 
 _SPACE = frozenset({"ENOSPC", "EDQUOT", "EROFS"})
@@ -83,17 +150,31 @@ def _line(exc: BaseException) -> str:
     return text[:200] + "…" if len(text) > 200 else text
 
 
-def from_library(exc: BaseException, where: str = "") -> OccystrapError | None:
+def from_library(exc: BaseException, where: str = "", *,
+                 network: bool = False) -> OccystrapError | None:
     """The OccystrapError for `exc` when it is a library's verdict on bad input or a bad
-    environment, prefixed with `where` (what was being read: "layer sha256:…"); None when
-    it is a bug, to be reported with its traceback. An OccystrapError comes back as is.
+    environment, prefixed with `where` (what was being read: "layer sha256:…", or the
+    request: "GET https://…"); None when it is a bug, to be reported with its traceback. An
+    OccystrapError comes back as is.
 
-    tarfile errors, truncated streams (EOFError) and corrupt compressed data (zlib, ISA-L,
-    zstd, gzip, lzma) are the image's fault (ImageError); malformed JSON or text that is not
-    UTF-8 a ManifestError; numbers too large for 64 bits (msgpack, struct) a ManifestError;
-    an answer httpx cannot decode a RegistryError; a full or read-only disk a
-    DestinationError; any other OSError an ImageError naming the file and the reason.
+    With `network=True` `exc` was met while sending a request or reading its answer
+    (`_network` below: TLS verification and malformed requests are RegistryErrors, every
+    other failure a retryable TransientError). Otherwise: tarfile errors, truncated
+    streams (EOFError) and corrupt compressed data (zlib, ISA-L, zstd, gzip, lzma) are the
+    image's fault (ImageError); malformed JSON or text that is not UTF-8 a ManifestError;
+    numbers too large for 64 bits (msgpack, struct) a ManifestError; an answer httpx cannot
+    decode a RegistryError; a full or read-only disk a DestinationError; any other OSError
+    an ImageError naming the file and the reason.
     """
+    if isinstance(exc, OccystrapError):
+        return exc
+    prefix = f"{where}: " if where else ""
+    if network:
+        return _network(exc, prefix)
+    return _local(exc, prefix)
+
+
+def _local(exc: BaseException, prefix: str) -> OccystrapError | None:
     import errno
     import json
     import lzma
@@ -101,14 +182,11 @@ def from_library(exc: BaseException, where: str = "") -> OccystrapError | None:
     import tarfile
     import zlib
 
-    import httpx
     import msgspec
     import zstandard
     from isal import isal_zlib
 
-    if isinstance(exc, OccystrapError):
-        return exc
-    prefix = f"{where}: " if where else ""
+    httpx = _httpx()
     if isinstance(exc, tarfile.TarError):
         return ImageError(f"{prefix}not a valid tar archive: {_line(exc)}")
     if isinstance(exc, EOFError):
@@ -123,7 +201,7 @@ def from_library(exc: BaseException, where: str = "") -> OccystrapError | None:
         return ManifestError(f"{prefix}text that is not valid UTF-8")
     if isinstance(exc, OverflowError | struct.error):
         return ManifestError(f"{prefix}a size or number out of range: {_line(exc)}")
-    if isinstance(exc, httpx.DecodingError):
+    if httpx is not None and isinstance(exc, httpx.DecodingError):
         return RegistryError(f"{prefix}the answer does not decode as its Content-Encoding "
                              "says; refused")
     if isinstance(exc, OSError):
@@ -134,3 +212,61 @@ def from_library(exc: BaseException, where: str = "") -> OccystrapError | None:
             return DestinationError(f"{prefix}cannot write {path}{reason}")
         return ImageError(f"{prefix}{path}{reason}")
     return None
+
+
+_TLS_HINT = "for a registry with its own CA use --ca-file, or --no-tls-verify"
+
+
+def _network(exc: BaseException, prefix: str) -> OccystrapError | None:
+    """A failed request. The reason never quotes a URL or a header (they may carry secrets:
+    pre-signed queries, upload `_state`, tokens)."""
+    import http.client
+
+    httpx = _httpx()
+    known: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException, ValueError)
+    if httpx is not None:
+        known += (httpx.TransportError,)
+    if not isinstance(exc, known):
+        return None
+    tls = _tls_failure(exc)
+    if tls is not None:
+        import ssl
+
+        reason = (f"TLS certificate verification failed ({tls.verify_message}); {_TLS_HINT}"
+                  if isinstance(tls, ssl.SSLCertVerificationError)
+                  else f"TLS certificate verification failed; {_TLS_HINT}")
+        return RegistryError(prefix + reason, reason=reason)
+    if isinstance(exc, ValueError) or (httpx is not None
+                                       and isinstance(exc, httpx.LocalProtocolError)):
+        # h11 and http.client quote the offending header value, which may be a token.
+        reason = "the request is not valid HTTP (a header value or the URL; not shown)"
+        return RegistryError(prefix + reason, reason=reason)
+    if isinstance(exc, http.client.IncompleteRead):
+        reason = f"connection closed after {len(exc.partial)} bytes of the body"
+    elif isinstance(exc, TimeoutError) or (httpx is not None
+                                           and isinstance(exc, httpx.TimeoutException)):
+        reason = "timed out"
+    else:
+        text = str(exc).strip()
+        name = type(exc).__name__
+        reason = f"{name}: {text}" if text else name
+    return TransientError(prefix + reason, reason=reason)
+
+
+def _httpx() -> Any:
+    """httpx if it is loaded, else None: an httpx exception cannot exist without it, and a
+    run that sends through http.client alone never pays for importing it."""
+    return sys.modules.get("httpx")
+
+
+def _tls_failure(exc: BaseException) -> BaseException | None:
+    """The certificate verification failure behind `exc` (itself, its cause, or a library
+    that only says so in its text), or None."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return exc
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and isinstance(cause, ssl.SSLCertVerificationError):
+        return cause
+    return exc if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None

@@ -20,7 +20,7 @@ from occystrap.config import Config
 from occystrap.errors import DigestError, NotFoundError, UsageError
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.reference import Location
-from occystrap.registry.pool import ClientPool
+from occystrap.registry.clients import ClientPool
 from occystrap.sources import Entry, Resolved, check_depth, platform_manifest
 from occystrap.stages.resolve import Resolver
 

@@ -133,7 +133,7 @@ class StageReport(msgspec.Struct, tag=True):
     io_write_bytes: int = 0
     io_read_chars: int = 0
     io_write_chars: int = 0
-    # registry requests this stage made (occystrap.registry.client.COUNTERS)
+    # registry requests this stage made (occystrap.registry.counters.COUNTERS)
     requests: dict[str, int] = {}
     retries: int = 0
     throttled: int = 0

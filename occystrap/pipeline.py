@@ -43,7 +43,7 @@ from occystrap.messages import (
 )
 from occystrap.reference import Location
 from occystrap.registry import credentials, ratelimit
-from occystrap.registry.client import warm_ssl_context
+from occystrap.registry.tls import warm_ssl_context
 from occystrap.stages import compress, fetch, resolve, verify, write
 from occystrap.stages.base import StageIO
 from occystrap.stats import Sampler

@@ -39,6 +39,12 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def digest_of_hash(hasher: hashlib._Hash) -> str:
+    """The digest a running sha256 (`hashlib.sha256()` fed piece by piece) has reached, as
+    `sha256:<hex>`: `digest_of` for streamed data."""
+    return "sha256:" + hasher.hexdigest()
+
+
 def validate_digest(digest: str) -> str:
     """Return `digest` if it is a well-formed sha256 digest; it will become a path."""
     if not DIGEST_RE.match(digest):

@@ -24,7 +24,7 @@ from occystrap.formats.referrerstags import ReferrersTags
 from occystrap.messages import ImagePlan, LayerDesc
 from occystrap.reference import ImageRef
 from occystrap.registry.client import RegistryClient
-from occystrap.registry.pool import ClientPool
+from occystrap.registry.clients import ClientPool
 
 
 def target_reference(plan: ImagePlan) -> str:

@@ -1,34 +1,34 @@
-"""Registry authentication: what the server asks for, and tokens. Where credentials come from
-(flags, auth files, credential helpers) is credentials.py.
+"""Registry authentication: what the server asks for (WWW-Authenticate challenges, RFC 9110
+§11.6.1) and the Authorization header each request gets. Where credentials come from (flags,
+auth files, credential helpers) is credentials.py; tokens are tokens.py.
 
-The challenge parser is pure so it can be tested with tables; only
-`fetch_token` talks to the network, and it does one request: the client owns retries so every
-request in the tool follows one policy.
-
-Secrets never appear in a repr, an exception message or a log line. The token server's answer is
-not echoed either: some servers reflect the submitted form, which would leak a refresh token.
+Pure: the challenge parser is tested with tables, and the `Authenticator` does no I/O. When
+it needs a Bearer token it builds the `TokenRequest` and hands it to the `fetch` function
+its caller passes in (httpx's auth flows yield the requests they need; this is the same
+contract without generators), so it holds no reference back to the client.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 import threading
-import time
-import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-
-from occystrap.errors import AuthError, RegistryError, TransientError
-from occystrap.registry.bodies import IDENTITY, EncodedAnswer, check_identity, read_raw
+from occystrap.errors import AuthError
 from occystrap.registry.credentials import Credentials
-from occystrap.registry.retry import RETRYABLE_STATUS, parse_retry_after
+from occystrap.registry.tokens import (
+    TokenCache,
+    TokenRequest,
+    basic_header,
+    token_request,
+    validate_realm,
+)
 
-DEFAULT_TOKEN_LIFETIME = 60.0
-# A JWT with many scopes is a few KiB; anything near this is not a token response.
-MAX_TOKEN_RESPONSE = 1 << 20
+__all__ = ["Authenticator", "Challenge", "Credentials", "TokenFetch", "parse_challenges"]
+
+#: Sends a token request and returns (token, expires_in seconds or None); raises what
+#: `tokens.read_token_answer` raises.
+TokenFetch = Callable[[TokenRequest], tuple[str, float | None]]
 
 
 @dataclass(frozen=True)
@@ -152,196 +152,85 @@ def parse_challenges(header: str) -> list[Challenge]:
     return challenges
 
 
-@dataclass(frozen=True)
-class _Token:
-    value: str
-    expires_at: float
-    refresh_at: float
 
+class Authenticator:
+    """Decides the Authorization header per scope, shared by every thread of a client.
 
-class TokenCache:
-    """Bearer tokens by (realm, service, scope), shared by all fetch threads of one client.
-
-    Tokens are dropped a little before expiry, so a long blob download does not start with a
-    token that dies halfway through the request and costs a 401 round trip.
+    After the first challenge the scheme (and a Bearer realm) is remembered, so the next
+    repository gets its token before its first request instead of after a 401 round trip.
+    Every method that may need a token takes the caller's `fetch`; AuthError when the
+    registry's challenge cannot be met.
     """
 
-    def __init__(self, clock: object = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(self, host: str, credentials: Credentials | None,
+                 registry_https: bool) -> None:
+        self._host = host
+        self._credentials = credentials
+        self._https = registry_https
+        self._tokens = TokenCache()
         self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str, str], _Token] = {}
+        self._fetch_lock = threading.Lock()
+        self._scheme: str | None = None
+        self._realm: tuple[str, str] | None = None
 
-    def _now(self) -> float:
-        return self._clock()  # type: ignore[operator]
-
-    def get(self, realm: str, service: str, scope: str) -> str | None:
-        key = (realm, service, scope)
+    def header(self, scope: str, fetch: TokenFetch) -> str | None:
+        """The Authorization value for a request needing `scope`, or None (none known yet)."""
         with self._lock:
-            token = self._tokens.get(key)
+            scheme, realm = self._scheme, self._realm
+        if scheme == "basic" and self._credentials is not None:
+            return basic_header(self._credentials)
+        if scheme == "bearer" and realm is not None:
+            return f"Bearer {self._token(realm, scope, None, fetch)}"
+        return None
+
+    def _token(self, realm: tuple[str, str], scope: str, refused: str | None,
+               fetch: TokenFetch) -> str:
+        url, service = realm
+        if refused is not None:
+            self._tokens.invalidate(url, service, scope, refused)
+        token = self._tokens.get(url, service, scope)
+        if token is not None:
+            return token
+        # One fetch per scope even when eight threads start on the same repository at once.
+        with self._fetch_lock:
+            token = self._tokens.get(url, service, scope)
             if token is None:
-                return None
-            if self._now() >= token.refresh_at:
-                del self._tokens[key]
-                return None
-            return token.value
+                token, expires_in = fetch(token_request(self._host, url, service, scope,
+                                                        self._credentials, self._https))
+                self._tokens.put(url, service, scope, token, expires_in)
+        return token
 
-    def put(
-        self, realm: str, service: str, scope: str, token: str, expires_in: float | None
-    ) -> None:
-        lifetime = DEFAULT_TOKEN_LIFETIME if not expires_in or expires_in <= 0 else expires_in
-        margin = min(10.0, lifetime * 0.2)
-        now = self._now()
-        with self._lock:
-            self._tokens[(realm, service, scope)] = _Token(
-                value=token, expires_at=now + lifetime, refresh_at=now + lifetime - margin
-            )
-
-    def invalidate(self, realm: str, service: str, scope: str, token: str | None = None) -> None:
-        """Forget a token the registry refused; only if it is still the one that was refused."""
-        key = (realm, service, scope)
-        with self._lock:
-            current = self._tokens.get(key)
-            if current is not None and (token is None or current.value == token):
-                del self._tokens[key]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._tokens)
-
-
-def validate_realm(realm: str, host: str, registry_https: bool = False) -> str:
-    """Refuse realms that are not plain http(s) URLs: they come from an untrusted server.
-
-    A registry reached over https whose realm is plain http is a TLS-to-plaintext downgrade:
-    the token request would carry the user's credentials (Basic, or a refresh token) and
-    bring back a bearer token in the clear. It is refused (AuthError naming the realm's
-    origin); there is no flag to allow it, a registry that wants plain HTTP is `--insecure`.
-    """
-    try:
-        parts = urllib.parse.urlsplit(realm)
-        realm_host = parts.hostname
-    except ValueError:
-        realm_host = None
-    if parts.scheme not in ("http", "https") or not realm_host:
-        raise AuthError(f"authentication to {host} failed: unusable token realm in challenge")
-    if registry_https and parts.scheme == "http":
-        raise AuthError(
-            f"authentication to {host} failed: the registry is https but its token realm "
-            f"http://{parts.netloc.rpartition('@')[2]}{parts.path} is plain http; refused "
-            "(credentials and tokens would travel unencrypted)")
-    return realm
-
-
-# RFC 6750 b64token is stricter; registries also hand out JWTs and opaque tokens, so any
-# visible ASCII passes, and nothing that could end or split a header line does.
-_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
-
-
-def check_token(token: str, realm_host: str | None, host: str) -> str:
-    """`token` if it can travel in an Authorization header; else AuthError, which is not a
-    transient fault (the server gave it, asking again gets the same), and never quotes it."""
-    if not _TOKEN_RE.match(token):
-        raise AuthError(
-            f"authentication to {host} failed: token server {realm_host} sent a token that "
-            "is not a valid header value (control characters, spaces or non-ASCII); refused")
-    return token
-
-
-def fetch_token(
-    http: httpx.Client,
-    host: str,
-    realm: str,
-    service: str | None,
-    scope: str | None,
-    credentials: Credentials | None,
-    registry_https: bool = False,
-) -> tuple[str, float | None]:
-    """One request to the token server; returns (token, expires_in).
-
-    With an identity token this is Docker's OAuth2 refresh-token grant (POST); otherwise a GET,
-    with Basic credentials when we have them and anonymously otherwise. The answer is read
-    raw within MAX_TOKEN_RESPONSE (`bodies`), and the token checked before it is kept.
-    Raises AuthError (refused, downgrade, malformed token), TransientError (worth retrying)
-    or RegistryError (an answer we cannot use).
-    """
-    validate_realm(realm, host, registry_https)
-    realm_host = urllib.parse.urlsplit(realm).hostname
-    # Several scopes (a push plus the pull on a mount's source) travel space-separated in
-    # `scope`: the token spec wants them as repeated `scope=` query parameters on the GET, and
-    # OAuth2 wants one space-delimited `scope` field in the POST form.
-    scopes = scope.split() if scope else []
-    try:
-        if credentials is not None and credentials.identity_token:
-            form = {
-                "grant_type": "refresh_token",
-                "refresh_token": credentials.identity_token,
-                "client_id": "occystrap",
-            }
-            if service:
-                form["service"] = service
-            if scopes:
-                form["scope"] = " ".join(scopes)
-            request = http.build_request("POST", realm, data=form, headers=IDENTITY)
-        else:
-            params: list[tuple[str, str]] = []
-            if service:
-                params.append(("service", service))
-            params += [("scope", s) for s in scopes]
-            request = http.build_request("GET", realm, params=params, headers=IDENTITY)
-            if credentials is not None and credentials.has_basic:
-                request.headers["Authorization"] = basic_header(credentials)
-        response = http.send(request, stream=True, follow_redirects=False)
-        try:
-            body = b""
-            if response.status_code == 200:
-                check_identity(response.headers)
-                body = read_raw(response.iter_raw(), MAX_TOKEN_RESPONSE)
-        finally:
-            response.close()
-    except EncodedAnswer as exc:
-        raise RegistryError(f"token server {realm_host} for {host}: {exc.describe()}") from None
-    except httpx.TimeoutException as exc:
-        raise TransientError(f"token server {realm_host} for {host}: timed out") from exc
-    except httpx.LocalProtocolError:
-        raise RegistryError(f"token server {realm_host} for {host}: the request is not valid "
-                            "HTTP (a header value or the URL; not shown)") from None
-    except httpx.TransportError as exc:
-        raise TransientError(
-            f"cannot reach token server {realm_host} for {host}: {type(exc).__name__}"
-        ) from exc
-    status = response.status_code
-    if status in (401, 403):
-        raise AuthError(
-            f"authentication to {host} failed: token server {realm_host} answered "
-            f"{status} {response.reason_phrase}"
-        )
-    if status in RETRYABLE_STATUS:
-        raise TransientError(
-            f"token server {realm_host} for {host}: {status} {response.reason_phrase}",
-            retry_after=parse_retry_after(response.headers.get("retry-after"), time.time()),
-        )
-    if status != 200:
-        raise RegistryError(
-            f"token server {realm_host} for {host}: unexpected {status} {response.reason_phrase}"
-        )
-    if len(body) > MAX_TOKEN_RESPONSE:
-        raise RegistryError(f"token server {realm_host} for {host}: the answer is larger than "
-                            f"{MAX_TOKEN_RESPONSE // 2**20} MiB; a token answer is a few KiB, "
-                            "refused")
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise RegistryError(f"token server {realm_host} for {host}: answer is not JSON") from None
-    token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
-    if not isinstance(token, str) or not token:
-        raise RegistryError(f"token server {realm_host} for {host}: answer holds no token")
-    check_token(token, realm_host, host)
-    expires_in = doc.get("expires_in")
-    lifetime = float(expires_in) if isinstance(expires_in, int | float) else None
-    return token, lifetime
-
-
-def basic_header(credentials: Credentials) -> str:
-    raw = f"{credentials.username or ''}:{credentials.password or ''}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
-
+    def on_unauthorized(self, www_authenticate: str | None, scope: str, sent: str | None,
+                        fetch: TokenFetch) -> None:
+        """Learn from a 401 (its WWW-Authenticate value; `sent`: the Authorization that was
+        refused) so the next try carries what the registry asks for; a refused token is
+        dropped and a new one fetched. AuthError when that cannot succeed."""
+        host = self._host
+        by_scheme = {c.scheme: c for c in parse_challenges(www_authenticate or "")}
+        if "bearer" in by_scheme:
+            params = by_scheme["bearer"].params
+            realm_url = params.get("realm")
+            if not realm_url:
+                raise AuthError(f"authentication to {host} failed: Bearer challenge without realm",
+                                host=host, status=401)
+            validate_realm(realm_url, host, self._https)
+            realm = (realm_url, params.get("service", ""))
+            with self._lock:
+                self._scheme, self._realm = "bearer", realm
+            refused = sent[len("Bearer "):] if sent and sent.startswith("Bearer ") else None
+            self._token(realm, scope, refused, fetch)
+            return
+        if "basic" in by_scheme:
+            creds = self._credentials
+            if creds is None or not creds.has_basic:
+                raise AuthError(
+                    f"authentication to {host} failed: the registry requires credentials",
+                    host=host, status=401)
+            if sent is not None and sent.startswith("Basic "):
+                raise AuthError(f"authentication to {host} failed: credentials refused",
+                                host=host, status=401)
+            with self._lock:
+                self._scheme = "basic"
+            return
+        raise AuthError(f"authentication to {host} failed: no supported challenge in 401 answer",
+                        host=host, status=401)

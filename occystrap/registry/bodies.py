@@ -1,22 +1,33 @@
-"""Small HTTP bodies read within a cap, as the bytes that came over the wire.
+"""HTTP bodies outside the transport: small answers read within a cap, and file regions
+sent as request bodies.
 
-Manifests, configs, token answers, catalog and tag pages, error bodies and the Quay API are
-read into memory, so each read has a cap. A cap checked after decoding is no cap at all: a
-32 KiB answer with `Content-Encoding: zstd` (or gzip, br) can decode to a GiB in a single
+Small answers. Manifests, configs, token answers, catalog and tag pages, error bodies and the
+Quay API are read into memory, so each read has a cap. A cap checked after decoding is no cap
+at all: a 32 KiB answer with `Content-Encoding: zstd` (or gzip, br) can decode to a GiB in a single
 chunk. So every request asks for `Accept-Encoding: identity` (`IDENTITY`), bodies are read
 raw (`iter_raw`, never decoded), and an answer that is encoded anyway is refused with
 `EncodedAnswer`: nothing is decoded, so a body that claims an encoding and is not one (bad
 gzip) cannot fail in a decoder either. Blob downloads never decode (their digest is of the
 bytes as stored), so they are not concerned.
+
+Request bodies. A blob upload sends a region of a file (a spool file, or a blob inside a
+tarball) without loading it: `FileRegion`, which the transports stream (sendfile on plain
+HTTP, a reused 1 MiB buffer under TLS or through httpx).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 #: Request headers for every request whose answer is read into memory.
 IDENTITY = {"Accept-Encoding": "identity"}
+
+BLOB_BUFFER = 2**20  # the read (and TLS send) buffer of blob bodies
+SENDFILE_SLICE = 8 * 2**20
 
 _TOKEN = re.compile(r"^[A-Za-z0-9._+-]{1,32}$")
 
@@ -55,3 +66,64 @@ def read_raw(chunks: Iterable[bytes], cap: int) -> bytes:
         if len(data) > cap:
             break
     return bytes(data[: cap + 1])
+
+
+class ShortSource(Exception):
+    """The file to upload is shorter than the blob: a local fault, never worth a retry."""
+
+
+@dataclass(frozen=True)
+class FileRegion:
+    """Bytes [offset, offset+size) of a file, sent as a request body without loading them.
+
+    Plain HTTP uses sendfile (the kernel copies page cache to socket); TLS reads 1 MiB at a
+    time into one reused buffer, since sendfile cannot encrypt. Either way memory stays flat
+    however big the blob or the tarball it lives in. `on_progress(n)` after each piece.
+    """
+
+    path: str
+    offset: int
+    size: int
+    on_progress: Callable[[int], None] | None = None
+
+    def send(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            raise ConnectionError("connection closed before the body was sent")
+        report = self.on_progress
+        pos, end = self.offset, self.offset + self.size
+        with open(self.path, "rb") as f:
+            if not isinstance(sock, ssl.SSLSocket):
+                while pos < end:
+                    n = sock.sendfile(f, pos, min(SENDFILE_SLICE, end - pos))
+                    if not n:
+                        raise ShortSource(f"{self.path} ends before byte {end}")
+                    pos += n
+                    if report is not None:
+                        report(n)
+                return
+            buffer = bytearray(BLOB_BUFFER)
+            view = memoryview(buffer)
+            f.seek(pos)
+            while pos < end:
+                n = f.readinto(view[: min(len(buffer), end - pos)])
+                if not n:
+                    raise ShortSource(f"{self.path} ends before byte {end}")
+                sock.sendall(view[:n])
+                pos += n
+                if report is not None:
+                    report(n)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The same bytes for httpx (the proxy path), in 1 MiB pieces."""
+        report = self.on_progress
+        pos, end = self.offset, self.offset + self.size
+        with open(self.path, "rb") as f:
+            f.seek(pos)
+            while pos < end:
+                data = f.read(min(BLOB_BUFFER, end - pos))
+                if not data:
+                    raise ShortSource(f"{self.path} ends before byte {end}")
+                pos += len(data)
+                if report is not None:
+                    report(len(data))
+                yield data

@@ -1,6 +1,7 @@
 """--rate-limit: one token bucket per registry host, shared by every thread of every stage
-process; the pause a registry asks for when its own budget runs low (`pause_for`); and
-`announce`, which says so on stderr whenever a request waits longer than a second.
+process; the pause a registry asks for when its own budget runs low (`pause_for`);
+`announce`, which says so on stderr whenever a request waits longer than a second; and
+`Waits`, through which every wait of a registry client goes (rate limit, backoff).
 
 The buckets live in shared memory made before the stages fork, so the limit holds for the
 whole run however the work is spread. Time is CLOCK_MONOTONIC, the same in every process.
@@ -8,12 +9,18 @@ whole run however the work is spread. Time is CLOCK_MONOTONIC, the same in every
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import sys
 import time
 import zlib
 from collections.abc import Callable
 from typing import Any
+
+from occystrap.registry.counters import COUNTERS
+from occystrap.registry.retry import backoff_delay, backoff_scale
+
+log = logging.getLogger(__name__)
 
 SLOTS = 32  # hosts hash into this many buckets
 
@@ -118,3 +125,32 @@ def announce(host: str, seconds: float, why: str) -> None:
         _listener(text)
     else:
         print(f"occystrap: {text}", file=sys.stderr, flush=True)
+
+
+class Waits:
+    """Every wait of one registry client: a long one is counted and said (never silent).
+
+    `pause` is the `retry.Pause` of the client's retry loops: it counts the retry and
+    sleeps the backoff (`retry.backoff_delay`, scaled by OCCYSTRAP_BACKOFF_SCALE in tests)
+    or the server's Retry-After."""
+
+    def __init__(self, host: str, scale: float | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.host = host
+        self.scale = backoff_scale() if scale is None else scale
+        self._sleep = sleep
+
+    def wait(self, seconds: float, why: str) -> None:
+        """Sleep `seconds`; over NOTICE_AFTER, count the pause and announce it with `why`."""
+        if seconds > NOTICE_AFTER:
+            COUNTERS.add("pauses")
+            COUNTERS.add("paused_seconds", seconds)
+            announce(self.host, seconds, why)
+        self._sleep(seconds)
+
+    def pause(self, attempt: int, retry_after: float | None, why: str) -> None:
+        """Before retry number `attempt` (0-based) of something that failed because `why`."""
+        COUNTERS.add("retries")  # every retry, of any kind, waits here first
+        log.debug("%s: retry %d after %s", self.host, attempt + 1, why)
+        self.wait(backoff_delay(attempt, retry_after) * self.scale,
+                  f"retry {attempt + 1} after {why}")

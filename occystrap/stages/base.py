@@ -34,7 +34,7 @@ from occystrap.messages import (
     StageReport,
 )
 from occystrap.registry import ratelimit
-from occystrap.registry.client import COUNTERS
+from occystrap.registry.counters import COUNTERS
 
 PROGRESS_INTERVAL = 0.25  # seconds between Progress messages for one image, at most
 

@@ -18,7 +18,7 @@ from occystrap.errors import OccystrapError
 from occystrap.formats.base import unlink_quietly
 from occystrap.layerio import copy_blob
 from occystrap.messages import ImagePlan, LayerDesc, Shutdown
-from occystrap.registry.pool import ClientPool
+from occystrap.registry.clients import ClientPool
 from occystrap.stages.base import StageIO
 
 

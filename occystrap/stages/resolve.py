@@ -32,7 +32,7 @@ from occystrap.layercache import Hit, LayerCache
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Notice, Shutdown
 from occystrap.reference import ImageRef, Location
-from occystrap.registry.pool import ClientPool
+from occystrap.registry.clients import ClientPool
 from occystrap.sources import Entry, Resolved, check_depth, platform_manifest, serves
 from occystrap.sources.bulk import RegistryBulkSource
 from occystrap.sources.directory import DirectorySource

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from occystrap.errors import AuthError, DigestError, RegistryError
-from occystrap.registry import client as client_mod
+from occystrap.registry import upload as client_mod
 from occystrap.registry.auth import Credentials
 from occystrap.registry.client import RegistryClient
 from tests.conftest import TEST_PASSWORD, TEST_USER

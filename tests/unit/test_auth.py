@@ -8,13 +8,8 @@ import threading
 import pytest
 
 from occystrap.errors import AuthError
-from occystrap.registry.auth import (
-    Challenge,
-    TokenCache,
-    check_token,
-    parse_challenges,
-    validate_realm,
-)
+from occystrap.registry.auth import Challenge, parse_challenges
+from occystrap.registry.tokens import TokenCache, check_token, validate_realm
 
 HUB_REALM = "https://auth.docker.io/token"
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import http.client
 import io
 import json
+import ssl
 import tarfile
 import zlib
 
@@ -15,11 +17,17 @@ import zstandard
 from isal import isal_zlib
 
 from occystrap.errors import (
+    AuthError,
     DestinationError,
+    DigestError,
     ImageError,
     ManifestError,
+    NotFoundError,
     OccystrapError,
+    PlatformError,
     RegistryError,
+    TransientError,
+    UsageError,
     from_library,
 )
 
@@ -69,3 +77,75 @@ def test_occystrap_errors_pass_through() -> None:
     err = ManifestError("as is")
     assert from_library(err, "ignored") is err
     assert isinstance(from_library(OSError(errno.EIO, "I/O error")), OccystrapError)
+
+
+# -- failures during a request (network=True) -------------------------------------------------
+
+def _cert_error() -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+                                            "failed")
+    error.verify_message = "unable to get local issuer certificate"
+    return error
+
+
+def _wrapped_cert_error() -> httpx.ConnectError:
+    try:
+        try:
+            raise _cert_error()
+        except ssl.SSLError as inner:
+            raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]") from inner
+    except httpx.ConnectError as outer:
+        return outer
+
+
+@pytest.mark.parametrize("make, kind, reason", [
+    (lambda: ConnectionResetError(104, "Connection reset by peer"), TransientError,
+     "ConnectionResetError: [Errno 104] Connection reset by peer"),
+    (lambda: TimeoutError("timed out"), TransientError, "timed out"),
+    (lambda: httpx.ReadTimeout("slow"), TransientError, "timed out"),
+    (lambda: http.client.IncompleteRead(b"abc", 10), TransientError,
+     "connection closed after 3 bytes of the body"),
+    (lambda: http.client.RemoteDisconnected("gone"), TransientError, "RemoteDisconnected: gone"),
+    (lambda: httpx.RemoteProtocolError("peer closed"), TransientError,
+     "RemoteProtocolError: peer closed"),
+    (_cert_error, RegistryError, "TLS certificate verification failed (unable to get local "
+     "issuer certificate); for a registry with its own CA use --ca-file, or --no-tls-verify"),
+    (_wrapped_cert_error, RegistryError, "TLS certificate verification failed (unable to get "
+     "local issuer certificate)"),
+    (lambda: ValueError("Invalid header value b'Bearer sec\\nret'"), RegistryError,
+     "the request is not valid HTTP (a header value or the URL; not shown)"),
+    (lambda: httpx.LocalProtocolError("Illegal header value b'sec'"), RegistryError,
+     "the request is not valid HTTP"),
+])
+def test_network_failures_map_to_one_line(make, kind, reason: str) -> None:
+    mapped = from_library(make(), "GET https://r.test/v2/", network=True)
+    assert mapped is not None and type(mapped) is kind, mapped
+    assert str(mapped).startswith("GET https://r.test/v2/: " + reason)
+    assert mapped.reason.startswith(reason) and "sec" not in str(mapped)
+    assert mapped.retryable is (kind is TransientError)
+
+
+def test_network_bugs_stay_bugs() -> None:
+    assert from_library(KeyError("x"), network=True) is None
+
+
+def test_retryable_and_exit_codes_are_decided_in_the_tree() -> None:
+    transient = TransientError("GET x: 503", 4.0, host="r.test", status=503)
+    assert transient.retryable and transient.exit_code == 1 and transient.kind == "TransientError"
+    final = transient.spent(3)
+    assert str(final) == "GET x: 503 after 3 attempts" and not final.retryable
+    assert (final.host, final.status, final.retry_after, final.attempts) == ("r.test", 503, 4.0, 3)
+    assert UsageError("bad flag").exit_code == 2
+    for cls in (ImageError, NotFoundError, DigestError, ManifestError, PlatformError, AuthError,
+                RegistryError, DestinationError):
+        error = cls("x", host="h", status=404, code="C")
+        assert not error.retryable and error.exit_code == 1 and error.reason == "x"
+        assert (error.host, error.status, error.code) == ("h", 404, "C")
+        assert cls.__doc__, cls
+
+
+def test_errors_survive_pickling_with_their_message() -> None:
+    import pickle
+
+    error = pickle.loads(pickle.dumps(NotFoundError("manifest a:1 not found", host="h")))
+    assert str(error) == "manifest a:1 not found" and isinstance(error, NotFoundError)

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from occystrap.errors import UsageError
 from occystrap.reference import DIGEST_RE, parse_image_ref, parse_location
 from occystrap.registry.auth import parse_challenges
-from occystrap.registry.client import _CONTENT_RANGE_RE
 from occystrap.registry.ratelimit import pause_for
+from occystrap.registry.urls import CONTENT_RANGE_RE as _CONTENT_RANGE_RE
 
 component = st.from_regex(r"[a-z0-9]{1,8}(?:[._-][a-z0-9]{1,8}){0,2}", fullmatch=True)
 name = st.lists(component, min_size=1, max_size=4).map("/".join)

@@ -15,7 +15,8 @@ import pytest
 
 from occystrap import stats
 from occystrap.messages import ImageDone, ImageFailed, Progress, StageReport
-from occystrap.registry.client import COUNTERS, RegistryClient
+from occystrap.registry.client import RegistryClient
+from occystrap.registry.counters import COUNTERS
 
 
 def _stage(name: str, busy: float, cpu: float = 0.0, wait_out: float = 0.0,

@@ -1,4 +1,4 @@
-"""One RegistryClient per (host, plain-HTTP?) for a stage process, made on first use.
+"""ClientPool: one RegistryClient per (host, plain-HTTP?) for a stage process, made on first use.
 
 Clients are made after the fork, in the process that uses them: a connection pool must never
 be shared between processes.

@@ -31,6 +31,7 @@ from typing import Protocol
 __all__ = ["BLOB_BUFFER", "Body", "FileRegion", "HTTPTransport", "Response", "RoutingTransport",
            "ShortSource", "Transport", "encoded", "failure", "open_transport", "proxied"]
 
+from occystrap import __version__
 from occystrap.errors import OccystrapError, RegistryError, TransientError, from_library
 from occystrap.registry.bodies import (
     BLOB_BUFFER,
@@ -365,6 +366,9 @@ class RoutingTransport:
 
     def send(self, method: str, url: str, headers: Mapping[str, str],
              body: Body = None) -> Response:
+        # Every request says who sends it (registries log it; some refuse anonymous agents).
+        if "User-Agent" not in headers:
+            headers = {**headers, "User-Agent": USER_AGENT}
         if proxied(url):
             return self._via_proxy().send(method, url, headers, body)
         return self._direct.send(method, url, headers, body)
@@ -382,6 +386,9 @@ class RoutingTransport:
         with self._lock:
             if self._proxy is not None:
                 self._proxy.close()
+
+
+USER_AGENT = f"occystrap/{__version__} (+https://pypi.org/project/occystrap/)"
 
 
 def open_transport(ssl_context: ssl.SSLContext, timeout: float, pool_size: int) -> Transport:

@@ -457,3 +457,21 @@ def test_corrupt_blob(scripted: Scripted, tmp_path: Path) -> None:
         with pytest.raises(DigestError):
             client.get_blob("x", digest)
     assert dest.stat().st_size == 0
+
+
+def test_every_request_names_its_agent(registry, sample_images, tmp_path):
+    """Manifests, blobs and uploads alike carry `User-Agent: occystrap/VERSION`: one seam
+    sends everything."""
+    from occystrap import __version__
+    from tests.httpfaults import HTTPFaults
+
+    with HTTPFaults(registry.port, []) as wire:
+        client = RegistryClient(wire.host, insecure=True)
+        s = sample_images["docker"]
+        body = client.get_manifest(s.name, s.tag, ["application/vnd.docker.distribution"
+                                                   ".manifest.v2+json"]).body
+        layer = json.loads(body)["layers"][0]
+        client.download_blob(s.name, layer["digest"], layer["size"], str(tmp_path / "b"))
+        client.close()
+    agents = {headers.get("User-Agent") for _, _, headers in wire.seen}
+    assert agents == {f"occystrap/{__version__} (+https://pypi.org/project/occystrap/)"}

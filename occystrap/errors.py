@@ -236,6 +236,11 @@ def _network(exc: BaseException, prefix: str) -> OccystrapError | None:
                   if isinstance(tls, ssl.SSLCertVerificationError)
                   else f"TLS certificate verification failed; {_TLS_HINT}")
         return RegistryError(prefix + reason, reason=reason)
+    if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version number" in str(exc):
+        # A TLS hello answered in plain HTTP: retrying cannot help, a flag can.
+        reason = ("the registry does not speak TLS (a plain-HTTP registry?); for a local "
+                  "registry use --insecure or ?insecure=true")
+        return RegistryError(prefix + reason, reason=reason)
     if isinstance(exc, ValueError) or (httpx is not None
                                        and isinstance(exc, httpx.LocalProtocolError)):
         # h11 and http.client quote the offending header value, which may be a token.

@@ -224,6 +224,34 @@ def parse_image_ref(text: str, where: str | None = None,
     return ImageRef(host=host, name=rest, tag=tag, digest=digest)
 
 
+_PLATFORM_OPTIONS = frozenset({"os", "arch", "architecture", "variant"})
+# The query options each kind of URI reads: anything else is a usage error, so that a typo
+# (`?media_type=oci`, `?fromat=v1.2`) is said, not silently ignored.
+URI_OPTIONS: dict[tuple[str, str], frozenset[str]] = {
+    ("registry", "source"): _PLATFORM_OPTIONS | {"insecure", "referrers", "tag_regex"},
+    ("registry", "destination"): frozenset({"insecure"}),
+    ("quay", "source"): _PLATFORM_OPTIONS | {"insecure", "referrers", "since", "token"},
+    ("tar", "source"): _PLATFORM_OPTIONS,
+    ("tar", "destination"): frozenset({"format", "media_types"}),
+    ("oci", "source"): _PLATFORM_OPTIONS | {"referrers"},
+    ("oci", "destination"): frozenset({"media_types"}),
+    ("dir", "source"): _PLATFORM_OPTIONS,
+    ("dir", "destination"): frozenset({"unique_names", "expand", "preserve_modes"}),
+    ("docker", "source"): _PLATFORM_OPTIONS | {"socket"},
+    ("docker", "destination"): frozenset({"socket"}),
+}
+
+
+def check_options(scheme: str, role: str, options: dict[str, object], shown: str) -> None:
+    """UsageError naming an option this kind of URI does not read."""
+    known = URI_OPTIONS.get((scheme, role), frozenset())
+    unknown = sorted(set(options) - known)
+    if unknown:
+        listed = ", ".join(f"?{o}=" for o in sorted(known)) or "none"
+        raise UsageError(f"{shown}: unknown option ?{unknown[0]}= for a {scheme}:// {role} "
+                         f"(it takes: {listed})")
+
+
 def parse_location(text: str, *, role: str) -> Location:
     """Parse a SOURCE (`role="source"`) or DESTINATION URI.
 
@@ -248,6 +276,7 @@ def parse_location(text: str, *, role: str) -> Location:
     if "?" in rest:
         rest, query = rest.split("?", 1)
     options = parse_options(query)
+    check_options(scheme, role, options, shown)
     if scheme in ("registry", "quay") and "@" in rest.split("/", 1)[0]:
         raise UsageError(f"{shown}: put credentials in --username/--password (or ?token= "
                          "for quay://), not in the URI")

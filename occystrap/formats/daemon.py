@@ -136,7 +136,10 @@ class LoadStream:
         return len(data)
 
     def copy_from(self, fd: int, size: int) -> None:
-        """Send `size` bytes of the file `fd` as one chunk, with sendfile."""
+        """Send `size` bytes of the file `fd` as one chunk, with sendfile. Nothing for an
+        empty member (a 0-byte layer.tar): a chunk of size 0 would end the request body."""
+        if size == 0:
+            return
         sock = self._sock()
         sock.sendall(b"%x\r\n" % size)
         # socket.sendfile, not os.sendfile: the socket has a timeout, so it is non-blocking

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from typing import Any
 
 from occystrap.errors import DestinationError
@@ -36,6 +37,27 @@ from occystrap.messages import ImagePlan, LayerDesc, Region
 from occystrap.reference import normalized_name
 
 UNUSED_PREFIX = "blobs/unused/"  # same length as "blobs/sha256/": same header size
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+          (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_target(path: str) -> None:
+    """A tarball goes to a temp name and is renamed over `path` when whole, which would
+    replace whatever is there: only a regular file (or nothing) may be. DestinationError
+    naming what it is otherwise (`tar:///dev/stdout` is a symlink to a descriptor)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there, or an unreachable path: opening the temp file will say
+    for test, kind in _KINDS:
+        if test(mode):
+            raise DestinationError(
+                f"cannot write tarball {path}: it is {kind}, not a regular file (the "
+                "tarball is written to a temp name and renamed over it); give a file path, "
+                "or docker:// to load into an engine")
 
 
 def temp_name(path: str, token: str) -> str:
@@ -97,8 +119,7 @@ class DockerArchiveWriter(Writer):
         self._file: Any = stream
         self._fd = -1
         if stream is None:
-            if os.path.isdir(path):
-                raise DestinationError(f"cannot write tarball {path}: it is a directory")
+            check_target(path)
             try:
                 self._file = open(self.tmp, "wb", buffering=0)  # noqa: SIM115 - see close()
             except OSError as exc:

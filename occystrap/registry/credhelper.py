@@ -14,10 +14,12 @@ words (run it by hand).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,6 +76,24 @@ def parse_answer(stdout: bytes) -> HelperAnswer | None:
     return HelperAnswer(username=username or None, secret=secret or None, identity_token=False)
 
 
+def _run(executable: str, url: str, env: Mapping[str, str] | None, timeout: float
+         ) -> subprocess.CompletedProcess[bytes]:
+    """`executable get` with `url` on stdin, in a session of its own: on a timeout the whole
+    process group is killed (a helper's own children, gpg or a keyring prompt, would
+    otherwise outlive it and keep its output pipe open)."""
+    with subprocess.Popen([executable, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, start_new_session=True,
+                          env=dict(env) if env is not None else None) as proc:
+        try:
+            out, err = proc.communicate(url.encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess([executable, "get"], proc.returncode, out, err)
+
+
 def run_helper(name: str, host: str, origin: str, env: Mapping[str, str] | None = None,
                timeout: float = HELPER_TIMEOUT) -> HelperAnswer | None:
     """Ask `docker-credential-<name>` for `host`'s credentials; None when it has none.
@@ -93,9 +113,7 @@ def run_helper(name: str, host: str, origin: str, env: Mapping[str, str] | None 
                         "again without it, or pass --no-credential-helpers")
     url = server_url(host)
     try:
-        done = subprocess.run([executable, "get"], input=url.encode(), capture_output=True,
-                              timeout=timeout, env=dict(env) if env is not None else None,
-                              check=False)
+        done = _run(executable, url, env, timeout)
     except subprocess.TimeoutExpired:
         raise AuthError(f"{where} did not answer within {timeout:.0f} s") from None
     except OSError as exc:

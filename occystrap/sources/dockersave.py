@@ -103,7 +103,9 @@ class ArchiveReader:
             try:
                 self._fill(item, entry)
             except ImageError as exc:
-                item.error = f"{item.label}: {exc}"
+                # the member readers name the archive; the offer's error names it once
+                text = str(exc).removeprefix(f"{self.where}: ")
+                item.error = f"{item.label}: {text}"
             items.append(item)
         return items
 
@@ -262,8 +264,12 @@ class ArchiveReader:
         if claims:
             return
         digest = self._found_in_blobs(item) or self._rebuild(item)
-        ref = ref_of(None, item.tags)
-        self.out.offers.append(Offer(ref, digest, names_of(ref, item.tags)))
+        # One image per RepoTag, as `docker load` tags it with each (Docker < 25 writes one
+        # manifest.json entry for `docker save A B` of one image; Docker >= 25 one index.json
+        # entry per tag): every name is kept, and `#NAME:TAG` picks one.
+        for tags in ([[tag] for tag in item.tags] or [[]]):
+            ref = ref_of(None, tags)
+            self.out.offers.append(Offer(ref, digest, names_of(ref, tags)))
 
     def _found_in_blobs(self, item: Item) -> str | None:
         """The digest of an OCI manifest in blobs/ that agrees with `item` (index.json did

@@ -104,6 +104,8 @@ class TarballSource:
         count = 0
         try:
             for member in archive:
+                if member.isdir():
+                    continue  # nothing read is a directory (`./` of `tar -C dir -cf x .`)
                 name = safe_name(member.name, self.where)
                 if member.issym() or member.islnk():
                     base = posixpath.dirname(name) if member.issym() else ""

@@ -31,7 +31,7 @@ from occystrap.formats.dockerarchive import TarPlanner
 from occystrap.layercache import Hit, LayerCache
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Notice, Shutdown
-from occystrap.reference import ImageRef, Location
+from occystrap.reference import DIGEST_RE, ImageRef, Location
 from occystrap.registry.clients import ClientPool
 from occystrap.sources import Entry, Resolved, check_depth, platform_manifest, serves
 from occystrap.sources.bulk import RegistryBulkSource
@@ -200,6 +200,10 @@ class Resolver:
                 if split and self.config.all_platforms and self.dest.takes_many \
                         and not self.dest.takes_index:
                     entries = split(entries)
+                if not (self.dest.takes_many or self.dest.is_registry) and len(entries) > 1 \
+                        and len({(e.source, e.reference) for e in entries}) == 1 \
+                        and DIGEST_RE.match(entries[0].reference):
+                    entries = entries[:1]  # one image under several tags: the first names it
                 if len(entries) > 1 and not self.dest.takes_many and not self.dest.is_registry:
                     names = ", ".join(str(e.ref.repo_tag) for e in entries)
                     raise UsageError(f"{location}: holds {len(entries)} images ({names}); "

@@ -191,3 +191,15 @@ def test_credentials_never_appear_in_any_output(occystrap_cli, auth_registry, tm
         assert TEST_PASSWORD not in written
         assert "Traceback" not in written
     assert "REDACTED" in r.stderr  # the last one failed, naming its (redacted) source
+
+
+def test_tls_to_a_plain_http_registry_says_insecure(occystrap_cli, registry):
+    """Forgetting --insecure with a local plain-HTTP registry: one line that names the
+    flag, at once (a TLS hello answered in plain HTTP is not worth retrying)."""
+    import time
+
+    started = time.monotonic()
+    r = occystrap_cli("info", f"registry://{registry.host}/nothing/here:1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "does not speak TLS" in r.stderr and "--insecure" in r.stderr
+    assert time.monotonic() - started < 5

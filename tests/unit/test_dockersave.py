@@ -177,7 +177,7 @@ def test_missing_layer_member_fails_that_image():
     config, members, _ = image(a, "a")
     write(a, [(config, [members[0], "blobs/sha256/" + "f" * 64], ["app:1"])])
     (offer,) = a.reading().offers
-    assert offer.error == (f"tar:///srv/app.tar: app:1: tar:///srv/app.tar: blobs/sha256/"
+    assert offer.error == (f"tar:///srv/app.tar: app:1: blobs/sha256/"
                            f"{'f' * 64}: not in the archive")
 
 

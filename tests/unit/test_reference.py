@@ -81,10 +81,39 @@ def test_registry_destination_keeps_source_tag_unless_given():
 
 
 def test_parse_source_options():
-    loc = parse_location("registry://h.io/a:1?insecure=true&arch=arm64&retries=5",
+    loc = parse_location("registry://h.io/a:1?insecure=true&arch=arm64&variant=8",
                          role="source")
     assert loc.ref.name == "a"
-    assert loc.options == {"insecure": True, "arch": "arm64", "retries": 5}
+    assert loc.options == {"insecure": True, "arch": "arm64", "variant": 8}
+
+
+@pytest.mark.parametrize("text, role, option", [
+    ("registry://h.io/a:1?retries=5", "source", "retries"),
+    ("oci:///srv/x?media_type=oci", "destination", "media_type"),
+    ("tar:///srv/x.tar?fromat=v1.2", "destination", "fromat"),
+    ("dir:///srv/x?expnad=true", "destination", "expnad"),
+    ("registry://h.io/a?media_types=oci", "destination", "media_types"),
+    ("tar:///srv/x.tar?referrers=true", "source", "referrers"),
+])
+def test_unknown_options_are_usage_errors(text, role, option):
+    """A misspelt option is said, not silently ignored (a `?media_type=oci` typo would
+    write the Docker-typed layout the user tried to avoid)."""
+    with pytest.raises(UsageError, match=rf"unknown option \?{option}= for a"):
+        parse_location(text, role=role)
+
+
+def test_every_option_read_is_known():
+    """Every `option("…")` the code reads is listed for some kind of URI."""
+    import pathlib
+    import re
+
+    from occystrap.reference import URI_OPTIONS
+
+    known = set().union(*URI_OPTIONS.values())
+    root = pathlib.Path(__file__).resolve().parents[2] / "occystrap"
+    read = {m for path in root.rglob("*.py")
+            for m in re.findall(r'option\("([a-z_]+)"', path.read_text())}
+    assert read <= known, read - known
 
 
 @pytest.mark.parametrize(

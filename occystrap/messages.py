@@ -1,12 +1,17 @@
 """The messages that travel on the pipeline's queues.
 
-Each is a tagged msgspec Struct encoded as msgpack. Manifests and configs are small (capped at
+Each is a tagged msgspec Struct encoded as msgpack (by `channel.py`, which also marks the end
+of a stream: there is no end-of-input message). Manifests and configs are small (capped at
 4 MiB) and travel inline; layer bytes never do: a `LayerDesc` names the spool file that holds them.
 """
 
 from __future__ import annotations
 
 import msgspec
+
+# The pipeline's stages, in order: a stage's index here is its slot in the shared counters
+# and the order of the statistics' stage rows.
+STAGES = ("resolve", "fetch", "verify", "compress", "write")
 
 
 class Region(msgspec.Struct):
@@ -96,10 +101,15 @@ class LayerDesc(msgspec.Struct, tag=True):
 
 
 class ImageFailed(msgspec.Struct, tag=True):
+    """An image that cannot be copied: the stage that found out, the one-line reason, and
+    the error's kind, its class name in the error tree (`NotFoundError`, `DigestError`, …;
+    a bug's own class, `KeyError`, …), so the statistics can count failures by kind."""
+
     image_id: int
     source: str
     stage: str
     reason: str
+    kind: str = "OccystrapError"
 
 
 class ImageDone(msgspec.Struct, tag=True):
@@ -200,20 +210,18 @@ class StageCrashed(msgspec.Struct, tag=True):
     traceback: str
 
 
-class Shutdown(msgspec.Struct, tag=True):
-    """End of input: every image has been sent; finish in-flight work, then exit."""
-
-
 Message = (ImagePlan | LayerDesc | ImageFailed | ImageDone | StageReport | Progress
-           | SearchHits | Notice | StageCrashed | Shutdown)
+           | SearchHits | Notice | StageCrashed)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
 
 def encode(message: Message) -> bytes:
+    """msgpack bytes of `message` (never empty: the channels' end marker is b"")."""
     return _encoder.encode(message)
 
 
 def decode(data: bytes) -> Message:
+    """The message `data` encodes; msgspec.DecodeError when it is not one."""
     return _decoder.decode(data)

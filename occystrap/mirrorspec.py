@@ -103,3 +103,27 @@ def load(path: str) -> list[tuple[Location, str | None]]:
     if not pairs:
         raise UsageError(f"--from-file {path}: no images listed")
     return pairs
+
+
+def plan_runs(uris: tuple[str, ...], from_file: str | None
+              ) -> list[tuple[Location, list[Location]]]:
+    """`process`'s runs as (destination, sources): one for SOURCE DESTINATION, one per
+    destination of a --from-file spec (whose sources without one go to DESTINATION).
+    UsageError for a wrong number of URIs or a source with nowhere to go."""
+    if from_file is None:
+        if len(uris) != 2:
+            raise UsageError("process takes SOURCE DESTINATION (or --from-file FILE "
+                             "DESTINATION)")
+        return [(parse_location(uris[1], role="destination"),
+                 [parse_location(uris[0], role="source")])]
+    if len(uris) > 1:
+        raise UsageError("with --from-file, give only the DESTINATION")
+    default = uris[0] if uris else None
+    groups: dict[str, list[Location]] = {}
+    for src, dest in load(from_file):
+        target = dest or default
+        if target is None:
+            raise UsageError(f"--from-file {from_file}: {src} has no destination; give one "
+                             "on the command line")
+        groups.setdefault(target, []).append(src)
+    return [(parse_location(d, role="destination"), s) for d, s in groups.items()]

@@ -1,13 +1,34 @@
 """The process pipeline: resolve → fetch → verify → compress → write.
 
-    resolve ─Q─► fetch ─Q─► verify ─Q─► compress ─Q─► write
+    resolve ─C─► fetch ─C─► verify ─C─► compress ─C─► write
        ▲                                                │
-       └── admission semaphore (-J) ◄───────────────────┘   control queue ──► supervisor
+       └── admission semaphore (-J) ◄───────────────────┘   control channel ──► supervisor
 
 Each stage is a forked process (modules imported before the fork share their pages, which
-keeps the tree's memory near the floor). Queues are bounded and carry only msgspec-encoded
-descriptors. The supervisor (this process) collects outcomes and reports, samples memory,
-and on Ctrl-C or a dead stage stops every child, removes temp files and returns.
+keeps the tree's memory near the floor). The main line is four bounded channels
+(channel.py, QUEUE_SIZE messages each) of msgspec-encoded descriptors; closing a channel is
+the end of its stream. The supervisor (this process) collects outcomes and reports, samples
+memory and channels, and on Ctrl-C or a dead stage stops every child, removes temp files
+and returns.
+
+Side channels, every one of them (all made here before the fork):
+- control channel (stages → supervisor, unbounded): ImageDone and ImageFailed from write
+  (the end of the line hears of every failure), each stage's StageReport at its end,
+  StageCrashed, Notice (a long wait; a source's note for -v), Progress from fetch, SearchHits
+  from compress. The supervisor sleeps on its wait handle and the stages' sentinels.
+- admission semaphore (-J): resolve takes a slot per top-level image, write gives it back
+  when the image is published or failed.
+- failed images (stages/failures.py, a ring of ids in shared memory): whoever fails an image
+  posts it, and fetch, verify and compress stop work on it, so a failure in write cancels the
+  downloads fetch has queued for that image.
+- running byte counts (a shared array, a slot per stage, stages/accounting.py): the
+  per-second series.
+- channel statistics (shared counters in each channel): messages through it and the time its
+  sender was blocked and its receiver waited; read by the stages' reports and the sampler.
+- the rate limit's shared token bucket per host (registry/ratelimit.py), and what is looked
+  up once and inherited: the TLS context, the registry credentials.
+- the destination itself: the tar planner's regions (planned by resolve, filled by fetch,
+  finished by write) and the layer cache file.
 """
 
 from __future__ import annotations
@@ -19,62 +40,73 @@ import os
 import shutil
 import signal
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.queues import Queue
-from typing import Any
+from multiprocessing.process import BaseProcess
 from urllib.parse import urlsplit
 
-from occystrap import messages
+from occystrap.channel import Receiver, Sender, open_channel
 from occystrap.config import Config
 from occystrap.destination import Destination
-from occystrap.errors import DestinationError, OccystrapError, from_library
+from occystrap.errors import DestinationError, OccystrapError
 from occystrap.layercache import LayerCache
 from occystrap.messages import (
+    STAGES,
     ImageDone,
     ImageFailed,
+    Message,
     Notice,
     Progress,
     SearchHits,
     StageCrashed,
     StageReport,
 )
+from occystrap.outcome import RunResult
 from occystrap.reference import Location
 from occystrap.registry import credentials, ratelimit
 from occystrap.registry.tls import warm_ssl_context
-from occystrap.stages import compress, fetch, resolve, verify, write
-from occystrap.stages.base import StageIO
-from occystrap.stats import Sampler
+from occystrap.stages.base import Stage, Wiring, crash
+from occystrap.stages.compress import Compress
+from occystrap.stages.failures import FailedImages
+from occystrap.stages.fetch import Fetch
+from occystrap.stages.resolve import Resolve
+from occystrap.stages.verify import Verify
+from occystrap.stages.write import Write
+from occystrap.stats.sampler import Sampler
 
 QUEUE_SIZE = 64
-SAMPLE_EVERY = 0.05  # seconds between the supervisor's memory and queue samples
-STAGES = ("resolve", "fetch", "verify", "compress", "write")
+SAMPLE_EVERY = 0.05  # seconds between the supervisor's memory and channel samples
 _PR_SET_PDEATHSIG = 1
+
+Event = ImageDone | ImageFailed | Notice
 
 
 @dataclass
-class RunResult:
-    done: list[ImageDone] = field(default_factory=list)
-    failed: list[ImageFailed] = field(default_factory=list)
-    reports: dict[str, StageReport] = field(default_factory=dict)
-    memory: dict[str, dict[str, int]] = field(default_factory=dict)
-    peak_pss_total: int = 0
-    wall_seconds: float = 0.0
-    error: str | None = None
-    interrupted: bool = False
-    terminated: bool = False
-    # supervisor samples: queue occupancy, the per-second series, live progress per image
-    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
-    series: list[dict[str, Any]] = field(default_factory=list)
+class Live:
+    """What the supervisor knows while the run goes on, for a live display (`on_tick`):
+    the result so far, and fetch's latest Progress per image."""
+
+    result: RunResult
     progress: dict[int, Progress] = field(default_factory=dict)
-    search_hits: list[SearchHits] = field(default_factory=list)  # the search filters' matches
-    notices: list[Notice] = field(default_factory=list)  # about the sources, for -v
     first_seen: dict[int, float] = field(default_factory=dict)  # image id → monotonic time
-    image_seconds: dict[int, float] = field(default_factory=dict)
-    sources: int = 0
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> list[ImageDone]:
+        return self.result.done
+
+    @property
+    def failed(self) -> list[ImageFailed]:
+        return self.result.failed
+
+    @property
+    def sources(self) -> int:
+        return self.result.sources
+
+    @property
+    def image_seconds(self) -> dict[int, float]:
+        return self.result.image_seconds
 
 
 def _child_setup() -> None:
@@ -88,33 +120,14 @@ def _child_setup() -> None:
         pass
 
 
-def _stage_main(name: str, body: Callable[[StageIO], None], inq: Queue[Any] | None,
-                outq: Queue[Any] | None, control: Queue[Any], moved: Any = None) -> None:
+def _stage_main(make: Callable[[Wiring], Stage], wiring: Wiring) -> None:
+    """A stage process: made after the fork, it runs and exits (Stage.main)."""
     _child_setup()
-    io = StageIO(name, inq, outq, control, moved=moved, slot=STAGES.index(name),
-                 progress=name == "fetch")
     try:
-        body(io)
-    except Exception as exc:
-        mapped = from_library(exc, f"the {name} stage")
-        if mapped is not None:  # one line: the input or the machine, not our bug
-            io.tell(StageCrashed(stage=name, error=str(mapped), traceback=""))
-        else:
-            io.tell(StageCrashed(stage=name, error=f"{type(exc).__name__}: {exc}",
-                                 traceback=traceback.format_exc()))
-        _flush_and_exit(control, 1)
-    except BaseException as exc:  # a bug: report it with its traceback
-        io.tell(StageCrashed(stage=name, error=f"{type(exc).__name__}: {exc}",
-                             traceback=traceback.format_exc()))
-        _flush_and_exit(control, 1)
-    io.finish()
-    # Let the queue feeder threads flush, then leave without running atexit handlers that
-    # the parent's modules registered before the fork.
-    for q in (outq, control):
-        if q is not None:
-            q.close()
-            q.join_thread()
-    os._exit(0)
+        stage = make(wiring)
+    except BaseException as exc:  # noqa: BLE001 - reported like a crash in the stage
+        crash(wiring.control, wiring.name, exc)
+    stage.main()
 
 
 class Terminated(BaseException):
@@ -123,13 +136,6 @@ class Terminated(BaseException):
 
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
-
-
-def _flush_and_exit(control: Queue[Any], code: int) -> None:
-    """Let the control queue's feeder thread deliver the last report, then leave at once."""
-    control.close()
-    control.join_thread()
-    os._exit(code)
 
 
 def _warm_credentials(sources: Sequence[Location], dest_location: Location,
@@ -151,11 +157,11 @@ def _warm_credentials(sources: Sequence[Location], dest_location: Location,
 
 
 def run(sources: Sequence[Location], dest_location: Location, config: Config,
-        on_event: Callable[[ImageDone | ImageFailed | Notice], None] | None = None,
-        on_tick: Callable[[RunResult], None] | None = None) -> RunResult:
+        on_event: Callable[[Event], None] | None = None,
+        on_tick: Callable[[Live], None] | None = None) -> RunResult:
     """Copy `sources` to one destination. `on_event` hears each image's outcome as it
-    happens; `on_tick` is called every supervisor loop (~10 times a second) with the result
-    so far, for a live progress display."""
+    happens; `on_tick` is called every supervisor loop (~10 times a second) with what is
+    known so far, for a live progress display."""
     ctx = mp.get_context("fork")
     ratelimit.install(config.rate_limit)  # shared memory, before the stages fork
     warm_ssl_context(config.tls_verify, config.ca_file)  # inherited by every stage
@@ -164,7 +170,7 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     dest = Destination(dest_location, token)
     spool = dest.spool_dir(config.temp_dir)
     result = RunResult(sources=len(sources))
-    started = result.started
+    live = Live(result)
 
     writer = dest.open_writer(config, spool)  # fails early on an unwritable destination
     try:
@@ -173,36 +179,36 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
         writer.close(False)
         raise DestinationError(f"cannot create spool directory {spool}: {exc.strerror}") from None
 
-    queues = [ctx.Queue(QUEUE_SIZE) for _ in range(len(STAGES) - 1)]
-    control: Queue[Any] = ctx.Queue()
+    links = [open_channel(ctx, QUEUE_SIZE) for _ in range(len(STAGES) - 1)]
+    control_tx, control = open_channel(ctx, None, senders=len(STAGES))
+    failures = FailedImages(ctx)
     moved = ctx.RawArray("q", len(STAGES))  # running bytes per stage, for the series
     admit = ctx.Semaphore(max(1, config.image_parallel))
     planner = writer.planner()
     # A filtered layer's blob depends on the filters too, and the cache does not key on them.
     cache = (LayerCache(config.layer_cache) if config.layer_cache and not config.filters.rewrites
              else None)
-    bodies: dict[str, Callable[[StageIO], None]] = {
-        "resolve": lambda io: resolve.run(io, list(sources), dest, config, admit, spool, planner,
-                                          cache),
-        "fetch": lambda io: fetch.run(io, config, spool),
-        "verify": lambda io: verify.run(io, config),
-        "compress": lambda io: compress.run(io, dest.needs_uncompressed, config.compression,
-                                            config.compression_level, config.filters),
-        "write": lambda io: write.run(io, writer, admit, cache, config.compression_level,
-                                      config.filters),
+    makers: dict[str, Callable[[Wiring], Stage]] = {
+        "resolve": lambda w: Resolve(w, sources, dest, config, admit, spool, planner, cache),
+        "fetch": lambda w: Fetch(w, config, spool),
+        "verify": lambda w: Verify(w, config),
+        "compress": lambda w: Compress(w, dest.needs_uncompressed, config.compression,
+                                       config.compression_level, config.filters),
+        "write": lambda w: Write(w, writer, admit, cache, config.compression_level,
+                                 config.filters),
     }
-    procs: dict[str, mp.process.BaseProcess] = {}
+    procs: dict[str, BaseProcess] = {}
     for i, name in enumerate(STAGES):
-        inq = queues[i - 1] if i > 0 else None
-        outq = queues[i] if i < len(queues) else None
+        wiring = Wiring(name, inbox=links[i - 1][1] if i > 0 else None,
+                        outbox=links[i][0] if i < len(links) else None,
+                        control=control_tx, failures=failures, moved=moved)
         procs[name] = ctx.Process(target=_stage_main, name=f"occystrap-{name}",
-                                  args=(name, bodies[name], inq, outq, control, moved),
-                                  daemon=True)
+                                  args=(makers[name], wiring), daemon=True)
     for p in procs.values():
         p.start()
     sampler = Sampler({name: p.pid for name, p in procs.items() if p.pid},
-                      queues={f"{STAGES[i]}>{STAGES[i + 1]}": (q, QUEUE_SIZE)
-                              for i, q in enumerate(queues)},
+                      channels={f"{STAGES[i]}>{STAGES[i + 1]}": rx
+                                for i, (_, rx) in enumerate(links)},
                       moved=moved, stages=STAGES)
 
     sampler.sample()  # every stage is seen at least once, however short the run
@@ -213,12 +219,12 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
             # Sleep until a message or a stage's exit (not a fixed tick): the end of a run
             # is noticed at once, which is most of a small copy's fixed cost.
             _wait_for_news(control, procs.values(), timeout=SAMPLE_EVERY)
-            _drain(control, result, on_event)
+            _drain(control, live, on_event)
             if time.monotonic() >= next_sample:  # samples stay evenly spaced
                 sampler.sample()
                 next_sample = time.monotonic() + SAMPLE_EVERY
                 if on_tick is not None:
-                    on_tick(result)
+                    on_tick(live)
             if config.fail_fast and result.failed and result.error is None:
                 result.error = (f"stopped at the first failure (--fail-fast): "
                                 f"{result.failed[0].source}")
@@ -227,13 +233,13 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
             exited = {n: p.exitcode for n, p in procs.items() if p.exitcode is not None}
             crashed = {n: c for n, c in exited.items() if c != 0}
             if crashed:
-                _drain(control, result, on_event)
+                _drain(control, live, on_event)
                 if result.error is None:
                     name, code = next(iter(crashed.items()))
                     result.error = f"internal error: the {name} stage died (exit code {code})"
                 break
             if len(exited) == len(procs):
-                _drain(control, result, on_event)
+                _drain(control, live, on_event)
                 break
     except KeyboardInterrupt:
         result.interrupted = True
@@ -260,56 +266,34 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
                 pass
         if failed_run:
             dest.remove_journal()
-        for q in [*queues, control]:
-            q.cancel_join_thread()
-            q.close()
+        result.queues = sampler.queues()
+        ends: list[Sender | Receiver] = [end for link in links for end in link]
+        for end in [*ends, control_tx, control]:
+            end.discard()
     result.memory = sampler.peaks
     result.peak_pss_total = sampler.peak_total
-    result.queues = {name: q.to_dict() for name, q in sampler.queue_stats.items()}
     result.series = sampler.series
-    result.wall_seconds = time.monotonic() - started
+    result.wall_seconds = time.monotonic() - live.started
     return result
 
 
-def merge(results: Sequence[RunResult]) -> RunResult:
-    """One result for several runs (a --from-file spec with several destinations)."""
-    if len(results) == 1:
-        return results[0]
-    merged = RunResult()
-    for r in results:
-        merged.done += r.done
-        merged.failed += r.failed
-        merged.wall_seconds += r.wall_seconds
-        merged.peak_pss_total = max(merged.peak_pss_total, r.peak_pss_total)
-        merged.error = merged.error or r.error
-        merged.interrupted = merged.interrupted or r.interrupted
-        merged.reports, merged.memory = r.reports, r.memory
-        merged.queues, merged.series = r.queues, r.series
-        merged.image_seconds.update(r.image_seconds)
-        merged.search_hits += r.search_hits
-        merged.notices += r.notices
-        merged.sources += r.sources
-    return merged
-
-
-def _wait_for_news(control: Queue[Any], procs: Any, timeout: float) -> None:
-    """Block until the control queue has a message, a stage exits, or `timeout` passes."""
-    reader = getattr(control, "_reader", None)  # CPython's Queue: the pipe it reads
+def _wait_for_news(control: Receiver, procs: Iterable[BaseProcess], timeout: float) -> None:
+    """Block until the control channel may have a message, a stage exits, or `timeout`
+    passes."""
+    handle = control.wait_handle()
     waitables = [p.sentinel for p in procs if p.exitcode is None]
-    if reader is None:
+    if handle is None:
         time.sleep(timeout)
         return
-    mp_connection.wait([reader, *waitables], timeout)
+    mp_connection.wait([handle, *waitables], timeout)
 
 
-def _drain(control: Queue[Any], result: RunResult,
-           on_event: Callable[[ImageDone | ImageFailed | Notice], None] | None) -> None:
+def _drain(control: Receiver, live: Live, on_event: Callable[[Event], None] | None) -> None:
+    result = live.result
     while True:
-        try:
-            data = control.get(timeout=0.01)
-        except Exception:  # queue.Empty; also EOF when a child died mid-put
+        msg: Message | None = control.poll(timeout=0.01)
+        if msg is None:
             return
-        msg = messages.decode(data)
         if isinstance(msg, SearchHits):
             result.search_hits.append(msg)
             continue
@@ -320,21 +304,13 @@ def _drain(control: Queue[Any], result: RunResult,
                 on_event(msg)
             continue
         if isinstance(msg, Progress):
-            result.progress[msg.image_id] = msg
-            result.first_seen.setdefault(msg.image_id, time.monotonic())
+            live.progress[msg.image_id] = msg
+            live.first_seen.setdefault(msg.image_id, time.monotonic())
             continue
-        if isinstance(msg, ImageDone | ImageFailed):
-            # from fetch's first word of the image (else the run's start) to its outcome
-            began = result.first_seen.get(msg.image_id, result.started)
-            result.image_seconds[msg.image_id] = time.monotonic() - began
-        if isinstance(msg, ImageDone):
-            result.done.append(msg)
-        elif isinstance(msg, ImageFailed):
-            result.failed.append(msg)
-        elif isinstance(msg, StageReport):
+        if isinstance(msg, StageReport):
             result.reports[msg.stage] = msg
             continue
-        elif isinstance(msg, StageCrashed):
+        if isinstance(msg, StageCrashed):
             if result.error is None:
                 if msg.traceback:
                     result.error = (f"internal error in the {msg.stage} stage: {msg.error}\n"
@@ -342,11 +318,19 @@ def _drain(control: Queue[Any], result: RunResult,
                 else:
                     result.error = msg.error
             continue
-        if on_event is not None:
-            on_event(msg)  # type: ignore[arg-type]
+        if isinstance(msg, ImageDone | ImageFailed):
+            # from fetch's first word of the image (else the run's start) to its outcome
+            began = live.first_seen.get(msg.image_id, live.started)
+            result.image_seconds[msg.image_id] = time.monotonic() - began
+            if isinstance(msg, ImageDone):
+                result.done.append(msg)
+            else:
+                result.failed.append(msg)
+            if on_event is not None:
+                on_event(msg)
 
 
-def _stop(procs: Any, force: bool) -> None:
+def _stop(procs: Iterable[BaseProcess], force: bool) -> None:
     procs = list(procs)
     if force:
         for p in procs:

@@ -172,6 +172,13 @@ class Writer(ABC):
         """A few words on how the image went, for the summary line (e.g. blobs mounted)."""
         return ""
 
+    def failed_early(self) -> list[tuple[ImagePlan, BaseException]]:
+        """Work this writer runs in the background (a registry's uploads) that has failed
+        since the last call: the write stage fails those images at once, rather than when
+        their last layer arrives, so fetch stops downloading for them. Writers that work
+        in the write stage's own thread raise at once instead."""
+        return []
+
     @abstractmethod
     def fail_image(self, plan: ImagePlan) -> None:
         """Undo what this image added that nothing else uses."""

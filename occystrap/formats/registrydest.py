@@ -54,6 +54,7 @@ class RegistryWriter(Writer):
         self._tags = ReferrersTags()
         self._top: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._failed: list[tuple[ImagePlan, BaseException]] = []  # uploads, for failed_early
 
     def _client(self) -> RegistryClient:
         if self._clients is None:
@@ -66,6 +67,17 @@ class RegistryWriter(Writer):
         fut = self._pool.submit(fn, *args)  # type: ignore[arg-type]
         with self._lock:
             self._uploads.setdefault(plan.image_id, []).append(fut)
+        fut.add_done_callback(lambda done: self._note_failure(plan, done))
+
+    def _note_failure(self, plan: ImagePlan, fut: Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            with self._lock:
+                self._failed.append((plan, fut.exception()))  # type: ignore[arg-type]
+
+    def failed_early(self) -> list[tuple[ImagePlan, BaseException]]:
+        with self._lock:
+            failed, self._failed = self._failed, []
+        return failed
 
     def _push_blob(self, plan: ImagePlan, digest: str, size: int, path: str,
                    offset: int, check_first: bool) -> None:

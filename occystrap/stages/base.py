@@ -1,27 +1,32 @@
-"""What every stage process shares: queue I/O with accounting, failure bookkeeping, reports.
+"""What every stage process shares: one relay loop with hooks, failure bookkeeping, and the
+way a stage process starts, crashes and ends.
 
-A stage reads msgspec-encoded messages from its input queue and writes to its output queue.
-Time is split three ways so the report can say where a stage stands: waiting for input,
-blocked on a full output queue, and busy (everything else).
+A stage between resolve and write receives plans, layers and failures from its inbox and
+passes them on to its outbox: plans and failures in order (so a plan always precedes its
+layers downstream), layers of a failed image dropped, the rest handed to `on_layer`, which
+puts them on when done. A subclass fills in the hooks:
 
-Live figures for the supervisor's per-second series and progress display go two cheap ways:
-a running byte count in shared memory (one slot per stage, written by that stage only), and,
-from fetch, `Progress` messages at most a few times a second per image.
+    on_plan(plan)        an image's plan arrived (before it is passed on)
+    on_layer(layer)      a layer of an image not failed; the stage sends it on when done
+    on_failed(failed)    an ImageFailed arrived (before it is passed on)
+    on_abandoned(id)     a stage further down failed this image (`FailedImages`): stop work
+    poll()               news from elsewhere, at each message (and every `poll_every` s)
+    finish()             the input has ended: finish the work in flight
+
+Resolve has no inbox and overrides `run`; write has no outbox and uses the same hooks.
+When `run` returns, the outbox is closed (that is the end of the stream downstream), the
+stage's report goes to the supervisor, and the process exits.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import time
+import traceback
 from collections.abc import Callable
-from multiprocessing.queues import Queue
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
 
-import msgspec
-import psutil
-
-from occystrap import messages
+from occystrap.channel import EndOfChannel, Receiver, Sender
 from occystrap.errors import from_library
 from occystrap.messages import (
     ImageFailed,
@@ -29,180 +34,167 @@ from occystrap.messages import (
     LayerDesc,
     Message,
     Notice,
-    Progress,
-    Shutdown,
-    StageReport,
+    StageCrashed,
 )
 from occystrap.registry import ratelimit
-from occystrap.registry.counters import COUNTERS
-
-PROGRESS_INTERVAL = 0.25  # seconds between Progress messages for one image, at most
-
-
-class _Tracked:
-    """One image's progress as fetch sees it."""
-
-    __slots__ = ("source", "done", "total", "layers", "layers_done", "dirty")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.done = self.total = self.layers = self.layers_done = 0
-        self.dirty = True
+from occystrap.stages.accounting import Accounting
+from occystrap.stages.failures import FailedImages
+from occystrap.stages.progress import ProgressTracker
 
 
-class StageIO:
-    def __init__(self, name: str, inq: Queue[Any] | None, outq: Queue[Any] | None,
-                 control: Queue[Any], moved: Any = None, slot: int = 0,
-                 progress: bool = False) -> None:
-        """`moved`: a shared array of running byte counts, `slot` this stage's entry.
-        `progress`: send Progress messages (the fetch stage)."""
-        COUNTERS.reset()  # forked: the supervisor's counts are not this stage's
-        # long waits are said through the supervisor, between the result lines
-        ratelimit.set_listener(lambda text: self.tell(Notice(stage=name, text=text)))
-        self.name = name
-        self._moved = moved
-        self._slot = slot
-        self._progress = progress
-        self._tracked: dict[int, _Tracked] = {}
-        self._streamed: dict[tuple[int, int], int] = {}  # (image, layer index) → bytes so far
-        self._ticker: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.inq = inq
-        self.outq = outq
-        self.control = control
-        self.report = StageReport(stage=name)
-        self.wait_in = 0.0
-        self.wait_out = 0.0
-        self.started = time.monotonic()
+@dataclass(frozen=True)
+class Wiring:
+    """A stage's connections, made by the supervisor before the fork: its inbox (None for
+    resolve), outbox (None for write), the control channel to the supervisor, the ring of
+    failed images, and the shared running byte counts (None: not kept)."""
+
+    name: str
+    inbox: Receiver | None
+    outbox: Sender | None
+    control: Sender
+    failures: FailedImages | None = None
+    moved: Any = None
+
+
+def error_kind(exc: BaseException) -> str:
+    """What an ImageFailed says the error was: the class name of the error tree's class
+    (`from_library` mapped), or a bug's own class name."""
+    mapped = from_library(exc) if isinstance(exc, Exception) else None
+    return mapped.kind if mapped is not None else type(exc).__name__
+
+
+class Stage:
+    """One stage process (see the module docstring for the hooks)."""
+
+    # learn of failures further down (FailedImages) and stop work on those images
+    watches_failures: ClassVar[bool] = False
+    # send Progress for each image (fetch)
+    tracks_progress: ClassVar[bool] = False
+    # seconds between calls of `poll` while the inbox is quiet (None: only at messages)
+    poll_every: ClassVar[float | None] = None
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.name = wiring.name
+        self.inbox = wiring.inbox
+        self.outbox = wiring.outbox
+        self.control = wiring.control
+        self.failures = wiring.failures
         self.failed: set[int] = set()
         self.sources: dict[int, str] = {}  # image id → its source URI, for messages
-        self.busy_override: float | None = None  # for stages whose work is in threads
         self.crashed: list[BaseException] = []  # bugs met in worker threads (see guard)
-        self._lock = threading.Lock()
+        self.tracker = ProgressTracker(self.tell) if self.tracks_progress else None
+        self.accounting = Accounting(self.name, wiring.moved, last=self.outbox is None,
+                                     tracker=self.tracker)
+        # long waits are said through the supervisor, between the result lines
+        ratelimit.set_listener(lambda text: self.tell(Notice(stage=self.name, text=text)))
 
-    def get(self) -> Message:
-        assert self.inq is not None
-        t0 = time.monotonic()
-        data = self.inq.get()
-        self.wait_in += time.monotonic() - t0
-        msg = messages.decode(data)
-        with self._lock:
-            self.report.items_in += 1
-            if isinstance(msg, LayerDesc):
-                self.report.bytes_in += msg.size
-                if msg.present:
-                    self.report.layers_skipped += 1
-                    self.report.bytes_skipped += msg.size
-                elif self.outq is None:
-                    self._count_moved(msg.size)  # the last stage: moved once it has it
-            elif isinstance(msg, ImagePlan) and msg.up_to_date:
-                self.report.bytes_skipped += _layer_bytes(msg.manifest)
-        if self._progress:
-            self._track(msg)
-        return msg
+    # -- hooks -----------------------------------------------------------------------------
 
-    def _count_moved(self, n: int) -> None:
-        """Add to the shared running count (call with the lock held)."""
-        if self._moved is not None and self.name != "resolve":  # resolve moves no layer bytes
-            self._moved[self._slot] += n
+    def on_plan(self, plan: ImagePlan) -> None:
+        """An image's plan arrived; it is passed on after this returns."""
 
-    # -- progress (fetch) ------------------------------------------------------------------
+    def on_layer(self, layer: LayerDesc) -> None:
+        """A layer of an image not failed. Default: pass it on."""
+        self.put(layer)
 
-    def _track(self, msg: Message) -> None:
-        with self._lock:
+    def on_failed(self, failed: ImageFailed) -> None:
+        """An image failed upstream; the ImageFailed is passed on after this returns.
+        Default: mark it failed here (an override calls this first, or marks it itself)."""
+        self.mark_failed(failed.image_id, announce=False)
+
+    def on_abandoned(self, image_id: int) -> None:
+        """An image failed further down the pipeline: stop work on it."""
+
+    def finish(self) -> None:
+        """The input has ended: finish in-flight work (wait for worker threads)."""
+
+    def poll(self) -> None:
+        """Look for news that does not come through the inbox: at every message, and every
+        `poll_every` seconds while the inbox is quiet. Default: `learn_failures`."""
+        self.learn_failures()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Relay until the input ends, then `finish`, then end with a worker's bug if any."""
+        assert self.inbox is not None
+        while True:
+            try:
+                msg = self.inbox.receive(self.poll_every)
+            except EndOfChannel:
+                break
+            except TimeoutError:
+                self.poll()
+                continue
+            self.accounting.received(msg)
+            self.poll()
             if isinstance(msg, ImagePlan):
-                self._tracked[msg.image_id] = _Tracked(msg.source)
-                # at once: the supervisor times the image from here
-                self.tell(Progress(image_id=msg.image_id, source=msg.source, done=0, total=0))
+                self.sources[msg.image_id] = msg.source
+                self.on_plan(msg)
+                if self.outbox is not None:
+                    self.put(msg)
             elif isinstance(msg, ImageFailed):
-                self._tracked.pop(msg.image_id, None)
-            elif isinstance(msg, LayerDesc) and not msg.present:
-                image = self._tracked.get(msg.image_id)
-                if image is not None:
-                    image.total += msg.size
-                    image.layers += 1
-                    image.dirty = True
-        if self._ticker is None and self._tracked:
-            self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
-            self._ticker.start()
+                self.on_failed(msg)
+                if self.outbox is not None:
+                    self.put(msg)
+            elif isinstance(msg, LayerDesc):
+                if msg.image_id in self.failed:
+                    self.drop(msg)
+                else:
+                    self.on_layer(msg)
+        self.finish()
+        self.raise_crashed()
 
-    def progress_for(self, layer: LayerDesc) -> Callable[[int], None]:
-        """A callback for the bytes of `layer` as they stream (negative: a restart)."""
-        key = (layer.image_id, layer.index)
-
-        def add(n: int) -> None:
-            with self._lock:
-                self._streamed[key] = self._streamed.get(key, 0) + n
-                self._count_moved(n)
-                image = self._tracked.get(layer.image_id)
-                if image is not None:
-                    image.done += n
-                    image.dirty = True
-
-        return add
-
-    def _layer_out(self, layer: LayerDesc) -> None:
-        """A layer left this stage: count what streaming did not (a local copy, a restart)."""
-        if layer.present:
+    def learn_failures(self) -> None:
+        """Take in the images failed further down since the last look (a cheap read of
+        shared memory when there is nothing new); call at each decision point."""
+        if not self.watches_failures or self.failures is None:
             return
-        if not self._progress:
-            self._count_moved(layer.size)
-            return
-        rest = layer.size - self._streamed.pop((layer.image_id, layer.index), 0)
-        self._count_moved(rest)
-        image = self._tracked.get(layer.image_id)
-        if image is not None:
-            image.done += rest
-            image.layers_done += 1
-            image.dirty = True
+        for image_id in self.failures.news():
+            if image_id not in self.failed:
+                self.failed.add(image_id)
+                self.on_abandoned(image_id)
 
-    def _tick(self) -> None:
-        while not self._stop.wait(PROGRESS_INTERVAL):
-            self._send_progress()
-
-    def _send_progress(self) -> None:
-        with self._lock:
-            due = []
-            for image_id, image in list(self._tracked.items()):
-                if image.dirty:
-                    image.dirty = False
-                    due.append(Progress(image_id=image_id, source=image.source,
-                                        done=image.done, total=image.total,
-                                        layers_done=image.layers_done, layers=image.layers))
-                if image.layers and image.layers_done >= image.layers:
-                    del self._tracked[image_id]  # all its layers are through
-        for msg in due:
-            self.tell(msg)
+    # -- sending ---------------------------------------------------------------------------
 
     def put(self, msg: Message) -> None:
-        assert self.outq is not None
-        data = messages.encode(msg)
-        t0 = time.monotonic()
-        self.outq.put(data)
-        waited = time.monotonic() - t0
-        with self._lock:
-            self.wait_out += waited
-            self.report.items_out += 1
-            if isinstance(msg, LayerDesc):
-                self.report.bytes_out += msg.size
-                self._layer_out(msg)
+        """Send downstream (blocks while the outbox is full)."""
+        assert self.outbox is not None
+        self.outbox.send(msg)
+        self.accounting.sent(msg)
 
     def tell(self, msg: Message) -> None:
         """Send to the supervisor."""
-        self.control.put(messages.encode(msg))
+        self.control.send(msg)
 
-    def fail(self, image_id: int, source: str, reason: str, downstream: bool = True) -> None:
+    # -- failures --------------------------------------------------------------------------
+
+    def mark_failed(self, image_id: int, announce: bool = True) -> bool:
+        """Note the image failed; False if it already was. `announce`: the failure is news
+        to the stages before this one (posted to FailedImages; not for an ImageFailed that
+        came from upstream, whose sender posted it)."""
+        if image_id in self.failed:
+            return False
+        self.failed.add(image_id)
+        if announce and self.failures is not None and self.inbox is not None:
+            self.failures.post(image_id)
+        return True
+
+    def fail(self, image_id: int, source: str, reason: str, kind: str,
+             downstream: bool = True) -> None:
         """Mark an image failed here (once) and tell the stages after this one. A reason
         that starts with `source` (a source's own message) loses that prefix: the line shown
-        is `source: reason`, and should name the source once."""
+        is `source: reason`, and should name the source once. `kind`: the error's class name
+        (`error_kind`)."""
         reason = reason.removeprefix(f"{source}: ")
-        with self._lock:
-            if image_id in self.failed:
-                return
-            self.failed.add(image_id)
-        if downstream:
+        if self.mark_failed(image_id) and downstream:
             self.put(ImageFailed(image_id=image_id, source=source, stage=self.name,
-                                 reason=reason))
+                                 reason=reason, kind=kind))
+
+    def fail_layer(self, layer: LayerDesc, reason: str, kind: str) -> None:
+        """This layer is bad: drop it and fail its image."""
+        self.drop(layer)
+        self.fail(layer.image_id, self.sources.get(layer.image_id, "?"), reason, kind)
 
     def drop(self, layer: LayerDesc) -> None:
         """A layer of a failed image: its spool file goes, the message stops here. A layer
@@ -213,34 +205,7 @@ class StageIO:
             except FileNotFoundError:
                 pass
 
-    def relay(self, on_layer: Callable[[LayerDesc], None],
-              on_plan: Callable[[ImagePlan], None] | None = None,
-              on_failed: Callable[[ImageFailed], None] | None = None) -> None:
-        """The loop of a stage between resolve and write, until Shutdown (not forwarded: the
-        caller finishes its in-flight work first).
-
-        Plans and failures pass through in order, so a plan always precedes its layers
-        downstream; layers of a failed image are dropped here; the rest go to `on_layer`.
-        """
-        while True:
-            msg = self.get()
-            if isinstance(msg, Shutdown):
-                return
-            if isinstance(msg, ImagePlan):
-                self.sources[msg.image_id] = msg.source
-                if on_plan is not None:
-                    on_plan(msg)
-                self.put(msg)
-            elif isinstance(msg, ImageFailed):
-                self.fail(msg.image_id, msg.source, msg.reason, downstream=False)
-                if on_failed is not None:
-                    on_failed(msg)
-                self.put(msg)
-            elif isinstance(msg, LayerDesc):
-                if msg.image_id in self.failed:
-                    self.drop(msg)
-                else:
-                    on_layer(msg)
+    # -- bugs in worker threads ------------------------------------------------------------
 
     def guard(self, work: Callable[[LayerDesc], None], layer: LayerDesc) -> None:
         """Run `work(layer)` in a worker thread. A library's verdict on bad input or a bad
@@ -254,59 +219,49 @@ class StageIO:
         except Exception as exc:
             mapped = from_library(exc, f"layer {layer.digest}")
             if mapped is not None:
-                self.fail_layer(layer, str(mapped))
+                self.fail_layer(layer, str(mapped), mapped.kind)
                 return
             self.crashed.append(exc)
             self.fail_layer(layer, f"internal error in the {self.name} stage: "
-                                   f"{type(exc).__name__}: {exc}")
+                                   f"{type(exc).__name__}: {exc}", type(exc).__name__)
         except BaseException as exc:
             self.crashed.append(exc)
             self.fail_layer(layer, f"internal error in the {self.name} stage: "
-                                   f"{type(exc).__name__}: {exc}")
+                                   f"{type(exc).__name__}: {exc}", type(exc).__name__)
 
     def raise_crashed(self) -> None:
         if self.crashed:
             raise self.crashed[0]
 
-    def fail_layer(self, layer: LayerDesc, reason: str) -> None:
-        """This layer is bad: drop it and fail its image."""
-        self.drop(layer)
-        self.fail(layer.image_id, self.sources.get(layer.image_id, "?"), reason)
+    # -- the process -----------------------------------------------------------------------
 
-    def finish(self) -> None:
-        wall = time.monotonic() - self.started
-        cpu = psutil.Process().cpu_times()
-        self.report.wall_seconds = wall
-        self.report.cpu_seconds = cpu.user + cpu.system
-        if self.busy_override is not None:
-            self.report.busy_seconds = self.busy_override
-        else:
-            self.report.busy_seconds = max(0.0, wall - self.wait_in - self.wait_out)
-        self.report.wait_in_seconds = self.wait_in
-        self.report.wait_out_seconds = self.wait_out
+    def main(self) -> NoReturn:
+        """The stage process: `run`, then close the outbox (the end of the stream), report,
+        and exit without running the atexit handlers the parent's modules registered
+        before the fork. A crash is reported (`crash`) and exits 1, leaving the stream
+        open: the supervisor stops the run."""
         try:
-            io = psutil.Process().io_counters()
-            self.report.io_read_bytes, self.report.io_write_bytes = io.read_bytes, io.write_bytes
-            self.report.io_read_chars = getattr(io, "read_chars", 0)
-            self.report.io_write_chars = getattr(io, "write_chars", 0)
-        except (psutil.Error, AttributeError, NotImplementedError):
-            pass  # not every platform (or container) offers /proc/<pid>/io
-        counts = COUNTERS.snapshot()
-        self.report.requests = dict(counts["requests"])  # type: ignore[call-overload]
-        for key in ("retries", "throttled", "bytes_received", "bytes_sent", "mounts",
-                    "pauses", "paused_seconds"):
-            setattr(self.report, key, counts[key])
-        if self._ticker is not None:
-            self._stop.set()
-            self._ticker.join()
-            self._send_progress()
-        self.tell(self.report)
+            self.run()
+        except BaseException as exc:  # noqa: BLE001 - reported, then the process ends
+            crash(self.control, self.name, exc)
+        if self.outbox is not None:
+            self.outbox.close()
+        report = self.accounting.finish(
+            self.inbox.statistics() if self.inbox is not None else None,
+            self.outbox.statistics() if self.outbox is not None else None)
+        self.tell(report)
+        self.control.close()
+        os._exit(0)
 
 
-def _layer_bytes(manifest: bytes) -> int:
-    """The layer bytes a manifest names (an image found up to date avoids all of them)."""
-    try:
-        doc = msgspec.json.decode(manifest)
-        return sum(int(la.get("size", 0)) for la in doc.get("layers") or [])
-    except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
-        return 0
+def crash(control: Sender, stage: str, exc: BaseException) -> NoReturn:
+    """Tell the supervisor a stage has crashed, and exit 1: one line for a library's verdict
+    on the input or the machine (`errors.from_library`), else (a bug) with the traceback."""
+    mapped = from_library(exc, f"the {stage} stage") if isinstance(exc, Exception) else None
+    if mapped is not None:
+        control.send(StageCrashed(stage=stage, error=str(mapped), traceback=""))
+    else:
+        control.send(StageCrashed(stage=stage, error=f"{type(exc).__name__}: {exc}",
+                                  traceback=traceback.format_exc()))
+    control.close()  # the report reaches the supervisor before the exit
+    os._exit(1)

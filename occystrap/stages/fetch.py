@@ -2,7 +2,9 @@
 
 Each image gets its own pool of -j threads, so -J images in flight use up to -j × -J
 connections. Finished layers go downstream in completion order; nothing waits for a
-particular layer, so a sequential writer downstream can never hold fetch hostage.
+particular layer, so a sequential writer downstream can never hold fetch hostage. An image
+failed anywhere (here, upstream, or further down: `FailedImages`) has its queued downloads
+cancelled and starts no new one; a download already running finishes and is thrown away.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from occystrap.config import Config
 from occystrap.errors import OccystrapError
 from occystrap.formats.base import unlink_quietly
 from occystrap.layerio import copy_blob
-from occystrap.messages import ImagePlan, LayerDesc, Shutdown
+from occystrap.messages import ImageFailed, ImagePlan, LayerDesc
 from occystrap.registry.clients import ClientPool
-from occystrap.stages.base import StageIO
+from occystrap.stages.base import Stage, Wiring, error_kind
 
 
 @dataclass
@@ -81,7 +83,8 @@ class SharedBlobs:
             with self._lock:
                 fut = self._blobs.get(layer.digest)
                 if fut is None or (fut.done() and fut.exception() is not None):
-                    self._blobs[layer.digest] = mine = Future()
+                    mine: Future[tuple[str, int]] = Future()
+                    self._blobs[layer.digest] = mine
                     return None, mine
             try:
                 source, source_offset = fut.result()
@@ -129,103 +132,132 @@ def take_local(layer: LayerDesc, path: str, in_place: bool) -> int:
                      layer.offset if in_place else None, verify=not layer.local_owned)
 
 
-def run(io: StageIO, config: Config, spool: str) -> None:
-    clients = ClientPool(config, pool_size=config.parallel * config.image_parallel)
-    images: dict[int, _Image] = {}
-    busy = _BusyClock()
-    lock = threading.Lock()
-    blobs = SharedBlobs(spool)
+class Fetch(Stage):
+    """The fetch stage (see the module docstring)."""
 
-    def forget(image_id: int) -> None:
+    watches_failures = True
+    tracks_progress = True
+
+    def __init__(self, wiring: Wiring, config: Config, spool: str) -> None:
+        super().__init__(wiring)
+        self.config = config
+        self.spool = spool
+        self.clients = ClientPool(config, pool_size=config.parallel * config.image_parallel)
+        self.images: dict[int, _Image] = {}
+        self.busy = _BusyClock()
+        self.lock = threading.Lock()
+        self.blobs = SharedBlobs(spool)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.clients.close()
+            self.accounting.busy_override = self.busy.total
+
+    def finish(self) -> None:
+        with self.lock:
+            pending = list(self.images.values())
+        for image in pending:
+            image.pool.shutdown(wait=True)
+
+    def on_plan(self, plan: ImagePlan) -> None:
+        if plan.image_id in self.failed:  # failed further down already
+            return
+        pool = ThreadPoolExecutor(self.config.parallel, thread_name_prefix="fetch")
+        with self.lock:
+            self.images[plan.image_id] = _Image(plan, pool, remaining=plan.layer_count)
+
+    def on_layer(self, layer: LayerDesc) -> None:
+        with self.lock:
+            image = self.images.get(layer.image_id)
+        if image is None:  # failed meanwhile
+            self.drop(layer)
+            return
+        if layer.present:
+            self.put(layer)
+            self.settle(image)
+            return
+        image.futures.append(image.pool.submit(self.guard, lambda la: self.download(image, la),
+                                               layer))
+
+    def on_failed(self, failed: ImageFailed) -> None:
+        super().on_failed(failed)
+        self.forget(failed.image_id)
+
+    def on_abandoned(self, image_id: int) -> None:
+        self.forget(image_id)
+        if self.tracker is not None:
+            self.tracker.forget(image_id)
+
+    def forget(self, image_id: int) -> None:
         """Stop work on an image: queued downloads are cancelled, its threads let go."""
-        with lock:
-            image = images.pop(image_id, None)
+        with self.lock:
+            image = self.images.pop(image_id, None)
         if image is not None:
             for fut in image.futures:
                 fut.cancel()
             image.pool.shutdown(wait=False)
 
-    def settle(image: _Image) -> None:
+    def settle(self, image: _Image) -> None:
         """One layer of `image` is through; when all are, its threads can go."""
-        with lock:
+        with self.lock:
             image.remaining -= 1
             done = image.remaining == 0
         if done:
-            forget(image.plan.image_id)
+            self.forget(image.plan.image_id)
 
-    def download(image: _Image, layer: LayerDesc) -> None:
+    def abandoned(self, image_id: int) -> bool:
+        """The image has failed, here or further down (looked up afresh)."""
+        self.learn_failures()
+        return image_id in self.failed
+
+    def download(self, image: _Image, layer: LayerDesc) -> None:
         plan = image.plan
-        if layer.image_id in io.failed:
+        if self.abandoned(layer.image_id):
             return
         in_place = layer.offset >= 0
-        path = layer.path if in_place else spool_path(spool, layer)
+        path = layer.path if in_place else spool_path(self.spool, layer)
         mine = None
         try:
-            with busy:
-                got, mine = blobs.take(layer, path, in_place)
+            with self.busy:
+                got, mine = self.blobs.take(layer, path, in_place)
                 if got is None:
                     if layer.local_path:
                         got = take_local(layer, path, in_place)
                     else:
-                        client = clients.get(plan.host, plan.insecure)
+                        client = self.clients.get(plan.host, plan.insecure)
                         got = client.download_blob(plan.name, layer.digest, layer.size, path,
                                                    offset=layer.offset if in_place else None,
-                                                   on_progress=io.progress_for(layer))
-                    blobs.publish(mine, layer, path, in_place)
+                                                   on_progress=self.accounting.stream(layer))
+                    self.blobs.publish(mine, layer, path, in_place)
         except OSError as exc:
-            blobs.withdraw(mine, exc)
-            if not in_place:
-                unlink_quietly(path)
-            io.fail(layer.image_id, plan.source, f"cannot copy {layer.local_path}: {exc}")
-            forget(layer.image_id)
+            self._failed_download(layer, path, in_place, mine, exc)
+            self.fail(layer.image_id, plan.source, f"cannot copy {layer.local_path}: {exc}",
+                      error_kind(exc))
+            self.forget(layer.image_id)
             return
         except OccystrapError as exc:
-            blobs.withdraw(mine, exc)
-            if not in_place:
-                unlink_quietly(path)
-            io.fail(layer.image_id, plan.source, str(exc))
-            forget(layer.image_id)
+            self._failed_download(layer, path, in_place, mine, exc)
+            self.fail(layer.image_id, plan.source, str(exc), exc.kind)
+            self.forget(layer.image_id)
             return
-        except BaseException as exc:  # a bug: free the waiters, then io.guard reports it
-            blobs.withdraw(mine, exc)
-            if not in_place:
-                unlink_quietly(path)
-            forget(layer.image_id)
+        except BaseException as exc:  # a bug: free the waiters, then guard reports it
+            self._failed_download(layer, path, in_place, mine, exc)
+            self.forget(layer.image_id)
             raise
-        if layer.image_id in io.failed:
+        if self.abandoned(layer.image_id):
             if not in_place:
                 unlink_quietly(path)
             return
         layer.path = path
         layer.fetched_size = got
-        io.put(layer)
-        settle(image)
+        self.put(layer)
+        self.settle(image)
 
-    def on_plan(plan: ImagePlan) -> None:
-        pool = ThreadPoolExecutor(config.parallel, thread_name_prefix="fetch")
-        with lock:
-            images[plan.image_id] = _Image(plan, pool, remaining=plan.layer_count)
-
-    def on_layer(layer: LayerDesc) -> None:
-        with lock:
-            image = images.get(layer.image_id)
-        if image is None:  # failed meanwhile
-            io.drop(layer)
-            return
-        if layer.present:
-            io.put(layer)
-            settle(image)
-            return
-        image.futures.append(image.pool.submit(io.guard, lambda la: download(image, la), layer))
-
-    try:
-        io.relay(on_layer, on_plan, lambda failed: forget(failed.image_id))
-        with lock:
-            pending = list(images.values())
-        for image in pending:
-            image.pool.shutdown(wait=True)
-        io.raise_crashed()
-        io.put(Shutdown())
-    finally:
-        clients.close()
-        io.busy_override = busy.total
+    def _failed_download(self, layer: LayerDesc, path: str, in_place: bool,
+                         mine: Future[tuple[str, int]] | None, exc: BaseException) -> None:
+        """Free the blob's waiters and remove the partial spool file."""
+        self.blobs.withdraw(mine, exc)
+        if not in_place:
+            unlink_quietly(path)

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from threading import Semaphore
+from multiprocessing.synchronize import Semaphore
 from typing import Any
 
 from occystrap import mediatypes
@@ -30,7 +30,7 @@ from occystrap.formats.daemon import Engine, docker_socket
 from occystrap.formats.dockerarchive import TarPlanner
 from occystrap.layercache import Hit, LayerCache
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
-from occystrap.messages import ImagePlan, LayerDesc, Notice, Shutdown
+from occystrap.messages import ImagePlan, LayerDesc, Notice
 from occystrap.reference import DIGEST_RE, ImageRef, Location
 from occystrap.registry.clients import ClientPool
 from occystrap.sources import Entry, Resolved, check_depth, platform_manifest, serves
@@ -41,7 +41,7 @@ from occystrap.sources.quay import QuaySource, parse_since
 from occystrap.sources.quay import registry_host as quay_registry_host
 from occystrap.sources.registry import RegistryReferrers, RegistrySource
 from occystrap.sources.tarball import TarballSource
-from occystrap.stages.base import StageIO
+from occystrap.stages.base import Stage, Wiring
 from occystrap.stages.referrals import Referrals
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def wants_referrers(config: Config, location: Location) -> bool:
 class Resolver:
     """Turns each source into plans, one image at a time (see the module docstring)."""
 
-    def __init__(self, io: StageIO, dest: Destination, config: Config, admit: Semaphore,
+    def __init__(self, io: Stage, dest: Destination, config: Config, admit: Semaphore,
                  spool: str, planner: TarPlanner | None, cache: LayerCache | None) -> None:
         self.io = io
         self.dest = dest
@@ -210,7 +210,8 @@ class Resolver:
                                      f"pick one with #NAME:TAG or write to tar:// or oci://")
             except Exception as exc:  # noqa: BLE001 - a library's verdict fails the source
                 self.admit.acquire()
-                self.io.fail(next(self.ids), location.text, str(_mapped(exc)))
+                error = _mapped(exc)
+                self.io.fail(next(self.ids), location.text, str(error), error.kind)
                 continue
             bulk = (len(entries) > 1 or location.pattern is not None or self.config.bulk
                     or location.scheme == "quay")
@@ -226,8 +227,8 @@ class Resolver:
                                    insecure, self.dest.target(entry.ref, bulk),
                                    wants_referrers(self.config, location))
                 except Exception as exc:  # noqa: BLE001 - fails this image, not the run
-                    self.io.fail(image_id, text, str(_mapped(exc)))
-        self.io.put(Shutdown())
+                    error = _mapped(exc)
+                    self.io.fail(image_id, text, str(error), error.kind)
 
     def shard(self, entries: list[Entry]) -> list[Entry]:
         """--shard K/N: a stable, hash-based share of the images, so N machines can split a
@@ -412,11 +413,18 @@ def _mapped(exc: Exception) -> OccystrapError:
     return mapped
 
 
-def run(io: StageIO, sources: Sequence[Location], dest: Destination, config: Config,
-        admit: Semaphore, spool: str, planner: TarPlanner | None,
-        cache: LayerCache | None) -> None:
-    resolver = Resolver(io, dest, config, admit, spool, planner, cache)
-    try:
-        resolver.run(sources)
-    finally:
-        resolver.close()
+class Resolve(Stage):
+    """The resolve stage: no inbox; it plans `sources` one image at a time."""
+
+    def __init__(self, wiring: Wiring, sources: Sequence[Location], dest: Destination,
+                 config: Config, admit: Semaphore, spool: str, planner: TarPlanner | None,
+                 cache: LayerCache | None) -> None:
+        super().__init__(wiring)
+        self.plan_sources = list(sources)
+        self.resolver = Resolver(self, dest, config, admit, spool, planner, cache)
+
+    def run(self) -> None:
+        try:
+            self.resolver.run(self.plan_sources)
+        finally:
+            self.resolver.close()

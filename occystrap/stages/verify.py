@@ -14,54 +14,72 @@ from concurrent.futures import ThreadPoolExecutor
 
 from occystrap.config import Config
 from occystrap.layerio import decompress_file
-from occystrap.messages import LayerDesc, Shutdown
-from occystrap.stages.base import StageIO
+from occystrap.messages import LayerDesc
+from occystrap.stages.base import Stage, Wiring
 
 
 def check_layer(layer: LayerDesc, full: bool) -> str | None:
     """The reason this layer is bad, or None."""
+    found = check(layer, full)
+    return found[0] if found else None
+
+
+def check(layer: LayerDesc, full: bool) -> tuple[str, str] | None:
+    """(reason, kind) when this layer is bad, else None. The kind is the error tree's
+    class: DigestError for bytes that disagree with what names them (a short or long blob,
+    content whose diff_id is not the config's), ImageError for a spool file that cannot be
+    read or a layer that does not decompress."""
     if layer.fetched_size != layer.size:
-        return f"layer {layer.digest}: {layer.fetched_size} bytes, manifest says {layer.size}"
+        return (f"layer {layer.digest}: {layer.fetched_size} bytes, manifest says {layer.size}",
+                "DigestError")
     if layer.offset < 0:
         try:
             on_disk = os.stat(layer.path).st_size
         except OSError as exc:
-            return f"layer {layer.digest}: spool file {layer.path}: {exc.strerror}"
+            return f"layer {layer.digest}: spool file {layer.path}: {exc.strerror}", "ImageError"
         if on_disk != layer.size:
-            return f"layer {layer.digest}: spool file holds {on_disk} bytes, expected {layer.size}"
+            return (f"layer {layer.digest}: spool file holds {on_disk} bytes, expected "
+                    f"{layer.size}", "DigestError")
     if full and layer.diff_id:
         try:
             diff_id, _ = decompress_file(layer.path, layer.compression, layer.offset,
                                          layer.size)
         except (ValueError, OSError, EOFError) as exc:
-            return f"layer {layer.digest}: cannot decompress: {exc}"
+            return f"layer {layer.digest}: cannot decompress: {exc}", "ImageError"
         if diff_id != layer.diff_id:
             return (f"layer {layer.digest}: uncompressed content {diff_id} "
-                    f"!= diff_id {layer.diff_id}")
+                    f"!= diff_id {layer.diff_id}", "DigestError")
     return None
 
 
-def run(io: StageIO, config: Config) -> None:
-    pool = ThreadPoolExecutor(2, thread_name_prefix="verify") if config.verify_full else None
+class Verify(Stage):
+    """The verify stage (see the module docstring)."""
 
-    def handle(layer: LayerDesc) -> None:
-        if layer.image_id in io.failed:
-            io.drop(layer)
+    watches_failures = True
+
+    def __init__(self, wiring: Wiring, config: Config) -> None:
+        super().__init__(wiring)
+        self.full = config.verify_full
+        # decompression: off the loop, two at a time
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="verify") if self.full else None
+
+    def handle(self, layer: LayerDesc) -> None:
+        self.learn_failures()
+        if layer.image_id in self.failed:
+            self.drop(layer)
             return
-        reason = None if layer.present else check_layer(layer, config.verify_full)
-        if reason:
-            io.fail_layer(layer, reason)
+        found = None if layer.present else check(layer, self.full)
+        if found:
+            self.fail_layer(layer, *found)
         else:
-            io.put(layer)
+            self.put(layer)
 
-    def on_layer(layer: LayerDesc) -> None:
-        if pool is not None and not layer.present:
-            pool.submit(io.guard, handle, layer)  # decompression: off the loop, two at a time
+    def on_layer(self, layer: LayerDesc) -> None:
+        if self.pool is not None and not layer.present:
+            self.pool.submit(self.guard, self.handle, layer)
         else:
-            handle(layer)
+            self.handle(layer)
 
-    io.relay(on_layer)
-    if pool is not None:
-        pool.shutdown(wait=True)
-    io.raise_crashed()
-    io.put(Shutdown())
+    def finish(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)

@@ -6,7 +6,8 @@ here frees a slot for resolve."""
 from __future__ import annotations
 
 import json
-from threading import Semaphore
+from collections.abc import Callable
+from multiprocessing.synchronize import Semaphore
 
 from occystrap.errors import OccystrapError, from_library
 from occystrap.filters import FilterChain
@@ -14,23 +15,24 @@ from occystrap.filters.inspect import history
 from occystrap.formats.base import Writer
 from occystrap.layercache import LayerCache
 from occystrap.layercache import key as cache_key
-from occystrap.messages import ImageDone, ImageFailed, ImagePlan, LayerDesc, Shutdown
-from occystrap.stages.base import StageIO
+from occystrap.messages import ImageDone, ImageFailed, ImagePlan, LayerDesc
+from occystrap.stages.base import Stage, Wiring
 from occystrap.stages.publish import Node, Publisher, with_new_digests
 from occystrap.transform import NewDescriptor
 
-__all__ = ["run", "with_new_digests"]
+__all__ = ["Write", "with_new_digests"]
 
 
-def _describe(exc: Exception, where: str) -> str:
-    """The failure line for what the writer raised; a bug is raised again."""
+def _describe(exc: BaseException, where: str) -> tuple[str, str]:
+    """The failure line and kind for what the writer raised; a bug is raised again. An
+    OSError here is the destination's (a DestinationError's kind)."""
     if isinstance(exc, OSError) and exc.strerror:
         path = f" {exc.filename}" if exc.filename else ""
-        return f"cannot write{path}: {exc.strerror}"
+        return f"cannot write{path}: {exc.strerror}", "DestinationError"
     mapped = from_library(exc, where)
     if mapped is None:
         raise exc
-    return str(mapped)
+    return str(mapped), mapped.kind
 
 
 def remember(cache: LayerCache | None, layers: list[LayerDesc], level: int | None,
@@ -87,29 +89,116 @@ def _notes(node: Node, plan: ImagePlan, source_plan: ImagePlan, writer_note: str
     return ", ".join(filter(None, notes))
 
 
-def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None = None,
-        level: int | None = None, chain: FilterChain | None = None) -> None:
-    chain = chain or FilterChain()
-    finished = 0
-    # top-level image → the inspect filters' lines for it and its platforms, written once
-    # the whole image is published (a platform's sibling may still fail the index)
-    inspect_lines: dict[int, list[dict[str, object]]] = {}
+class Write(Stage):
+    """The write stage: the destination's writer, the publisher's order, the outcomes."""
 
-    cache_notes: dict[int, str] = {}  # top-level image → why the cache was not updated
+    # a registry's uploads fail in the background: said within this many seconds
+    poll_every = 0.1
 
-    def on_written(plan: ImagePlan, layers: list[LayerDesc], where: str) -> None:
-        note = remember(cache, layers, level, writer.place(plan))
+    def __init__(self, wiring: Wiring, writer: Writer, admit: Semaphore,
+                 cache: LayerCache | None = None, level: int | None = None,
+                 chain: FilterChain | None = None) -> None:
+        super().__init__(wiring)
+        self.writer = writer
+        self.admit = admit
+        self.cache = cache
+        self.level = level
+        self.chain = chain or FilterChain()
+        self.finished = 0  # images published: a tarball holding one is kept
+        # top-level image → the inspect filters' lines for it and its platforms, written
+        # once the whole image is published (a platform's sibling may still fail the index)
+        self.inspect_lines: dict[int, list[dict[str, object]]] = {}
+        self.cache_notes: dict[int, str] = {}  # top-level image → why the cache was not updated
+        self.publisher = Publisher(writer, self.chain, self.on_published, self.on_written)
+
+    def run(self) -> None:
+        ok = False
+        try:
+            super().run()
+            ok = self.finished > 0
+        finally:
+            self.writer.close(ok)
+
+    # -- the hooks -------------------------------------------------------------------------
+
+    def on_plan(self, plan: ImagePlan) -> None:
+        if plan.image_id not in self.failed:
+            self.step(plan, lambda: self.publisher.begin(plan))
+
+    def on_layer(self, layer: LayerDesc) -> None:
+        def take() -> Node:
+            node = self.publisher.nodes[layer.image_id]
+            self.publisher.add_layer(node, layer)
+            return node
+
+        self.step(layer, take)
+
+    def on_failed(self, failed: ImageFailed) -> None:
+        # marked failed by fail_tree, with the image's whole tree
+        self.fail_tree(failed.image_id, failed.source, failed.stage, failed.reason, failed.kind)
+
+    def poll(self) -> None:
+        """Fail at once the images whose background work failed (Writer.failed_early):
+        announced to the stages before this one, so fetch stops downloading for them."""
+        for plan, exc in self.writer.failed_early():
+            if plan.image_id in self.failed:
+                continue
+            reason, kind = _describe(exc, "")
+            top = self.publisher.nodes.get(self.publisher.top_of(plan.image_id))
+            self.fail_tree(plan.image_id, top.plan.source if top is not None else plan.source,
+                           "write", reason, kind)
+
+    def finish(self) -> None:
+        self.poll()
+        # Every image sent has an outcome by now, unless a stage lost a layer (a bug): say
+        # so rather than end the run as if the image had never been asked for.
+        publisher = self.publisher
+        for image_id in [i for i in publisher.nodes if i not in publisher.parent_of]:
+            self.fail_tree(image_id, publisher.nodes[image_id].plan.source, "write",
+                      "internal error: the run ended before all its layers arrived",
+                      "InternalError")
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def step(self, msg: ImagePlan | LayerDesc, take: Callable[[], Node]) -> None:
+        """Take in a plan or a layer and publish what it completes; a failure fails the
+        manifest whose writing failed (named from its top-level image)."""
+        publisher = self.publisher
+        try:
+            publisher.advance(take())
+        except Exception as exc:  # noqa: BLE001 - _describe raises a bug again
+            reason, kind = _describe(exc, f"layer {msg.digest}" if isinstance(msg, LayerDesc)
+                                     else "")
+            if isinstance(msg, LayerDesc):
+                self.drop(msg)
+            # Blame the manifest whose writing failed (a layer's arrival can publish its
+            # image, then the index above it, then referrers), named from its top.
+            failing = publisher.publishing
+            publisher.publishing = None
+            culprit = failing.image_id if failing is not None else msg.image_id
+            top = publisher.nodes.get(publisher.top_of(culprit))
+            source = top.plan.source if top is not None else (
+                msg.source if isinstance(msg, ImagePlan) else "?")
+            if failing is not None and failing.image_id not in publisher.nodes \
+                    and failing.image_id in publisher.parent_of:
+                # already out of the tree's bookkeeping (a referrer waiting for its top)
+                reason = f"{publisher.kind(culprit)} {failing.manifest_digest}: {reason}"
+                culprit = publisher.top_of(culprit)
+            self.fail_tree(culprit, source, "write", reason, kind)
+
+    def on_written(self, plan: ImagePlan, layers: list[LayerDesc], where: str) -> None:
+        note = remember(self.cache, layers, self.level, self.writer.place(plan))
         if note:
-            cache_notes[publisher.top_of(plan.image_id)] = note
-        if chain.inspects and plan.config:
-            top = publisher.top_of(plan.image_id)
-            inspect_lines.setdefault(top, []).append(
+            self.cache_notes[self.publisher.top_of(plan.image_id)] = note
+        if self.chain.inspects and plan.config:
+            top = self.publisher.top_of(plan.image_id)
+            self.inspect_lines.setdefault(top, []).append(
                 {**inspect_line(plan, layers), "destination": where})
 
-    def write_report(image_id: int) -> str:
+    def write_report(self, image_id: int) -> str:
         """Append the image's inspect lines; returns why they could not be, if so."""
-        lines = inspect_lines.pop(image_id, [])
-        for inspect in chain.inspects:
+        lines = self.inspect_lines.pop(image_id, [])
+        for inspect in self.chain.inspects:
             for line in lines:
                 try:
                     inspect.append(line)
@@ -118,97 +207,47 @@ def run(io: StageIO, writer: Writer, admit: Semaphore, cache: LayerCache | None 
                             f"{inspect.file}: {exc.strerror}")
         return ""
 
-    def on_published(node: Node, plan: ImagePlan, layers: list[LayerDesc], where: str
-                     ) -> None:
-        nonlocal finished
-        finished += 1  # published: a tarball holding it is kept, whatever follows
-        cache_note = cache_notes.pop(plan.image_id, "")
-        report_error = write_report(plan.image_id)
+    def on_published(self, node: Node, plan: ImagePlan, layers: list[LayerDesc],
+                     where: str) -> None:
+        self.finished += 1  # published: a tarball holding it is kept, whatever follows
+        cache_note = self.cache_notes.pop(plan.image_id, "")
+        report_error = self.write_report(plan.image_id)
         if report_error:
-            io.tell(ImageFailed(image_id=plan.image_id, source=plan.source, stage="write",
-                                reason=report_error))
-            admit.release()
+            self.tell(ImageFailed(image_id=plan.image_id, source=plan.source, stage="write",
+                                  reason=report_error, kind="DestinationError"))
+            self.admit.release()
             return
-        detail = _notes(node, plan, node.plan, writer.detail(plan), cache_note,
-                        chain.rewrites, writer.oci_media_types)
-        io.tell(ImageDone(
+        detail = _notes(node, plan, node.plan, self.writer.detail(plan), cache_note,
+                        self.chain.rewrites, self.writer.oci_media_types)
+        self.tell(ImageDone(
             image_id=plan.image_id, source=plan.source, destination=where,
             manifest_digest=plan.manifest_digest, layers=plan.layer_count + node.layer_total,
             bytes=node.bytes, skipped_layers=node.skipped,
             up_to_date=plan.up_to_date and not node.referrers_copied, detail=detail,
             foreign=node.foreign, referrers=node.referrers_copied))
-        admit.release()
+        self.admit.release()
 
-    publisher = Publisher(writer, chain, on_published, on_written)
-
-    def fail(image_id: int, source: str, stage: str, reason: str) -> None:
-        if image_id in io.failed:
+    def fail_tree(self, image_id: int, source: str, stage: str, reason: str,
+                  kind: str) -> None:
+        """Fail an image and everything in its tree (the top-level image is what fails),
+        undo what the writer had of it, report it and free its admission slot."""
+        if not self.mark_failed(image_id):
             return
-        io.failed.add(image_id)
-        inspect_lines.pop(image_id, None)
+        self.inspect_lines.pop(image_id, None)
+        publisher = self.publisher
         node = publisher.drop(image_id)
         if node is not None:
             try:
-                writer.fail_image(node.plan)
+                self.writer.fail_image(node.plan)
             except (OccystrapError, OSError):
                 pass
             for child in (*node.plan.children, *node.plan.referrers):
-                fail(child, source, stage, reason)
+                self.fail_tree(child, source, stage, reason, kind)
         if image_id in publisher.parent_of:
             # A platform of an index (or a referrer) failed: the top-level image fails.
-            fail(publisher.parent_of[image_id], source, stage,
-                 f"{publisher.kind(image_id)}: {reason}")
+            self.fail_tree(publisher.parent_of[image_id], source, stage,
+                      f"{publisher.kind(image_id)}: {reason}", kind)
             return
-        io.tell(ImageFailed(image_id=image_id, source=source, stage=stage, reason=reason))
-        admit.release()
-
-    ok = False
-    try:
-        while True:
-            msg = io.get()
-            if isinstance(msg, Shutdown):
-                break
-            if isinstance(msg, ImageFailed):
-                fail(msg.image_id, msg.source, msg.stage, msg.reason)
-                continue
-            image_id = msg.image_id
-            if image_id in io.failed:
-                if isinstance(msg, LayerDesc):
-                    io.drop(msg)
-                continue
-            try:
-                if isinstance(msg, ImagePlan):
-                    node = publisher.begin(msg)
-                elif isinstance(msg, LayerDesc):
-                    node = publisher.nodes[image_id]
-                    publisher.add_layer(node, msg)
-                else:
-                    continue
-                publisher.advance(node)
-            except Exception as exc:  # noqa: BLE001 - _describe raises a bug again
-                reason = _describe(exc, f"layer {msg.digest}" if isinstance(msg, LayerDesc)
-                                   else "")
-                if isinstance(msg, LayerDesc):
-                    io.drop(msg)
-                # Blame the manifest whose writing failed (a layer's arrival can publish its
-                # image, then the index above it, then referrers), named from its top.
-                failing = publisher.publishing
-                publisher.publishing = None
-                culprit = failing.image_id if failing is not None else image_id
-                top = publisher.nodes.get(publisher.top_of(culprit))
-                source = top.plan.source if top is not None else (
-                    msg.source if isinstance(msg, ImagePlan) else "?")
-                if failing is not None and failing.image_id not in publisher.nodes \
-                        and failing.image_id in publisher.parent_of:
-                    # already out of the tree's bookkeeping (a referrer waiting for its top)
-                    reason = f"{publisher.kind(culprit)} {failing.manifest_digest}: {reason}"
-                    culprit = publisher.top_of(culprit)
-                fail(culprit, source, "write", reason)
-        # Every image sent has an outcome by now, unless a stage lost a layer (a bug): say
-        # so rather than end the run as if the image had never been asked for.
-        for image_id in [i for i in publisher.nodes if i not in publisher.parent_of]:
-            fail(image_id, publisher.nodes[image_id].plan.source, "write",
-                 "internal error: the run ended before all its layers arrived")
-        ok = finished > 0
-    finally:
-        writer.close(ok)
+        self.tell(ImageFailed(image_id=image_id, source=source, stage=stage, reason=reason,
+                              kind=kind))
+        self.admit.release()

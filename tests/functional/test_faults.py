@@ -207,3 +207,36 @@ def test_gzip_bomb_is_streamed_not_swallowed(occystrap_cli, registry, small_disk
     assert os.listdir(disk) == []
     if stats.exists():
         assert json.loads(stats.read_text())["peak_pss_total"] < 150e6
+
+
+def test_a_failure_in_write_stops_the_downloads_of_that_image(occystrap_cli, registry,
+                                                              tmp_path):
+    """The destination refuses every upload (its config's goes first), so write fails the
+    image as soon as the refusal comes back (Writer.failed_early): fetch hears of it
+    (stages/failures.py) and starts none of the image's other downloads. Six 200 kB layers
+    come one at a time (-j 1) at 200 kB/s; without the side channel all six would be
+    fetched. The failure is counted by its kind in the statistics."""
+    import json
+
+    from tools.imagebuilder import build_image, push_image
+
+    image = build_image(tmp_path / "build", seed=4711, layer_sizes=[200_000] * 6,
+                        special_entries=False)
+    push_image(registry.url, "upstream/stop", "1", image)
+    refuse = Rule("POST", r"/v2/.+/blobs/uploads/", "status", times=1000, status=403)
+    stats = tmp_path / "s.json"
+    with FaultProxy(registry.port, rate=200_000) as src, \
+            HTTPFaults(registry.port, [refuse]) as dst:
+        r = occystrap_cli("--insecure", "-j", "1", "--stats-file", str(stats), "process",
+                          f"registry://{src.host}/upstream/stop:1",
+                          f"registry://{dst.host}/copy/stop:1", env=FAST, timeout=120)
+        fetched = [line for line in src.request_lines
+                   if line.startswith("GET") and any(la.digest in line for la in image.layers)]
+    assert r.returncode == 1
+    assert "upstream/stop:1" in one_error(r.stderr) and refuse.fired >= 1
+    assert 1 <= len(fetched) <= 3, fetched
+    doc = json.loads(stats.read_text())
+    (failed,) = doc["image_results"]
+    assert failed["result"] == "failed" and failed["stage"] == "write"
+    assert doc["images"]["failed_by_kind"] == {failed["kind"]: 1}
+    assert failed["kind"].endswith("Error") and failed["kind"] != "OccystrapError"

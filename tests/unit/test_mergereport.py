@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from occystrap import mergereport, stats
 from occystrap.cli import cli
 from occystrap.errors import OccystrapError
 from occystrap.messages import ImageDone, ImageFailed, StageReport
-from occystrap.pipeline import RunResult
+from occystrap.outcome import RunResult
+from occystrap.stats import merge as mergereport
+from occystrap.stats import schema as stats
 
 
 def _done(i: int, size: int, up_to_date: bool = False) -> ImageDone:

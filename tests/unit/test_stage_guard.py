@@ -6,14 +6,15 @@ import multiprocessing as mp
 
 import pytest
 
-from occystrap.messages import ImageFailed, LayerDesc, decode
-from occystrap.stages.base import StageIO
+from occystrap.channel import open_channel
+from occystrap.messages import ImageFailed, LayerDesc
+from occystrap.stages.base import Stage, Wiring
 
 
 def test_guard_fails_the_image_and_raises_at_the_end(tmp_path):
     ctx = mp.get_context("fork")
-    out, control = ctx.Queue(), ctx.Queue()
-    io = StageIO("compress", None, out, control)
+    (out, received), (control, _) = open_channel(ctx, 8), open_channel(ctx, None)
+    io = Stage(Wiring("compress", None, out, control))
     spool = tmp_path / "layer"
     spool.write_bytes(b"x")
     layer = LayerDesc(image_id=7, index=0, digest="sha256:" + "a" * 64, size=1,
@@ -23,9 +24,10 @@ def test_guard_fails_the_image_and_raises_at_the_end(tmp_path):
         raise KeyError(la.image_id)
 
     io.guard(buggy, layer)
-    failed = decode(out.get(timeout=5))
+    failed = received.receive()
     assert isinstance(failed, ImageFailed) and failed.image_id == 7
     assert "internal error in the compress stage: KeyError" in failed.reason
+    assert failed.kind == "KeyError"
     assert not spool.exists()  # its spool file went with it
     with pytest.raises(KeyError):
         io.raise_crashed()

@@ -13,10 +13,14 @@ from typing import Any
 
 import pytest
 
-from occystrap import stats
+from occystrap.channel import ChannelStatistics
+from occystrap.cli import progress, report
 from occystrap.messages import ImageDone, ImageFailed, Progress, StageReport
 from occystrap.registry.client import RegistryClient
 from occystrap.registry.counters import COUNTERS
+from occystrap.stats import schema
+from occystrap.stats.sampler import QueueStats, Sampler
+from occystrap.stats.verdict import bottleneck
 
 
 def _stage(name: str, busy: float, cpu: float = 0.0, wait_out: float = 0.0,
@@ -42,7 +46,7 @@ def _queues(**over: dict[str, float]) -> list[dict[str, Any]]:
 def test_busy_fetch_with_an_empty_output_queue_is_network_bound() -> None:
     stages = [_stage("resolve", 0.5, requests=3), _stage("fetch", 9.2, cpu=2.0, requests=40),
               _stage("verify", 0.1), _stage("compress", 0.2), _stage("write", 1.0)]
-    verdict = stats.bottleneck(stages, _queues())
+    verdict = bottleneck(stages, _queues())
     assert verdict["stage"] == "fetch" and verdict["kind"] == "network-bound"
     assert verdict["reason"].startswith("fetch: 92% busy")
     assert "output queue mostly empty" in verdict["reason"]
@@ -53,7 +57,7 @@ def test_a_full_output_queue_blames_the_stage_downstream() -> None:
               _stage("verify", 0.1), _stage("compress", 3.0, cpu=2.9, wait_out=0.0),
               _stage("write", 0.5)]
     queues = _queues(fetch={"mean": 60, "full": 0.7, "empty": 0.0})
-    verdict = stats.bottleneck(stages, queues)
+    verdict = bottleneck(stages, queues)
     # fetch is blocked on verify; verify's output is not backed up, so verify is the limit
     assert verdict["stage"] == "verify"
     assert "fetch was blocked 60%" in verdict["reason"]
@@ -65,23 +69,23 @@ def test_blame_walks_down_a_chain_of_full_queues() -> None:
               _stage("write", 0.5)]
     queues = _queues(fetch={"mean": 64, "full": 0.9, "empty": 0.0},
                      verify={"mean": 64, "full": 0.9, "empty": 0.0})
-    verdict = stats.bottleneck(stages, queues)
+    verdict = bottleneck(stages, queues)
     assert verdict["stage"] == "compress" and verdict["kind"] == "CPU-bound"
 
 
 def test_nothing_busy_is_latency_bound() -> None:
     stages = [_stage(n, 0.5) for n in NAMES]
-    verdict = stats.bottleneck(stages, _queues())
+    verdict = bottleneck(stages, _queues())
     assert verdict["stage"] is None and verdict["kind"] == "latency-bound"
 
 
 def test_local_fetch_is_disk_bound() -> None:
     stages = [_stage("resolve", 0.1), _stage("fetch", 8.0, cpu=1.0, requests=0)]
-    assert stats.bottleneck(stages, _queues())["kind"] == "disk-bound"
+    assert bottleneck(stages, _queues())["kind"] == "disk-bound"
 
 
 def test_queue_stats() -> None:
-    q = stats.QueueStats(4)
+    q = QueueStats(4)
     for depth in (0, 0, 2, 4, 4):
         q.add(depth)
     d = q.to_dict()
@@ -93,15 +97,16 @@ class _FakeQueue:
     def __init__(self) -> None:
         self.depth = 0
 
-    def qsize(self) -> int:
-        return self.depth
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(capacity=64, depth=self.depth, sent=0, received=0,
+                                 blocked_seconds=0.0, waiting_seconds=0.0, open_senders=1)
 
 
 def test_sampler_series_rows() -> None:
     moved = [0, 0, 0, 0, 0]
     q = _FakeQueue()
-    sampler = stats.Sampler({}, queues={"fetch>verify": (q, 64)}, moved=moved,
-                            stages=NAMES, interval=1.0)
+    sampler = Sampler({}, channels={"fetch>verify": q}, moved=moved, stages=NAMES,
+                      interval=1.0)
     q.depth = 7
     moved[1] = 5_000_000
     sampler.sample()
@@ -136,10 +141,10 @@ def test_summary_line_in_the_original_style() -> None:
     result = _result(done=[_done(1, 2_100_000_000, 10)],
                      reports={"fetch": StageReport(stage="fetch", retries=2),
                               "write": StageReport(stage="write", retries=1)})
-    assert stats.summary_line(result) == "Summary: 1/1 images, 10 layers, 2.1 GB, 3.2 s, 3 retries"
+    assert report.summary_line(result) == "Summary: 1/1 images, 10 layers, 2.1 GB, 3.2 s, 3 retries"
     failed = ImageFailed(image_id=2, source="registry://h/x:1", stage="resolve", reason="404")
     result = _result(done=[_done(1, 0, 3, up_to_date=True)], failed=[failed])
-    assert stats.summary_line(result) == ("Summary: 1/2 images (1 already up to date), 3 layers, "
+    assert report.summary_line(result) == ("Summary: 1/2 images (1 already up to date), 3 layers, "
                                           "0 B, 3.2 s, 0 retries, 1 failed")
 
 
@@ -156,8 +161,8 @@ def test_to_dict_schema_2_aggregates_requests_and_skips() -> None:
     failed = ImageFailed(image_id=2, source="registry://h/x:1", stage="fetch", reason="boom")
     result = _result(done=[_done(1, 5_000_000, 3)], failed=[failed], reports=reports,
                      image_seconds={1: 1.5, 2: 0.25},
-                     queues={"fetch>verify": stats.QueueStats(64).to_dict()})
-    doc = stats.to_dict(result)
+                     queues={"fetch>verify": QueueStats(64).to_dict()})
+    doc = schema.to_dict(result)
     assert doc["schema"] == "occystrap.stats/2"
     assert doc["requests"] == {"total": 24, "by_host": {"r.example": 14, "cdn.example": 10},
                                "retries": 1, "throttled": 1, "pauses": 0,
@@ -170,14 +175,14 @@ def test_to_dict_schema_2_aggregates_requests_and_skips() -> None:
     fetch = doc["stages"][1]
     assert fetch["busy_fraction"] == 0.9 and fetch["requests"]["total"] == 20
     assert doc["bottleneck"]["stage"] == "fetch"
-    text = stats.to_text(result)
+    text = schema.to_text(result)
     assert "bottleneck: fetch: 90% busy" in text and "1 throttled (429)" in text
     assert "fetch>verify" in text and "registry://h/x:1" in text
 
 
 def test_progress_display_draws_and_clears() -> None:
     out = io.StringIO()
-    display = stats.ProgressDisplay(out, interval=0.0)
+    display = progress.ProgressDisplay(out, interval=0.0)
     result = _result(sources=2, progress={
         1: Progress(image_id=1, source="registry://h/a:1", done=10_000_000, total=40_000_000,
                     layers_done=1, layers=4),
@@ -236,10 +241,10 @@ def test_request_counters(throttling_registry: str) -> None:
 
 
 def test_human_bytes() -> None:
-    assert stats.human_bytes(999) == "999 B"
-    assert stats.human_bytes(1_500) == "1.5 kB"
-    assert stats.human_bytes(47_209_344) == "47.2 MB"
-    assert stats.human_bytes(2_147_483_648) == "2.1 GB"
+    assert schema.human_bytes(999) == "999 B"
+    assert schema.human_bytes(1_500) == "1.5 kB"
+    assert schema.human_bytes(47_209_344) == "47.2 MB"
+    assert schema.human_bytes(2_147_483_648) == "2.1 GB"
 
 
 def test_stats_chart(tmp_path) -> None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from occystrap.errors import OccystrapError
-from occystrap.stats import SCHEMA as STATS_SCHEMA
-from occystrap.stats import human_bytes
+from occystrap.stats.schema import SCHEMA as STATS_SCHEMA
+from occystrap.stats.schema import human_bytes
 
 SCHEMA = "occystrap.mirror-report/1"
 
@@ -154,6 +154,7 @@ def merge(files: Sequence[ShardFile]) -> dict[str, Any]:
     seen: dict[str, str] = {}
     duplicates: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    kinds: dict[str, int] = {}
     totals = {"copied": 0, "up_to_date": 0, "failed": 0}
     for f in ordered:
         for image in f.doc["image_results"]:
@@ -167,6 +168,8 @@ def merge(files: Sequence[ShardFile]) -> dict[str, Any]:
                 failed.append({"source": image.get("source"), "stage": image.get("stage"),
                                "reason": image.get("reason"), "shard": f.label,
                                "file": f.path})
+                kind = str(image.get("kind") or "unknown")  # older documents have none
+                kinds[kind] = kinds.get(kind, 0) + 1
             elif result == "up_to_date":
                 totals["up_to_date"] += 1
             else:
@@ -198,6 +201,7 @@ def merge(files: Sequence[ShardFile]) -> dict[str, Any]:
         "peak_pss_max": max((s["peak_pss_total"] for s in shards), default=0),
         "shards": shards,
         "failed": failed,
+        "failed_by_kind": dict(sorted(kinds.items())),
         "duplicates": duplicates,
     }
 

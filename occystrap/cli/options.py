@@ -1,0 +1,268 @@
+"""The command line's options: the global-option table (every flag with its
+`OCCYSTRAP_<NAME>` environment variable), options given before and after the command merged,
+the Config they make, and the rules between flags that a Config alone cannot check.
+
+Global options go before the command, as in the original occystrap; a command accepts them
+after it too (hidden there: `--help` lists them once, on the group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import click
+
+from occystrap.config import Config
+from occystrap.errors import UsageError
+from occystrap.filters import FilterChain
+from occystrap.mediatypes import Platform, parse_platform
+from occystrap.reference import Location, parse_location
+
+_GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("-j", "--parallel"), dict(type=click.IntRange(1, 64), default=4, show_default=True,
+                                help="Blob downloads at once, per image.")),
+    (("-J", "--image-parallel"), dict(type=click.IntRange(1, 64), default=3,
+                                      show_default=True, help="Images in flight at once.")),
+    (("--retries",), dict(type=click.IntRange(0, 20), default=3, show_default=True,
+                          help="Retries per request (exponential backoff, honours "
+                               "Retry-After).")),
+    (("--rate-limit",), dict(type=click.FloatRange(0.1, 10000), default=None,
+                             help="Requests per second per registry host, shared by every "
+                                  "thread and process [default: unlimited].")),
+    (("--quay-url",), dict(default="https://quay.io", show_default=True,
+                           help="Quay instance whose API expands quay:// sources.")),
+    (("--timeout",), dict(type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+                          help="Network timeout in seconds.")),
+    (("--temp-dir",), dict(type=click.Path(file_okay=False), default=None,
+                           help="Where blobs are spooled [default: beside the destination, "
+                                "so layers can be renamed into place].")),
+    (("--insecure",), dict(is_flag=True, default=False,
+                           help="Talk plain HTTP to registries (e.g. a local test registry).")),
+    (("--tls-verify/--no-tls-verify",), dict(default=True, show_default=True,
+                                             help="Verify registry TLS certificates.")),
+    (("--ca-file",), dict(type=click.Path(dir_okay=False, exists=True), default=None,
+                          help="Extra CA bundle (PEM) for self-signed registries.")),
+    (("--username",), dict(default=None, help="Registry user name (source and destination).")),
+    (("--password",), dict(default=None, help="Registry password or token.")),
+    (("--src-username",), dict(default=None, help="User name for the source registry.")),
+    (("--src-password",), dict(default=None, help="Password for the source registry.")),
+    (("--dest-username",), dict(default=None,
+                                help="User name for the destination registry.")),
+    (("--dest-password",), dict(default=None, help="Password for the destination registry.")),
+    (("--authfile",), dict(type=click.Path(dir_okay=False, exists=True), default=None,
+                           extra_envvars=["REGISTRY_AUTH_FILE"],
+                           help="Read registry credentials from this auth file only (podman's "
+                                "auth.json or docker's config.json) [default: podman's auth "
+                                "files, then ~/.docker/config.json].")),
+    (("--no-credential-helpers",), dict(is_flag=True, default=False,
+                                        help="Never run the docker-credential-* helpers that "
+                                             "auth files name (credHelpers, credsStore).")),
+    (("--platform",), dict(default=None,
+                           help="os/arch[/variant] to pick from a multi-platform image, or "
+                                "'native' for this machine's [default: linux/amd64; into a "
+                                "registry: every platform].")),
+    (("--all-platforms",), dict(is_flag=True, default=False,
+                                help="Copy a multi-platform index whole (registry:// and "
+                                     "oci:// destinations).")),
+    (("--referrers",), dict(is_flag=True, default=False,
+                            help="Also copy what refers to each manifest copied: OCI 1.1 "
+                                 "referrers (signatures, SBOMs, attestations) and cosign's "
+                                 "sha256-<hex>.sig/.att/.sbom tags (registry:// and oci://).")),
+    (("--referrers-type",), dict(multiple=True, default=(), metavar="ARTIFACT_TYPE",
+                                 help="Only referrers of this artifactType, config or blob "
+                                      "media type (repeatable; implies --referrers).")),
+    (("--compression",), dict(type=click.Choice(["gzip", "zstd"]), default=None,
+                               help="Re-encode layers (new digests; the default keeps every "
+                                    "byte).")),
+    (("--compression-level",), dict(type=click.IntRange(0, 22), default=None,
+                                     help="gzip 0-9 with zlib [ISA-L's fast level 2], "
+                                          "zstd 1-22 [3].")),
+    (("--layer-cache",), dict(type=click.Path(dir_okay=False), default=None,
+                              help="JSON file remembering re-encoded layers across runs "
+                                   "(with --compression).")),
+    (("--verify-full",), dict(is_flag=True, default=False,
+                              help="Also check every layer's uncompressed diff_id.")),
+    (("--stats",), dict(type=click.Choice(["text", "json"]), default=None,
+                        help="At the end, report per stage throughput, busy/wait split, CPU, "
+                             "memory, I/O and requests, queue occupancy and the bottleneck "
+                             "(see docs/stats.md).")),
+    (("--stats-file",), dict(type=click.Path(dir_okay=False), default=None,
+                             help="Write the JSON statistics, with the per-second series, here "
+                                  "(implies --stats json).")),
+    (("-q", "--quiet"), dict(is_flag=True, default=False,
+                            help="Only print errors: no progress, results or summary.")),
+    (("-v", "--verbose"), dict(is_flag=True, default=False,
+                              help="Print more detail: the bottleneck verdict, and the "
+                                   "traceback of an internal error.")),
+]
+
+
+def envvar(flags: tuple[str, ...]) -> str:
+    """`--image-parallel` → `OCCYSTRAP_IMAGE_PARALLEL`."""
+    long = next(f for f in flags if f.startswith("--")).split("/")[0]
+    return "OCCYSTRAP_" + long[2:].replace("-", "_").upper()
+
+
+def global_options(after_command: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The same options for the group and, repeated after it, for a command.
+
+    After the command they default to None (meaning "as given before the command").
+    """
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for flags, spec in reversed(_GLOBAL_OPTIONS):
+            spec = dict(spec)
+            extra_envvars = spec.pop("extra_envvars", [])
+            if after_command:
+                spec["default"] = None
+                spec.pop("show_default", None)
+                spec["hidden"] = True
+                if spec.get("is_flag"):
+                    spec["flag_value"] = True
+            else:
+                # the ecosystem's own variable (REGISTRY_AUTH_FILE) after ours
+                spec["envvar"] = [envvar(flags), *extra_envvars] if extra_envvars \
+                    else envvar(flags)
+                spec["show_envvar"] = True
+            f = click.option(*flags, **spec)(f)
+        return f
+
+    return decorate
+
+
+def merge(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The options given after the command over those given before it (or their
+    defaults); an option not given after the command is None (or () when repeatable)."""
+    merged = dict(before)
+    merged.update({k: v for k, v in after.items() if v is not None and v != ()})
+    return merged
+
+
+# uname's machine names → OCI architecture and variant, as Go's GOARCH/GOARM name them (arm64's
+# variant is left out: platform matching prefers its default, v8)
+_MACHINES: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None), "amd64": ("amd64", None), "aarch64": ("arm64", None),
+    "arm64": ("arm64", None), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
+    "i386": ("386", None), "i686": ("386", None), "ppc64le": ("ppc64le", None),
+    "s390x": ("s390x", None), "riscv64": ("riscv64", None),
+}
+
+
+def native_platform(machine: str | None = None) -> Platform:
+    """`--platform native`: the platform docker, podman and skopeo pick by default, this
+    machine's (Linux; the architecture from uname)."""
+    import platform as _platform
+
+    machine = machine or _platform.machine()
+    if machine.lower() not in _MACHINES:
+        raise UsageError(f"--platform native: unknown machine {machine!r}; give os/arch")
+    arch, variant = _MACHINES[machine.lower()]
+    return Platform("linux", arch, variant)
+
+
+def build_config(opts: dict[str, Any]) -> Config:
+    """The Config of the merged options (`merge`); UsageError for a bad --platform."""
+    text = opts["platform"]
+    platform: Platform = (native_platform() if text == "native" else
+                          parse_platform(text or "linux/amd64"))
+    stats = opts["stats"] or ("json" if opts["stats_file"] else None)
+    return Config(
+        parallel=opts["parallel"], image_parallel=opts["image_parallel"],
+        retries=opts["retries"], timeout=opts["timeout"], temp_dir=opts["temp_dir"],
+        insecure=opts["insecure"], tls_verify=opts["tls_verify"], ca_file=opts["ca_file"],
+        username=opts["username"], password=opts["password"],
+        src_username=opts["src_username"], src_password=opts["src_password"],
+        dest_username=opts["dest_username"], dest_password=opts["dest_password"],
+        authfile=opts["authfile"], credential_helpers=not opts["no_credential_helpers"],
+        platform=platform, platform_given=opts["platform"] is not None,
+        all_platforms=opts["all_platforms"],
+        referrers=opts["referrers"] or bool(opts["referrers_type"]),
+        referrer_types=tuple(opts["referrers_type"]),
+        verify_full=opts["verify_full"], compression=opts["compression"],
+        compression_level=opts["compression_level"],
+        layer_cache=opts["layer_cache"], rate_limit=opts["rate_limit"],
+        quay_url=opts["quay_url"],
+        stats=stats, stats_file=opts["stats_file"],
+        quiet=opts["quiet"], verbose=opts["verbose"])
+
+
+def process_config(obj: dict[str, Any], after: dict[str, Any], chain: FilterChain,
+                   shard: str | None, fail_fast: bool, bulk: bool) -> Config:
+    """The Config of `process`: the global options, the command's own, and the rules
+    between them (UsageError)."""
+    config = replace(build_config(merge(obj, after)), shard=parse_shard(shard),
+                     fail_fast=fail_fast, bulk=bulk, filters=chain)
+    level = config.compression_level
+    if level is not None and level > 9 and config.compression != "zstd" and (
+            config.compression == "gzip" or chain.rewrites):
+        hint = "" if config.compression else " (filtered gzip layers stay gzip)"
+        raise UsageError(f"--compression-level {level}: gzip levels are 0-9{hint}")
+    if chain.searches and config.stats == "json" and not config.stats_file:
+        raise UsageError("a search filter and --stats json both write to stdout: "
+                         "use --stats-file FILE for the statistics")
+    return config
+
+
+def check_destination(dst: Location, sources: list[Location], config: Config) -> None:
+    """The rules between the flags and one run's destination (UsageError)."""
+    if config.referrers or any(s.option("referrers") for s in sources):
+        _check_referrers(dst, config)
+    if config.compression and (dst.scheme == "dir" or
+                               str(dst.option("format", "")).lower() in ("v1.2", "legacy")):
+        raise UsageError(f"{dst}: stores uncompressed layers; --compression does "
+                         "not apply")
+
+
+def _check_referrers(dst: Location, config: Config) -> None:
+    option = config.image_semantics()
+    if option:
+        # It needs images: attestations would be left out of indexes (new digests) and
+        # artifacts refused, so the referrers copied would point at nothing.
+        raise UsageError(f"--referrers keeps signatures and attestations pointing at the "
+                         f"source's digests; it cannot be combined with {option}")
+    if dst.scheme not in ("registry", "oci"):
+        raise UsageError(f"{dst}: --referrers needs a registry:// or oci:// destination")
+    if dst.option("media_types"):
+        raise UsageError(f"{dst}: --referrers keeps what points at the source's digests; "
+                         "?media_types= converts manifests (new digests)")
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """--shard K/N as (K, N), or None; UsageError unless 0 <= K < N."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text}: expected K/N, e.g. 0/3") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise UsageError(f"--shard {text}: K must be in 0..N-1")
+    return k, n
+
+
+def source_config(src: Location, config: Config) -> Config:
+    """Per-source URI options (`?os=&arch=&variant=`) refine the global platform."""
+    os_ = src.option("os")
+    arch = src.option("arch") or src.option("architecture")
+    variant = src.option("variant")
+    if not (os_ or arch or variant):
+        return config
+    p = config.platform
+    platform = Platform(str(os_ or p.os), str(arch or p.architecture),
+                        str(variant) if variant else (None if arch else p.variant))
+    return replace(config, platform=platform, platform_given=True)
+
+
+OUTPUT_FORMAT = click.option("-O", "--output-format", "output_format",
+                              type=click.Choice(["text", "json"]), default="text",
+                              show_default=True, help="Text for people, or one JSON document.")
+
+
+def inspection_config(obj: dict[str, Any], after: dict[str, Any], source: str
+                       ) -> tuple[Location, Config]:
+    """The parsed SOURCE and the Config for info/check/search (`?os=&arch=` applied)."""
+    config = build_config(merge(obj, after))
+    location = parse_location(source, role="source")
+    return location, source_config(location, config)

@@ -156,6 +156,17 @@ def _warm_credentials(sources: Sequence[Location], dest_location: Location,
                      config.credential_helpers)
 
 
+def _speaks_tls(sources: Sequence[Location], dest_location: Location, config: Config) -> bool:
+    """Will any registry of this run be reached over TLS? Loading the CA store costs some
+    20 ms; a run of plain-HTTP registries and local paths never needs it."""
+    for location in (*sources, dest_location):
+        if location.scheme == "quay" and not config.quay_url.startswith("http://"):
+            return True
+        if location.scheme == "registry" and not location.insecure(config.insecure):
+            return True
+    return False
+
+
 def run(sources: Sequence[Location], dest_location: Location, config: Config,
         on_event: Callable[[Event], None] | None = None,
         on_tick: Callable[[Live], None] | None = None) -> RunResult:
@@ -164,7 +175,8 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     known so far, for a live progress display."""
     ctx = mp.get_context("fork")
     ratelimit.install(config.rate_limit)  # shared memory, before the stages fork
-    warm_ssl_context(config.tls_verify, config.ca_file)  # inherited by every stage
+    if _speaks_tls(sources, dest_location, config):
+        warm_ssl_context(config.tls_verify, config.ca_file)  # inherited by every stage
     _warm_credentials(sources, dest_location, config)  # helpers run once, here
     token = uuid.uuid4().hex[:12]
     dest = Destination(dest_location, token)

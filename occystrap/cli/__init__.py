@@ -21,7 +21,6 @@ from occystrap import __version__
 from occystrap.cli import options
 from occystrap.cli.options import build_config, native_platform
 from occystrap.errors import from_library
-from occystrap.filters import FilterChain
 
 __all__ = ["build_config", "cli", "main", "native_platform"]
 
@@ -112,6 +111,7 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     from occystrap import mirrorspec, pipeline
     from occystrap.cli.progress import ProgressDisplay
     from occystrap.cli.report import Report
+    from occystrap.filters import FilterChain
     from occystrap.outcome import merge
 
     chain = FilterChain.parse(filters)

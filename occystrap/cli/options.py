@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from occystrap.config import Config
 from occystrap.errors import UsageError
-from occystrap.filters import FilterChain
-from occystrap.mediatypes import Platform, parse_platform
-from occystrap.reference import Location, parse_location
+
+if TYPE_CHECKING:  # imported where used: `--version` and `--help` need none of them
+    from occystrap.config import Config
+    from occystrap.filters import FilterChain
+    from occystrap.mediatypes import Platform
+    from occystrap.reference import Location
 
 _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("-j", "--parallel"), dict(type=click.IntRange(1, 64), default=4, show_default=True,
@@ -155,6 +157,8 @@ def native_platform(machine: str | None = None) -> Platform:
     machine's (Linux; the architecture from uname)."""
     import platform as _platform
 
+    from occystrap.mediatypes import Platform
+
     machine = machine or _platform.machine()
     if machine.lower() not in _MACHINES:
         raise UsageError(f"--platform native: unknown machine {machine!r}; give os/arch")
@@ -164,6 +168,9 @@ def native_platform(machine: str | None = None) -> Platform:
 
 def build_config(opts: dict[str, Any]) -> Config:
     """The Config of the merged options (`merge`); UsageError for a bad --platform."""
+    from occystrap.config import Config
+    from occystrap.mediatypes import parse_platform
+
     text = opts["platform"]
     platform: Platform = (native_platform() if text == "native" else
                           parse_platform(text or "linux/amd64"))
@@ -244,6 +251,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def source_config(src: Location, config: Config) -> Config:
     """Per-source URI options (`?os=&arch=&variant=`) refine the global platform."""
+    from occystrap.mediatypes import Platform
+
     os_ = src.option("os")
     arch = src.option("arch") or src.option("architecture")
     variant = src.option("variant")
@@ -264,5 +273,7 @@ def inspection_config(obj: dict[str, Any], after: dict[str, Any], source: str
                        ) -> tuple[Location, Config]:
     """The parsed SOURCE and the Config for info/check/search (`?os=&arch=` applied)."""
     config = build_config(merge(obj, after))
+    from occystrap.reference import parse_location
+
     location = parse_location(source, role="source")
     return location, source_config(location, config)

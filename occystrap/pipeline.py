@@ -303,7 +303,9 @@ def _wait_for_news(control: Receiver, procs: Iterable[BaseProcess], timeout: flo
 def _drain(control: Receiver, live: Live, on_event: Callable[[Event], None] | None) -> None:
     result = live.result
     while True:
-        msg: Message | None = control.poll(timeout=0.01)
+        # Non-blocking: _wait_for_news already slept until there was news; waiting here
+        # would add its timeout to every turn, the last one (the end of the run) included.
+        msg: Message | None = control.poll(timeout=0)
         if msg is None:
             return
         if isinstance(msg, SearchHits):

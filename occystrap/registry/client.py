@@ -12,6 +12,7 @@ storage URLs and upload `_state` carry secrets in the query).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -86,8 +87,8 @@ class RegistryClient:
         self.base_url = f"{'http' if insecure else 'https'}://{host}"
         self._retries = max(retries, 0)
         self._waits = Waits(host)
-        self._transport = transport or open_transport(ssl_context(tls_verify, ca_file),
-                                                      timeout, pool_size)
+        self._transport = transport or open_transport(
+            functools.partial(ssl_context, tls_verify, ca_file), timeout, pool_size)
         self._auth = Authenticator(host, credentials, not insecure)
         self._flow = RequestFlow(host, self.base_url, self._transport, self._auth,
                                  self._retries, self._waits)

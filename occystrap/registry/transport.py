@@ -205,6 +205,15 @@ class _PooledResponse:
         self._release(self._conn, reusable)
 
 
+# A context, or how to make one on first need: loading the CA store costs some 20 ms a
+# process, which a run that only speaks plain HTTP (or only to local paths) should not pay.
+TLSContext = ssl.SSLContext | Callable[[], ssl.SSLContext]
+
+
+def tls(context: TLSContext) -> ssl.SSLContext:
+    return context if isinstance(context, ssl.SSLContext) else context()
+
+
 class HTTPTransport:
     """Keep-alive http.client connections. An HTTPConnection serves one request at a time, so
     a thread takes an idle one, uses it, and hands it back. The idle set is shared by all
@@ -214,7 +223,7 @@ class HTTPTransport:
 
     MAX_IDLE = 16  # per origin; more would only be sockets nobody uses
 
-    def __init__(self, ssl_context: ssl.SSLContext, timeout: float) -> None:
+    def __init__(self, ssl_context: TLSContext, timeout: float) -> None:
         self._ssl_context = ssl_context
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -297,7 +306,7 @@ class HTTPTransport:
         conn: http.client.HTTPConnection
         if scheme == "https":
             conn = http.client.HTTPSConnection(host, port, timeout=self._timeout,
-                                               context=self._ssl_context)
+                                               context=tls(self._ssl_context))
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
         with self._lock:
@@ -356,7 +365,7 @@ class RoutingTransport:
     """The transport of a registry client: a proxied URL goes through httpx (made on first
     need), every other through the pooled HTTPTransport. Both share one SSLContext."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, timeout: float, pool_size: int) -> None:
+    def __init__(self, ssl_context: TLSContext, timeout: float, pool_size: int) -> None:
         self._ssl_context = ssl_context
         self._timeout = timeout
         self._pool_size = pool_size
@@ -378,7 +387,8 @@ class RoutingTransport:
             if self._proxy is None:
                 from occystrap.registry.proxy import HttpxTransport
 
-                self._proxy = HttpxTransport(self._ssl_context, self._timeout, self._pool_size)
+                self._proxy = HttpxTransport(tls(self._ssl_context), self._timeout,
+                                             self._pool_size)
             return self._proxy
 
     def close(self) -> None:
@@ -391,6 +401,6 @@ class RoutingTransport:
 USER_AGENT = f"occystrap/{__version__} (+https://pypi.org/project/occystrap/)"
 
 
-def open_transport(ssl_context: ssl.SSLContext, timeout: float, pool_size: int) -> Transport:
+def open_transport(ssl_context: TLSContext, timeout: float, pool_size: int) -> Transport:
     """The transport a registry client sends everything through."""
     return RoutingTransport(ssl_context, timeout, pool_size)

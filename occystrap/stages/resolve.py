@@ -9,6 +9,7 @@ import itertools
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -132,6 +133,8 @@ class Resolver:
         self.needs_image = dest.image_semantics or config.image_semantics()
         self.pool = ThreadPoolExecutor(max(2, config.parallel), thread_name_prefix="resolve")
         self.discovery = RegistryReferrers()
+        self.emitting = threading.Lock()
+        self.crashed: list[BaseException] = []
         self.referrals = Referrals(self)
 
     def close(self) -> None:
@@ -215,20 +218,46 @@ class Resolver:
                 continue
             bulk = (len(entries) > 1 or location.pattern is not None or self.config.bulk
                     or location.scheme == "quay")
-            for entry in self.shard(entries):
-                self.admit.acquire()  # one slot per image: an index and its children share it
-                image_id = next(self.ids)
-                # An image of a pattern is named by itself, not by the pattern, so its result
-                # line, its failure and its stats entry say which image it was.
-                text = (f"registry://{entry.ref}" if location.pattern is not None
-                        or location.scheme == "quay" else location.text)
-                try:
-                    self.one_image(image_id, text, entry, entry.source or source,
-                                   insecure, self.dest.target(entry.ref, bulk),
-                                   wants_referrers(self.config, location))
-                except Exception as exc:  # noqa: BLE001 - fails this image, not the run
-                    error = _mapped(exc)
-                    self.io.fail(image_id, text, str(error), error.kind)
+            # Images of a registry are planned side by side (their HEADs and manifest GETs
+            # overlap; admission still bounds them to -J); a tar:// destination is planned
+            # one image after another, so its layout does not depend on timing.
+            overlap = (not getattr(source, "local", True) and self.planner is None
+                       and self.config.image_parallel > 1)
+            images = ThreadPoolExecutor(self.config.image_parallel,
+                                        thread_name_prefix="image") if overlap else None
+            try:
+                for entry in self.shard(entries):
+                    self.admit.acquire()  # one slot per image: an index and its children
+                    image_id = next(self.ids)
+                    # An image of a pattern is named by itself, not by the pattern, so its
+                    # result line, its failure and its stats entry say which image it was.
+                    text = (f"registry://{entry.ref}" if location.pattern is not None
+                            or location.scheme == "quay" else location.text)
+                    work = (image_id, text, entry, entry.source or source, insecure,
+                            self.dest.target(entry.ref, bulk), wants_referrers(self.config,
+                                                                               location))
+                    if images is None:
+                        self.plan_one(*work)
+                    else:
+                        images.submit(self.plan_one, *work)
+            finally:
+                if images is not None:
+                    images.shutdown(wait=True)
+            if self.crashed:
+                raise self.crashed[0]
+
+    def plan_one(self, image_id: int, text: str, entry: Entry, source: Source,
+                 insecure: bool, target: ImageRef | None, referrers: bool) -> None:
+        """Plan one image; what fails it is its failure, not the run's. A bug is kept for
+        the run to raise once the other images are out."""
+        try:
+            self.one_image(image_id, text, entry, source, insecure, target, referrers)
+        except Exception as exc:  # noqa: BLE001 - fails this image, not the run
+            error = _mapped(exc)
+            self.io.fail(image_id, text, str(error), error.kind)
+        except BaseException as exc:
+            self.crashed.append(exc)
+            raise
 
     def shard(self, entries: list[Entry]) -> list[Entry]:
         """--shard K/N: a stable, hash-based share of the images, so N machines can split a
@@ -260,8 +289,9 @@ class Resolver:
             subjects = [plan.manifest_digest for plan, _ in plans]
         if referrers:
             plans += self.referrals.plan(job, plans[0][0], subjects)
-        for plan, layers in plans:
-            self.emit(plan, layers)
+        with self.emitting:  # an image's plans travel together, parents first
+            for plan, layers in plans:
+                self.emit(plan, layers)
 
     def tree_digests(self, job: _Job, got: Resolved, depth: int) -> list[str]:
         """Every manifest digest of an image found up to date, for its referrers: the

@@ -83,12 +83,15 @@ def test_not_a_tty_no_progress_quiet_nothing(occystrap_cli, sample_images, tmp_p
     assert r.returncode == 0 and r.stderr == "" and r.stdout == ""
 
 
-def test_progress_on_a_tty(sample_images, tmp_path):
+def test_progress_on_a_tty(registry, sample_images, tmp_path):
     s = sample_images["docker"]
     primary, secondary = pty.openpty()
+    # A slow wire, so the copy lasts long enough for the display to redraw (a fast copy
+    # can end before its first tick).
+    wire = FaultProxy(registry.port, rate=2_000_000)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "occystrap", "--insecure", "-j", "1", "process", s.uri,
-         f"dir://{tmp_path / 'd'}"],
+        [sys.executable, "-m", "occystrap", "--insecure", "-j", "1", "process",
+         s.uri.replace(registry.host, wire.host), f"dir://{tmp_path / 'd'}"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=secondary, cwd=REPO_ROOT,
         env=_clean_env({"HOME": str(tmp_path)}))
     os.close(secondary)
@@ -105,6 +108,7 @@ def test_progress_on_a_tty(sample_images, tmp_path):
             break
         seen += chunk
     assert proc.wait(60) == 0
+    wire.close()
     os.close(primary)
     text = seen.decode()
     assert "Summary: 1/1 images" in text

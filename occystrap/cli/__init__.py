@@ -70,11 +70,20 @@ def cli(ctx: click.Context, **opts: Any) -> None:
     fast and in bounded memory.
 
     \b
-    Sources:      registry://HOST/NAME[:TAG|@sha256:DIGEST][?insecure=true&os=&arch=&variant=]
-    Destinations: registry://HOST/NAME[:TAG]  byte-exact push (tag defaults to the source's)
-                  tar://PATH[?format=v1.2]   a docker-loadable tarball (Docker >= 25 shape)
-                  oci://PATH[:REF]           an OCI image layout directory
-                  dir://PATH[?unique_names=true]  the original occystrap directory layout
+    Sources:
+      registry://HOST/NAME[:TAG|@sha256:DIGEST]  an image, index or artifact
+                  [?insecure=true&os=&arch=&variant=&referrers=true]
+      registry://HOST/NAMESPACE/GLOB[:TAG_GLOB]  many, from the catalog [?tag_regex=RE]
+      quay://NAMESPACE[/GLOB][:TAG]      many, through Quay's API [?since=&token=]
+      tar://PATH[#NAME:TAG]              a docker save archive (tar:///dev/stdin works)
+      oci://PATH[:REF]  dir://PATH  docker://NAME[:TAG][?socket=PATH]
+    Destinations:
+      registry://HOST/NAME[:TAG]         byte-exact push (tag defaults to the source's)
+      tar://PATH[?format=v1.2&media_types=oci]   a docker-loadable tarball
+      oci://PATH[:REF][?media_types=oci] an OCI image layout directory
+      dir://PATH[?unique_names=true&expand=true&preserve_modes=true]
+      docker://[NAME[:TAG]][?socket=PATH]  load into a Docker engine
+    See docs/uris.md for every option.
     """
     ctx.obj = opts
 

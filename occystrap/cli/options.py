@@ -8,6 +8,7 @@ after it too (hidden there: `--help` lists them once, on the group).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -206,6 +207,19 @@ def process_config(obj: dict[str, Any], after: dict[str, Any], chain: FilterChai
             config.compression == "gzip" or chain.rewrites):
         hint = "" if config.compression else " (filtered gzip layers stay gzip)"
         raise UsageError(f"--compression-level {level}: gzip levels are 0-9{hint}")
+    if config.stats_file:
+        # Said now, not after the copy: a run that worked would otherwise exit 2.
+        folder = os.path.dirname(os.path.abspath(config.stats_file))
+        if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            raise UsageError(f"--stats-file {config.stats_file}: {folder} is not a "
+                             "writable directory")
+    for role, (user, secret) in (("", (config.username, config.password)),
+                                 ("src-", (config.src_username, config.src_password)),
+                                 ("dest-", (config.dest_username, config.dest_password))):
+        if user and not secret:
+            raise UsageError(f"--{role}username without --{role}password (or "
+                             f"OCCYSTRAP_{role.upper().replace('-', '_')}PASSWORD): "
+                             "occystrap does not prompt")
     if chain.searches and config.stats == "json" and not config.stats_file:
         raise UsageError("a search filter and --stats json both write to stdout: "
                          "use --stats-file FILE for the statistics")

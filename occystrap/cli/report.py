@@ -28,7 +28,7 @@ def err(message: str) -> None:
     click.echo(f"occystrap: error: {message}", err=True)
 
 
-def summary_line(result: RunResult) -> str:
+def summary_line(result: RunResult, config: Config | None = None) -> str:
     """One line in the original occystrap's style:
     `Summary: 30/30 images, 312 layers, 2.1 GB, 14.2 s, 3 retries`."""
     moved = sum(d.bytes for d in result.done)
@@ -48,6 +48,9 @@ def summary_line(result: RunResult) -> str:
         line += f", {referred} referrer{'s' if referred > 1 else ''}"
     if result.failed:
         line += f", {len(result.failed)} failed"
+    if not total and config is not None and config.shard is not None:
+        k, n = config.shard
+        line += f" (shard {k}/{n}: none of the images falls to this share)"
     return line
 
 
@@ -86,7 +89,12 @@ class Report:
             return 0
         if result.error:
             return 143 if result.terminated else 130 if result.interrupted else 1
-        return 1 if result.failed or not result.done else 0
+        if result.failed:
+            return 1
+        # Nothing copied and nothing failed: a shard whose share of the images is empty
+        # has done its part (a Job would otherwise restart it until it gives up).
+        sharded = self.config is not None and self.config.shard is not None
+        return 0 if result.done or sharded else 1
 
     @classmethod
     def ended_by(cls, error: OccystrapError | None) -> Report:
@@ -165,7 +173,7 @@ class Report:
             click.echo("bottleneck: " + schema.to_dict(result)["bottleneck"]["reason"],
                        err=True)
         if not config.quiet:
-            click.echo(summary_line(result), err=True)
+            click.echo(summary_line(result, config), err=True)
 
 
 def _write_whole(path: str, text: str) -> None:

@@ -71,7 +71,12 @@ def load(paths: Iterable[str]) -> list[ShardFile]:
 
 def _check_shape(path: str, doc: dict[str, Any]) -> None:
     """What merge relies on beyond the schema name: a `run.shard` of 0 <= index < count (or
-    none), and an object per image result. OccystrapError naming the file otherwise."""
+    none), an object per image result, and objects for the sections it adds up.
+    OccystrapError naming the file otherwise."""
+    for section in ("images", "transfer", "requests"):
+        if section in doc and not isinstance(doc[section], dict):
+            raise OccystrapError(f"{path}: {section!r} is not an object; the file is not "
+                                 "a stats file as occystrap writes it")
     run = doc.get("run")
     shard = run.get("shard") if isinstance(run, dict) else None
     if run is not None and not isinstance(run, dict) or shard is not None and not (

@@ -174,3 +174,24 @@ def test_rate_limit_spaces_requests(occystrap_cli, registry, bulk, tmp_path):
     assert times[-1] - times[0] >= (len(times) - 20) / 20 * 0.9
     window = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
     assert window <= 20 + 20 + 2
+
+
+def test_an_empty_share_is_success_and_flags_are_checked_first(occystrap_cli, registry,
+                                                               sample_images, tmp_path):
+    """A shard that gets no image has done its part (exit 0, and says so); a --stats-file
+    in a missing directory and a user without a password are said before anything moves."""
+    s = sample_images["docker"]
+    empty = next(k for k in range(8)
+                 if occystrap_cli("--insecure", "process", "--shard", f"{k}/8", s.uri,
+                                  f"oci://{tmp_path / f'probe{k}'}").stderr.find("0/0") >= 0)
+    r = occystrap_cli("--insecure", "process", "--shard", f"{empty}/8", s.uri,
+                      f"oci://{tmp_path / 'empty'}")
+    assert r.returncode == 0, r.stderr
+    assert f"shard {empty}/8: none of the images falls to this share" in r.stderr
+    r = occystrap_cli("--insecure", "--stats-file", str(tmp_path / "no" / "such" / "s.json"),
+                      "process", s.uri, f"oci://{tmp_path / 'x'}")
+    assert r.returncode == 2 and "is not a writable directory" in r.stderr
+    assert not (tmp_path / "x").exists()
+    r = occystrap_cli("--insecure", "--dest-username", "someone", "process", s.uri,
+                      f"oci://{tmp_path / 'y'}")
+    assert r.returncode == 2 and "--dest-username without --dest-password" in r.stderr

@@ -205,7 +205,8 @@ def test_stats_json_file(occystrap_cli, sample_images, tmp_path):
                                                      "write"]
     total = sum(b.size for b in s.built.layers)
     fetch = doc["stages"][1]
-    assert fetch["bytes_out"] == total and fetch["cpu_seconds"] > 0
+    # CPU time comes in clock ticks (10 ms): a fast fetch of a small image may show none
+    assert fetch["bytes_out"] == total and fetch["cpu_seconds"] >= 0
     assert all(st["peak_pss"] > 0 for st in doc["stages"])
     assert doc["peak_pss_total"] >= max(st["peak_pss"] for st in doc["stages"])
     assert doc["bytes"] == total

@@ -178,3 +178,14 @@ def test_cli_report_merge(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "bad.json: not JSON" in r.output and "Traceback" not in r.output
     r = runner.invoke(cli, ["report", "merge"])
     assert r.exit_code == 2
+
+
+def test_sections_that_are_not_objects_are_refused(tmp_path):
+    from occystrap.errors import OccystrapError
+    from occystrap.stats import merge
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"schema": "occystrap.stats/2", "image_results": [],
+                                "images": None}))
+    with pytest.raises(OccystrapError, match="'images' is not an object"):
+        merge.load([str(path)])

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from bench.measure import run_measured
-from occystrap import layerio
+from occystrap.layers import codec as layerio
 from tools import archivebuilder as ab
 
 LAYERS = [(1 << 30) // 10] * 10  # the harness's 1g image

@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 from isal import isal_zlib
 
-from occystrap.layerio import ISAL_LEVEL
+from occystrap.layers.codec import ISAL_LEVEL
 
 BUF = 1 << 20
 THREADS = 4  # occystrap's and skopeo's default download parallelism

@@ -48,9 +48,9 @@ from urllib.parse import urlsplit
 
 from occystrap.channel import Receiver, Sender, open_channel
 from occystrap.config import Config
-from occystrap.destination import Destination
+from occystrap.destinations import Destination
 from occystrap.errors import DestinationError, OccystrapError
-from occystrap.layercache import LayerCache
+from occystrap.layers.cache import LayerCache
 from occystrap.messages import (
     STAGES,
     ImageDone,

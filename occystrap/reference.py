@@ -45,6 +45,11 @@ def digest_of_hash(hasher: hashlib._Hash) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
+def hex_of(digest: str) -> str:
+    """The hex part of `sha256:<hex>` (the file and member name of a blob)."""
+    return digest.split(":", 1)[1]
+
+
 def validate_digest(digest: str) -> str:
     """Return `digest` if it is a well-formed sha256 digest; it will become a path."""
     if not DIGEST_RE.match(digest):

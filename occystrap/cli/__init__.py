@@ -163,15 +163,16 @@ def info(obj: dict[str, Any], source: str, output_format: str, **after: Any) -> 
     """
     import json
 
-    from occystrap import inspect
+    from occystrap.commands import images
+    from occystrap.commands import info as describe
 
     location, config = options.inspection_config(obj, after, source)
-    with inspect.scratch(config, "info") as tmp:
-        docs = inspect.info(location, config, tmp)
+    with images.scratch(config, "info") as tmp:
+        docs = describe.info(location, config, tmp)
     if output_format == "json":
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
-        click.echo(inspect.to_text(docs))
+        click.echo(describe.to_text(docs))
     return 0
 
 
@@ -194,7 +195,7 @@ def check(obj: dict[str, Any], source: str, fast: bool, output_format: str,
     """
     import json
 
-    from occystrap import checks
+    from occystrap.commands import check as checks
 
     location, config = options.inspection_config(obj, after, source)
     found = checks.run(location, config, fast)
@@ -228,7 +229,7 @@ def search(obj: dict[str, Any], source: str, pattern: str, regex: bool,
     """
     import json
 
-    from occystrap import searching
+    from occystrap.commands import search as searching
 
     location, config = options.inspection_config(obj, after, source)
     matches = searching.run(location, config, pattern, regex)

@@ -15,7 +15,7 @@ import fnmatch
 import tarfile
 from dataclasses import dataclass
 
-from occystrap.tarmembers import normalize
+from occystrap.layers.tarread import normalize
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"

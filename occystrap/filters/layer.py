@@ -22,12 +22,12 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO
 
-from occystrap import layerio
 from occystrap.filters import FilterChain, Search
 from occystrap.filters.exclude import Exclude
 from occystrap.filters.normalize_timestamps import NormalizeTimestamps
+from occystrap.layers import codec
+from occystrap.layers.tarread import ChunkReader, members, normalize, open_stream
 from occystrap.messages import SearchHit
-from occystrap.tarmembers import ChunkReader, members, normalize, open_stream
 
 #: PAX records that tarfile rewrites from the member's own fields, or that describe an
 #: encoding the rewritten member no longer has. Not "mtime": a source's record is kept
@@ -66,7 +66,7 @@ class _Chain:
         return True
 
 
-def _write_member(sink: layerio.LayerSink, member: tarfile.TarInfo,
+def _write_member(sink: codec.LayerSink, member: tarfile.TarInfo,
                   data: IO[bytes] | None) -> None:
     """The member's header, then `data` (its content, for a regular file)."""
     member.pax_headers = {k: v for k, v in member.pax_headers.items()
@@ -79,7 +79,7 @@ def _write_member(sink: layerio.LayerSink, member: tarfile.TarInfo,
     if data is None:
         return
     copied = 0
-    while chunk := data.read(layerio.CHUNK):
+    while chunk := data.read(codec.CHUNK):
         sink.write(chunk)
         copied += len(chunk)
     if copied != member.size:
@@ -97,7 +97,7 @@ class _Rewrite:
     only their data is ever set aside.
     """
 
-    def __init__(self, sink: layerio.LayerSink, steps: _Chain, link_targets: set[str],
+    def __init__(self, sink: codec.LayerSink, steps: _Chain, link_targets: set[str],
                  scratch: str) -> None:
         self.sink = sink
         self.steps = steps
@@ -139,7 +139,7 @@ class _Rewrite:
     def _hold(self, data: IO[bytes]) -> str:
         path = f"{self.scratch}.held-{len(self.held)}-{len(self.dropped)}"
         with open(path, "wb") as f:
-            while chunk := data.read(layerio.CHUNK):
+            while chunk := data.read(codec.CHUNK):
                 f.write(chunk)
         return path
 
@@ -155,8 +155,8 @@ def _link_targets(path: str, offset: int, length: int, compression: str) -> set[
     """The names the layer's hard links point at: a first pass over its headers."""
     targets = set()
     with open(path, "rb") as raw:
-        f = layerio.Slice(raw, offset, length) if offset >= 0 else raw
-        reader = ChunkReader(layerio.decompressed_chunks(f, compression))  # type: ignore[arg-type]
+        f = codec.Slice(raw, offset, length) if offset >= 0 else raw
+        reader = ChunkReader(codec.decompressed_chunks(f, compression))  # type: ignore[arg-type]
         with open_stream(reader) as tar:
             for member in members(tar):
                 if member.islnk():
@@ -164,7 +164,7 @@ def _link_targets(path: str, offset: int, length: int, compression: str) -> set[
     return targets
 
 
-def _end_archive(sink: layerio.LayerSink) -> None:
+def _end_archive(sink: codec.LayerSink) -> None:
     """Two zero blocks, padded to a whole record, as tar and tarfile end an archive."""
     end = 2 * BLOCK
     end += -(sink.plain_size + end) % tarfile.RECORDSIZE
@@ -177,9 +177,9 @@ def filter_layer(path: str, offset: int, length: int, compression: str, chain: F
     to `out` in `target` compression unless `out` is None (look only)."""
     steps = _Chain(chain)
     with open(path, "rb") as raw:
-        f = layerio.Slice(raw, offset, length) if offset >= 0 else raw
-        chunks = layerio.decompressed_chunks(f, compression)  # type: ignore[arg-type]
-        sink = layerio.LayerSink(out, target, level) if out is not None else None
+        f = codec.Slice(raw, offset, length) if offset >= 0 else raw
+        chunks = codec.decompressed_chunks(f, compression)  # type: ignore[arg-type]
+        sink = codec.LayerSink(out, target, level) if out is not None else None
         rewrite = None
         reader: ChunkReader | None
         try:

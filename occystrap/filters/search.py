@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from occystrap.errors import UsageError
+from occystrap.layers.tarread import normalize
 from occystrap.messages import SearchHit, SearchHits
-from occystrap.tarmembers import normalize
 
 
 @dataclass

@@ -10,10 +10,10 @@ from typing import Protocol
 
 from occystrap import mediatypes as mt
 from occystrap.errors import ImageError, ManifestError
-from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
 from occystrap.mediatypes import ImageManifest
+from occystrap.oci import IMAGE_NAME, REF_NAME, blob_rel
 from occystrap.reference import ImageRef, normalized_name
-from occystrap.sources import Resolved
+from occystrap.sources.base import Resolved
 from occystrap.sources.local import name_of
 
 
@@ -31,10 +31,6 @@ class Members(Protocol):
 
     def blob_members(self) -> list[tuple[str, int]]:
         """(name, size) of every regular member under blobs/sha256/."""
-
-
-def blob_member(digest: str) -> str:
-    return f"blobs/sha256/{digest.split(':', 1)[1]}"
 
 
 @dataclass(frozen=True)
@@ -137,13 +133,13 @@ def inconsistency(members: Members, manifest: ImageManifest) -> str | None:
     missing or differently sized blob, a layer count that is not the config's, an
     uncompressed layer that is not its diff_id."""
     try:
-        member = blob_member(manifest.config.digest)
+        member = blob_rel(manifest.config.digest)
         diff_ids = mt.config_diff_ids(members.read(member), member)
         if len(diff_ids) != len(manifest.layers):
             return (f"its manifest lists {len(manifest.layers)} layers, its config "
                     f"{member} has {len(diff_ids)} diff_ids")
         for n, (d, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
-            member = blob_member(d.digest)
+            member = blob_rel(d.digest)
             digest, size, compression = members.digest_of(member)
             if digest != d.digest:
                 return f"{member} hashes to {digest}"

@@ -11,7 +11,7 @@ from occystrap.errors import NotFoundError
 from occystrap.reference import TAG_RE, BulkPattern, ImageRef
 from occystrap.referrers import is_referrer_tag
 from occystrap.registry.client import RegistryClient
-from occystrap.sources import Entry
+from occystrap.sources.base import Entry
 from occystrap.sources.registry import RegistryReferrers, RegistrySource
 
 

@@ -14,8 +14,9 @@ import os
 
 from occystrap import mediatypes as mt
 from occystrap.errors import ManifestError, NotFoundError
-from occystrap.sources import Entry, Resolved, resolved_from_bytes, sha256_of
-from occystrap.sources.local import BlobFile, name_of, read_capped, read_json
+from occystrap.reference import digest_of
+from occystrap.sources.base import BlobFile, Entry, Resolved, resolved_from_bytes
+from occystrap.sources.local import name_of, read_capped, read_json
 
 
 def synthesize(config: bytes, config_digest: str, layers: list[tuple[str, int]]) -> bytes:
@@ -58,7 +59,7 @@ class DirectorySource:
                 raise ManifestError(f"{manifest_path}: an entry lacks Config or Layers")
             config_path = self._inside(str(item["Config"]))
             config = read_capped(config_path, "config")
-            config_digest = sha256_of(config)
+            config_digest = digest_of(config)
             ids = mt.config_diff_ids(config, config_path)
             if len(ids) != len(item["Layers"]):
                 raise ManifestError(f"{manifest_path}: {len(item['Layers'])} layers, "
@@ -77,7 +78,7 @@ class DirectorySource:
             self._images[got.digest] = got
             self._configs[config_digest] = config
             tags = item.get("RepoTags") or [None]
-            self._entries.append(Entry(name_of(tags[0], None), got.digest))
+            self._entries.append(Entry(name_of(tags[0], None), got.digest, self))
 
     def _inside(self, rel: str) -> str:
         path = os.path.normpath(os.path.join(self.root, rel))

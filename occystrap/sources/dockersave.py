@@ -29,7 +29,8 @@ import json
 from occystrap import mediatypes as mt
 from occystrap.errors import ImageError, ManifestError, NotFoundError
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
-from occystrap.sources import Resolved, resolved_from_bytes, sha256_of
+from occystrap.oci import blob_rel
+from occystrap.reference import digest_of
 from occystrap.sources.archiveimages import (
     LAYER_TYPES,
     ArchiveLayer,
@@ -37,12 +38,12 @@ from occystrap.sources.archiveimages import (
     Members,
     Offer,
     Reading,
-    blob_member,
     disagreement,
     inconsistency,
     names_of,
     ref_of,
 )
+from occystrap.sources.base import Resolved, resolved_from_bytes
 from occystrap.sources.directory import synthesize
 from occystrap.sources.local import name_of
 
@@ -116,7 +117,7 @@ class ArchiveReader:
             raise ManifestError("manifest.json entry lacks Config or Layers")
         item.config_member = entry["Config"]
         item.config = self.m.read(item.config_member)
-        item.config_digest = sha256_of(item.config)
+        item.config_digest = digest_of(item.config)
         item.diff_ids = mt.config_diff_ids(item.config, item.config_member)
         for rel in entry["Layers"]:
             digest, size, compression = self.m.digest_of(str(rel))
@@ -150,7 +151,7 @@ class ArchiveReader:
 
     def _manifest(self, d: Descriptor) -> Resolved | None:
         """The manifest or index `d` names, or None (and a note) when it is absent or bad."""
-        member = blob_member(d.digest)
+        member = blob_rel(d.digest)
         try:
             body = self.m.read(member)
             return resolved_from_bytes(body, d.media_type, f"{self.where}: {member}",
@@ -196,7 +197,7 @@ class ArchiveReader:
         if why is None:
             claimed.setdefault(item.number, []).append((d, d.digest))
             return
-        self.note(f"{blob_member(d.digest)} ({item.label}) disagrees with manifest.json: "
+        self.note(f"{blob_rel(d.digest)} ({item.label}) disagrees with manifest.json: "
                   f"{why}; rebuilt from manifest.json and the config")
         claimed.setdefault(item.number, []).append((d, self._rebuild(item)))
 
@@ -222,7 +223,7 @@ class ArchiveReader:
                 for item in by_config.get(sub.parsed.config.digest, []):
                     why = item.error or disagreement(sub.parsed, item)
                     if why is not None:
-                        return (f"{platform} ({blob_member(child.digest)}) disagrees with "
+                        return (f"{platform} ({blob_rel(child.digest)}) disagrees with "
                                 f"manifest.json: {why}")
                     mine.append(item)
         has = ", ".join(p for p in present if "unknown" not in p) or "none"
@@ -239,11 +240,11 @@ class ArchiveReader:
 
     def _child(self, child: Descriptor) -> Resolved | None:
         try:
-            body = self.m.read(blob_member(child.digest))
+            body = self.m.read(blob_rel(child.digest))
         except NotFoundError:
             return None
         return resolved_from_bytes(body, child.media_type,
-                                   f"{self.where}: {blob_member(child.digest)}",
+                                   f"{self.where}: {blob_rel(child.digest)}",
                                    expect=child.digest)
 
     # -- manifest.json images ----------------------------------------------------------------
@@ -326,7 +327,7 @@ class ArchiveReader:
             except ImageError as exc:
                 got, why = None, str(exc).removeprefix(f"{self.where}: ")
             else:
-                why = f"{blob_member(d.digest)}: not in the archive"
+                why = f"{blob_rel(d.digest)}: not in the archive"
             if got is None:
                 ref = ref_of(d.annotations, [])
                 self.out.offers.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []),

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 
 from occystrap.errors import ManifestError, NotFoundError, UsageError
-from occystrap.reference import DIGEST_RE, ImageRef, parse_image_ref
-from occystrap.sources import check_blob
+from occystrap.reference import ImageRef, parse_image_ref
+from occystrap.sources.base import check_blob
 
 MAX_METADATA = 4 * 2**20  # manifests, configs, index.json: refused above this
 
 
-@dataclass(frozen=True)
-class BlobFile:
-    path: str
-    owned: bool  # our own spool copy: may be moved instead of copied
-    digest_seen: str | None = None  # the sha256 measured when it was spooled
-
-
 def read_capped(path: str, what: str, cap: int = MAX_METADATA) -> bytes:
+    """The file's bytes, at most `cap`: NotFoundError, UsageError (unreadable) or
+    ManifestError (larger) naming `what` and `path`."""
     try:
         with open(path, "rb") as f:
             data = f.read(cap + 1)
@@ -55,11 +48,6 @@ def name_of(text: str | None, fallback_tag: str | None) -> ImageRef:
     return ImageRef(host="", name="image", tag=fallback_tag)
 
 
-def blob_path(root: str, digest: str) -> str:
-    if not DIGEST_RE.match(digest):
-        raise ManifestError(f"unsupported or malformed digest {digest!r}")
-    return os.path.join(root, "blobs", "sha256", digest.split(":", 1)[1])
-
-
 def read_blob(path: str, digest: str, what: str) -> bytes:
+    """A small blob's file (at most 16 MiB), verified against `digest`."""
     return check_blob(read_capped(path, what, 16 * 2**20), digest, path)

@@ -11,11 +11,11 @@ import os
 from typing import Any
 
 from occystrap.errors import ManifestError, NotFoundError, OccystrapError
-from occystrap.formats.ocilayout import IMAGE_NAME, REF_NAME
+from occystrap.oci import IMAGE_NAME, REF_NAME, blob_path
 from occystrap.reference import DIGEST_RE
 from occystrap.referrers import Found, companion_tags, descriptor_for, is_referrer_tag
-from occystrap.sources import Entry, Resolved, resolved_from_bytes
-from occystrap.sources.local import BlobFile, blob_path, name_of, read_blob, read_capped, read_json
+from occystrap.sources.base import BlobFile, Entry, Resolved, resolved_from_bytes
+from occystrap.sources.local import name_of, read_blob, read_capped, read_json
 
 
 class OCILayoutSource:
@@ -71,7 +71,7 @@ class OCILayoutSource:
                     ref and is_referrer_tag(ref)):
                 continue  # a referrer: copied with its subject (--referrers)
             annotations = m.get("annotations") or {}
-            found.append(Entry(name_of(annotations.get(IMAGE_NAME), ref), digest))
+            found.append(Entry(name_of(annotations.get(IMAGE_NAME), ref), digest, self))
         if not found:
             refs = sorted({self._ref(m) or "?" for m in self._index})
             what = f"reference {self.ref_name!r}" if self.ref_name else "images"

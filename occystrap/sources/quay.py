@@ -26,7 +26,7 @@ from occystrap.redaction import redact_url
 from occystrap.reference import TAG_RE, ImageRef
 from occystrap.registry.client import RegistryClient
 from occystrap.registry.paging import PageGuard
-from occystrap.sources import Entry
+from occystrap.sources.base import Entry
 from occystrap.sources.registry import RegistryReferrers, RegistrySource
 
 MAX_PAGES = 1000

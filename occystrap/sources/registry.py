@@ -9,7 +9,7 @@ from occystrap.errors import NotFoundError
 from occystrap.reference import ImageRef
 from occystrap.referrers import Found, companion_tags, fallback_tag, listed, unique
 from occystrap.registry.client import RegistryClient
-from occystrap.sources import Entry, Resolved
+from occystrap.sources.base import Entry, Resolved
 
 
 class RegistryReferrers:
@@ -70,7 +70,7 @@ class RegistrySource:
         self.discovery = discovery or RegistryReferrers()
 
     def entries(self) -> list[Entry]:
-        return [Entry(self.ref, self.ref.reference)]
+        return [Entry(self.ref, self.ref.reference, self)]
 
     def fetch_manifest(self, reference: str) -> Resolved:
         """A manifest or index, its digest verified when `reference` is one, parsed."""

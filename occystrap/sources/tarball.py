@@ -28,11 +28,12 @@ from occystrap.errors import (
     UsageError,
 )
 from occystrap.mediatypes import ImageIndex
-from occystrap.reference import DIGEST_RE
-from occystrap.sources import Entry, Resolved, check_blob, resolved_from_bytes
-from occystrap.sources.archiveimages import Reading, blob_member
+from occystrap.oci import blob_rel
+from occystrap.reference import DIGEST_RE, digest_of_hash
+from occystrap.sources.archiveimages import Reading
+from occystrap.sources.base import BlobFile, Entry, Resolved, check_blob, resolved_from_bytes
 from occystrap.sources.dockersave import ArchiveReader
-from occystrap.sources.local import MAX_METADATA, BlobFile
+from occystrap.sources.local import MAX_METADATA
 
 METADATA = frozenset({"manifest.json", "index.json", "oci-layout", "repositories"})
 CHUNK = 1 << 20
@@ -134,7 +135,7 @@ class TarballSource:
             while chunk := source.read(CHUNK):  # type: ignore[attr-defined]
                 h.update(chunk)
                 out.write(chunk)
-        digest = "sha256:" + h.hexdigest()
+        digest = digest_of_hash(h)
         if digest in self._by_digest:  # the same bytes twice (legacy duplicate layers)
             os.unlink(path)
             return self._by_digest[digest]
@@ -190,7 +191,7 @@ class TarballSource:
                 names = ", ".join(sorted(str(o.ref.repo_tag or o.ref)
                                          for o in self._reading.offers))
                 raise NotFoundError(f"{self.where}: no image {self.select!r} (it has: {names})")
-        return [Entry(o.ref, o.reference) for o in offers]
+        return [Entry(o.ref, o.reference, self) for o in offers]
 
     def platform_entries(self, entries: list[Entry]) -> list[Entry]:
         """--all-platforms into a destination that holds images but no index (tar://): each
@@ -206,7 +207,7 @@ class TarballSource:
             if got is None or not isinstance(got.parsed, ImageIndex):
                 out.append(entry)
                 continue
-            out += [Entry(entry.ref, d.digest) for d in got.parsed.manifests
+            out += [Entry(entry.ref, d.digest, self) for d in got.parsed.manifests
                     if not mt.is_attestation(d)]
         return out
 
@@ -220,7 +221,7 @@ class TarballSource:
             raise NotFoundError(f"{self.where}: {reading.absent[reference]}")
         if not DIGEST_RE.match(reference):
             raise ManifestError(f"{self.where}: bad manifest reference {reference!r}")
-        member = blob_member(reference)
+        member = blob_rel(reference)
         return resolved_from_bytes(self._read_member(member), "", f"{self.where}: {member}",
                                    expect=reference)
 
@@ -229,7 +230,7 @@ class TarballSource:
             return self._reading.configs[digest]
         if not DIGEST_RE.match(digest):
             raise ManifestError(f"{self.where}: bad digest {digest!r}")
-        member = blob_member(digest)
+        member = blob_rel(digest)
         return check_blob(self._read_member(member, 16 * 2**20), digest,
                           f"{self.where}: {member}")
 

@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import zstandard
 
+from occystrap.files import unlink_quietly
 from occystrap.filters import FilterChain
 from occystrap.filters.layer import filter_layer
-from occystrap.formats.base import unlink_quietly
+from occystrap.layers.rewrite import layer_media_type
 from occystrap.mediatypes import DOCKER_MANIFEST
 from occystrap.messages import ImagePlan, LayerDesc, SearchHits
 from occystrap.stages.base import Stage, Wiring, error_kind
-from occystrap.transform import layer_media_type
 
 
 def wants_recompression(layer: LayerDesc, target: str | None) -> bool:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from occystrap.config import Config
 from occystrap.errors import OccystrapError
-from occystrap.formats.base import unlink_quietly
-from occystrap.layerio import copy_blob
+from occystrap.files import unlink_quietly
+from occystrap.layers.codec import copy_blob
 from occystrap.messages import ImageFailed, ImagePlan, LayerDesc
 from occystrap.registry.clients import ClientPool
 from occystrap.stages.base import Stage, Wiring, error_kind

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from occystrap.destinations.base import Writer
 from occystrap.filters import FilterChain
-from occystrap.formats.base import Writer
+from occystrap.layers.rewrite import NewDescriptor, rewrite_config, rewrite_index, rewrite_manifest
 from occystrap.messages import ImagePlan, LayerDesc
-from occystrap.transform import NewDescriptor, rewrite_config, rewrite_index, rewrite_manifest
 
 
 @dataclass

@@ -7,18 +7,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.synchronize import Semaphore
-from typing import Any
 
 from occystrap import mediatypes
 from occystrap.config import Config
-from occystrap.destination import Destination
+from occystrap.destinations import Destination, Planner
 from occystrap.errors import (
     DestinationError,
     DigestError,
@@ -27,21 +25,23 @@ from occystrap.errors import (
     UsageError,
     from_library,
 )
-from occystrap.formats.daemon import Engine, docker_socket
-from occystrap.formats.dockerarchive import TarPlanner
-from occystrap.layercache import Hit, LayerCache
+from occystrap.layers.cache import Hit, LayerCache
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc, Notice
 from occystrap.reference import DIGEST_RE, ImageRef, Location
 from occystrap.registry.clients import ClientPool
-from occystrap.sources import Entry, Resolved, check_depth, platform_manifest, serves
-from occystrap.sources.bulk import RegistryBulkSource
-from occystrap.sources.directory import DirectorySource
-from occystrap.sources.ocilayout import OCILayoutSource
-from occystrap.sources.quay import QuaySource, parse_since
-from occystrap.sources.quay import registry_host as quay_registry_host
-from occystrap.sources.registry import RegistryReferrers, RegistrySource
-from occystrap.sources.tarball import TarballSource
+from occystrap.sources import (
+    Entry,
+    ImageSource,
+    LocalSource,
+    Resolved,
+    check_depth,
+    is_local,
+    open_source,
+    platform_manifest,
+    serves,
+)
+from occystrap.sources.registry import RegistryReferrers
 from occystrap.stages.base import Stage, Wiring
 from occystrap.stages.referrals import Referrals
 
@@ -93,10 +93,6 @@ def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, ins
                      **extra)  # type: ignore[arg-type]
 
 
-Source = (RegistrySource | RegistryBulkSource | QuaySource | OCILayoutSource | DirectorySource
-          | TarballSource)
-
-
 @dataclass(frozen=True)
 class _Job:
     """One top-level image being planned: where it comes from and where it goes."""
@@ -104,7 +100,7 @@ class _Job:
     image_id: int
     ref: ImageRef
     text: str  # the source URI as given (the image's own for a pattern), for messages
-    source: Any
+    source: ImageSource
     insecure: bool
     target: ImageRef | None
 
@@ -118,7 +114,7 @@ class Resolver:
     """Turns each source into plans, one image at a time (see the module docstring)."""
 
     def __init__(self, io: Stage, dest: Destination, config: Config, admit: Semaphore,
-                 spool: str, planner: TarPlanner | None, cache: LayerCache | None) -> None:
+                 spool: str, planner: Planner | None, cache: LayerCache | None) -> None:
         self.io = io
         self.dest = dest
         self.config = config
@@ -148,54 +144,12 @@ class Resolver:
         for layer in sorted(layers, key=lambda lay: -lay.size):
             self.io.put(layer)
 
-    def open(self, location: Location) -> tuple[Source, bool]:
-        """The source behind `location`, and whether it is reached over plain HTTP."""
-        insecure = location.insecure(self.config.insecure)
-        if location.scheme == "quay":
-            api = self.config.quay_url
-            plain = api.startswith("http://")
-            client = self.clients.get(quay_registry_host(api), plain or insecure)
-            namespace, _, glob = (location.path or "").partition("/")
-            token = location.option("token") or self.config.password
-            return QuaySource(api, namespace, glob, location.tag or "latest",
-                              parse_since(location.option("since")),
-                              str(token) if token else None, client,
-                              self.config.parallel, self._discovery(location)), \
-                plain or insecure
-        if location.scheme == "registry" and location.pattern is not None:
-            client = self.clients.get(location.pattern.host, insecure)
-            return RegistryBulkSource(client, location.pattern, self.config.parallel,
-                                      self._discovery(location)), insecure
-        if location.scheme == "registry":
-            assert location.ref is not None
-            client = self.clients.get(location.ref.host, insecure)
-            return RegistrySource(client, location.ref, self._discovery(location)), insecure
-        path = os.path.abspath(location.path or "")
-        if location.scheme == "oci":
-            return OCILayoutSource(path, location.tag), False
-        if location.scheme == "dir":
-            return DirectorySource(path), False
-        if location.scheme == "docker":
-            engine = Engine(docker_socket(location))
-            resp, conn = engine.export(location.path or "")
-            try:
-                return TarballSource("", None, self.spool, fileobj=resp,  # type: ignore[arg-type]
-                                     where=location.text), False
-            finally:
-                conn.close()
-        return TarballSource(location.path or "", location.select, self.spool,
-                             where=location.text), False
-
-    def _discovery(self, location: Location) -> RegistryReferrers | None:
-        """The run's referrer discovery, when referrers of this source are to be copied."""
-        if not wants_referrers(self.config, location):
-            return None
-        return getattr(self, "discovery", None)  # info/check borrow open() without one
-
     def run(self, sources: Sequence[Location]) -> None:
         for location in sources:
             try:
-                source, insecure = self.open(location)
+                source, insecure = open_source(
+                    location, self.config, self.clients, self.spool,
+                    self.discovery if wants_referrers(self.config, location) else None)
                 entries = source.entries()
                 for text in getattr(source, "notes", ()):  # an archive read around its faults
                     self.io.tell(Notice(source=location.text, text=text, verbose=True))
@@ -221,7 +175,7 @@ class Resolver:
             # Images of a registry are planned side by side (their HEADs and manifest GETs
             # overlap; admission still bounds them to -J); a tar:// destination is planned
             # one image after another, so its layout does not depend on timing.
-            overlap = (not getattr(source, "local", True) and self.planner is None
+            overlap = (not source.local and self.planner is None
                        and self.config.image_parallel > 1)
             images = ThreadPoolExecutor(self.config.image_parallel,
                                         thread_name_prefix="image") if overlap else None
@@ -233,7 +187,7 @@ class Resolver:
                     # result line, its failure and its stats entry say which image it was.
                     text = (f"registry://{entry.ref}" if location.pattern is not None
                             or location.scheme == "quay" else location.text)
-                    work = (image_id, text, entry, entry.source or source, insecure,
+                    work = (image_id, text, entry, entry.source, insecure,
                             self.dest.target(entry.ref, bulk), wants_referrers(self.config,
                                                                                location))
                     if images is None:
@@ -246,7 +200,7 @@ class Resolver:
             if self.crashed:
                 raise self.crashed[0]
 
-    def plan_one(self, image_id: int, text: str, entry: Entry, source: Source,
+    def plan_one(self, image_id: int, text: str, entry: Entry, source: ImageSource,
                  insecure: bool, target: ImageRef | None, referrers: bool) -> None:
         """Plan one image; what fails it is its failure, not the run's. A bug is kept for
         the run to raise once the other images are out."""
@@ -268,7 +222,7 @@ class Resolver:
         return [e for e in entries
                 if int(hashlib.sha256(str(e.ref).encode()).hexdigest()[:12], 16) % n == k]
 
-    def one_image(self, image_id: int, text: str, entry: Entry, source: Source,
+    def one_image(self, image_id: int, text: str, entry: Entry, source: ImageSource,
                   insecure: bool, target: ImageRef | None, referrers: bool = False) -> None:
         job = _Job(image_id, entry.ref, text, source, insecure, target)
         got = source.fetch_manifest(entry.reference)  # digest verified
@@ -384,7 +338,7 @@ class Resolver:
                 layer.present = probe.has_layer(d.digest, d.size, target)
             if not layer.present:
                 needed += d.size
-                if source.local:
+                if is_local(source):
                     self.locate(layer, source)
             layers.append(layer)
         check_space(self.spool, needed)
@@ -425,9 +379,9 @@ class Resolver:
         layer.compression, layer.present, layer.mount_from = encoding, True, mount_from
 
     @staticmethod
-    def locate(layer: LayerDesc, source: Source) -> None:
+    def locate(layer: LayerDesc, source: LocalSource) -> None:
         """Point a layer of a local source at the file that holds its bytes."""
-        blob = source.blob_file(layer.digest)  # type: ignore[union-attr]
+        blob = source.blob_file(layer.digest)
         if blob.digest_seen is not None and blob.digest_seen != layer.digest:
             raise DigestError(f"layer {layer.digest}: the archive's bytes hash to "
                               f"{blob.digest_seen}")
@@ -447,7 +401,7 @@ class Resolve(Stage):
     """The resolve stage: no inbox; it plans `sources` one image at a time."""
 
     def __init__(self, wiring: Wiring, sources: Sequence[Location], dest: Destination,
-                 config: Config, admit: Semaphore, spool: str, planner: TarPlanner | None,
+                 config: Config, admit: Semaphore, spool: str, planner: Planner | None,
                  cache: LayerCache | None) -> None:
         super().__init__(wiring)
         self.plan_sources = list(sources)

@@ -13,7 +13,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from occystrap.config import Config
-from occystrap.layerio import decompress_file
+from occystrap.layers.codec import decompress_file
 from occystrap.messages import LayerDesc
 from occystrap.stages.base import Stage, Wiring
 

@@ -9,16 +9,16 @@ import json
 from collections.abc import Callable
 from multiprocessing.synchronize import Semaphore
 
+from occystrap.destinations.base import Writer
 from occystrap.errors import OccystrapError, from_library
 from occystrap.filters import FilterChain
 from occystrap.filters.inspect import history
-from occystrap.formats.base import Writer
-from occystrap.layercache import LayerCache
-from occystrap.layercache import key as cache_key
+from occystrap.layers.cache import LayerCache
+from occystrap.layers.cache import key as cache_key
+from occystrap.layers.rewrite import NewDescriptor
 from occystrap.messages import ImageDone, ImageFailed, ImagePlan, LayerDesc
 from occystrap.stages.base import Stage, Wiring
 from occystrap.stages.publish import Node, Publisher, with_new_digests
-from occystrap.transform import NewDescriptor
 
 __all__ = ["Write", "with_new_digests"]
 

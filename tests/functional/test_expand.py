@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from occystrap.errors import ManifestError
-from occystrap.formats.expand import apply_layer, secure_join
+from occystrap.layers.expand import apply_layer, secure_join
 
 
 def test_expanded_rootfs_applies_whiteouts(occystrap_cli, sample_images, tmp_path):

@@ -9,9 +9,9 @@ import tarfile
 
 import pytest
 
-from occystrap.checks import ERROR, INFO, WARNING, check_layer_stream, check_metadata
+from occystrap.commands.check import ERROR, INFO, WARNING, check_layer_stream, check_metadata
+from occystrap.commands.search import matcher
 from occystrap.mediatypes import DOCKER_LAYER_GZIP, OCI_LAYER, Descriptor
-from occystrap.searching import matcher
 
 
 def _sha(data: bytes) -> str:

@@ -9,13 +9,13 @@ import io
 
 import pytest
 
-from occystrap import layerio
-from occystrap.checks import ERROR, check_layer_stream, check_plain_layers
+from occystrap.commands.check import ERROR, check_layer_stream, check_plain_layers
 from occystrap.filters import FilterChain
 from occystrap.filters.layer import filter_layer
-from occystrap.formats.expand import apply_layer
+from occystrap.layers import codec as layerio
+from occystrap.layers.expand import apply_layer
+from occystrap.layers.tarread import ChunkReader, members, open_stream
 from occystrap.mediatypes import OCI_LAYER, OCI_LAYER_GZIP, Descriptor
-from occystrap.tarmembers import ChunkReader, members, open_stream
 from tools.archivebuilder import (
     EMPTY_FILE_DIGEST,
     EMPTY_GZIP,

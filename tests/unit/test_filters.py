@@ -18,7 +18,7 @@ from occystrap.filters.inspect import history
 from occystrap.filters.layer import filter_layer
 from occystrap.filters.normalize_timestamps import NormalizeTimestamps, rfc3339
 from occystrap.filters.search import Search
-from occystrap.transform import rewrite_config
+from occystrap.layers.rewrite import rewrite_config
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -272,7 +272,7 @@ def test_search_reports_names_that_are_not_utf8(tmp_path):
 
 
 def test_a_rewritten_layer_loses_what_described_the_old_blob():
-    from occystrap.transform import NewDescriptor, rewrite_manifest
+    from occystrap.layers.rewrite import NewDescriptor, rewrite_manifest
 
     oci = "application/vnd.oci.image.manifest.v1+json"
     body = json.dumps({"schemaVersion": 2, "mediaType": oci,

@@ -7,9 +7,10 @@ import tarfile
 
 import pytest
 
-from occystrap.formats.directory import DirectoryWriter
-from occystrap.formats.dockerarchive import DockerArchiveWriter, TarPlanner, temp_name
-from occystrap.formats.ocilayout import OCILayoutWriter
+from occystrap.destinations.directory import DirectoryWriter
+from occystrap.destinations.dockerarchive import DockerArchiveWriter, temp_name
+from occystrap.destinations.oci import OCILayoutWriter
+from occystrap.destinations.tarplan import TarPlanner
 from occystrap.messages import ImagePlan, LayerDesc, decode, encode
 
 

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from occystrap.errors import UsageError
-from occystrap.layercache import MAX_PLACES, LayerCache, key
-from occystrap.transform import NewDescriptor
+from occystrap.layers.cache import MAX_PLACES, LayerCache, key
+from occystrap.layers.rewrite import NewDescriptor
 
 SRC = "sha256:" + "a" * 64
 NEW = NewDescriptor("sha256:" + "b" * 64, 123, "application/vnd.oci.image.layer.v1.tar+zstd")

@@ -6,7 +6,7 @@ import random
 import pytest
 import zstandard
 
-from occystrap.layerio import decompress_file, decompressed_chunks
+from occystrap.layers.codec import decompress_file, decompressed_chunks
 from occystrap.messages import LayerDesc
 from occystrap.stages.verify import check_layer
 
@@ -73,7 +73,7 @@ def test_layer_sink_gzip(tmp_path, level):
     that the standard library reads, and the same input gives the same bytes."""
     import zlib
 
-    from occystrap.layerio import LayerSink
+    from occystrap.layers.codec import LayerSink
 
     outs = []
     for n in range(2):

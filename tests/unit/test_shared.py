@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import os
 
-from occystrap.formats.directory import DirectoryWriter
-from occystrap.formats.ocilayout import OCILayoutWriter, blob_path
-from occystrap.formats.shared import journal_path
+from occystrap.destinations.directory import DirectoryWriter
+from occystrap.destinations.oci import OCILayoutWriter
+from occystrap.destinations.shared import journal_path
+from occystrap.oci import blob_path
 from tests.unit.test_formats import digest, make_plan
 
 

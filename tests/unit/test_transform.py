@@ -9,7 +9,7 @@ import json
 import pytest
 
 from occystrap import mediatypes as mt
-from occystrap.transform import OCI_LAYER_NONDISTRIBUTABLE_GZIP, to_oci
+from occystrap.layers.rewrite import OCI_LAYER_NONDISTRIBUTABLE_GZIP, to_oci
 
 D = ["sha256:" + c * 64 for c in "abcdef"]
 

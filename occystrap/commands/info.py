@@ -1,166 +1,19 @@
-"""`occystrap info`: what an image is, from its manifest and config alone (no layer downloads).
-
-Also the plumbing `check` and `search` share with it: opening a source exactly as the
-pipeline's resolve stage does, picking the image(s) of an index, and streaming a layer's
-bytes from wherever they are (a registry download into a temp file, or the file a local
-source already has on disk).
+"""`occystrap info`: what an image is, from its manifest and config alone (no layer
+downloads). What it shares with `check` and `search` is in `commands/images.py`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from occystrap import mediatypes
+from occystrap.commands.images import opened, parse_config
 from occystrap.config import Config
-from occystrap.errors import DigestError, NotFoundError, UsageError
-from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
+from occystrap.errors import NotFoundError
+from occystrap.mediatypes import ImageIndex, ImageManifest
 from occystrap.reference import Location
-from occystrap.registry.clients import ClientPool
-from occystrap.sources import Entry, Resolved, check_depth, platform_manifest
-from occystrap.stages.resolve import Resolver
-
-# -- opening sources ---------------------------------------------------------------------------
-
-
-def scratch(config: Config, what: str) -> tempfile.TemporaryDirectory[str]:
-    """The temporary directory layers (and a tar:// source's members) pass through."""
-    try:
-        return tempfile.TemporaryDirectory(prefix=f"occystrap-{what}-", dir=config.temp_dir)
-    except OSError as exc:
-        raise UsageError(f"cannot create a temporary directory in "
-                         f"{config.temp_dir or tempfile.gettempdir()}: {exc.strerror}") from None
-
-
-class Opener:
-    """Opens sources with the resolve stage's own `Resolver.open`, outside a pipeline.
-
-    `spool` is where a tar:// or docker:// source unpacks its members (a temp directory).
-    """
-
-    open = Resolver.open  # needs only .config, .clients and .spool
-    _discovery = Resolver._discovery
-
-    def __init__(self, config: Config, spool: str) -> None:
-        self.config = config
-        self.spool = spool
-        self.clients = ClientPool(config, 4, role="src")
-
-    def close(self) -> None:
-        self.clients.close()
-
-    def __enter__(self) -> Opener:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@dataclass
-class Image:
-    """One single-platform image of an entry: its manifest, and the index it came from."""
-
-    entry: Entry
-    source: Any
-    top: Resolved  # what the reference names: an index or the manifest itself
-    resolved: Resolved  # the image manifest
-    platform: str | None = None  # from the index descriptor, when there is one
-
-    @property
-    def manifest(self) -> ImageManifest:
-        assert isinstance(self.resolved.parsed, ImageManifest)
-        return self.resolved.parsed
-
-    @property
-    def label(self) -> str:
-        text = str(self.entry.ref.repo_tag or self.entry.ref)
-        return f"{text} [{self.platform}]" if self.platform else text
-
-
-def images_of(entry: Entry, source: Any, config: Config) -> Iterator[Image]:
-    """The image(s) to look at for one entry: the manifest, or for an index the platform
-    `config` asks for (every platform with --all-platforms; attestations are not platforms,
-    nested indexes are searched)."""
-    source = entry.source or source
-    top: Resolved = source.fetch_manifest(entry.reference)
-    if not isinstance(top.parsed, ImageIndex):
-        yield Image(entry, source, top, top)
-        return
-    if not config.all_platforms:
-        chosen = platform_manifest(source, top, config.platform)
-        yield Image(entry, source, top, chosen, platform_of(top.parsed, chosen.digest))
-        return
-    yield from _every_platform(entry, source, top, top, 0)
-
-
-def _every_platform(entry: Entry, source: Any, top: Resolved, index: Resolved, depth: int
-                    ) -> Iterator[Image]:
-    check_depth(index.digest, depth)
-    assert isinstance(index.parsed, ImageIndex)
-    for d in index.parsed.manifests:
-        if mediatypes.is_attestation(d):
-            continue
-        child: Resolved = source.fetch_manifest(d.digest)
-        if isinstance(child.parsed, ImageIndex):
-            yield from _every_platform(entry, source, top, child, depth + 1)
-        else:
-            yield Image(entry, source, top, child, str(d.platform) if d.platform else None)
-
-
-def platform_of(index: ImageIndex, digest: str) -> str | None:
-    """The platform an index's descriptor gives `digest` (None when it is nested deeper or
-    has none)."""
-    for d in index.manifests:
-        if d.digest == digest and d.platform:
-            return str(d.platform)
-    return None
-
-
-def parse_config(raw: bytes) -> dict[str, Any]:
-    return mediatypes.json_object(raw, "image config")
-
-
-# -- layer bytes -------------------------------------------------------------------------------
-
-
-@dataclass
-class LayerFile:
-    path: str
-    verified: bool  # the blob's digest was checked while it was downloaded
-    temporary: bool = field(default=False)
-
-    def discard(self) -> None:
-        if self.temporary:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-
-
-def layer_file(image: Image, layer: Descriptor, tmpdir: str) -> LayerFile:
-    """The layer's compressed bytes in a file. A registry layer is downloaded into `tmpdir`
-    (DigestError when its bytes do not match); a local source's file is used in place."""
-    source = image.source
-    if getattr(source, "local", False):
-        blob = source.blob_file(layer.digest)
-        if blob.digest_seen is not None and blob.digest_seen != layer.digest:
-            raise DigestError(f"layer {layer.digest}: the archive's bytes hash to "
-                              f"{blob.digest_seen}")
-        return LayerFile(blob.path, verified=blob.digest_seen is not None)
-    dest = os.path.join(tmpdir, layer.digest.replace(":", "-"))
-    try:
-        source.client.download_blob(source.ref.name, layer.digest, layer.size, dest)
-    except BaseException:
-        LayerFile(dest, False, True).discard()
-        raise
-    return LayerFile(dest, verified=True, temporary=True)
-
-
-# -- info --------------------------------------------------------------------------------------
+from occystrap.sources import Entry, platform_manifest
 
 
 def config_summary(doc: dict[str, Any]) -> dict[str, Any]:
@@ -181,10 +34,10 @@ def config_summary(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def describe(entry: Entry, source: Any, config: Config) -> dict[str, Any]:
+def describe(entry: Entry, config: Config) -> dict[str, Any]:
     """Everything `info` shows about one entry, as a JSON-ready dict."""
-    source = entry.source or source
-    top: Resolved = source.fetch_manifest(entry.reference)
+    source = entry.source
+    top = source.fetch_manifest(entry.reference)
     doc: dict[str, Any] = {
         "name": entry.ref.name or None,
         "tag": entry.ref.tag,
@@ -244,12 +97,12 @@ def describe(entry: Entry, source: Any, config: Config) -> dict[str, Any]:
 
 
 def info(location: Location, config: Config, spool: str) -> list[dict[str, Any]]:
-    with Opener(config, spool) as opener:
-        source, _ = opener.open(location)
+    """What `info` shows about each image the source holds (NotFoundError: none)."""
+    with opened(location, config, spool) as source:
         entries = source.entries()
         if not entries:
             raise NotFoundError(f"{location}: no images")
-        return [dict(source=location.text, **describe(e, source, config)) for e in entries]
+        return [dict(source=location.text, **describe(e, config)) for e in entries]
 
 
 def _human(n: int) -> str:

@@ -16,22 +16,23 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from occystrap import layerio, mediatypes
-from occystrap.config import Config
-from occystrap.errors import OccystrapError
-from occystrap.inspect import (
+from occystrap import mediatypes
+from occystrap.commands.images import (
     Image,
     LayerFile,
-    Opener,
     images_of,
     layer_file,
+    opened,
     parse_config,
     scratch,
 )
+from occystrap.config import Config
+from occystrap.errors import OccystrapError
+from occystrap.layers import codec
+from occystrap.layers.tarread import ChunkReader, HashingReader, members, normalize, open_stream
 from occystrap.mediatypes import Descriptor
 from occystrap.reference import Location
 from occystrap.sources import serves
-from occystrap.tarmembers import ChunkReader, HashingReader, members, normalize, open_stream
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 WHITEOUT = ".wh."
@@ -156,7 +157,7 @@ def check_layer_stream(f: Any, layer: Descriptor, diff_id: str | None,
     found: list[Finding] = []
     raw = HashingReader(f)
     compression = mediatypes.compression_of(layer.media_type)
-    plain = ChunkReader(layerio.decompressed_chunks(raw, compression))  # type: ignore[arg-type]
+    plain = ChunkReader(codec.decompressed_chunks(raw, compression))  # type: ignore[arg-type]
     whiteouts = WhiteoutChecker()
     entries = 0
     decompressed = True
@@ -295,15 +296,14 @@ def run(location: Location, config: Config, fast: bool) -> list[Finding]:
     """Every finding for every image the source holds."""
     found: list[Finding] = []
     with scratch(config, "check") as tmp, \
-            Opener(config, tmp) as opener:
-        source, _ = opener.open(location)
+            opened(location, config, tmp) as source:
         entries = source.entries()
         # how an archive was read around its faults (dockersave's notes)
         found += [Finding(INFO, "archive", note) for note in getattr(source, "notes", ())]
         for entry in entries:
             label = str(entry.ref.repo_tag or entry.ref)
             try:
-                images = list(images_of(entry, source, config))
+                images = list(images_of(entry, config))
             except OccystrapError as exc:
                 found.append(Finding(ERROR, "manifest", str(exc), image=label))
                 continue

@@ -4,7 +4,7 @@
 the kernel can move it straight into the archive. Members are written in PAX format (no 8 GiB
 member limit) with fixed ownership and mtime, so output does not depend on who ran it.
 Headers depend only on (name, size), which lets a tarball's layout be planned before any
-member's bytes exist (see `dockerarchive.TarPlanner`).
+member's bytes exist (see `destinations/tarplan.py`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class TarStream:
         with open(path, "rb") as src:
             size = os.fstat(src.fileno()).st_size
             self._write(header(name, size))
-            copy_from = getattr(self._f, "copy_from", None)  # a socket stream (daemon.py)
+            # a socket stream (destinations/docker.py) sends with socket.sendfile
+            copy_from = getattr(self._f, "copy_from", None)
             if copy_from is not None:
                 copy_from(src.fileno(), size)
             else:

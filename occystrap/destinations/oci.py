@@ -4,7 +4,7 @@ Several runs may add images to one layout: blobs are content-addressed and share
 `index.json` is rewritten atomically under an exclusive `flock` on the layout directory, so
 concurrent runs do not lose each other's entries. A failed image's clean-up removes only the
 blobs it added that no published entry (index.json read under the lock at that moment) and
-no other run in progress relies on (`formats.shared`).
+no other run in progress relies on (`destinations/shared.py`).
 """
 
 from __future__ import annotations
@@ -13,31 +13,25 @@ import json
 import os
 from typing import Any
 
+from occystrap.destinations.base import Writer
+from occystrap.destinations.shared import SharedDir, rely_on
 from occystrap.errors import DestinationError
-from occystrap.formats.base import (
-    Writer,
-    hex_of,
-    update_json_locked,
-    write_atomic,
-)
-from occystrap.formats.shared import SharedDir, rely_on
-from occystrap.mediatypes import OCI_INDEX
+from occystrap.files import update_json_locked, write_atomic
 from occystrap.messages import ImagePlan, LayerDesc
+from occystrap.oci import (
+    BLOBS,
+    IMAGE_NAME,
+    INDEX_FILE,
+    LAYOUT_FILE,
+    OCI_LAYOUT,
+    REF_NAME,
+    blob_path,
+    blob_rel,
+    empty_index,
+    index_entry,
+)
 from occystrap.reference import DIGEST_RE, normalized_name
 from occystrap.referrers import descriptor_for
-
-REF_NAME = "org.opencontainers.image.ref.name"
-IMAGE_NAME = "io.containerd.image.name"
-OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-
-
-def blob_path(root: str, digest: str) -> str:
-    return os.path.join(root, blob_rel(digest))
-
-
-def blob_rel(digest: str) -> str:
-    return f"blobs/sha256/{hex_of(digest)}"
-
 
 MAX_WALKED = 4 * 2**20  # a manifest or index read to learn what it references
 
@@ -47,7 +41,7 @@ def referenced(root: str) -> set[str] | None:
     their manifests, an index's manifests (walked), configs, layers, `blobs` and `subject`.
     None when index.json cannot be read; call with the layout's lock held."""
     try:
-        with open(os.path.join(root, "index.json"), "rb") as f:
+        with open(os.path.join(root, INDEX_FILE), "rb") as f:
             index = json.loads(f.read())
     except FileNotFoundError:
         return set()
@@ -102,6 +96,9 @@ def _needed(plan: ImagePlan) -> list[str]:
 
 
 class OCILayoutWriter(Writer):
+    takes_index = True
+    takes_many = True
+
     def __init__(self, path: str, ref_name: str | None, token: str,
                  oci_media_types: bool = False) -> None:
         self.root = path
@@ -112,8 +109,8 @@ class OCILayoutWriter(Writer):
         self.shared = SharedDir(path, token)
         self._wrote_layout = False
         try:
-            os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
-            layout = os.path.join(path, "oci-layout")
+            os.makedirs(os.path.join(path, BLOBS), exist_ok=True)
+            layout = os.path.join(path, LAYOUT_FILE)
             if not os.path.exists(layout):
                 write_atomic(layout, OCI_LAYOUT, token)
                 self._wrote_layout = True
@@ -162,12 +159,11 @@ class OCILayoutWriter(Writer):
             # A referrer: an index.json entry of its own, so a later copy out of the layout
             # finds it (by its subject, or by its cosign tag as ref name); no image name, so
             # no importer mistakes it for an image.
-            entry = self._entry(plan)
             if plan.companion_tag:
-                entry["annotations"] = {REF_NAME: plan.companion_tag}
+                entry = self._entry(plan, {REF_NAME: plan.companion_tag})
                 self._update_index(entry, REF_NAME, plan.companion_tag, _needed(plan))
             else:
-                self._update_index(entry, REF_NAME, None, _needed(plan))
+                self._update_index(self._entry(plan), REF_NAME, None, _needed(plan))
             self._added.pop(plan.image_id, None)
             return f"{where}@{plan.manifest_digest}"
         if plan.parent >= 0:
@@ -175,15 +171,13 @@ class OCILayoutWriter(Writer):
             self._added.pop(plan.image_id, None)
             return f"{where}@{plan.manifest_digest}"
         ref = self.ref_name or plan.tag
-        entry = self._entry(plan)
         annotations = {}
         if ref:
             annotations[REF_NAME] = ref
         full_name = normalized_name(plan.repo_tag) if plan.repo_tag else None
         if full_name:
             annotations[IMAGE_NAME] = full_name
-        if annotations:
-            entry["annotations"] = annotations
+        entry = self._entry(plan, annotations)
         # Which entry this one replaces: with an explicit oci://PATH:REF, the one holding REF;
         # otherwise the same image name (two repositories may share a tag in one layout),
         # also as earlier versions wrote it (the short form).
@@ -196,19 +190,15 @@ class OCILayoutWriter(Writer):
         return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
 
     @staticmethod
-    def _entry(plan: ImagePlan) -> dict[str, object]:
-        entry: dict[str, object] = {
-            "mediaType": plan.manifest_media_type,
-            "digest": plan.manifest_digest,
-            "size": len(plan.manifest),
-        }
+    def _entry(plan: ImagePlan, annotations: dict[str, str] | None = None
+               ) -> dict[str, object]:
+        kind = None
         if plan.referrer_of or plan.companion_tag:
             # as a referrers index lists it: the manifest's artifactType, else its config's
             # media type
             kind = descriptor_for(plan.manifest, plan.manifest_media_type).get("artifactType")
-            if kind:
-                entry["artifactType"] = kind
-        return entry
+        return index_entry(plan.manifest_media_type, plan.manifest_digest, len(plan.manifest),
+                           annotations, str(kind) if kind else None)
 
     def _update_index(self, entry: dict[str, object], annotation: str, key: str | None,
                       needed: list[str], *also: str | None) -> None:
@@ -218,7 +208,7 @@ class OCILayoutWriter(Writer):
             if missing:
                 raise DestinationError(f"{self.root}: blob {missing[0]} is missing from the "
                                        "layout; the image is not published")
-            layout = os.path.join(self.root, "oci-layout")
+            layout = os.path.join(self.root, LAYOUT_FILE)
             if not os.path.exists(layout):
                 write_atomic(layout, OCI_LAYOUT, self.token)
             kept = []
@@ -231,12 +221,11 @@ class OCILayoutWriter(Writer):
                 kept.append(m)
             index["manifests"] = [*kept, entry]
 
-        update_json_locked(self.root, "index.json", lambda: {
-            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}, change, self.token)
+        update_json_locked(self.root, INDEX_FILE, empty_index, change, self.token)
 
     def fail_image(self, plan: ImagePlan) -> None:
         """Remove the blobs this image added that no published entry and no run in progress
-        relies on, decided under the layout's lock (see `formats.shared`)."""
+        relies on, decided under the layout's lock (see `destinations/shared.py`)."""
         self.shared.remove_unreferenced(self._added.pop(plan.image_id, []),
                                         lambda: referenced(self.root))
 
@@ -244,6 +233,6 @@ class OCILayoutWriter(Writer):
         # A layout this run created and nobody put an image in would look valid but empty:
         # it goes, unless another run is writing to it (see SharedDir.close).
         self.shared.close(lambda: referenced(self.root),
-                          lambda: os.path.exists(os.path.join(self.root, "index.json")),
-                          own_files=["oci-layout"] if self._wrote_layout else [],
-                          dirs=["blobs/sha256", "blobs"])
+                          lambda: os.path.exists(os.path.join(self.root, INDEX_FILE)),
+                          own_files=[LAYOUT_FILE] if self._wrote_layout else [],
+                          dirs=[BLOBS, os.path.dirname(BLOBS)])

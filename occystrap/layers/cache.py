@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from occystrap.errors import UsageError
-from occystrap.formats.base import write_atomic
+from occystrap.files import write_atomic
+from occystrap.layers.rewrite import NewDescriptor
 from occystrap.reference import DIGEST_RE
-from occystrap.transform import NewDescriptor
 
 VERSION = 1
 MAX_PLACES = 16  # repositories remembered per blob, the most recent last

@@ -30,7 +30,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from occystrap.errors import DestinationError
-from occystrap.formats.base import locked, move_file, remove_paths, unlink_quietly
+from occystrap.files import locked, move_file, remove_paths, unlink_quietly
 
 PREFIX, SUFFIX = ".occystrap-", ".journal"
 

@@ -18,7 +18,8 @@ the layer is written, so layers are spooled and appended with sendfile, in manif
 bytes however its downloads interleave.
 
 Either way the archive is written to a temp name beside the destination and renamed into
-place only when complete.
+place only when complete. `docker://` writes the same stream into a Docker engine's load
+request instead (`destinations/docker.py`); the planning is `destinations/tarplan.py`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,23 @@ import os
 import stat
 from typing import Any
 
+from occystrap.destinations.base import Writer
+from occystrap.destinations.tarplan import TarPlanner
 from occystrap.errors import DestinationError
-from occystrap.formats.base import Writer, hex_of, unlink_quietly
-from occystrap.formats.daemon import LoadStream, check_zstd_support
-from occystrap.formats.ocilayout import IMAGE_NAME, OCI_LAYOUT, REF_NAME
-from occystrap.formats.tarstream import TarStream, header, padding
+from occystrap.files import unlink_quietly
+from occystrap.layers.tarwrite import TarStream, header, padding
 from occystrap.messages import ImagePlan, LayerDesc, Region
-from occystrap.reference import normalized_name
+from occystrap.oci import (
+    IMAGE_NAME,
+    INDEX_FILE,
+    LAYOUT_FILE,
+    OCI_LAYOUT,
+    REF_NAME,
+    blob_rel,
+    empty_index,
+    index_entry,
+)
+from occystrap.reference import hex_of, normalized_name
 
 UNUSED_PREFIX = "blobs/unused/"  # same length as "blobs/sha256/": same header size
 
@@ -65,49 +76,19 @@ def temp_name(path: str, token: str) -> str:
     return os.path.join(head, f".{tail}.occystrap-{token}.tmp")
 
 
-def blob_name(digest: str) -> str:
-    return f"blobs/sha256/{hex_of(digest)}"
-
-
-class TarPlanner:
-    """Reserves each blob's region of the archive. Lives in resolve, which plans images one
-    at a time, so the layout needs no coordination between processes."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.end = 0
-        self._reserved: dict[str, Region] = {}
-
-    def reserve(self, name: str, size: int) -> Region:
-        """A region for the blob `name`; a blob already planned (a layer that several images
-        share) gets the same region, so the archive holds it once."""
-        if name in self._reserved:
-            return self._reserved[name]
-        data_offset = self.end + len(header(name, size))
-        self.end = data_offset + size + padding(size)
-        self._reserved[name] = region = Region(name=name, offset=data_offset, size=size)
-        return region
-
-    def plan_image(self, config_digest: str, config_size: int, manifest_digest: str,
-                   manifest_size: int, layers: list[LayerDesc]) -> list[Region]:
-        """Regions for config, layers and manifest (in that order); sets each layer's
-        `path` and `offset` so fetch writes it in place."""
-        regions = [self.reserve(blob_name(config_digest), config_size)]
-        for layer in layers:
-            region = self.reserve(blob_name(layer.digest), layer.size)
-            layer.path, layer.offset = self.path, region.offset
-            regions.append(region)
-        regions.append(self.reserve(blob_name(manifest_digest), manifest_size))
-        return regions
-
-
 class DockerArchiveWriter(Writer):
+    takes_many = True
+    image_only = "tar:// (an archive for docker load)"
+
     def __init__(self, path: str, legacy: bool, token: str, in_place: bool = True,
-                 stream: LoadStream | None = None, repo_tag: str | None = None,
+                 stream: Any = None, repo_tag: str | None = None,
                  oci_media_types: bool = False) -> None:
-        """`stream`: write to a Docker engine's load request instead of a file (sequential,
-        so never in place). `repo_tag`: name every image so (docker://NAME:TAG).
-        `oci_media_types`: ?media_types=oci (converted manifests are appended at the end)."""
+        """`stream`: write to this file-like object instead of a file (sequential, so never
+        in place; `destinations.docker.EngineWriter` passes a Docker engine's load
+        request). `repo_tag`: name every image so (docker://NAME:TAG). `legacy`:
+        `?format=v1.2`, uncompressed layers. `oci_media_types`: ?media_types=oci (converted
+        manifests are appended at the end). DestinationError when the file cannot be
+        made."""
         self.path = path
         self.oci_media_types = oci_media_types
         self.legacy = legacy
@@ -136,7 +117,6 @@ class DockerArchiveWriter(Writer):
         self._users: dict[int, set[int]] = {}  # in place: region offset → images using it
         self._images: list[tuple[ImagePlan, list[str]]] = []
         self._appended: list[tuple[str, bytes]] = []  # in place: converted manifests
-        self._zstd_ok = False  # the Docker engine was checked for zstd support
         self._broken: OSError | None = None  # a failed write leaves the archive unusable
 
     def planner(self) -> TarPlanner | None:
@@ -145,11 +125,11 @@ class DockerArchiveWriter(Writer):
     # -- names -----------------------------------------------------------------------------
 
     def _layer_name(self, digest: str) -> str:
-        return f"{hex_of(digest)}/layer.tar" if self.legacy else blob_name(digest)
+        return f"{hex_of(digest)}/layer.tar" if self.legacy else blob_rel(digest)
 
     def _config_name(self, plan: ImagePlan) -> str:
         return f"{hex_of(plan.config_digest)}.json" if self.legacy else \
-            blob_name(plan.config_digest)
+            blob_rel(plan.config_digest)
 
     # -- low-level writes, each of which marks the archive broken on failure ----------------
 
@@ -206,9 +186,6 @@ class DockerArchiveWriter(Writer):
             self._append_bytes(self._config_name(plan), plan.config)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
-        if self.stream is not None and layer.compression == "zstd" and not self._zstd_ok:
-            check_zstd_support(self.stream.engine)
-            self._zstd_ok = True
         if self.in_place:
             self._fill(plan.regions[1 + layer.index])
             return
@@ -234,21 +211,19 @@ class DockerArchiveWriter(Writer):
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         region = plan.regions[-1] if self.in_place else None
-        if region is not None and region.name == blob_name(plan.manifest_digest):
+        if region is not None and region.name == blob_rel(plan.manifest_digest):
             self._fill(region, plan.manifest)
         elif region is not None:
             # ?media_types=oci: resolve planned the source's manifest; the converted one (a
             # few KiB) goes after the last region, with the metadata, and the planned region
             # becomes an unused member, so the layers still land in place.
             self._fill(region, name=UNUSED_PREFIX + region.name.rsplit("/", 1)[1])
-            self._appended.append((blob_name(plan.manifest_digest), plan.manifest))
+            self._appended.append((blob_rel(plan.manifest_digest), plan.manifest))
         elif not self.legacy:
-            self._append_bytes(blob_name(plan.manifest_digest), plan.manifest)
+            self._append_bytes(blob_rel(plan.manifest_digest), plan.manifest)
         self._next.pop(plan.image_id, None)
         self._waiting.pop(plan.image_id, None)  # empty: every layer is in
         self._images.append((plan, list(layers)))
-        if self.stream is not None:
-            return f"docker://{self.repo_tag or plan.repo_tag or plan.config_digest}"
         return f"tar://{self.path}"
 
     def fail_image(self, plan: ImagePlan) -> None:
@@ -283,27 +258,18 @@ class DockerArchiveWriter(Writer):
                 annotations[IMAGE_NAME] = normalized_name(name)
             if plan.tag:
                 annotations[REF_NAME] = plan.tag
-            entry: dict[str, object] = {
-                "mediaType": plan.manifest_media_type,
-                "digest": plan.manifest_digest,
-                "size": len(plan.manifest),
-            }
-            if annotations:
-                entry["annotations"] = annotations
-            index_entries.append(entry)
+            index_entries.append(index_entry(plan.manifest_media_type, plan.manifest_digest,
+                                             len(plan.manifest), annotations))
         if not self.legacy:
-            self._append_bytes("oci-layout", OCI_LAYOUT)
-            index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                     "manifests": index_entries}
-            self._append_bytes("index.json", json.dumps(index).encode())
+            self._append_bytes(LAYOUT_FILE, OCI_LAYOUT)
+            index = empty_index()
+            index["manifests"] = index_entries
+            self._append_bytes(INDEX_FILE, json.dumps(index).encode())
         if repositories:
             self._append_bytes("repositories", json.dumps(repositories).encode())
         self._append_bytes("manifest.json", json.dumps(manifest_json).encode())
 
     def close(self, ok: bool) -> None:
-        if self.stream is not None:
-            self._close_stream(ok)
-            return
         try:
             self._guard()
             if ok and self._images:
@@ -327,23 +293,6 @@ class DockerArchiveWriter(Writer):
             raise
         self._discard()
 
-    def _close_stream(self, ok: bool) -> None:
-        assert self.stream is not None
-        if not (ok and self._images) or self._broken is not None:
-            self.stream.abort()
-            return
-        try:
-            self._metadata()
-            self._tar.close()
-            self.stream.finish()
-        except OSError as exc:
-            self.stream.abort()
-            raise DestinationError(f"Docker engine at {self.stream.engine.socket_path}: "
-                                   f"{exc.strerror or exc}") from None
-
     def _discard(self) -> None:
         self._file.close()
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+        unlink_quietly(self.tmp)

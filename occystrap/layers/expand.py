@@ -26,8 +26,8 @@ import posixpath
 import shutil
 
 from occystrap.errors import ManifestError
+from occystrap.layers.tarread import members, open_stream
 from occystrap.sources.tarball import safe_name
-from occystrap.tarmembers import members, open_stream
 
 MAX_LINKS = 40
 CHUNK = 1 << 20

@@ -1,5 +1,13 @@
-"""Turns a destination Location into what the stages need: a writer, a spool directory on
-the same filesystem, and a cheap "does it already have this layer?" probe for resolve."""
+"""Where images go: a registry, a Docker engine, or a tarball, OCI layout or directory on
+disk. `Destination` turns a destination Location into what the stages need: what it can
+hold (its writer's capabilities), a writer (`open_writer`), a spool directory on the same
+filesystem, and a cheap "does it already have this?" probe for resolve (`probe`).
+
+The writers mirror `sources/`: `oci.py`, `directory.py`, `dockerarchive.py` (tar://, with
+`tarplan.py` planning it in place), `docker.py` (a Docker engine), `registry.py` (with
+`referrerstags.py`). Their base class and the planner protocol are in `base.py`, which every
+writer imports, so this module (which imports every writer) stays out of a cycle.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +18,42 @@ import tempfile
 from dataclasses import dataclass
 
 from occystrap.config import Config
+from occystrap.destinations.base import Planner, Writer
+from occystrap.destinations.directory import DirectoryWriter
+from occystrap.destinations.docker import EngineWriter
+from occystrap.destinations.dockerarchive import DockerArchiveWriter
+from occystrap.destinations.oci import OCILayoutWriter
+from occystrap.destinations.registry import RegistryWriter
+from occystrap.destinations.shared import journal_path
+from occystrap.engine import Engine, docker_socket
 from occystrap.errors import UsageError
-from occystrap.formats.base import Writer, remove_paths, unlink_quietly
-from occystrap.formats.daemon import Engine, LoadStream, docker_socket
-from occystrap.formats.directory import DirectoryWriter
-from occystrap.formats.dockerarchive import DockerArchiveWriter
-from occystrap.formats.ocilayout import OCILayoutWriter
-from occystrap.formats.registrydest import RegistryWriter
-from occystrap.formats.shared import journal_path
+from occystrap.files import remove_paths, unlink_quietly
 from occystrap.mediatypes import ACCEPT
 from occystrap.reference import ImageRef, Location
 from occystrap.registry.client import RegistryClient
 from occystrap.registry.clients import ClientPool
 
+__all__ = ["WRITERS", "Destination", "Planner", "Probe", "Writer"]
+
+#: the writer of each destination scheme
+WRITERS: dict[str, type[Writer]] = {
+    "dir": DirectoryWriter, "tar": DockerArchiveWriter, "oci": OCILayoutWriter,
+    "registry": RegistryWriter, "docker": EngineWriter,
+}
+
 
 @dataclass(frozen=True)
 class Destination:
+    """A destination of this run (`token`: the run's random token, in every temp name).
+    What it can hold is its writer class's capabilities, refined by the location's options
+    where they change one (`?format=v1.2`, `?unique_names=true`)."""
+
     location: Location
     token: str
+
+    @property
+    def writer_class(self) -> type[Writer]:
+        return WRITERS[self.location.scheme]
 
     @property
     def is_registry(self) -> bool:
@@ -40,28 +66,22 @@ class Destination:
 
     @property
     def takes_many(self) -> bool:
-        """Can hold several images of one source (a multi-image tarball, say)."""
+        """Can hold several images of one source (a multi-image tarball, say); dir:// only
+        with `?unique_names=true`."""
         if self.location.scheme == "dir":
             return bool(self.location.option("unique_names", False))
-        return self.location.scheme in ("tar", "oci", "docker")
+        return self.writer_class.takes_many
 
     @property
     def takes_index(self) -> bool:
         """Can hold a multi-platform index whole."""
-        return self.location.scheme in ("registry", "oci")
+        return self.writer_class.takes_index
 
     @property
     def image_semantics(self) -> str | None:
         """Why this destination can only hold container images (None: it holds any OCI
         content, byte-exact: registry://, oci://)."""
-        scheme = self.location.scheme
-        if scheme == "tar":
-            return "tar:// (an archive for docker load)"
-        if scheme == "dir":
-            return "dir:// (layers unpacked as tar files)"
-        if scheme == "docker":
-            return "docker:// (a Docker engine)"
-        return None
+        return self.writer_class.image_only
 
     @property
     def path(self) -> str:
@@ -87,7 +107,8 @@ class Destination:
 
     @property
     def needs_uncompressed(self) -> bool:
-        return self.location.scheme == "dir" or self.legacy_tar
+        """Layers must reach the writer uncompressed (dir://, tar://?format=v1.2)."""
+        return self.writer_class.needs_uncompressed or self.legacy_tar
 
     @property
     def temp_prefix(self) -> str:
@@ -113,12 +134,13 @@ class Destination:
         return ImageRef(dest.host, dest.name, tag=dest.tag or ref.tag)
 
     def probe(self, config: Config) -> Probe:
+        """What resolve asks this destination (made in the resolve process)."""
         return Probe(self, config)
 
     def has_layer(self, digest: str, size: int) -> bool:
         """For local destinations; a registry is asked through a Probe. A layer found in a
         shared directory (oci://, dir://) is noted in this run's journal, so another run's
-        clean-up does not remove it before this run publishes (see formats.shared)."""
+        clean-up does not remove it before this run publishes (see destinations/shared.py)."""
         scheme = self.location.scheme
         if scheme == "oci":
             return OCILayoutWriter.has_blob(self.path, digest, size, self.token)
@@ -127,15 +149,16 @@ class Destination:
         return False
 
     def open_writer(self, config: Config, spool: str) -> Writer:
+        """The writer, made in the write process (`spool`: the run's spool directory).
+        UsageError for options that do not fit; DestinationError when the output cannot be
+        made."""
         scheme = self.location.scheme
         convert = self.oci_media_types
         if scheme == "docker":
             name = self.location.path or None
             if name and ":" not in name.rsplit("/", 1)[-1]:
                 name += ":latest"
-            engine = Engine(docker_socket(self.location))
-            return DockerArchiveWriter("", legacy=False, token=self.token,
-                                       stream=LoadStream(engine), repo_tag=name)
+            return EngineWriter(Engine(docker_socket(self.location)), self.token, name)
         if scheme == "registry":
             assert self.location.ref is not None
             return RegistryWriter(self.location.ref, config,
@@ -174,7 +197,7 @@ class Destination:
 
     def remove_journal(self) -> None:
         """Last of all after an interrupt or a crash: the run's journal in a shared output
-        directory (formats.shared), once the writer's clean-up has read it."""
+        directory (destinations/shared.py), once the writer's clean-up has read it."""
         if self.location.scheme in ("dir", "oci"):
             unlink_quietly(journal_path(self.path, self.token))
 

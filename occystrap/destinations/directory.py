@@ -8,7 +8,7 @@
 With `unique_names`, several images share one directory (and its layers), each with its own
 `manifest-<name>-<tag>.json`, and several runs may write to it at once: a failed image's
 clean-up removes only what no manifest and no other run in progress relies on
-(`formats.shared`).
+(`destinations/shared.py`).
 """
 
 from __future__ import annotations
@@ -16,17 +16,13 @@ from __future__ import annotations
 import json
 import os
 
+from occystrap.destinations.base import Writer
+from occystrap.destinations.shared import SharedDir, rely_on
 from occystrap.errors import DestinationError
-from occystrap.formats.base import (
-    Writer,
-    hex_of,
-    remove_paths,
-    update_json_locked,
-    write_atomic,
-)
-from occystrap.formats.expand import expand
-from occystrap.formats.shared import SharedDir, rely_on
+from occystrap.files import remove_paths, update_json_locked, write_atomic
+from occystrap.layers.expand import expand
 from occystrap.messages import ImagePlan, LayerDesc
+from occystrap.reference import hex_of
 
 
 def layer_file(root: str, digest: str) -> str:
@@ -65,6 +61,8 @@ def referenced(root: str) -> set[str] | None:
 
 class DirectoryWriter(Writer):
     needs_uncompressed = True
+    image_only = "dir:// (layers unpacked as tar files)"
+    # takes_many only with ?unique_names=true: see destinations.Destination
 
     def __init__(self, path: str, unique_names: bool, token: str, expand: bool = False,
                  preserve_modes: bool = False) -> None:
@@ -153,7 +151,7 @@ class DirectoryWriter(Writer):
 
     def fail_image(self, plan: ImagePlan) -> None:
         """Remove what this image added that no manifest and no run in progress relies on,
-        decided under the directory's lock (see `formats.shared`)."""
+        decided under the directory's lock (see `destinations/shared.py`)."""
         self.shared.remove_unreferenced(self._added.pop(plan.image_id, []),
                                         lambda: referenced(self.root))
 

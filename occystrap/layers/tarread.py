@@ -1,7 +1,7 @@
 """Reading a layer's tar stream member by member, in bounded memory.
 
 `check`, `search` and the layer filters all read layers the same way: decompressed chunks
-from `layerio`, wrapped in a file-like object that hashes what passes (the sha256 of a
+from `layers/codec.py`, wrapped in a file-like object that hashes what passes (the sha256 of a
 decompressed layer is its diff_id), parsed by tarfile's stream mode. tarfile keeps every
 member it has seen in `TarFile.members`, which for a layer of a million files is a lot of
 memory; `members()` forgets each one once the caller is done with it.
@@ -13,6 +13,8 @@ import hashlib
 import tarfile
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
+
+from occystrap.reference import digest_of_hash
 
 
 def normalize(name: str) -> str:
@@ -38,7 +40,7 @@ class _Hashed:
 
     @property
     def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
+        return digest_of_hash(self.hasher)
 
 
 class HashingReader(_Hashed):

@@ -18,11 +18,12 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from occystrap.config import Config
+from occystrap.destinations.base import Writer
+from occystrap.destinations.referrerstags import ReferrersTags
 from occystrap.errors import DestinationError
-from occystrap.formats.base import Writer, hex_of, unlink_quietly, write_atomic
-from occystrap.formats.referrerstags import ReferrersTags
+from occystrap.files import unlink_quietly, write_atomic
 from occystrap.messages import ImagePlan, LayerDesc
-from occystrap.reference import ImageRef
+from occystrap.reference import ImageRef, hex_of
 from occystrap.registry.client import RegistryClient
 from occystrap.registry.clients import ClientPool
 
@@ -39,6 +40,9 @@ def target_reference(plan: ImagePlan) -> str:
 
 
 class RegistryWriter(Writer):
+    takes_index = True
+    # takes_many: a bulk source's images each go below the destination (Destination.target)
+
     def __init__(self, dest: ImageRef, config: Config, insecure: bool, spool: str,
                  token: str) -> None:
         self.dest = dest

@@ -9,13 +9,13 @@ becomes an OCI manifest (as skopeo does).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from occystrap import mediatypes as mt
+from occystrap.reference import digest_of
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def needs_oci(manifest_media_type: str, compression: str | None) -> bool:
 
 def _encode(doc: object) -> tuple[bytes, str]:
     body = json.dumps(doc, indent=3).encode()
-    return body, "sha256:" + hashlib.sha256(body).hexdigest()
+    return body, digest_of(body)
 
 
 def rewrite_config(body: bytes, diff_ids: Sequence[str],
@@ -51,7 +51,7 @@ def rewrite_config(body: bytes, diff_ids: Sequence[str],
     doc.setdefault("rootfs", {"type": "layers"})["diff_ids"] = list(diff_ids)
     edit(doc)
     out = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    return out, "sha256:" + hashlib.sha256(out).hexdigest()
+    return out, digest_of(out)
 
 
 def rewrite_manifest(body: bytes, media_type: str, layers: Sequence[NewDescriptor],
@@ -123,7 +123,7 @@ def to_oci(body: bytes, media_type: str) -> tuple[bytes, str, str]:
     it is (same bytes). A list's children must already be in OCI form (their digests are
     the converted ones): ValueError otherwise, and for an unknown layer media type."""
     if media_type not in (mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST):
-        return body, media_type, "sha256:" + hashlib.sha256(body).hexdigest()
+        return body, media_type, digest_of(body)
     doc = json.loads(body)
     doc["mediaType"] = TO_OCI[media_type]
     if media_type == mt.DOCKER_MANIFEST:

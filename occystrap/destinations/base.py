@@ -1,4 +1,5 @@
-"""What every destination writer provides to the write stage.
+"""What every destination writer provides to the write stage, and what a destination that
+plans its layout in advance (tar://) provides to resolve.
 
 Writers receive layers in completion order, not manifest order: none of the formats needs
 them in order (tar members and blob files can come in any order; the manifests that give
@@ -8,114 +9,47 @@ fetch: it never waits for a particular layer.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
-import os
-import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import msgspec
 
 from occystrap.errors import DestinationError
+from occystrap.layers.rewrite import to_oci
 from occystrap.mediatypes import OCI_CONFIG
-from occystrap.messages import ImagePlan, LayerDesc
-from occystrap.transform import to_oci
-
-if TYPE_CHECKING:
-    from occystrap.formats.dockerarchive import TarPlanner
+from occystrap.messages import ImagePlan, LayerDesc, Region
 
 
-def hex_of(digest: str) -> str:
-    return digest.split(":", 1)[1]
+class Planner(Protocol):
+    """Reserves each blob's place in an output before any byte exists (`TarPlanner`), so
+    fetch writes layers where they end up. Lives in resolve, which plans one image at a
+    time."""
 
+    #: the end of everything planned so far (bytes from the start of the output)
+    end: int
 
-def write_atomic(path: str, data: bytes, token: str) -> None:
-    """Write `data` to a temp name beside `path`, fsync, then rename over it."""
-    tmp = f"{path}.occystrap-{token}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def adopt(spool_file: str, target: str) -> bool:
-    """Move a finished spool file to `target`, unless an identical blob (same digest, same
-    name) is already there; then the spool file goes. True when this call put it there."""
-    if os.path.exists(target):
-        os.unlink(spool_file)
-        return False
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    move_file(spool_file, target)
-    return True
-
-
-def remove_paths(paths: Iterable[str]) -> None:
-    """Remove files and directory trees, ignoring those already gone."""
-    for path in paths:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            unlink_quietly(path)
-
-
-@contextmanager
-def locked(root: str) -> Iterator[int]:
-    """An exclusive flock on the directory `root`, the lock every run writing to it takes
-    before changing what other runs see (index.json, catalog.json, shared blobs). Not
-    re-entrant: a second `locked(root)` in the same process waits forever."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def update_json_locked(root: str, name: str, default: Callable[[], Any],
-                       change: Callable[[Any], None], token: str) -> None:
-    """Read-modify-write `root/name` under an exclusive flock on `root`, replacing the file
-    atomically, so concurrent runs adding to one directory do not lose each other's entries."""
-    with locked(root):
-        path = os.path.join(root, name)
-        try:
-            with open(path, "rb") as f:
-                doc = json.load(f)
-        except FileNotFoundError:
-            doc = default()
-        except ValueError as exc:
-            raise DestinationError(f"{path} is not valid JSON: {exc}") from None
-        change(doc)
-        write_atomic(path, json.dumps(doc, indent=2, sort_keys=True).encode(), token)
-
-
-def move_file(src: str, dst: str) -> None:
-    """Rename `src` to `dst`; copy then delete when they are on different filesystems."""
-    try:
-        os.replace(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = dst + ".partial"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-        os.unlink(src)
+    def plan_image(self, config_digest: str, config_size: int, manifest_digest: str,
+                   manifest_size: int, layers: list[LayerDesc]) -> list[Region]:
+        """Regions for config, layers and manifest, in that order (sizes in bytes); sets
+        each layer's `path` and `offset` so fetch writes it in place."""
+        ...
 
 
 class Writer(ABC):
+    """A destination's writer. Its capabilities are class attributes, so the supervisor and
+    resolve can ask them of a destination before a writer exists (`Destination`); a writer
+    whose location options change one (`tar://?format=v1.2`, `dir://?unique_names=true`)
+    says so in `destinations.Destination`."""
+
     #: layers must arrive uncompressed (the compress stage decompresses them)
     needs_uncompressed = False
+    #: can hold a multi-platform index whole (else one platform is picked)
+    takes_index = False
+    #: can hold several images of one source (a multi-image tarball, say)
+    takes_many = False
+    #: why it can hold only container images, for messages (None: any OCI content,
+    #: byte-exact)
+    image_only: str | None = None
     #: `?media_types=oci`: Docker manifests and lists are stored in their OCI forms
     oci_media_types = False
 
@@ -136,7 +70,7 @@ class Writer(ABC):
             plan, manifest=body, manifest_media_type=media_type, manifest_digest=digest,
             config_media_type=OCI_CONFIG if plan.config else plan.config_media_type)
 
-    def planner(self) -> TarPlanner | None:
+    def planner(self) -> Planner | None:
         """A layout planner when blobs are written in place (tar://), for resolve."""
         return None
 

@@ -11,18 +11,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
-from occystrap import layerio, mediatypes
+from occystrap import mediatypes
+from occystrap.commands.images import Image, images_of, layer_file, opened, scratch
 from occystrap.config import Config
 from occystrap.errors import ManifestError
-from occystrap.filters.search import Match, kind, matcher, script_line, text_lines  # noqa: F401 - the command prints with them
-from occystrap.inspect import Image, Opener, images_of, layer_file, scratch
+from occystrap.filters.search import Match, kind, matcher
+from occystrap.filters.search import script_line as script_line  # the command prints with it
+from occystrap.filters.search import text_lines as text_lines
+from occystrap.layers import codec
+from occystrap.layers.tarread import ChunkReader, members, normalize, open_stream
 from occystrap.reference import Location
-from occystrap.tarmembers import ChunkReader, members, normalize, open_stream
 
 
 def search_layer(f: Any, media_type: str, match: Callable[[str], bool]
                  ) -> Iterator[tarfile.TarInfo]:
-    plain = ChunkReader(layerio.decompressed_chunks(f, mediatypes.compression_of(media_type)))
+    plain = ChunkReader(codec.decompressed_chunks(f, mediatypes.compression_of(media_type)))
     try:
         with open_stream(plain) as tar:
             for member in members(tar):
@@ -60,10 +63,9 @@ def run(location: Location, config: Config, pattern: str, regex: bool) -> Iterat
     are found)."""
     match = matcher(pattern, regex)
     with scratch(config, "search") as tmp, \
-            Opener(config, tmp) as opener:
-        source, _ = opener.open(location)
+            opened(location, config, tmp) as source:
         for entry in source.entries():
-            for image in images_of(entry, source, config):
+            for image in images_of(entry, config):
                 yield from search_image(image, match, tmp)
 
 

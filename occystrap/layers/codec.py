@@ -16,6 +16,7 @@ import zstandard
 from isal import isal_zlib
 
 from occystrap.errors import DigestError
+from occystrap.reference import digest_of_hash
 
 CHUNK = 1 << 20
 ISAL_LEVEL = 2  # gzip without --compression-level (see LayerSink)
@@ -95,7 +96,7 @@ def decompress_file(src: str, compression: str, offset: int = -1, length: int = 
         for chunk in decompressed_chunks(f, compression):
             h.update(chunk)
             total += len(chunk)
-    return f"sha256:{h.hexdigest()}", total
+    return digest_of_hash(h), total
 
 
 class LayerSink:
@@ -153,8 +154,8 @@ class LayerSink:
                 self._emit(self._flush())
         finally:
             self._out.close()
-        diff_id = f"sha256:{self.diff_hash.hexdigest()}"
-        blob = f"sha256:{self.blob_hash.hexdigest()}" if self._compress is not None else diff_id
+        diff_id = digest_of_hash(self.diff_hash)
+        blob = digest_of_hash(self.blob_hash) if self._compress is not None else diff_id
         return blob, self.size, diff_id
 
     def abandon(self) -> None:
@@ -194,6 +195,6 @@ def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,
             os.close(fd)
     if total != size:
         raise DigestError(f"blob {digest} in {src}: {total} bytes, expected {size}")
-    if h is not None and f"sha256:{h.hexdigest()}" != digest:
-        raise DigestError(f"blob {digest} in {src}: content hashes to sha256:{h.hexdigest()}")
+    if h is not None and digest_of_hash(h) != digest:
+        raise DigestError(f"blob {digest} in {src}: content hashes to {digest_of_hash(h)}")
     return total

@@ -18,16 +18,14 @@ import json
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from occystrap.errors import OccystrapError
 from occystrap.mediatypes import ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc
 from occystrap.referrers import MAX_DEPTH, Found, wanted
 from occystrap.sources import serves
-
-if TYPE_CHECKING:
-    from occystrap.stages.resolve import Resolver, _Job
+from occystrap.stages.plan import Job, TreePlanner
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +37,13 @@ def short(digest: str) -> str:
 
 
 class Referrals:
-    """Plans referrers for the resolver that owns it (same source, probe and ids)."""
+    """Plans referrers with the resolver's tree planner (same probe and ids)."""
 
-    def __init__(self, resolver: Resolver) -> None:
-        self.resolver = resolver
-        self.types = resolver.config.referrer_types
+    def __init__(self, tree: TreePlanner) -> None:
+        self.tree = tree
+        self.types = tree.config.referrer_types
 
-    def plan(self, job: _Job, top: ImagePlan, subjects: Sequence[str]) -> Planned:
+    def plan(self, job: Job, top: ImagePlan, subjects: Sequence[str]) -> Planned:
         """Plans for the referrers of `subjects` (the manifests of `top`'s tree), as children
         of `top`: `top.referrers` lists the roots in the order they are to be published,
         `top.known_referrers` those the destination has already, `top.notes` what was left
@@ -78,7 +76,7 @@ class Referrals:
                     out += planned[0]
         return out
 
-    def _one(self, job: _Job, top: ImagePlan, f: Found, seen: set[str]
+    def _one(self, job: Job, top: ImagePlan, f: Found, seen: set[str]
              ) -> tuple[Planned, str] | None:
         """Plans for one referrer (empty when the destination has it) and its digest, or
         None when it is filtered out, seen already or cannot be copied (said in a note)."""
@@ -90,10 +88,10 @@ class Referrals:
             return None
         seen.add(f.reference)
         what = f"referrer {f.tag or short(f.reference)} of {short(f.subject)}"
-        resolver = self.resolver
+        tree = self.tree
         try:
             if not f.tag and f.descriptor is not None and \
-                    resolver.probe.has_manifest(job.target, f.reference):
+                    tree.probe.has_manifest(job.target, f.reference):
                 # There already: nothing to fetch, but its subject's referrers tag must list
                 # it (a run that died before updating the tag is repaired here).
                 top.known_referrers.setdefault(f.subject, []).append(json.dumps(f.descriptor))
@@ -107,7 +105,7 @@ class Referrals:
             subject = got.parsed.subject
             if not f.tag and (subject is None or subject.digest != f.subject):
                 raise OccystrapError(f"its subject is {subject.digest if subject else 'none'}")
-            if f.tag and resolver.probe.has_manifest(job.target, got.digest, f.tag):
+            if f.tag and tree.probe.has_manifest(job.target, got.digest, f.tag):
                 return [], got.digest
             if isinstance(got.parsed, ImageManifest):
                 for d in got.parsed.layers:
@@ -115,7 +113,7 @@ class Referrals:
                         raise OccystrapError(f"blob {d.digest} is not served by the source")
             extra: dict[str, Any] = ({"companion_tag": f.tag} if f.tag
                                      else {"referrer_of": f.subject})
-            return resolver.plan_tree(job, got, parent=top.image_id, depth=1, **extra), \
+            return tree.plan_tree(job, got, parent=top.image_id, depth=1, **extra), \
                 got.digest
         except OccystrapError as exc:
             top.notes.append(f"{what} not copied: {exc}")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
-from typing import Any
+from typing import cast
 
 from occystrap import messages
 from occystrap.messages import Message
@@ -211,8 +211,7 @@ class Receiver:
         """What `multiprocessing.connection.wait` can sleep on until a message may be here
         (the queue's pipe), or None where the queue does not expose one. The one place that
         knows CPython's Queue keeps its reading end in `_reader`."""
-        reader: Any = getattr(self._state.queue, "_reader", None)
-        return reader
+        return cast("Connection | None", getattr(self._state.queue, "_reader", None))
 
     def statistics(self) -> ChannelStatistics:
         return self._state.statistics()

@@ -200,7 +200,7 @@ def effective_media_type(content_type: str, body: bytes) -> str:
     if content_type in ACCEPT:
         return content_type
     if body_type:
-        return body_type
+        return str(body_type)
     if "manifests" in doc:
         return OCI_INDEX
     if "layers" in doc:

@@ -312,18 +312,19 @@ def parse_location(text: str, *, role: str) -> Location:
             raise UsageError(f"{shown}: invalid image name {rest!r}")
         return Location(scheme, path=rest, options=options, text=shown)
     path = rest
-    select = None
+    select: str | None = None
     if scheme == "tar" and role == "source" and "#" in path:
         path, select = path.split("#", 1)
     if path.startswith("localhost/"):
         path = path[len("localhost") :]
-    tag = None
+    ref_name: str | None = None
     if scheme == "oci":
         head, sep, tail = path.rpartition(":")
         if sep and head and "/" not in tail:
             if not TAG_RE.match(tail):
                 raise UsageError(f"{shown}: invalid reference name {tail!r}")
-            path, tag = head, tail
+            path, ref_name = head, tail
     if not path:
         raise UsageError(f"{shown}: missing path")
-    return Location(scheme, path=path, tag=tag, select=select, options=options, text=shown)
+    return Location(scheme, path=path, tag=ref_name, select=select, options=options,
+                    text=shown)

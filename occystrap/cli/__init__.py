@@ -65,7 +65,7 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
 @click.version_option(__version__, prog_name="occystrap")
 @options.global_options(after_command=False)
 @click.pass_context
-def cli(ctx: click.Context, **opts: Any) -> None:
+def cli(ctx: click.Context, /, **opts: Any) -> None:
     """Copy container images between registries, tarballs, directories and OCI layouts,
     fast and in bounded memory.
 

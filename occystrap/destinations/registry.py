@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from occystrap.config import Config
@@ -65,10 +66,10 @@ class RegistryWriter(Writer):
             self._clients = ClientPool(self.config, self.config.parallel, role="dest")
         return self._clients.get(self.dest.host, self.insecure)
 
-    def _submit(self, plan: ImagePlan, fn: object, *args: object) -> None:
+    def _submit(self, plan: ImagePlan, fn: Callable[..., None], *args: object) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.config.parallel, thread_name_prefix="upload")
-        fut = self._pool.submit(fn, *args)  # type: ignore[arg-type]
+        fut = self._pool.submit(fn, *args)
         with self._lock:
             self._uploads.setdefault(plan.image_id, []).append(fut)
         fut.add_done_callback(lambda done: self._note_failure(plan, done))

@@ -22,9 +22,10 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO
 
-from occystrap.filters import FilterChain, Search
+from occystrap.filters import FilterChain
 from occystrap.filters.exclude import Exclude
 from occystrap.filters.normalize_timestamps import NormalizeTimestamps
+from occystrap.filters.search import Search
 from occystrap.layers import codec
 from occystrap.layers.tarread import ChunkReader, members, normalize, open_stream
 from occystrap.messages import SearchHit

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 #: PAX records holding times other than mtime; mtime itself is rewritten from the member
 TIME_RECORDS = ("mtime", "atime", "ctime", "LIBARCHIVE.creationtime")
@@ -29,8 +29,9 @@ class NormalizeTimestamps:
 
     def member(self, member: tarfile.TarInfo) -> bool:
         member.mtime = self.ts
+        headers = cast(dict[str, str], member.pax_headers)  # a dict; typeshed says Mapping
         for key in TIME_RECORDS:
-            member.pax_headers.pop(key, None)
+            headers.pop(key, None)
         return True
 
     def rewrite_config(self, doc: dict[str, Any]) -> None:

@@ -87,8 +87,9 @@ class LayerCache:
             before = json.dumps(current, sort_keys=True)
             for k, (d, place) in new.items():
                 old = current.get(k)
-                places = [p for p in (old.get("places", []) if isinstance(old, dict) and
-                                      old.get("digest") == d.digest else [])
+                kept = old.get("places") if isinstance(old, dict) and \
+                    old.get("digest") == d.digest else None
+                places = [p for p in (kept if isinstance(kept, list) else [])
                           if isinstance(p, str) and p != place]
                 if place:
                     places.append(place)

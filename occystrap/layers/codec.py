@@ -32,7 +32,8 @@ def decompressed_chunks(f: BinaryIO, compression: str) -> Iterator[bytes]:
     it says (corrupt deflate data, a bad zstd frame) is a ValueError, like a truncated one."""
     try:
         yield from _decompressed(f, compression)
-    except (zlib.error, isal_zlib.error, zstandard.ZstdError) as exc:
+    # isal's stub declares `error` an instance of Exception; it is the class IsalError
+    except (zlib.error, isal_zlib.error, zstandard.ZstdError) as exc:  # type: ignore[misc]
         raise ValueError(f"corrupt {compression} stream: {exc}") from None
 
 
@@ -122,7 +123,7 @@ class LayerSink:
         if compression == "gzip" and level is None:
             igz = isal_zlib.compressobj(ISAL_LEVEL, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS)
             self._compress, self._flush = igz.compress, igz.flush
-        elif compression == "gzip":
+        elif compression == "gzip" and level is not None:
             gz = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             self._compress, self._flush = gz.compress, gz.flush
         elif compression == "zstd":

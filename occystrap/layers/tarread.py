@@ -110,9 +110,11 @@ class _StrictTarInfo(tarfile.TarInfo):
     def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
         try:
             return super().fromtarfile(tar)
-        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+        # tarfile's own header errors, undocumented and so not in typeshed
+        except (tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
+                tarfile.TruncatedHeaderError) as exc:  # type: ignore[attr-defined]
             raise CorruptTar(f"bad tar header at offset {tar.offset}: {exc}") from None
-        except tarfile.EmptyHeaderError:
+        except tarfile.EmptyHeaderError:  # type: ignore[attr-defined]
             if tar.offset == 0:
                 return None  # type: ignore[return-value]  # next() reads it as the end
             raise
@@ -121,7 +123,7 @@ class _StrictTarInfo(tarfile.TarInfo):
 def open_stream(fileobj: Any) -> tarfile.TarFile:
     """tarfile's stream mode, strict about headers, with names decoded the way they are
     written back."""
-    return tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",  # type: ignore[call-overload]
+    return tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",
                         errors="surrogateescape", tarinfo=_StrictTarInfo)
 
 
@@ -130,7 +132,7 @@ def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     Unlike iterating the TarFile, nothing is kept of the members already seen."""
     while True:
         member = tar.next()
-        tar.members.clear()
+        tar.members.clear()  # type: ignore[attr-defined]  # undocumented, not in typeshed
         if member is None:
             return
         yield member

@@ -49,9 +49,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:
-        return None
+        return None  # since Python 3.10 it raises rather than return None
     if when.tzinfo is None:
         # An HTTP date is always GMT; parsedate_to_datetime returns naive for "-0000".
         when = when.replace(tzinfo=UTC)

@@ -333,11 +333,12 @@ class ArchiveReader:
                 self.out.offers.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []),
                                              error=f"{self.where}: {why}"))
             elif isinstance(got.parsed, ImageIndex):
-                why = self._nested_index(d, got, {}, set(), self.out.offers)
-                if why is not None:
+                nested = self._nested_index(d, got, {}, set(), self.out.offers)
+                if nested is not None:
                     ref = ref_of(d.annotations, [])
                     self.out.offers.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []),
-                                                 error=f"{self.where}: index {d.digest}: {why}"))
+                                                 error=f"{self.where}: index {d.digest}: "
+                                                       f"{nested}"))
             else:
                 self.out.offers.append(self._standalone(d, got.parsed))
 

@@ -29,7 +29,7 @@ class OCILayoutSource:
         index = read_json(os.path.join(root, "index.json"), "OCI index")
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise ManifestError(f"oci://{root}/index.json: no 'manifests' list")
-        self._index: list[dict] = [m for m in index["manifests"] if isinstance(m, dict)]
+        self._index: list[dict[str, Any]] = [m for m in index["manifests"] if isinstance(m, dict)]
         for m in self._index:
             digest = m.get("digest")
             if not isinstance(digest, str) or not DIGEST_RE.match(digest):
@@ -38,7 +38,7 @@ class OCILayoutSource:
         self._referrers: dict[str, tuple[str, dict[str, Any]]] | None = None
 
     @staticmethod
-    def _ref(m: dict) -> str | None:
+    def _ref(m: dict[str, Any]) -> str | None:
         return (m.get("annotations") or {}).get(REF_NAME)
 
     def _referrers_here(self) -> dict[str, tuple[str, dict[str, Any]]]:

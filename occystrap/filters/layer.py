@@ -22,6 +22,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO
 
+from occystrap.files import unlink_quietly
 from occystrap.filters import FilterChain
 from occystrap.filters.exclude import Exclude
 from occystrap.filters.normalize_timestamps import NormalizeTimestamps
@@ -146,10 +147,7 @@ class _Rewrite:
 
     def discard(self) -> None:
         for path in self.held.values():
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            unlink_quietly(path)
 
 
 def _link_targets(path: str, offset: int, length: int, compression: str) -> set[str]:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NoReturn
 
 from occystrap.channel import EndOfChannel, Receiver, Sender
 from occystrap.errors import from_library
+from occystrap.files import unlink_quietly
 from occystrap.messages import (
     ImageFailed,
     ImagePlan,
@@ -200,10 +201,7 @@ class Stage:
         """A layer of a failed image: its spool file goes, the message stops here. A layer
         written in place into a tarball stays: the writer disowns its region."""
         if layer.path and layer.offset < 0:
-            try:
-                os.unlink(layer.path)
-            except FileNotFoundError:
-                pass
+            unlink_quietly(layer.path)
 
     # -- bugs in worker threads ------------------------------------------------------------
 

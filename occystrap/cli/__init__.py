@@ -18,8 +18,8 @@ from typing import Any
 import click
 
 from occystrap import __version__
-from occystrap.cli import options
-from occystrap.cli.options import build_config, native_platform
+from occystrap.cli import options, settings
+from occystrap.cli.settings import build_config, native_platform
 from occystrap.errors import from_library
 
 __all__ = ["build_config", "cli", "main", "native_platform"]
@@ -126,7 +126,7 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     chain = FilterChain.parse(filters)
     for inspect in chain.inspects:
         inspect.check_writable()
-    config = options.process_config(obj, after, chain, shard, fail_fast, from_file is not None)
+    config = settings.process_config(obj, after, chain, shard, fail_fast, from_file is not None)
     if config.verbose:
         _log_notes()
     runs = mirrorspec.plan_runs(uris, from_file)
@@ -134,8 +134,8 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
     display = ProgressDisplay(sys.stderr) if sys.stderr.isatty() and not config.quiet else None
     report, results = Report(config, display), []
     for dst, sources in runs:
-        options.check_destination(dst, sources, config)
-        run_config = options.source_config(sources[0], config) if len(sources) == 1 else config
+        settings.check_destination(dst, sources, config)
+        run_config = settings.source_config(sources[0], config) if len(sources) == 1 else config
         try:
             results.append(pipeline.run(sources, dst, run_config, on_event=report.event,
                                         on_tick=display.update if display else None))
@@ -166,7 +166,7 @@ def info(obj: dict[str, Any], source: str, output_format: str, **after: Any) -> 
     from occystrap.commands import images
     from occystrap.commands import info as describe
 
-    location, config = options.inspection_config(obj, after, source)
+    location, config = settings.inspection_config(obj, after, source)
     with images.scratch(config, "info") as tmp:
         docs = describe.info(location, config, tmp)
     if output_format == "json":
@@ -197,7 +197,7 @@ def check(obj: dict[str, Any], source: str, fast: bool, output_format: str,
 
     from occystrap.commands import check as checks
 
-    location, config = options.inspection_config(obj, after, source)
+    location, config = settings.inspection_config(obj, after, source)
     found = checks.run(location, config, fast)
     if output_format == "json":
         click.echo(json.dumps(checks.to_dict(location, found, fast), indent=2))
@@ -231,7 +231,7 @@ def search(obj: dict[str, Any], source: str, pattern: str, regex: bool,
 
     from occystrap.commands import search as searching
 
-    location, config = options.inspection_config(obj, after, source)
+    location, config = settings.inspection_config(obj, after, source)
     matches = searching.run(location, config, pattern, regex)
     if output_format == "json":
         found = [searching.to_dict(m) for m in matches]

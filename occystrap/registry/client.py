@@ -3,8 +3,9 @@
 Manifests (get, head, put), small blobs, blob existence, tags and the catalog, referrers,
 and another API on the host (Quay's); blob downloads and uploads are their own modules
 (`download.py`, `upload.py`) driven from here. Every request goes through one path,
-`_request` → `flow.RequestFlow` (auth → redirects → retries → the transport seam), so auth,
-retry and rate-limit behaviour cannot drift apart between kinds of request.
+`RegistrySession._request` → `flow.RequestFlow` (auth → redirects → retries → the transport
+seam; `session.py`), so auth, retry and rate-limit behaviour cannot drift apart between
+kinds of request.
 
 Nothing here logs or raises with a token, a password, or a URL query string (pre-signed
 storage URLs and upload `_state` carry secrets in the query).
@@ -12,32 +13,24 @@ storage URLs and upload `_state` carry secrets in the query).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 from occystrap.errors import (
     DestinationError,
     DigestError,
     ManifestError,
     RegistryError,
-    TransientError,
 )
 from occystrap.reference import DIGEST_RE, digest_of
 from occystrap.registry.answers import MAX_ERROR_BODY, check_status, refuse
-from occystrap.registry.auth import Authenticator
-from occystrap.registry.credentials import Credentials
 from occystrap.registry.download import BlobDownload
-from occystrap.registry.flow import RequestFlow
 from occystrap.registry.paging import PageGuard
-from occystrap.registry.ratelimit import Waits
-from occystrap.registry.retry import Budget, retrying
-from occystrap.registry.tls import ssl_context
-from occystrap.registry.transport import Body, Response, Transport, open_transport
-from occystrap.registry.upload import Progress, Registry, UploadSession
+from occystrap.registry.retry import Budget
+from occystrap.registry.session import RegistrySession
+from occystrap.registry.upload import Progress, UploadSession
 from occystrap.registry.urls import (
     CATALOG,
     blob_url,
@@ -45,9 +38,7 @@ from occystrap.registry.urls import (
     manifest_url,
     media_type,
     next_link,
-    origin,
     redact,
-    scope,
 )
 
 MAX_MANIFEST_SIZE = 4 * 2**20
@@ -64,35 +55,12 @@ class ManifestResponse:
     size: int
 
 
-class RegistryClient:
+class RegistryClient(RegistrySession):
     """A thread-safe client for one registry host; share one instance between fetch threads.
 
     `transport` replaces the network (tests pass a mock one); by default a pooled
-    http.client transport, httpx for proxied URLs (`transport.open_transport`)."""
-
-    def __init__(
-        self,
-        host: str,
-        *,
-        insecure: bool = False,
-        tls_verify: bool = True,
-        ca_file: str | None = None,
-        credentials: Credentials | None = None,
-        retries: int = 3,
-        timeout: float = 60.0,
-        pool_size: int = 8,
-        transport: Transport | None = None,
-    ) -> None:
-        self.host = host
-        self.base_url = f"{'http' if insecure else 'https'}://{host}"
-        self._retries = max(retries, 0)
-        self._waits = Waits(host)
-        self._transport = transport or open_transport(
-            functools.partial(ssl_context, tls_verify, ca_file), timeout, pool_size)
-        self._auth = Authenticator(host, credentials, not insecure)
-        self._flow = RequestFlow(host, self.base_url, self._transport, self._auth,
-                                 self._retries, self._waits)
-        self._registry = Registry(self.base_url, host, origin(self.base_url))
+    http.client transport, httpx for proxied URLs (`transport.open_transport`). The request
+    path and the reading of small answers are `session.RegistrySession`'s."""
 
     # -- manifests -------------------------------------------------------------------------
 
@@ -322,77 +290,6 @@ class RegistryClient:
             pages.append(body)
             url = next_link(response.headers.get("link"), url)
         return pages
-
-    # -- another API on this host ----------------------------------------------------------
-
-    def get_api(self, url: str, headers: Mapping[str, str], cap: int) -> tuple[int, bytes]:
-        """GET a document from another HTTP API on this host (Quay's REST API): (status, up
-        to `cap` + 1 bytes of body). The same TLS settings, rate limit, retries (429 and
-        5xx, Retry-After) and counters as registry requests, but none of the registry's
-        credentials: `headers` carries the API's own, and never leaves this origin."""
-        response, body = self._get_small(url, None, headers, cap, None, auth=False)
-        return response.status, body
-
-    # -- reading small answers -------------------------------------------------------------
-
-    def _get_small(self, url: str, name: str | None, headers: Mapping[str, str], cap: int,
-                   not_found: str | None, auth: bool = True) -> tuple[Response, bytes]:
-        """GET a small body (up to `cap` + 1 bytes), retrying a body that breaks off as the
-        whole request: one shared budget for both. `not_found=None`: any status is the
-        caller's to read."""
-        budget = Budget(self._retries)
-
-        def attempt() -> tuple[Response, bytes]:
-            return self._get_page(url, name, headers, not_found, cap, budget=budget,
-                                  auth=auth)
-
-        return retrying(budget, attempt, self._waits.pause)
-
-    def _get_page(self, url: str, name: str | None, headers: Mapping[str, str],
-                  not_found: str | None, cap: int, *, budget: Budget | None = None,
-                  auth: bool = True, absent: tuple[int, ...] = ()) -> tuple[Response, bytes]:
-        """One GET of a small body; a body that breaks off is a TransientError naming the
-        request (retryable: `_get_small` retries it, listings do not). A status in `absent`
-        comes back with no body."""
-        response = self._request("GET", url, name=name, headers=headers, budget=budget,
-                                 auth=auth)
-        try:
-            if response.status in absent:
-                return response, b""
-            if not_found is not None:
-                check_status(response, "GET", url, self.host, not_found)
-            return response, response.read(cap)
-        except TransientError as exc:
-            if not exc.retryable:
-                raise
-            raise TransientError(f"GET {redact(url)}: {exc}", host=self.host,
-                                 reason=exc.reason) from exc
-        finally:
-            response.close()
-
-    # -- the one request path --------------------------------------------------------------
-
-    def _request(self, method: str, url: str, *, name: str | None,
-                 headers: Mapping[str, str] | None = None, budget: Budget | None = None,
-                 push: bool = False, mount_from: str | None = None, body: Body = None,
-                 retry: bool = True, auth: bool = True) -> Response:
-        """Send through the request path (`flow.RequestFlow.send`, whose docstring says what
-        comes back and what is raised) with the token scope `name`, `push` and `mount_from`
-        need. The caller closes the response."""
-        return self._flow.send(method, url, scope=scope(name, push, mount_from),
-                               headers=headers, budget=budget, body=body, retry=retry,
-                               auth=auth)
-
-    def close(self) -> None:
-        self._transport.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
 
 def _int(value: str | None) -> int:
     """A Content-Length as a number; 0 when absent or malformed (the registry did not say)."""

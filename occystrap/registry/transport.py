@@ -10,9 +10,10 @@ RegistryError (TLS verification, a request that is not valid HTTP), the reason n
 quoting a URL or a header; only a body file that ends early raises `ShortSource`.
 
 `open_transport` makes the one implementation a client uses, `RoutingTransport`: the pooled
-`HTTPTransport` below (http.client, reading into a reused 1 MiB buffer, `sendfile` for file
-bodies: measured 1.4–2.5× faster than httpx `iter_raw` over loopback, since at several
-hundred MB/s per-chunk Python overhead is the bottleneck), and `proxy.HttpxTransport` for
+`HTTPTransport` below (http.client, its answers `pooled.PooledResponse`, reading into a
+reused 1 MiB buffer, `sendfile` for file bodies: measured 1.4–2.5× faster than httpx
+`iter_raw` over loopback, since at several hundred MB/s per-chunk Python overhead is the
+bottleneck), and `proxy.HttpxTransport` for
 URLs the environment routes through a proxy (only httpx honours proxies). The choice is
 per URL and nobody else's: callers never pick a stack.
 """
@@ -32,17 +33,13 @@ __all__ = ["BLOB_BUFFER", "Body", "FileRegion", "HTTPTransport", "Response", "Ro
            "ShortSource", "Transport", "encoded", "failure", "open_transport", "proxied"]
 
 from occystrap import __version__
-from occystrap.errors import OccystrapError, RegistryError, TransientError, from_library
 from occystrap.registry.bodies import (
     BLOB_BUFFER,
-    EncodedAnswer,
     FileRegion,
     ShortSource,
-    check_identity,
 )
-from occystrap.registry.urls import Origin, origin, redact
-
-MAX_DRAIN = 64 * 2**10  # an unread body up to this is read to keep the connection
+from occystrap.registry.pooled import PooledResponse, encoded, failure
+from occystrap.registry.urls import Origin, origin
 
 
 class Response(Protocol):
@@ -87,122 +84,6 @@ class Transport(Protocol):
              body: Body = None) -> Response: ...
 
     def close(self) -> None: ...
-
-
-def failure(exc: BaseException) -> OccystrapError:
-    """What a library raised during a request, as the error tree says (errors.py)."""
-    mapped = from_library(exc, network=True)
-    if mapped is None:  # from_library knows every exception the callers catch
-        raise exc
-    return mapped
-
-
-def encoded(url: str, exc: EncodedAnswer) -> RegistryError:
-    """The error for an answer encoded although identity was asked for."""
-    return RegistryError(f"GET {redact(url)}: {exc.describe()}", code="encoded")
-
-
-class _HeaderView(Mapping[str, str]):
-    """Case-insensitive `get` over http.client's message, like httpx.Headers."""
-
-    def __init__(self, message: http.client.HTTPMessage) -> None:
-        self._message = message
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        value = self._message.get(key)
-        return default if value is None else value
-
-    def __getitem__(self, key: str) -> str:
-        value = self._message.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._message.keys())
-
-    def __len__(self) -> int:
-        return len(self._message)
-
-
-class _PooledResponse:
-    """An http.client response that puts its connection back in the pool once fully read."""
-
-    def __init__(self, response: http.client.HTTPResponse, conn: http.client.HTTPConnection,
-                 release: Callable[[http.client.HTTPConnection, bool], None], url: str) -> None:
-        self._response = response
-        self._conn = conn
-        self._release = release
-        self._released = False
-        self.status = response.status
-        self.reason = response.reason
-        self.headers: Mapping[str, str] = _HeaderView(response.headers)
-        self.url = url
-
-    def read(self, cap: int) -> bytes:
-        try:
-            check_identity(self.headers)
-        except EncodedAnswer as exc:
-            raise encoded(self.url, exc) from None
-        response, data = self._response, bytearray()
-        try:
-            while len(data) <= cap:
-                piece = response.read(cap + 1 - len(data))
-                if not piece:
-                    # http.client's read(n) reports an early close as a normal end (only
-                    # read() raises IncompleteRead): check what the length still owes.
-                    if response.length:
-                        raise TransientError(
-                            f"connection closed after {len(data)} bytes of the body")
-                    break
-                data += piece
-        except (OSError, http.client.HTTPException) as exc:
-            raise failure(exc) from exc
-        return bytes(data)
-
-    def chunks(self, buffer: bytearray, limit: int) -> Iterator[memoryview | bytes]:
-        view = memoryview(buffer)
-        response = self._response
-        readinto = response.readinto
-        received = 0
-        try:
-            while received < limit:
-                n = readinto(buffer if limit - received >= len(buffer)
-                             else view[: limit - received])
-                if not n:
-                    # http.client reports an early close as a normal end: check the length.
-                    if response.length:
-                        raise TransientError(
-                            f"connection closed after {received} bytes of the body")
-                    return
-                received += n
-                yield view[:n]
-        except (OSError, http.client.HTTPException) as exc:
-            raise failure(exc) from exc
-
-    def abort(self) -> None:
-        if not self._released:
-            self._released = True
-            self._response.close()
-            self._release(self._conn, False)
-
-    def close(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        remaining = self._response.length
-        if remaining is not None and 0 <= remaining <= MAX_DRAIN:
-            # Drain a small unread body (a 401 or redirect page) to keep the connection; an
-            # empty one (a 202 or 204 of an upload) too, or http.client never marks it done.
-            try:
-                self._response.read()
-            except (OSError, http.client.HTTPException):
-                pass
-        # Reusable only when the body was consumed to the end and the server keeps it open.
-        reusable = self._response.isclosed() and not self._response.will_close
-        if not reusable:
-            self._response.close()
-        self._release(self._conn, reusable)
 
 
 # A context, or how to make one on first need: loading the CA store costs some 20 ms a
@@ -276,7 +157,7 @@ class HTTPTransport:
                 raise failure(exc) from None if isinstance(exc, ValueError) else exc
             if method == "HEAD":
                 response.read()
-            return _PooledResponse(response, conn, self._release, url)
+            return PooledResponse(response, conn, self._release, url)
 
     @staticmethod
     def _stream_region(conn: http.client.HTTPConnection,

@@ -53,3 +53,26 @@ def test_docs_link_to_files_that_exist() -> None:
     for page in DOCS.glob("*.md"):
         for target in re.findall(r"\]\(([\w.-]+\.md)\)", page.read_text()):
             assert (DOCS / target).exists(), f"{page.name} links to missing {target}"
+
+
+ROOT = DOCS.parent
+
+
+def _named_files(text: str) -> set[str]:
+    """The `*.py` files a page names in backticks (`stages/fetch.py`, `flow.py`)."""
+    return set(re.findall(r"`(?:[\w.]+ )?([\w/.-]+\.py)\b", text))
+
+
+def _exists(name: str) -> bool:
+    if "/" in name:
+        return (ROOT / name).is_file() or (ROOT / "occystrap" / name).is_file()
+    return any(ROOT.glob(f"occystrap/**/{name}")) or any(
+        (ROOT / top).glob(f"**/{name}") for top in ("tests", "tools", "bench"))
+
+
+def test_docs_name_modules_that_exist() -> None:
+    """A module moved or renamed is renamed in the docs too."""
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    missing = sorted(f"{page.name}: {name}" for page in pages
+                     for name in _named_files(page.read_text()) if not _exists(name))
+    assert not missing, f"the docs name files that do not exist: {missing}"

@@ -173,9 +173,10 @@ class ArchiveReader:
             tags = [tag for items in by_config.values() for item in items for tag in item.tags]
             if ref_of(d.annotations, tags) not in [name_of(tag, None) for tag in tags]:
                 # not an image manifest.json holds under another name: reported, not dropped
+                listed = f"{ref.repo_tag or d.digest} ({d.digest})"
+                unheld = "neither in blobs/ nor in manifest.json"
                 extra.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []), error=(
-                    f"{self.where}: index.json lists {ref.repo_tag or d.digest} ({d.digest}), "
-                    f"which is neither in blobs/ nor in manifest.json")))
+                    f"{self.where}: index.json lists {listed}, which is {unheld}")))
             return
         if isinstance(got.parsed, ImageIndex):
             why = self._nested_index(d, got, by_config, covered, extra)

@@ -96,6 +96,14 @@ class CorruptTar(tarfile.TarError):
     """A header that is not one, or a stream that ends inside a header."""
 
 
+# tarfile's own header errors: undocumented, and so not in typeshed
+_BAD_HEADER: tuple[type[Exception], ...] = (
+    tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
+    tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
+_EMPTY_HEADER: type[Exception] = tarfile.EmptyHeaderError  # type: ignore[attr-defined]
+
+
 class _StrictTarInfo(tarfile.TarInfo):
     """tarfile takes a bad header after the first for the end of the archive and stops
     quietly: a layer damaged in the middle would read as a shorter, valid one. This raises
@@ -110,11 +118,9 @@ class _StrictTarInfo(tarfile.TarInfo):
     def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
         try:
             return super().fromtarfile(tar)
-        # tarfile's own header errors, undocumented and so not in typeshed
-        except (tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
-                tarfile.TruncatedHeaderError) as exc:  # type: ignore[attr-defined]
+        except _BAD_HEADER as exc:
             raise CorruptTar(f"bad tar header at offset {tar.offset}: {exc}") from None
-        except tarfile.EmptyHeaderError:  # type: ignore[attr-defined]
+        except _EMPTY_HEADER:
             if tar.offset == 0:
                 return None  # type: ignore[return-value]  # next() reads it as the end
             raise

@@ -12,6 +12,7 @@ import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from occystrap import mediatypes
 from occystrap.config import Config
@@ -59,7 +60,7 @@ def check_space(path: str, needed: int) -> None:
 
 
 def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, insecure: bool,
-                   target: ImageRef | None, **extra: object) -> ImagePlan:
+                   target: ImageRef | None, **extra: Any) -> ImagePlan:
     """The plan of something with no layers of its own: an index, or an image the
     destination already has."""
     return ImagePlan(image_id=image_id, source=source, host=ref.host, name=ref.name,
@@ -69,7 +70,7 @@ def layerless_plan(image_id: int, ref: ImageRef, source: str, got: Resolved, ins
                      config_media_type="", diff_ids=[], layer_count=0,
                      dest_name=target.name if target else "",
                      dest_tag=target.tag if target else None,
-                     **extra)  # type: ignore[arg-type]
+                     **extra)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class TreePlanner:
         return found
 
     def plan_tree(self, job: Job, got: Resolved, parent: int, depth: int,
-                  image_id: int | None = None, **extra: object
+                  image_id: int | None = None, **extra: Any
                   ) -> list[tuple[ImagePlan, list[LayerDesc]]]:
         """Plans for `got` and, for an index, everything below it (parents before their
         children, as the write stage needs them). Every manifest is fetched before anything
@@ -155,7 +156,7 @@ class TreePlanner:
         return [(index, []), *(p for tree in subtrees for p in tree)]
 
     def plan_image(self, image_id: int, job: Job, got: Resolved, parent: int = -1,
-                   **extra: object) -> tuple[ImagePlan, list[LayerDesc]]:
+                   **extra: Any) -> tuple[ImagePlan, list[LayerDesc]]:
         """The plan and layers of one manifest `got`: an image, or (registry:// and oci://
         only) an artifact, whose blobs are copied byte-exact and never looked into."""
         config, probe, source, target = self.config, self.probe, job.source, job.target
@@ -218,7 +219,7 @@ class TreePlanner:
             dest_name=target.name if target else "",
             dest_tag=(target.tag if target else None) if top else None,
             artifact=kind or "", subject=parsed.subject.digest if parsed.subject else "",
-            **extra)  # type: ignore[arg-type]
+            **extra)
         return plan, layers
 
     def reuse(self, layer: LayerDesc, hit: Hit, encoding: str, target: ImageRef | None

@@ -1,6 +1,7 @@
 """The command line: options → Config → pipeline → report → exit code.
 
-    options.py   the global options (each with its OCCYSTRAP_<NAME> variable) and Config
+    options.py   the global options (each with its OCCYSTRAP_<NAME> variable)
+    settings.py  the Config they make, and the rules between flags
     report.py    each image's line, the failed list, the summary, the exit code
     progress.py  the live progress display on a terminal
 

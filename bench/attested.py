@@ -30,19 +30,36 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def commands(src: str, dest: str) -> dict[str, list[str]]:
     occystrap = str(REPO_ROOT / ".venv" / "bin" / "occystrap")
     return {
-        "occystrap": [occystrap, "--insecure", "-q", "process", f"registry://{src}",
-                      f"registry://{dest}"],
-        "skopeo": ["skopeo", "copy", "--all", "--preserve-digests", "--quiet",
-                   "--src-tls-verify=false", "--dest-tls-verify=false",
-                   f"docker://{src}", f"docker://{dest}"],
+        "occystrap": [
+            occystrap,
+            "--insecure",
+            "-q",
+            "process",
+            f"registry://{src}",
+            f"registry://{dest}",
+        ],
+        "skopeo": [
+            "skopeo",
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            f"docker://{src}",
+            f"docker://{dest}",
+        ],
     }
 
 
 def one(tool: str, source: TestRegistry, ref: str) -> tuple[float, int, int]:
     """(seconds, requests to the source, requests to the destination) for one copy into a
     fresh registry."""
-    with TestRegistry() as dest, FaultProxy(source.port) as src_wire, \
-            FaultProxy(dest.port) as dest_wire:
+    with (
+        TestRegistry() as dest,
+        FaultProxy(source.port) as src_wire,
+        FaultProxy(dest.port) as dest_wire,
+    ):
         cmd = commands(f"{src_wire.host}/{ref}", f"{dest_wire.host}/{ref}")[tool]
         started = time.monotonic()
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -59,14 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layer-mib", type=float, default=8.0)
     args = ap.parse_args(argv)
     size = int(args.layer_mib * 2**20)
-    with tempfile.TemporaryDirectory(prefix="bench-attested-") as work, \
-            TestRegistry() as source:
-        plain = ab.attested_index(work, 4242, DEFAULT_PLATFORMS[:args.platforms],
-                                  [size, size // 4])
+    with tempfile.TemporaryDirectory(prefix="bench-attested-") as work, TestRegistry() as source:
+        plain = ab.attested_index(
+            work, 4242, DEFAULT_PLATFORMS[: args.platforms], [size, size // 4]
+        )
         ab.push(source.url, "bench/attested", "1.0", plain)
         children = sum(1 for _ in plain.children)
-        print(f"attested index: {args.platforms} platforms, {children} manifests below the "
-              f"index, layers {args.layer_mib} MiB + {args.layer_mib / 4} MiB per platform")
+        print(
+            f"attested index: {args.platforms} platforms, {children} manifests below the "
+            f"index, layers {args.layer_mib} MiB + {args.layer_mib / 4} MiB per platform"
+        )
         times: dict[str, list[float]] = {"occystrap": [], "skopeo": []}
         requests: dict[str, tuple[int, int]] = {}
         for run in range(args.runs + 1):  # the first round warms caches, untimed
@@ -77,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                 requests[tool] = (src_requests, dest_requests)
         for tool, values in times.items():
             src_requests, dest_requests = requests[tool]
-            print(f"{tool:10} median {statistics.median(values):.3f} s "
-                  f"(min {min(values):.3f}, max {max(values):.3f}); "
-                  f"requests: {src_requests} to the source, {dest_requests} to the "
-                  "destination")
+            print(
+                f"{tool:10} median {statistics.median(values):.3f} s "
+                f"(min {min(values):.3f}, max {max(values):.3f}); "
+                f"requests: {src_requests} to the source, {dest_requests} to the "
+                "destination"
+            )
         ratio = statistics.median(times["occystrap"]) / statistics.median(times["skopeo"])
         print(f"ratio occystrap/skopeo: {ratio:.2f}")
     return 0

@@ -17,5 +17,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.harness import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["--images", "bulk", "--workflows", "bulk,bulk-noop",
-                   "--tools", "occystrap,skopeo", *sys.argv[1:]]))
+    sys.exit(
+        main(
+            [
+                "--images",
+                "bulk",
+                "--workflows",
+                "bulk,bulk-noop",
+                "--tools",
+                "occystrap,skopeo",
+                *sys.argv[1:],
+            ]
+        )
+    )

@@ -43,14 +43,26 @@ class Scenario:
     def command(self, src: str, out: str, other: str) -> list[str]:
         """`other`: a fresh repository in the second registry (HOST/NAME:TAG)."""
         if self.tool == "skopeo":
-            dest = {"skopeo-oci": f"oci:{out}/layout:1.0",
-                    "skopeo-docker-archive": f"docker-archive:{out}/app.tar:app:1.0",
-                    "skopeo-registry": f"docker://{other}"}[self.name]
-            return ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
-                    f"docker://{src}", dest]
-        dest = {"occystrap-oci": f"oci://{out}/layout", "occystrap-tar": f"tar://{out}/app.tar",
-                "occystrap-dir": f"dir://{out}/dir",
-                "occystrap-registry": f"registry://{other}"}[self.name]
+            dest = {
+                "skopeo-oci": f"oci:{out}/layout:1.0",
+                "skopeo-docker-archive": f"docker-archive:{out}/app.tar:app:1.0",
+                "skopeo-registry": f"docker://{other}",
+            }[self.name]
+            return [
+                "skopeo",
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                f"docker://{src}",
+                dest,
+            ]
+        dest = {
+            "occystrap-oci": f"oci://{out}/layout",
+            "occystrap-tar": f"tar://{out}/app.tar",
+            "occystrap-dir": f"dir://{out}/dir",
+            "occystrap-registry": f"registry://{other}",
+        }[self.name]
         return [*OCCYSTRAP, "--insecure", "-q", "process", f"registry://{src}", dest]
 
 
@@ -131,9 +143,13 @@ def main() -> None:
             for size_text in args.size.split(","):
                 size = parse_size(size_text)
                 per_layer = size // args.layers
-                image = build_image(os.path.join(work, f"build-{size_text}"), seed=42,
-                                    layer_sizes=[per_layer] * args.layers, compressible=0.0,
-                                    special_entries=False)
+                image = build_image(
+                    os.path.join(work, f"build-{size_text}"),
+                    seed=42,
+                    layer_sizes=[per_layer] * args.layers,
+                    compressible=0.0,
+                    special_entries=False,
+                )
                 name = f"bench/app{size_text.lower()}"
                 push_image(registry.url, name, "1.0", image)
                 shutil.rmtree(os.path.join(work, f"build-{size_text}"), ignore_errors=True)
@@ -158,22 +174,31 @@ def main() -> None:
                         shutil.rmtree(out, ignore_errors=True)
                         settle()
                 total = sum(layer.size for layer in image.layers)
-                print(f"\nimage {size_text}: {args.layers} layers, {total / 1e6:.0f} MB "
-                      f"compressed; {args.runs} runs each")
-                print(f"{'scenario':<24} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} "
-                      f"{'peak MB':>8} {'ratio':>14}")
+                print(
+                    f"\nimage {size_text}: {args.layers} layers, {total / 1e6:.0f} MB "
+                    f"compressed; {args.runs} runs each"
+                )
+                print(
+                    f"{'scenario':<24} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} "
+                    f"{'peak MB':>8} {'ratio':>14}"
+                )
                 for s in chosen:
                     med = statistics.median(times[s.name])
                     ratio = ""
                     if s.peer and s.peer in times:
                         peer_med = statistics.median(times[s.peer])
                         ratio = f"{med / peer_med:.2f}x {s.peer.split('-', 1)[1]}"
-                    print(f"{s.name:<24} {med:>9.2f} {min(times[s.name]):>7.2f} "
-                          f"{max(times[s.name]):>7.2f} "
-                          f"{total / 1e6 / med:>7.0f} {max(peaks[s.name]) / 1e6:>8.1f} {ratio:>14}")
+                    print(
+                        f"{s.name:<24} {med:>9.2f} {min(times[s.name]):>7.2f} "
+                        f"{max(times[s.name]):>7.2f} "
+                        f"{total / 1e6 / med:>7.0f} {max(peaks[s.name]) / 1e6:>8.1f} {ratio:>14}"
+                    )
                     results.setdefault(size_text, {})[s.name] = {
-                        "times": times[s.name], "median": med,
-                        "peak_pss": max(peaks[s.name]), "bytes": total}
+                        "times": times[s.name],
+                        "median": med,
+                        "peak_pss": max(peaks[s.name]),
+                        "bytes": total,
+                    }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)

@@ -38,15 +38,23 @@ def prepare(work: str) -> tuple[str, str]:
     archive = os.path.join(work, "app1g.tar")
     layout = os.path.join(work, "layout")
     if not os.path.exists(archive):
-        image = ab.make_image(os.path.join(work, "build"), 1000, LAYERS, compression="gzip",
-                              compressible=0.5, special_entries=False,
-                              tags=["bench/app1g:1.0"])
-        ab.write_archive(archive, ab.containerd_members([image], "bench/app1g:1.0",
-                                                        attestations=False))
+        image = ab.make_image(
+            os.path.join(work, "build"),
+            1000,
+            LAYERS,
+            compression="gzip",
+            compressible=0.5,
+            special_entries=False,
+            tags=["bench/app1g:1.0"],
+        )
+        ab.write_archive(
+            archive, ab.containerd_members([image], "bench/app1g:1.0", attestations=False)
+        )
         shutil.rmtree(os.path.join(work, "build"))
     if not os.path.exists(layout):
-        subprocess.run([*_occystrap(), "-q", "process", f"tar://{archive}", f"oci://{layout}"],
-                       check=True)
+        subprocess.run(
+            [*_occystrap(), "-q", "process", f"tar://{archive}", f"oci://{layout}"], check=True
+        )
     return archive, layout
 
 
@@ -63,9 +71,16 @@ def measure(work: str, runs: int) -> dict[tuple[str, bool], list[float]] | None:
         for name, (src, dst) in workflows.items():
             for full in (False, True):
                 out = os.path.join(work, f"out-{run}-{full}")
-                result = run_measured([*_occystrap(), "-q",
-                                       *(["--verify-full"] if full else []), "process", src,
-                                       dst.format(out=out)])
+                result = run_measured(
+                    [
+                        *_occystrap(),
+                        "-q",
+                        *(["--verify-full"] if full else []),
+                        "process",
+                        src,
+                        dst.format(out=out),
+                    ]
+                )
                 shutil.rmtree(out, ignore_errors=True)
                 if os.path.exists(out + ".tar"):
                     os.unlink(out + ".tar")
@@ -111,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         base = statistics.median(times[(name, False)])
         full = statistics.median(times[(name, True)])
         print(f"{name:34} {base:8.2f}s {full:13.2f}s {100 * (full / base - 1):7.0f}%")
-    print(f"decompressing and hashing the {size / 2**20:.0f} MiB of gzip layers once: "
-          f"{cpu:.2f} CPU seconds")
+    print(
+        f"decompressing and hashing the {size / 2**20:.0f} MiB of gzip layers once: "
+        f"{cpu:.2f} CPU seconds"
+    )
     return 0
 
 

@@ -76,7 +76,8 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
         "storage served by a TLS registry (a throwaway CA each tool is told to trust: ours "
         "`--ca-file`, skopeo `--src-cert-dir`/`cert-dir:`, 0.4.17 `SSL_CERT_FILE` and "
         "`REQUESTS_CA_BUNDLE`) behind `bench/wanproxy.py`: "
-        + str(doc.get("wan", {}).get("about", "not part of this run")) + ". Its limits are "
+        + str(doc.get("wan", {}).get("about", "not part of this run"))
+        + ". Its limits are "
         "computed, not "
         "measured: the loopback limit or the link's floor (the bytes at the link's rate plus "
         "three round trips), whichever is longer",
@@ -118,57 +119,89 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
         lines += [f"## Image `{key}`{where}: {img['about']}", ""]
         size = f"{lim.get('packed_bytes', 0) / 1e6:.0f} MB compressed"
         if img.get("count", 1) > 1:
-            size = (f"{img['count']} images; {lim.get('all_bytes', 0) / 1e6:.0f} MB of distinct "
-                    "compressed blobs")
+            size = (
+                f"{img['count']} images; {lim.get('all_bytes', 0) / 1e6:.0f} MB of distinct "
+                "compressed blobs"
+            )
         if lim.get("unpacked_bytes"):
             size += f", {lim['unpacked_bytes'] / 1e6:.0f} MB unpacked"
         if img["platforms"] > 1:
             size += f" per platform; {lim.get('all_bytes', 0) / 1e6:.0f} MB for all platforms"
-        lines += [f"{size}.", "",
-                  "| workflow | tool | median s | min–max s | MB/s | PSS MB | RSS MB | /skopeo "
-                  "| /0.4.17 | limit s | eff |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"{size}.",
+            "",
+            "| workflow | tool | median s | min–max s | MB/s | PSS MB | RSS MB | /skopeo "
+            "| /0.4.17 | limit s | eff |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in rows(doc):
             if r["image"] != key:
                 continue
-            span = (f"{r['min']:.2f}–{r['max']:.2f}" if r["median"]
-                    else f"failed ×{r['failed']}")
+            span = f"{r['min']:.2f}–{r['max']:.2f}" if r["median"] else f"failed ×{r['failed']}"
             tool = f"**{r['tool']}**" if r["tool"] == "occystrap" else r["tool"]
             lines.append(
                 f"| {r['workflow']} | {tool} | {f(r['median'], '.2f')} | {span} | "
                 f"{mb_s(r['mb_s'])} | {f(r['pss_mb'], '.1f')} | {f(r['rss_mb'], '.1f')} | "
                 f"{f(r['vs_skopeo'], '.2f')} | {f(r['vs_orig'], '.2f')} | "
-                f"{f(r['limit'], '.2f')} | {f(r['eff'], '.2f')} |")
+                f"{f(r['limit'], '.2f')} | {f(r['eff'], '.2f')} |"
+            )
         res = lim.get("resources")
         if res and lim.get("computed"):
-            lines += ["", "Limits computed from the loopback resources and the link (seconds): "
-                      + ", ".join(f"{k} {v:.3f}" for k, v in res.items()) + "."]
+            lines += [
+                "",
+                "Limits computed from the loopback resources and the link (seconds): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in res.items())
+                + ".",
+            ]
         elif res:
-            lines += ["", "Resources alone (seconds, best of 2–3): " + ", ".join(
-                f"{k} {v:.3f}" for k, v in res.items()) + "."]
+            lines += [
+                "",
+                "Resources alone (seconds, best of 2–3): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in res.items())
+                + ".",
+            ]
         by_reason: dict[str, list[str]] = {}  # one reason, said once for every case it covers
         for wf, e in img["workflows"].items():
             for t, why in e.get("unsupported", {}).items():
                 by_reason.setdefault(why, []).append(f"{t} {wf}")
         if by_reason:
-            lines += ["", "Not run: " + "; ".join(sorted(
-                f"{', '.join(cases)}: {why}" for why, cases in by_reason.items())) + "."]
-        stats = [(wf, e["stats"]) for wf, e in img["workflows"].items()
-                 if isinstance(e.get("stats"), dict) and e["stats"].get("stages")]
+            lines += [
+                "",
+                "Not run: "
+                + "; ".join(
+                    sorted(f"{', '.join(cases)}: {why}" for why, cases in by_reason.items())
+                )
+                + ".",
+            ]
+        stats = [
+            (wf, e["stats"])
+            for wf, e in img["workflows"].items()
+            if isinstance(e.get("stats"), dict) and e["stats"].get("stages")
+        ]
         if stats:
-            lines += ["", "Where our time went (one extra run with `--stats-file`; busy "
-                      "seconds per stage, the largest first):", ""]
+            lines += [
+                "",
+                "Where our time went (one extra run with `--stats-file`; busy "
+                "seconds per stage, the largest first):",
+                "",
+            ]
             lines += [stats_line(wf, st) for wf, st in stats]
         lines.append("")
     sections = [
-        ("## Fixed costs (issue 16)", fixed_table(doc),
-         "Seconds, median (min–max) of the timed runs; each command spawned by the harness, "
-         "timestamps from CLOCK_MONOTONIC in the harness and in the relaying proxy (file "
-         "times: the file system's clock, a few ms coarse)."),
-        ("## Fetch CPU per MB (issue 17)", fetch_cpu_table(doc),
-         "The fetch stage's CPU seconds (all its threads, process start included) per MB it "
-         "received, from each `--stats-file` run that moved at least 50 MB, against sha256 "
-         "alone on one core of this machine."),
+        (
+            "## Fixed costs (issue 16)",
+            fixed_table(doc),
+            "Seconds, median (min–max) of the timed runs; each command spawned by the harness, "
+            "timestamps from CLOCK_MONOTONIC in the harness and in the relaying proxy (file "
+            "times: the file system's clock, a few ms coarse).",
+        ),
+        (
+            "## Fetch CPU per MB (issue 17)",
+            fetch_cpu_table(doc),
+            "The fetch stage's CPU seconds (all its threads, process start included) per MB it "
+            "received, from each `--stats-file` run that moved at least 50 MB, against sha256 "
+            "alone on one core of this machine.",
+        ),
     ]
     for title, table, about in sections:
         if table:
@@ -177,12 +210,16 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
     if analysis:
         with open(analysis) as fh:
             text = fh.read().strip()
-        lines += ["## Analysis (written by hand from this run's numbers and statistics)", "",
-                  text, ""]
+        lines += [
+            "## Analysis (written by hand from this run's numbers and statistics)",
+            "",
+            text,
+            "",
+        ]
     lines += [
         "## Not measured",
         "",
-        "- 0.4.17 bulk mirroring: see \"Not run\" under the bulk set.",
+        '- 0.4.17 bulk mirroring: see "Not run" under the bulk set.',
         "- `tools/benchmark.sh` sweeps our own `-j`/`-J` settings on small images "
         "(no peers); see its `--help`.",
         "",

@@ -34,8 +34,7 @@ def _spawn(cmd: list[str], env: dict[str, str] | None) -> tuple[float, float, fl
     """
     with open(os.devnull, "wb") as null, tempfile.TemporaryFile() as log:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=null, stderr=log,
-                                env=env)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=null, stderr=log, env=env)
         code = proc.wait()
         t_exit, real_exit = time.monotonic(), time.time()
         log.seek(0)
@@ -63,23 +62,40 @@ def summarise(raw: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str, ob
     """Medians (and min, max) of every measure, per workflow and tool."""
     out: dict[str, object] = {}
     for wf, tools in raw.items():
-        out[wf] = {t: {k: {"median": _median(v), "min": min(v) if v else None,
-                           "max": max(v) if v else None, "runs": v}
-                       for k, v in measures.items()}
-                   for t, measures in tools.items()}
+        out[wf] = {
+            t: {
+                k: {
+                    "median": _median(v),
+                    "min": min(v) if v else None,
+                    "max": max(v) if v else None,
+                    "runs": v,
+                }
+                for k, v in measures.items()
+            }
+            for t, measures in tools.items()
+        }
     return out
 
 
-def measure(source: TestRegistry, repo: str, tools: list[str], runs: int, warmup: int,
-            work: str, ours_env: dict[str, str] | None) -> dict[str, object]:
+def measure(
+    source: TestRegistry,
+    repo: str,
+    tools: list[str],
+    runs: int,
+    warmup: int,
+    work: str,
+    ours_env: dict[str, str] | None,
+) -> dict[str, object]:
     """Every fixed-cost measure for ``tools`` against ``repo``:1.0 in ``source``."""
     raw: dict[str, dict[str, dict[str, list[float]]]] = {}
     base = os.path.join(work, "fixed")
     os.makedirs(base, exist_ok=True)
     dest = TestRegistry().start()
     src_ev, dst_ev = os.path.join(base, "src.events"), os.path.join(base, "dest.events")
-    proxies = [WanProxy(source.host, delay_ms=0, rate_mb_s=0, events=src_ev).start(),
-               WanProxy(dest.host, delay_ms=0, rate_mb_s=0, events=dst_ev).start()]
+    proxies = [
+        WanProxy(source.host, delay_ms=0, rate_mb_s=0, events=src_ev).start(),
+        WanProxy(dest.host, delay_ms=0, rate_mb_s=0, events=dst_ev).start(),
+    ]
     try:
         out = os.path.join(base, "out")
         inp = Inputs(src=f"{proxies[0].host}/{repo}:1.0", out=out)
@@ -87,8 +103,7 @@ def measure(source: TestRegistry, repo: str, tools: list[str], runs: int, warmup
         for tool in tools:
             env = tool_env(tool, inp, ours_env)
             binary = (command(tool, "registry", inp) or [tool])[0]
-            plans += [("version", tool, [binary, "--version"]),
-                      ("help", tool, [binary, "--help"])]
+            plans += [("version", tool, [binary, "--version"]), ("help", tool, [binary, "--help"])]
             for wf in ("oci", "noop"):
                 cmd = command(tool, wf, inp, dest=f"{proxies[1].host}/fixed/{tool}:1.0")
                 if cmd is not None:
@@ -113,13 +128,13 @@ def measure(source: TestRegistry, repo: str, tools: list[str], runs: int, warmup
                 if wf in ("oci", "noop"):
                     events = [e for p in proxies for e in p.read_events()]
                     if events:
-                        got.setdefault("first_request", []).append(
-                            min(e[0] for e in events) - t0)
+                        got.setdefault("first_request", []).append(min(e[0] for e in events) - t0)
                     if wf == "oci":
                         got.setdefault("last_to_exit", []).append(real_exit - newest_mtime(out))
                     elif events:
                         got.setdefault("last_to_exit", []).append(
-                            t_exit - max(e[1] for e in events))
+                            t_exit - max(e[1] for e in events)
+                        )
             print(f"   fixed costs: round {i + 1}/{warmup + runs}", flush=True)
     finally:
         for p in proxies:

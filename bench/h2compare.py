@@ -42,10 +42,14 @@ from tools.imagebuilder import Blob, build_image, push_blob, push_manifest  # no
 from tools.testregistry import TestRegistry  # noqa: E402
 
 MiB = 1 << 20
-ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json",
-                    "application/vnd.oci.image.manifest.v1+json",
-                    "application/vnd.docker.distribution.manifest.list.v2+json",
-                    "application/vnd.docker.distribution.manifest.v2+json"])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 
 
 def make_blobs(workdir: str, count: int, size: int) -> list[Blob]:
@@ -56,8 +60,14 @@ def make_blobs(workdir: str, count: int, size: int) -> list[Blob]:
         path = os.path.join(workdir, f"blob-{i}")
         with open(path, "wb") as f:
             f.write(data)
-        blobs.append(Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), path,
-                          "application/octet-stream"))
+        blobs.append(
+            Blob(
+                "sha256:" + hashlib.sha256(data).hexdigest(),
+                len(data),
+                path,
+                "application/octet-stream",
+            )
+        )
     return blobs
 
 
@@ -73,20 +83,29 @@ async def _gather(jobs: list[Callable[[], Awaitable[str]]], concurrency: int) ->
 
 
 def client(h2: bool, concurrency: int, ctx: ssl.SSLContext) -> httpx.AsyncClient:
-    return httpx.AsyncClient(http1=not h2, http2=h2, verify=ctx, timeout=120, trust_env=False,
-                             limits=httpx.Limits(max_connections=concurrency,
-                                                 max_keepalive_connections=concurrency))
+    return httpx.AsyncClient(
+        http1=not h2,
+        http2=h2,
+        verify=ctx,
+        timeout=120,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    )
 
 
-async def metadata(base: str, h2: bool, c: int, ctx: ssl.SSLContext, repos: list[str],
-                   per_repo: int) -> tuple[float, set[str]]:
+async def metadata(
+    base: str, h2: bool, c: int, ctx: ssl.SSLContext, repos: list[str], per_repo: int
+) -> tuple[float, set[str]]:
     async with client(h2, c, ctx) as cl:
+
         def job(method: str, repo: str) -> Callable[[], Awaitable[str]]:
             async def run() -> str:
-                r = await cl.request(method, f"{base}/v2/{repo}/manifests/1.0",
-                                     headers={"Accept": ACCEPT})
+                r = await cl.request(
+                    method, f"{base}/v2/{repo}/manifests/1.0", headers={"Accept": ACCEPT}
+                )
                 r.raise_for_status()
                 return r.http_version
+
             return run
 
         jobs = [job(m, repo) for repo in repos for _ in range(per_repo) for m in ("HEAD", "GET")]
@@ -95,9 +114,11 @@ async def metadata(base: str, h2: bool, c: int, ctx: ssl.SSLContext, repos: list
         return time.perf_counter() - t0, seen
 
 
-async def download(base: str, h2: bool, c: int, ctx: ssl.SSLContext,
-                   blobs: list[Blob]) -> tuple[float, set[str]]:
+async def download(
+    base: str, h2: bool, c: int, ctx: ssl.SSLContext, blobs: list[Blob]
+) -> tuple[float, set[str]]:
     async with client(h2, c, ctx) as cl:
+
         def job(blob: Blob) -> Callable[[], Awaitable[str]]:
             async def run() -> str:
                 async with cl.stream("GET", f"{base}/v2/h2/blobs/blobs/{blob.digest}") as r:
@@ -105,6 +126,7 @@ async def download(base: str, h2: bool, c: int, ctx: ssl.SSLContext,
                     async for _ in r.aiter_raw(MiB):
                         pass
                     return r.http_version
+
             return run
 
         t0 = time.perf_counter()
@@ -112,9 +134,11 @@ async def download(base: str, h2: bool, c: int, ctx: ssl.SSLContext,
         return time.perf_counter() - t0, seen
 
 
-async def upload(base: str, h2: bool, c: int, ctx: ssl.SSLContext, blobs: list[Blob],
-                 repo: str) -> tuple[float, set[str]]:
+async def upload(
+    base: str, h2: bool, c: int, ctx: ssl.SSLContext, blobs: list[Blob], repo: str
+) -> tuple[float, set[str]]:
     async with client(h2, c, ctx) as cl:
+
         def job(blob: Blob) -> Callable[[], Awaitable[str]]:
             async def run() -> str:
                 start = await cl.post(f"{base}/v2/{repo}/blobs/uploads/")
@@ -122,10 +146,14 @@ async def upload(base: str, h2: bool, c: int, ctx: ssl.SSLContext, blobs: list[B
                 loc = httpx.URL(base).join(start.headers["Location"])
                 with open(blob.path, "rb") as f:
                     data = f.read()  # the body in memory: the transport is what is measured
-                r = await cl.put(loc.copy_merge_params({"digest": blob.digest}), content=data,
-                                 headers={"Content-Type": "application/octet-stream"})
+                r = await cl.put(
+                    loc.copy_merge_params({"digest": blob.digest}),
+                    content=data,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
                 r.raise_for_status()
                 return r.http_version
+
             return run
 
         t0 = time.perf_counter()
@@ -134,8 +162,9 @@ async def upload(base: str, h2: bool, c: int, ctx: ssl.SSLContext, blobs: list[B
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.h2compare",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.h2compare", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay (default 25)")
     ap.add_argument("--rate-mb-s", type=float, default=100.0, help="MB/s each way (default 100)")
     ap.add_argument("--repos", type=int, default=30, help="repositories for metadata (30)")
@@ -146,41 +175,65 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell, median (3)")
     args = ap.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="occystrap-h2-") as work, \
-            TestRegistry(tls=True) as reg:
+    with tempfile.TemporaryDirectory(prefix="occystrap-h2-") as work, TestRegistry(tls=True) as reg:
         assert reg.ca_file is not None
         ctx = ssl.create_default_context(cafile=reg.ca_file)
         names = [f"h2/app-{i:02d}" for i in range(args.repos)]
         blobs = make_blobs(work, max(args.blobs, args.uploads), args.blob_mib * MiB)
         with httpx.Client(base_url=reg.url, verify=ctx, timeout=120, trust_env=False) as c:
             for i, name in enumerate(names):  # push_image has no CA option: its parts do
-                img = build_image(os.path.join(work, "img"), 500 + i, [64 << 10],
-                                  special_entries=False)
+                img = build_image(
+                    os.path.join(work, "img"), 500 + i, [64 << 10], special_entries=False
+                )
                 for b in img.blobs:
                     push_blob(c, name, b)
                 push_manifest(c, name, "1.0", img.manifest, img.manifest_media_type)
             for b in blobs:
                 push_blob(c, "h2/blobs", b)
-        print(f"registry {reg.url} (TLS) behind bench/wanproxy.py: {args.delay_ms:g} ms each "
-              f"way, {args.rate_mb_s:g} MB/s; median of {args.repeat}", file=sys.stderr)
+        print(
+            f"registry {reg.url} (TLS) behind bench/wanproxy.py: {args.delay_ms:g} ms each "
+            f"way, {args.rate_mb_s:g} MB/s; median of {args.repeat}",
+            file=sys.stderr,
+        )
         with WanProxy(reg.host, delay_ms=args.delay_ms, rate_mb_s=args.rate_mb_s) as proxy:
             base = f"https://{proxy.host}"
             cells: list[tuple[str, int, str, Callable[[bool, int], Awaitable]]] = []
             n_meta = 2 * args.repos * args.per_repo
             for c in (8, 32):
-                cells.append(("metadata (manifest HEAD + GET)", c, f"{n_meta} requests",
-                              lambda h2, c: metadata(base, h2, c, ctx, names, args.per_repo)))
+                cells.append(
+                    (
+                        "metadata (manifest HEAD + GET)",
+                        c,
+                        f"{n_meta} requests",
+                        lambda h2, c: metadata(base, h2, c, ctx, names, args.per_repo),
+                    )
+                )
             down = blobs[: args.blobs]
             for c in (4, 8, 16):
-                cells.append(("blob download", c, f"{len(down)} × {args.blob_mib} MiB",
-                              lambda h2, c: download(base, h2, c, ctx, down)))
+                cells.append(
+                    (
+                        "blob download",
+                        c,
+                        f"{len(down)} × {args.blob_mib} MiB",
+                        lambda h2, c: download(base, h2, c, ctx, down),
+                    )
+                )
             up = blobs[: args.uploads]
             for c in (4, 8):
-                cells.append(("blob upload (POST + PUT)", c, f"{len(up)} × {args.blob_mib} MiB",
-                              lambda h2, c: upload(base, h2, c, ctx, up,
-                                                   f"h2/up-{int(h2)}-{c}-{time.monotonic_ns()}")))
-            lines = ["| kind | at once | what | HTTP/1.1 s | HTTP/2 s | h2 / h1 | negotiated |",
-                     "| --- | ---: | --- | ---: | ---: | ---: | --- |"]
+                cells.append(
+                    (
+                        "blob upload (POST + PUT)",
+                        c,
+                        f"{len(up)} × {args.blob_mib} MiB",
+                        lambda h2, c: upload(
+                            base, h2, c, ctx, up, f"h2/up-{int(h2)}-{c}-{time.monotonic_ns()}"
+                        ),
+                    )
+                )
+            lines = [
+                "| kind | at once | what | HTTP/1.1 s | HTTP/2 s | h2 / h1 | negotiated |",
+                "| --- | ---: | --- | ---: | ---: | ---: | --- |",
+            ]
             for kind, c, what, run in cells:
                 times: dict[bool, list[float]] = {False: [], True: []}
                 seen: dict[bool, set[str]] = {False: set(), True: set()}
@@ -191,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                         seen[h2] |= versions
                 h1, h2s = statistics.median(times[False]), statistics.median(times[True])
                 neg = f"{'/'.join(sorted(seen[False]))} · {'/'.join(sorted(seen[True]))}"
-                lines.append(f"| {kind} | {c} | {what} | {h1:.2f} | {h2s:.2f} | "
-                             f"{h2s / h1:.2f} | {neg} |")
+                lines.append(
+                    f"| {kind} | {c} | {what} | {h1:.2f} | {h2s:.2f} | {h2s / h1:.2f} | {neg} |"
+                )
                 print(lines[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))
     return 0

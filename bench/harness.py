@@ -58,8 +58,9 @@ RESULTS = os.path.join(ROOT, "bench", "results")
 
 
 def _git(*argv: str) -> str:
-    return subprocess.run(["git", "-C", ROOT, *argv], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", ROOT, *argv], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def snapshot(rev: str, work: str) -> tuple[dict[str, str], str]:
@@ -68,17 +69,36 @@ def snapshot(rev: str, work: str) -> tuple[dict[str, str], str]:
     commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
     dest = os.path.join(work, "ours-src")
     os.makedirs(dest)
-    archive = subprocess.run(["git", "-C", ROOT, "archive", commit, "occystrap"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", ROOT, "archive", commit, "occystrap"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", dest], input=archive, check=True)
     # Byte-compiled, as an installed package is (PYTHONDONTWRITEBYTECODE would otherwise make
     # every timed run compile the whole package first).
-    subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-m", "compileall", "-q",
-                    os.path.join(dest, "occystrap")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            os.path.join(ROOT, ".venv", "bin", "python"),
+            "-m",
+            "compileall",
+            "-q",
+            os.path.join(dest, "occystrap"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     env = dict(os.environ, PYTHONPATH=dest)
-    where = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-c",
-                            "import occystrap; print(occystrap.__file__)"], env=env,
-                           cwd="/", capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run(
+        [
+            os.path.join(ROOT, ".venv", "bin", "python"),
+            "-c",
+            "import occystrap; print(occystrap.__file__)",
+        ],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not where.startswith(dest):
         raise SystemExit(f"--commit: occystrap still imports from {where}")
     return env, f"commit {commit[:12]} (`--commit {rev}`)"
@@ -86,10 +106,14 @@ def snapshot(rev: str, work: str) -> tuple[dict[str, str], str]:
 
 def machine(env: dict[str, str] | None = None) -> dict[str, object]:
     """What the numbers were measured on: they mean nothing without it."""
+
     def version(cmd: list[str]) -> str:
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=30,
-                                  env=env).stdout.strip().splitlines()[0]
+            return (
+                subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+                .stdout.strip()
+                .splitlines()[0]
+            )
         except (OSError, IndexError, subprocess.SubprocessError):
             return "missing"
 
@@ -112,9 +136,14 @@ def machine(env: dict[str, str] | None = None) -> dict[str, object]:
         "python": platform.python_version(),
         "skopeo": version(["skopeo", "--version"]),
         "occystrap": version([OURS, "--version"]) if os.path.exists(OURS) else "missing",
-        "occystrap_orig": version([os.path.join(os.path.dirname(ORIG), "python"), "-I", "-c",
-                                   "import importlib.metadata as m;"
-                                   "print(m.version('occystrap'))"]),
+        "occystrap_orig": version(
+            [
+                os.path.join(os.path.dirname(ORIG), "python"),
+                "-I",
+                "-c",
+                "import importlib.metadata as m;print(m.version('occystrap'))",
+            ]
+        ),
         "registry": version(["/usr/bin/docker-registry", "--version"]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
@@ -122,20 +151,34 @@ def machine(env: dict[str, str] | None = None) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--images", default=",".join(DEFAULT_IMAGES),
-                    help=f"of {','.join(IMAGES)} (default {','.join(DEFAULT_IMAGES)})")
+    ap.add_argument(
+        "--images",
+        default=",".join(DEFAULT_IMAGES),
+        help=f"of {','.join(IMAGES)} (default {','.join(DEFAULT_IMAGES)})",
+    )
     ap.add_argument("--workflows", default=",".join(WORKFLOWS), help=f"of {','.join(WORKFLOWS)}")
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"of {','.join(TOOLS)}")
-    ap.add_argument("--profiles", default="loopback",
-                    help=f"of {','.join(PROFILES)} (default loopback; wan: the source over TLS "
-                         "behind bench/wanproxy.py)")
-    ap.add_argument("--wan-delay-ms", type=float, default=25.0,
-                    help="WAN profile: one-way delay (default 25)")
-    ap.add_argument("--wan-rate-mb-s", type=float, default=100.0,
-                    help="WAN profile: MB/s each way, shared by all connections (default 100)")
-    ap.add_argument("--wan-dest", action="store_true",
-                    help="WAN profile: fresh destination registries behind a link of their own "
-                         "too (default: only the source is remote)")
+    ap.add_argument(
+        "--profiles",
+        default="loopback",
+        help=f"of {','.join(PROFILES)} (default loopback; wan: the source over TLS "
+        "behind bench/wanproxy.py)",
+    )
+    ap.add_argument(
+        "--wan-delay-ms", type=float, default=25.0, help="WAN profile: one-way delay (default 25)"
+    )
+    ap.add_argument(
+        "--wan-rate-mb-s",
+        type=float,
+        default=100.0,
+        help="WAN profile: MB/s each way, shared by all connections (default 100)",
+    )
+    ap.add_argument(
+        "--wan-dest",
+        action="store_true",
+        help="WAN profile: fresh destination registries behind a link of their own "
+        "too (default: only the source is remote)",
+    )
     ap.add_argument("--runs", type=int, default=5, help="timed runs per tool (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     ap.add_argument("--no-limits", action="store_true", help="skip the physical limits")
@@ -143,14 +186,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-docs", action="store_true", help="regenerate docs/benchmarks.md")
     ap.add_argument("--docs-from", metavar="JSON", help="only regenerate the docs from a result")
     ap.add_argument("--work", default=None, help="parent of the work dir (default: $TMPDIR)")
-    ap.add_argument("--commit", metavar="REV", default=None,
-                    help="run ours from this commit (git archive into the work dir, first on "
-                         "PYTHONPATH) instead of the working tree, which may be mid-edit")
-    ap.add_argument("--note", default="", help="one line about this run for the docs' machine "
-                                               "section (e.g. what else was running)")
-    ap.add_argument("--analysis", metavar="MD", default=None,
-                    help="with --write-docs/--docs-from: hand-written markdown about the run, "
-                         "included verbatim")
+    ap.add_argument(
+        "--commit",
+        metavar="REV",
+        default=None,
+        help="run ours from this commit (git archive into the work dir, first on "
+        "PYTHONPATH) instead of the working tree, which may be mid-edit",
+    )
+    ap.add_argument(
+        "--note",
+        default="",
+        help="one line about this run for the docs' machine section (e.g. what else was running)",
+    )
+    ap.add_argument(
+        "--analysis",
+        metavar="MD",
+        default=None,
+        help="with --write-docs/--docs-from: hand-written markdown about the run, "
+        "included verbatim",
+    )
     args = ap.parse_args(argv)
 
     if args.docs_from:
@@ -190,16 +244,27 @@ def main(argv: list[str] | None = None) -> int:
     mach = machine(env)
     mach["occystrap_source"] = source
     mach["sha256_ms_per_mb"] = limits.sha256_ms_per_mb()
-    doc: dict[str, object] = {"schema": "occystrap.bench/2", "machine": mach,
-                              "args": vars(args), "images": {}}
+    doc: dict[str, object] = {
+        "schema": "occystrap.bench/2",
+        "machine": mach,
+        "args": vars(args),
+        "images": {},
+    }
     if "wan" in profiles:
-        doc["wan"] = {"delay_ms": wan.delay_ms, "rate_mb_s": wan.rate_mb_s, "dest": wan.dest,
-                      "about": wan.describe()}
+        doc["wan"] = {
+            "delay_ms": wan.delay_ms,
+            "rate_mb_s": wan.rate_mb_s,
+            "dest": wan.dest,
+            "about": wan.describe(),
+        }
     sources = Sources(work, wan)
     try:
         for spec in specs:
-            doc["images"].update(bench_image(  # type: ignore[union-attr]
-                spec, sources, tools, workflows, profiles, args, work, env))
+            doc["images"].update(
+                bench_image(  # type: ignore[union-attr]
+                    spec, sources, tools, workflows, profiles, args, work, env
+                )
+            )
     finally:
         sources.stop()
         shutil.rmtree(work, ignore_errors=True)

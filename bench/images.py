@@ -26,18 +26,26 @@ CACHE = os.path.join(ROOT, "bench", ".cache")
 CACHE_FORMAT = 1  # bump when what a cached set holds changes meaning
 
 
-def build_and_push(spec: ImageSpec, registry: TestRegistry,
-                   workdir: str) -> tuple[list[BuiltImage], BuiltIndex | None]:
+def build_and_push(
+    spec: ImageSpec, registry: TestRegistry, workdir: str
+) -> tuple[list[BuiltImage], BuiltIndex | None]:
     """Build the image (deterministic: same spec, same digests) and push it as REPO:1.0; a
     bulk set as REPO/app-NN:1.0, every image on the same base layer, four pushes at a time."""
     if spec.count > 1:
+
         def one(i_name: tuple[int, str]) -> BuiltImage:
             i, name = i_name
             # One blob directory for the set: files are named by digest, so the shared base
             # is stored once (each build replaces it atomically with the same bytes).
-            image = build_image(workdir, spec.seed + i, spec.layers,
-                                compressible=spec.compressible, special_entries=False,
-                                shared_base_key=f"{spec.key}-base", jobs=1)
+            image = build_image(
+                workdir,
+                spec.seed + i,
+                spec.layers,
+                compressible=spec.compressible,
+                special_entries=False,
+                shared_base_key=f"{spec.key}-base",
+                jobs=1,
+            )
             push_image(registry.url, name, BULK_TAG, image)
             return image
 
@@ -45,12 +53,14 @@ def build_and_push(spec: ImageSpec, registry: TestRegistry,
             return list(pool.map(one, enumerate(spec.names()))), None
     if spec.platforms > 1:
         platforms = [("linux", "amd64", None), ("linux", "arm64", None)][: spec.platforms]
-        index = build_index(workdir, spec.seed, platforms, spec.layers, oci=True,
-                            special_entries=False)
+        index = build_index(
+            workdir, spec.seed, platforms, spec.layers, oci=True, special_entries=False
+        )
         push_index(registry.url, spec.repo, "1.0", index)
         return index.images, index
-    image = build_image(workdir, spec.seed, spec.layers, compressible=spec.compressible,
-                        special_entries=False)
+    image = build_image(
+        workdir, spec.seed, spec.layers, compressible=spec.compressible, special_entries=False
+    )
     push_image(registry.url, spec.repo, "1.0", image)
     return [image], None
 
@@ -61,18 +71,25 @@ def blob_refs(images: list[BuiltImage], repos: list[str] | None = None) -> list[
     seen: dict[str, limits.BlobRef] = {}
     for i, img in enumerate(images):
         for b in img.blobs:
-            seen.setdefault(b.digest, limits.BlobRef(b.digest, b.size, b.path,
-                                                     "gzip" in b.media_type,
-                                                     repos[i] if repos else ""))
+            seen.setdefault(
+                b.digest,
+                limits.BlobRef(
+                    b.digest, b.size, b.path, "gzip" in b.media_type, repos[i] if repos else ""
+                ),
+            )
     return list(seen.values())
 
 
 def layer_regions(tarball: str) -> list[tuple[str, int, int]]:
     """(path, offset, length) of every layer member of a `docker save` tarball."""
     with tarfile.open(tarball) as tf:
-        return [(tarball, m.offset_data, m.size) for m in tf.getmembers()
-                if m.isfile() and (m.name.endswith("layer.tar") or m.name.startswith("blobs/"))
-                and m.size > 1 << 16]
+        return [
+            (tarball, m.offset_data, m.size)
+            for m in tf.getmembers()
+            if m.isfile()
+            and (m.name.endswith("layer.tar") or m.name.startswith("blobs/"))
+            and m.size > 1 << 16
+        ]
 
 
 def write_sync_yaml(path: str, host: str, names: list[str], cert_dir: str = "") -> None:
@@ -93,16 +110,27 @@ def cache_dir(spec: ImageSpec) -> str:
     """bench/.cache/KEY-HASH: the hash covers everything that changes the pushed bytes, so
     a changed spec gets a new directory and never a stale registry. A subset shares its
     set's directory (the subset is not part of the hash)."""
-    params = {"format": CACHE_FORMAT, "repo": spec.repo, "layers": spec.layers,
-              "compressible": spec.compressible, "seed": spec.seed, "count": spec.count,
-              "base_key": f"{spec.repo}-base"}
+    params = {
+        "format": CACHE_FORMAT,
+        "repo": spec.repo,
+        "layers": spec.layers,
+        "compressible": spec.compressible,
+        "seed": spec.seed,
+        "count": spec.count,
+        "base_key": f"{spec.repo}-base",
+    }
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(CACHE, f"{spec.repo.replace('/', '_')}-{digest}")
 
 
 def _ref_to_json(ref: limits.BlobRef, base: str) -> dict[str, object]:
-    return {"digest": ref.digest, "size": ref.size, "path": os.path.relpath(ref.path, base),
-            "gzip": ref.gzip, "repo": ref.repo}
+    return {
+        "digest": ref.digest,
+        "size": ref.size,
+        "path": os.path.relpath(ref.path, base),
+        "gzip": ref.gzip,
+        "repo": ref.repo,
+    }
 
 
 def open_cached(spec: ImageSpec, log: bool = True) -> tuple[TestRegistry, list[limits.BlobRef]]:
@@ -117,8 +145,11 @@ def open_cached(spec: ImageSpec, log: bool = True) -> tuple[TestRegistry, list[l
         shutil.rmtree(where, ignore_errors=True)
         os.makedirs(where)
         if log:
-            print(f"   {spec.repo}: building and pushing {spec.count} images once into "
-                  f"{os.path.relpath(where, ROOT)}", flush=True)
+            print(
+                f"   {spec.repo}: building and pushing {spec.count} images once into "
+                f"{os.path.relpath(where, ROOT)}",
+                flush=True,
+            )
         with TestRegistry(directory=reg_dir) as reg:
             images, _ = build_and_push(spec, reg, os.path.join(where, "build"))
         refs = blob_refs(images, spec.names())
@@ -127,8 +158,12 @@ def open_cached(spec: ImageSpec, log: bool = True) -> tuple[TestRegistry, list[l
         with open(marker, "w") as f:
             json.dump({"spec": spec.key, "count": spec.count}, f)
     with open(os.path.join(where, "blobs.json")) as f:
-        refs = [limits.BlobRef(d["digest"], d["size"], os.path.join(where, d["path"]), d["gzip"],
-                               d["repo"]) for d in json.load(f)]
+        refs = [
+            limits.BlobRef(
+                d["digest"], d["size"], os.path.join(where, d["path"]), d["gzip"], d["repo"]
+            )
+            for d in json.load(f)
+        ]
     return TestRegistry(directory=reg_dir).start(), refs
 
 

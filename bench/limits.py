@@ -39,8 +39,9 @@ class BlobRef:
     repo: str = ""  # a repository of the source registry that holds it ("": the caller's name)
 
 
-def _parallel(items: Sequence[BlobRef], work: Callable[[BlobRef], object],
-              threads: int = THREADS) -> float:
+def _parallel(
+    items: Sequence[BlobRef], work: Callable[[BlobRef], object], threads: int = THREADS
+) -> float:
     """Seconds to run ``work`` over ``items`` with ``threads`` workers, largest first."""
     ordered = sorted(items, key=lambda b: b.size, reverse=True)
     t0 = time.perf_counter()
@@ -128,8 +129,9 @@ def gunzip_seconds(blobs: Sequence[BlobRef], threads: int, repeat: int = 2) -> t
     return secs, sum(sizes.values())
 
 
-def gzip_seconds(regions: Sequence[tuple[str, int, int]], threads: int,
-                 level: int = ISAL_LEVEL, repeat: int = 2) -> float:
+def gzip_seconds(
+    regions: Sequence[tuple[str, int, int]], threads: int, level: int = ISAL_LEVEL, repeat: int = 2
+) -> float:
     """gzip the uncompressed layers at ``regions`` (path, offset, length: members of a
     page-cached tarball), ``threads`` at a time, with what occystrap's --compression gzip
     uses by default (ISA-L at its level 2): the CPU floor of pushing a `docker save`
@@ -178,8 +180,12 @@ def write_seconds(directory: str, nbytes: int, repeat: int = 2) -> float:
     return _best(once, repeat)
 
 
-def upload_seconds(make_registry: Callable[[], object], blobs: Sequence[BlobRef],
-                   name: str = "limit/upload", repeat: int = 2) -> float:
+def upload_seconds(
+    make_registry: Callable[[], object],
+    blobs: Sequence[BlobRef],
+    name: str = "limit/upload",
+    repeat: int = 2,
+) -> float:
     """POST + one monolithic PUT per blob, in parallel, into a fresh registry each time.
 
     ``make_registry`` returns a started TestRegistry (its ``host`` is 127.0.0.1:PORT); the
@@ -203,9 +209,15 @@ def upload_seconds(make_registry: Callable[[], object], blobs: Sequence[BlobRef]
                 sep = "&" if parts.query else ""
                 target = f"{parts.path}?{parts.query}{sep}digest={blob.digest}"
                 with open(blob.path, "rb") as f:
-                    conn.request("PUT", target, body=f,
-                                 headers={"Content-Length": str(blob.size),
-                                          "Content-Type": "application/octet-stream"})
+                    conn.request(
+                        "PUT",
+                        target,
+                        body=f,
+                        headers={
+                            "Content-Length": str(blob.size),
+                            "Content-Type": "application/octet-stream",
+                        },
+                    )
                     resp = conn.getresponse()
                     resp.read()
                 if resp.status != 201:

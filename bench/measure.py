@@ -52,16 +52,18 @@ def tree_memory(proc: psutil.Process) -> tuple[int, int]:
     return total, largest
 
 
-def run_measured(cmd: list[str], *, timeout: float = 3600.0,
-                 env: dict[str, str] | None = None) -> RunResult:
+def run_measured(
+    cmd: list[str], *, timeout: float = 3600.0, env: dict[str, str] | None = None
+) -> RunResult:
     """Run ``cmd`` to completion, sampling the tree's memory every 20 ms.
 
     stdout is discarded (tools print progress there and terminals are slow); stderr is kept
     so a failure can be explained. A run past ``timeout`` is killed and reported as exit 124.
     """
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     ps = psutil.Process(proc.pid)
     peak_pss = peak_rss = 0
     # A full stderr pipe would stall the child (occystrap 0.4.17 logs every step there), so

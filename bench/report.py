@@ -27,13 +27,22 @@ def rows(doc: dict[str, object]) -> list[dict[str, object]]:
             limit = lim.get("workflows", {}).get(wf)
             for tool, r in entry["tools"].items():
                 med = r.get("median")
-                row = {"image": key, "workflow": wf, "tool": tool, "median": med,
-                       "min": r.get("min"), "max": r.get("max"),
-                       "mb_s": nbytes / 1e6 / med if med and wf not in RERUNS else None,
-                       "pss_mb": r["max_pss"] / 1e6 if med else None,
-                       "rss_mb": r["max_rss"] / 1e6 if med else None,
-                       "vs_skopeo": None, "vs_orig": None, "limit": None, "eff": None,
-                       "failed": len(r.get("failures", []))}
+                row = {
+                    "image": key,
+                    "workflow": wf,
+                    "tool": tool,
+                    "median": med,
+                    "min": r.get("min"),
+                    "max": r.get("max"),
+                    "mb_s": nbytes / 1e6 / med if med and wf not in RERUNS else None,
+                    "pss_mb": r["max_pss"] / 1e6 if med else None,
+                    "rss_mb": r["max_rss"] / 1e6 if med else None,
+                    "vs_skopeo": None,
+                    "vs_orig": None,
+                    "limit": None,
+                    "eff": None,
+                    "failed": len(r.get("failures", [])),
+                }
                 if tool == "occystrap":
                     row["vs_skopeo"] = _ratio(entry, tool, "skopeo")
                     row["vs_orig"] = _ratio(entry, tool, "occystrap-0.4.17")
@@ -56,18 +65,21 @@ def mb_s(value: float | None, width: int = 0) -> str:
 
 
 def print_table(doc: dict[str, object]) -> None:
-    head = (f"{'image':<11} {'workflow':<11} {'tool':<17} {'median s':>8} {'min–max s':>13} "
-            f"{'MB/s':>6} {'PSS MB':>7} {'RSS MB':>7} {'/skopeo':>7} {'/0.4.17':>7} "
-            f"{'limit s':>7} {'eff':>5}")
+    head = (
+        f"{'image':<11} {'workflow':<11} {'tool':<17} {'median s':>8} {'min–max s':>13} "
+        f"{'MB/s':>6} {'PSS MB':>7} {'RSS MB':>7} {'/skopeo':>7} {'/0.4.17':>7} "
+        f"{'limit s':>7} {'eff':>5}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows(doc):
-        span = (f"{r['min']:.2f}–{r['max']:.2f}" if r["median"] else
-                f"failed ×{r['failed']}")
-        print(f"{r['image']:<11} {r['workflow']:<11} {r['tool']:<17} "
-              f"{f(r['median'], '8.2f'):>8} {span:>13} {mb_s(r['mb_s'], 6)} "
-              f"{f(r['pss_mb'], '7.1f'):>7} {f(r['rss_mb'], '7.1f'):>7} "
-              f"{f(r['vs_skopeo'], '7.2f'):>7} {f(r['vs_orig'], '7.2f'):>7} "
-              f"{f(r['limit'], '7.2f'):>7} {f(r['eff'], '5.2f'):>5}")
+        span = f"{r['min']:.2f}–{r['max']:.2f}" if r["median"] else f"failed ×{r['failed']}"
+        print(
+            f"{r['image']:<11} {r['workflow']:<11} {r['tool']:<17} "
+            f"{f(r['median'], '8.2f'):>8} {span:>13} {mb_s(r['mb_s'], 6)} "
+            f"{f(r['pss_mb'], '7.1f'):>7} {f(r['rss_mb'], '7.1f'):>7} "
+            f"{f(r['vs_skopeo'], '7.2f'):>7} {f(r['vs_orig'], '7.2f'):>7} "
+            f"{f(r['limit'], '7.2f'):>7} {f(r['eff'], '5.2f'):>5}"
+        )
     for line in fixed_table(doc) + fetch_cpu_table(doc):
         print(line)
 
@@ -92,8 +104,9 @@ def fixed_costs(doc: dict[str, object]) -> dict[str, object]:
     return {}
 
 
-def fixed_median(doc: dict[str, object], wf: str, measure: str,
-                 tool: str = "occystrap") -> float | None:
+def fixed_median(
+    doc: dict[str, object], wf: str, measure: str, tool: str = "occystrap"
+) -> float | None:
     return (fixed_costs(doc).get(wf, {}).get(tool, {}).get(measure) or {}).get("median")
 
 
@@ -102,16 +115,17 @@ def fixed_table(doc: dict[str, object]) -> list[str]:
     fixed = fixed_costs(doc)
     if not fixed:
         return []
-    tools = sorted({t for wf in fixed.values() for t in wf},
-                   key=lambda t: (t != "occystrap", t))
-    lines = ["", "| measure | " + " | ".join(tools) + " |",
-             "| --- |" + " ---: |" * len(tools)]
+    tools = sorted({t for wf in fixed.values() for t in wf}, key=lambda t: (t != "occystrap", t))
+    lines = ["", "| measure | " + " | ".join(tools) + " |", "| --- |" + " ---: |" * len(tools)]
     for wf, measure, title in FIXED_MEASURES:
         cells = []
         for t in tools:
             m = fixed.get(wf, {}).get(t, {}).get(measure)
-            cells.append(f"{m['median']:.3f} ({m['min']:.3f}–{m['max']:.3f})"
-                         if m and m.get("median") is not None else "–")
+            cells.append(
+                f"{m['median']:.3f} ({m['min']:.3f}–{m['max']:.3f})"
+                if m and m.get("median") is not None
+                else "–"
+            )
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return lines
 
@@ -128,9 +142,17 @@ def fetch_cpu(doc: dict[str, object]) -> list[dict[str, object]]:
                 if s.get("stage") != "fetch" or got < 50e6 or s.get("cpu_seconds") is None:
                     continue
                 ms = s["cpu_seconds"] * 1000 / (got / 1e6)
-                out.append({"image": key, "workflow": wf, "cpu_s": s["cpu_seconds"],
-                            "mb": got / 1e6, "ms_per_mb": ms, "sha256_ms_per_mb": sha,
-                            "x_sha256": ms / sha if sha else None})
+                out.append(
+                    {
+                        "image": key,
+                        "workflow": wf,
+                        "cpu_s": s["cpu_seconds"],
+                        "mb": got / 1e6,
+                        "ms_per_mb": ms,
+                        "sha256_ms_per_mb": sha,
+                        "x_sha256": ms / sha if sha else None,
+                    }
+                )
     return out
 
 
@@ -138,12 +160,17 @@ def fetch_cpu_table(doc: dict[str, object]) -> list[str]:
     got = fetch_cpu(doc)
     if not got:
         return []
-    lines = ["", "| image | workflow | fetch CPU s | MB received | ms/MB | sha256 ms/MB | "
-             "× sha256 |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "",
+        "| image | workflow | fetch CPU s | MB received | ms/MB | sha256 ms/MB | × sha256 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in got:
-        lines.append(f"| {r['image']} | {r['workflow']} | {r['cpu_s']:.2f} | {r['mb']:.0f} | "
-                     f"{r['ms_per_mb']:.2f} | {f(r['sha256_ms_per_mb'], '.2f')} | "
-                     f"{f(r['x_sha256'], '.1f')} |")
+        lines.append(
+            f"| {r['image']} | {r['workflow']} | {r['cpu_s']:.2f} | {r['mb']:.0f} | "
+            f"{r['ms_per_mb']:.2f} | {f(r['sha256_ms_per_mb'], '.2f')} | "
+            f"{f(r['x_sha256'], '.1f')} |"
+        )
     return lines
 
 
@@ -155,8 +182,11 @@ def bottleneck(doc: dict[str, object], image: str, workflow: str) -> str:
     if not b:
         return ""
     busy = sorted(stats.get("stages", []), key=lambda x: -(x.get("busy_seconds") or 0))
-    split = "; ".join(f"{x['stage']} busy {x.get('busy_seconds') or 0:.2f} s, waiting for input "
-                      f"{x.get('wait_in_seconds') or 0:.2f} s" for x in busy[:2])
+    split = "; ".join(
+        f"{x['stage']} busy {x.get('busy_seconds') or 0:.2f} s, waiting for input "
+        f"{x.get('wait_in_seconds') or 0:.2f} s"
+        for x in busy[:2]
+    )
     return f"{b.get('stage') or 'none'} ({b.get('kind') or '?'}): {b.get('reason', '')}; {split}"
 
 
@@ -170,14 +200,18 @@ def stats_line(wf: str, s: dict[str, object]) -> str:
         line += f"; verdict: {verdict}"
     moved = s.get("transfer")
     if wf == "bulk-recode" and isinstance(moved, dict):
-        line += (f"; blobs: {moved.get('bytes_received', 0) / 1e6:.1f} MB received, "
-                 f"{moved.get('bytes_sent', 0) / 1e6:.1f} MB sent, {moved.get('mounts', 0)} "
-                 "mounted")
+        line += (
+            f"; blobs: {moved.get('bytes_received', 0) / 1e6:.1f} MB received, "
+            f"{moved.get('bytes_sent', 0) / 1e6:.1f} MB sent, {moved.get('mounts', 0)} "
+            "mounted"
+        )
     per = s.get("per_image_seconds")
     if per:
         reqs = s.get("requests")
-        line += (f"; {per['n']} image results, each {per['median']:.2f} s median, "  # type: ignore
-                 f"{per['p90']:.2f} p90, {per['max']:.2f} max")  # type: ignore[index]
+        line += (
+            f"; {per['n']} image results, each {per['median']:.2f} s median, "  # type: ignore
+            f"{per['p90']:.2f} p90, {per['max']:.2f} max"
+        )  # type: ignore[index]
         if reqs:
             line += f"; {reqs} requests ({reqs / per['n']:.1f} per image)"  # type: ignore
     return line

@@ -50,9 +50,13 @@ class ToolResult:
     def summary(self) -> dict[str, object]:
         out: dict[str, object] = asdict(self)
         if self.times:
-            out.update(median=statistics.median(self.times), min=min(self.times),
-                       max=max(self.times), max_pss=max(self.peak_pss),
-                       max_rss=max(self.peak_rss))
+            out.update(
+                median=statistics.median(self.times),
+                min=min(self.times),
+                max=max(self.times),
+                max_pss=max(self.peak_pss),
+                max_rss=max(self.peak_rss),
+            )
         return out
 
 
@@ -62,8 +66,14 @@ def settle() -> None:
     time.sleep(1.0)
 
 
-def measure_limits(spec: ImageSpec, registry: TestRegistry, one: list[limits.BlobRef],
-                   every: list[limits.BlobRef], work: str, tarball: str = "") -> dict[str, object]:
+def measure_limits(
+    spec: ImageSpec,
+    registry: TestRegistry,
+    one: list[limits.BlobRef],
+    every: list[limits.BlobRef],
+    work: str,
+    tarball: str = "",
+) -> dict[str, object]:
     """Each resource alone, then each workflow's limit as the largest resource it needs.
 
     ``one``: the distinct blobs of what a single-image output holds (an index's first
@@ -98,12 +108,18 @@ def measure_limits(spec: ImageSpec, registry: TestRegistry, one: list[limits.Blo
         # what it pushes, and upload about what the registry's own gzip blobs weigh.
         res["gzip"] = limits.gzip_seconds(layer_regions(tarball), cores)
         per_workflow["tar2reg"] = max(res["gzip"], res["sha256"], res["upload"])
-    return {"resources": res, "workflows": per_workflow, "packed_bytes": packed,
-            "unpacked_bytes": unpacked, "all_bytes": sum(b.size for b in every)}
+    return {
+        "resources": res,
+        "workflows": per_workflow,
+        "packed_bytes": packed,
+        "unpacked_bytes": unpacked,
+        "all_bytes": sum(b.size for b in every),
+    }
 
 
-def measure_bulk_limits(spec: ImageSpec, registry: TestRegistry, every: list[limits.BlobRef],
-                        cores: int) -> dict[str, object]:
+def measure_bulk_limits(
+    spec: ImageSpec, registry: TestRegistry, every: list[limits.BlobRef], cores: int
+) -> dict[str, object]:
     """A bulk mirror must read, hash and upload every distinct blob once (the shared base
     once: later repositories mount it); its re-run must at least HEAD every manifest, four at
     a time."""
@@ -116,11 +132,18 @@ def measure_bulk_limits(spec: ImageSpec, registry: TestRegistry, every: list[lim
     }
     count = len(spec.selected())
     heads = res["head"] * math.ceil(count / limits.THREADS)
-    per_workflow = {"bulk": max(res["read_all"], res["sha256_all"], res["upload"]),
-                    "bulk-noop": heads}
+    per_workflow = {
+        "bulk": max(res["read_all"], res["sha256_all"], res["upload"]),
+        "bulk-noop": heads,
+    }
     nbytes = sum(b.size for b in every)
-    return {"resources": res, "workflows": per_workflow, "packed_bytes": nbytes,
-            "all_bytes": nbytes, "images": count}
+    return {
+        "resources": res,
+        "workflows": per_workflow,
+        "packed_bytes": nbytes,
+        "all_bytes": nbytes,
+        "images": count,
+    }
 
 
 def dest_repo(workflow: str) -> str:
@@ -128,9 +151,13 @@ def dest_repo(workflow: str) -> str:
     return "mirror" if workflow in (*BULK_WORKFLOWS, RECODE) else "copy/app:1.0"
 
 
-def one_run(cmd: list[str], workflow: str, work: str, env: dict[str, str] | None = None,
-            dest_proxy: dict[str, float] | None = None
-            ) -> tuple[RunResult, Callable[[], None]]:
+def one_run(
+    cmd: list[str],
+    workflow: str,
+    work: str,
+    env: dict[str, str] | None = None,
+    dest_proxy: dict[str, float] | None = None,
+) -> tuple[RunResult, Callable[[], None]]:
     """Prepare a fresh destination (behind a WAN proxy of its own when ``dest_proxy`` gives
     its arguments), run once, return the result and a cleanup."""
     out = os.path.join(work, "out")
@@ -175,26 +202,49 @@ def _stats_summary(doc: dict) -> dict[str, object]:
     bytes, and for several images how the per-image results read."""
     stages = []
     for s in doc.get("stages", []):
-        row = {k: s.get(k) for k in ("stage", "busy_seconds", "wait_in_seconds",
-                                     "wait_out_seconds", "cpu_seconds", "peak_pss",
-                                     "bytes_in", "bytes_out")}
+        row = {
+            k: s.get(k)
+            for k in (
+                "stage",
+                "busy_seconds",
+                "wait_in_seconds",
+                "wait_out_seconds",
+                "cpu_seconds",
+                "peak_pss",
+                "bytes_in",
+                "bytes_out",
+            )
+        }
         row["bytes_received"] = (s.get("requests") or {}).get("bytes_received")
         stages.append(row)
     per_image = [r.get("seconds") or 0.0 for r in doc.get("image_results", [])]
-    out = {"wall_seconds": doc.get("wall_seconds"), "peak_pss_total": doc.get("peak_pss_total"),
-           "bottleneck": doc.get("bottleneck"), "stages": stages,
-           "images": doc.get("images"), "requests": (doc.get("requests") or {}).get("total"),
-           "transfer": doc.get("transfer")}
+    out = {
+        "wall_seconds": doc.get("wall_seconds"),
+        "peak_pss_total": doc.get("peak_pss_total"),
+        "bottleneck": doc.get("bottleneck"),
+        "stages": stages,
+        "images": doc.get("images"),
+        "requests": (doc.get("requests") or {}).get("total"),
+        "transfer": doc.get("transfer"),
+    }
     if len(per_image) > 1:
         per_image.sort()
-        out["per_image_seconds"] = {"n": len(per_image), "median": statistics.median(per_image),
-                                    "p90": per_image[int(0.9 * (len(per_image) - 1))],
-                                    "max": per_image[-1]}
+        out["per_image_seconds"] = {
+            "n": len(per_image),
+            "median": statistics.median(per_image),
+            "p90": per_image[int(0.9 * (len(per_image) - 1))],
+            "max": per_image[-1],
+        }
     return out
 
 
-def stats_run(cmd: list[str], workflow: str, work: str, env: dict[str, str] | None = None,
-              dest_proxy: dict[str, float] | None = None) -> dict[str, object]:
+def stats_run(
+    cmd: list[str],
+    workflow: str,
+    work: str,
+    env: dict[str, str] | None = None,
+    dest_proxy: dict[str, float] | None = None,
+) -> dict[str, object]:
     """One extra untimed run of ours with --stats-file: which stage was busiest, and why."""
     path = os.path.join(work, "stats.json")
     stats_cmd = [cmd[0], "--stats-file", path, *cmd[1:]]
@@ -210,8 +260,15 @@ def stats_run(cmd: list[str], workflow: str, work: str, env: dict[str, str] | No
             os.unlink(path)
 
 
-def run_workflow(wf: str, tools: list[str], inp: Inputs, site: Site, args: argparse.Namespace,
-                 work: str, env: dict[str, str] | None) -> dict[str, object]:
+def run_workflow(
+    wf: str,
+    tools: list[str],
+    inp: Inputs,
+    site: Site,
+    args: argparse.Namespace,
+    work: str,
+    env: dict[str, str] | None,
+) -> dict[str, object]:
     """Every tool that can, interleaved (warm-up rounds first), then ours with --stats-file."""
     cmds = {t: command(t, wf, inp) for t in tools}
     runnable = [t for t, c in cmds.items() if c is not None]
@@ -224,8 +281,11 @@ def run_workflow(wf: str, tools: list[str], inp: Inputs, site: Site, args: argpa
             cleanup()
             label = "warm-up" if i < args.warmup else f"run {i - args.warmup + 1}"
             status = "" if res.exit_code == 0 else f"  FAILED ({res.exit_code})"
-            print(f"   {wf:<11} {t:<17} {label:<8} {res.wall:7.2f} s  "
-                  f"{res.peak_pss / 1e6:7.1f} MB{status}", flush=True)
+            print(
+                f"   {wf:<11} {t:<17} {label:<8} {res.wall:7.2f} s  "
+                f"{res.peak_pss / 1e6:7.1f} MB{status}",
+                flush=True,
+            )
             if i < args.warmup:
                 continue
             if res.exit_code != 0:
@@ -236,8 +296,11 @@ def run_workflow(wf: str, tools: list[str], inp: Inputs, site: Site, args: argpa
             results[t].peak_rss.append(res.peak_rss)
     entry: dict[str, object] = {
         "tools": {t: r.summary() for t, r in results.items()},
-        "unsupported": {t: (UNSUPPORTED.get((t, wf)) or UNSUPPORTED_INDEX.get((t, wf), ""))
-                        for t, c in cmds.items() if c is None},
+        "unsupported": {
+            t: (UNSUPPORTED.get((t, wf)) or UNSUPPORTED_INDEX.get((t, wf), ""))
+            for t, c in cmds.items()
+            if c is None
+        },
     }
     ours = cmds.get("occystrap")
     if ours is not None and not args.no_stats:
@@ -245,9 +308,16 @@ def run_workflow(wf: str, tools: list[str], inp: Inputs, site: Site, args: argpa
     return entry
 
 
-def bench_image(spec: ImageSpec, sources: Sources, tools: list[str], workflows: list[str],
-                profiles: list[str], args: argparse.Namespace, work: str,
-                env: dict[str, str] | None = None) -> dict[str, dict[str, object]]:
+def bench_image(
+    spec: ImageSpec,
+    sources: Sources,
+    tools: list[str],
+    workflows: list[str],
+    profiles: list[str],
+    args: argparse.Namespace,
+    work: str,
+    env: dict[str, str] | None = None,
+) -> dict[str, dict[str, object]]:
     """Build (or open the cached copy of) one image set, then run its workflows in each
     profile. Returns one entry per profile, keyed ``KEY`` (loopback) or ``KEY@wan``."""
     workflows = [w for w in workflows if w in spec.workflows()]
@@ -267,9 +337,18 @@ def bench_image(spec: ImageSpec, sources: Sources, tools: list[str], workflows: 
         # The input of tar2reg, made once and untimed: what `docker save` wrote before
         # Docker 25 (legacy layout, uncompressed layer.tar members); skopeo and 0.4.17 read it.
         tarball = os.path.join(work, f"save-{spec.key}.tar")
-        subprocess.run([OURS, "--insecure", "-q", "process",
-                        f"registry://{registry.host}/{spec.repo}:1.0",
-                        f"tar://{tarball}?format=v1.2"], check=True, env=env)
+        subprocess.run(
+            [
+                OURS,
+                "--insecure",
+                "-q",
+                "process",
+                f"registry://{registry.host}/{spec.repo}:1.0",
+                f"tar://{tarball}?format=v1.2",
+            ],
+            check=True,
+            env=env,
+        )
     out: dict[str, dict[str, object]] = {}
     local: dict[str, object] | None = None
     try:
@@ -280,23 +359,31 @@ def bench_image(spec: ImageSpec, sources: Sources, tools: list[str], workflows: 
             site = sources.site(registry, profile)
             key = spec.key if profile == "loopback" else f"{spec.key}@{profile}"
             print(f"-- {key}: {', '.join(wfs)}", flush=True)
-            entry: dict[str, object] = {"about": spec.about, "repo": spec.repo,
-                                        "layers": len(spec.layers), "profile": profile,
-                                        "count": len(spec.selected()),
-                                        "platforms": spec.platforms, "workflows": {}}
-            entry["limits"] = _limits(spec, registry, (one, refs), work, tarball, args,
-                                      profile, local, sources)
+            entry: dict[str, object] = {
+                "about": spec.about,
+                "repo": spec.repo,
+                "layers": len(spec.layers),
+                "profile": profile,
+                "count": len(spec.selected()),
+                "platforms": spec.platforms,
+                "workflows": {},
+            }
+            entry["limits"] = _limits(
+                spec, registry, (one, refs), work, tarball, args, profile, local, sources
+            )
             if profile == "loopback":
                 local = entry["limits"]  # type: ignore[assignment]
             inp = _inputs(spec, site, work, index is not None, tarball)
             for wf in wfs:
                 if wf == FIXED:
                     print("   fixed costs (start-up, first request, exit)", flush=True)
-                    entry["fixed"] = fixedcost.measure(registry, spec.repo, tools, args.runs,
-                                                       args.warmup, work, env)
+                    entry["fixed"] = fixedcost.measure(
+                        registry, spec.repo, tools, args.runs, args.warmup, work, env
+                    )
                     continue
                 entry["workflows"][wf] = run_workflow(  # type: ignore[index]
-                    wf, tools, inp, site, args, work, env)
+                    wf, tools, inp, site, args, work, env
+                )
             out[key] = entry
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -305,10 +392,17 @@ def bench_image(spec: ImageSpec, sources: Sources, tools: list[str], workflows: 
     return out
 
 
-def _limits(spec: ImageSpec, registry: TestRegistry,
-            blobs: tuple[list[limits.BlobRef], list[limits.BlobRef]], work: str, tarball: str,
-            args: argparse.Namespace, profile: str, local: dict[str, object] | None,
-            sources: Sources) -> dict[str, object]:
+def _limits(
+    spec: ImageSpec,
+    registry: TestRegistry,
+    blobs: tuple[list[limits.BlobRef], list[limits.BlobRef]],
+    work: str,
+    tarball: str,
+    args: argparse.Namespace,
+    profile: str,
+    local: dict[str, object] | None,
+    sources: Sources,
+) -> dict[str, object]:
     """Measured on loopback; computed from those (or from the bytes alone) for the WAN."""
     one, every = blobs
     if profile == "loopback" and not args.no_limits:
@@ -317,8 +411,7 @@ def _limits(spec: ImageSpec, registry: TestRegistry,
     elif profile != "loopback" and local is not None:
         return wan_limits(local, sources.wan, len(spec.selected()))
     else:
-        lim = {"packed_bytes": sum(b.size for b in one),
-               "all_bytes": sum(b.size for b in every)}
+        lim = {"packed_bytes": sum(b.size for b in one), "all_bytes": sum(b.size for b in every)}
         if profile != "loopback":
             return wan_limits(lim, sources.wan, len(spec.selected()))
     if tarball:
@@ -331,9 +424,20 @@ def _inputs(spec: ImageSpec, site: Site, work: str, index: bool, tarball: str) -
     if spec.count > 1:
         sync_yaml = os.path.join(work, f"sync-{spec.key}-{site.profile}.yaml")
         write_sync_yaml(sync_yaml, site.host, spec.selected(), site.cert_dir)
-        return Inputs(src=f"{site.host}/{spec.repo}", out=out, sync_yaml=sync_yaml,
-                      pattern=spec.pattern(), ca_file=site.ca_file, cert_dir=site.cert_dir,
-                      layer_cache=os.path.join(work, "layer-cache.json"))
-    return Inputs(src=f"{site.host}/{spec.repo}:1.0", out=out, index=index,
-                  tarball=tarball if site.profile == "loopback" else "",
-                  ca_file=site.ca_file, cert_dir=site.cert_dir)
+        return Inputs(
+            src=f"{site.host}/{spec.repo}",
+            out=out,
+            sync_yaml=sync_yaml,
+            pattern=spec.pattern(),
+            ca_file=site.ca_file,
+            cert_dir=site.cert_dir,
+            layer_cache=os.path.join(work, "layer-cache.json"),
+        )
+    return Inputs(
+        src=f"{site.host}/{spec.repo}:1.0",
+        out=out,
+        index=index,
+        tarball=tarball if site.profile == "loopback" else "",
+        ca_file=site.ca_file,
+        cert_dir=site.cert_dir,
+    )

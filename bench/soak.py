@@ -52,24 +52,43 @@ def push_hostile(registry: TestRegistry, work: str, count: int) -> list[Rule]:
     for i in range(count):
         kind = ("bomb", "enc", "long")[i % 3]
         name = f"soak/hostile-{kind}-{i:03d}"
-        image = build_image(os.path.join(work, "build", name), seed=19000 + i,
-                            layer_sizes=[60_000, 8_000], special_entries=False,
-                            shared_base_key="soak-base")
+        image = build_image(
+            os.path.join(work, "build", name),
+            seed=19000 + i,
+            layer_sizes=[60_000, 8_000],
+            special_entries=False,
+            shared_base_key="soak-base",
+        )
         push_image(registry.url, name, "1.0", image)
         if kind == "bomb":
             rules.append(Rule("GET", f"^/v2/{name}/manifests/", "bomb", times=10**6))
         elif kind == "enc":
             rules.append(Rule("GET", f"^/v2/{name}/manifests/", "bad_encoding", times=10**6))
         else:
-            rules.append(Rule("GET", f"/blobs/{image.layers[1].digest}", "overlong",
-                              extra=4096, times=10**6))
-    rival = build_image(os.path.join(work, "build", "rival"), seed=29000,
-                        layer_sizes=[60_000, 400_000], special_entries=False,
-                        shared_base_key="soak-base")
+            rules.append(
+                Rule("GET", f"/blobs/{image.layers[1].digest}", "overlong", extra=4096, times=10**6)
+            )
+    rival = build_image(
+        os.path.join(work, "build", "rival"),
+        seed=29000,
+        layer_sizes=[60_000, 400_000],
+        special_entries=False,
+        shared_base_key="soak-base",
+    )
     push_image(registry.url, "rival/broken", "1.0", rival)
     digest = rival.layers[1].digest.split(":", 1)[1]
-    blob = os.path.join(registry.dir, "data", "docker", "registry", "v2", "blobs", "sha256",
-                        digest[:2], digest, "data")
+    blob = os.path.join(
+        registry.dir,
+        "data",
+        "docker",
+        "registry",
+        "v2",
+        "blobs",
+        "sha256",
+        digest[:2],
+        digest,
+        "data",
+    )
     with open(blob, "r+b") as f:
         f.seek(-100, os.SEEK_END)
         byte = f.read(1)
@@ -85,8 +104,14 @@ class Rival:
     def __init__(self, host: str, layout: str, env: dict[str, str]) -> None:
         self.runs = self.bad = 0
         self._stop = threading.Event()
-        cmd = [os.path.join(ROOT, ".venv", "bin", "occystrap"), "--insecure", "-q", "process",
-               f"registry://{host}/rival/broken:1.0", f"oci://{layout}:rival"]
+        cmd = [
+            os.path.join(ROOT, ".venv", "bin", "occystrap"),
+            "--insecure",
+            "-q",
+            "process",
+            f"registry://{host}/rival/broken:1.0",
+            f"oci://{layout}:rival",
+        ]
 
         def loop() -> None:
             while not self._stop.is_set():
@@ -95,6 +120,7 @@ class Rival:
                 lines = [ln for ln in r.stderr.splitlines() if ln.startswith("occystrap:")]
                 if r.returncode != 1 or len(lines) != 1 or "internal error" in r.stderr:
                     self.bad += 1
+
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
 
@@ -115,8 +141,9 @@ def missing_blobs(layout: str, index: dict[str, object]) -> int:
         with open(path, "rb") as f:
             manifest = json.load(f)
         for d in [manifest["config"], *manifest["layers"]]:
-            if not os.path.exists(os.path.join(layout, "blobs", "sha256",
-                                               d["digest"].split(":", 1)[1])):
+            if not os.path.exists(
+                os.path.join(layout, "blobs", "sha256", d["digest"].split(":", 1)[1])
+            ):
                 missing += 1
     return missing
 
@@ -131,29 +158,57 @@ def main() -> None:
     with TestRegistry() as registry:
         t0 = time.monotonic()
         for i in range(args.images):
-            image = build_image(os.path.join(work, "build", str(i)), seed=9000 + i,
-                                layer_sizes=[60_000, 8_000], special_entries=False,
-                                shared_base_key="soak-base")
+            image = build_image(
+                os.path.join(work, "build", str(i)),
+                seed=9000 + i,
+                layer_sizes=[60_000, 8_000],
+                special_entries=False,
+                shared_base_key="soak-base",
+            )
             push_image(registry.url, f"soak/app-{i:03d}", "1.0", image)
         hostile_rules = push_hostile(registry, work, args.hostile)
-        print(f"pushed {args.images} + {args.hostile} hostile images in "
-              f"{time.monotonic() - t0:.1f} s")
-        rules = [*hostile_rules,
-                 Rule("GET", r"/v2/.+/(blobs|manifests)/", "status", status=503,
-                      chance=args.rate / 3),
-                 Rule("GET", r"/v2/.+/blobs/", "status", status=429,
-                      headers={"Retry-After": "1"}, chance=args.rate / 3),
-                 Rule("GET", r"/v2/.+/blobs/", "truncate", chance=args.rate / 3),
-                 Rule("GET", r"/v2/.+/manifests/", "add_headers", chance=0.03,
-                      headers={"RateLimit-Limit": "100;w=1.5",
-                               "RateLimit-Remaining": "0;w=1.5"})]
+        print(
+            f"pushed {args.images} + {args.hostile} hostile images in {time.monotonic() - t0:.1f} s"
+        )
+        rules = [
+            *hostile_rules,
+            Rule("GET", r"/v2/.+/(blobs|manifests)/", "status", status=503, chance=args.rate / 3),
+            Rule(
+                "GET",
+                r"/v2/.+/blobs/",
+                "status",
+                status=429,
+                headers={"Retry-After": "1"},
+                chance=args.rate / 3,
+            ),
+            Rule("GET", r"/v2/.+/blobs/", "truncate", chance=args.rate / 3),
+            Rule(
+                "GET",
+                r"/v2/.+/manifests/",
+                "add_headers",
+                chance=0.03,
+                headers={"RateLimit-Limit": "100;w=1.5", "RateLimit-Remaining": "0;w=1.5"},
+            ),
+        ]
         with HTTPFaults(registry.port, rules) as faults:
             out = os.path.join(work, "out")
             os.makedirs(out)
-            cmd = [os.path.join(ROOT, ".venv", "bin", "occystrap"), "--insecure", "-q",
-                   "-J", "6", "-j", "8", "--retries", "6", "--stats-file",
-                   os.path.join(work, "stats.json"), "process",
-                   f"registry://{faults.host}/soak/*:1.0", f"oci://{out}/layout"]
+            cmd = [
+                os.path.join(ROOT, ".venv", "bin", "occystrap"),
+                "--insecure",
+                "-q",
+                "-J",
+                "6",
+                "-j",
+                "8",
+                "--retries",
+                "6",
+                "--stats-file",
+                os.path.join(work, "stats.json"),
+                "process",
+                f"registry://{faults.host}/soak/*:1.0",
+                f"oci://{out}/layout",
+            ]
             env = dict(os.environ, OCCYSTRAP_BACKOFF_SCALE="0.05")
             t0 = time.monotonic()
             proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
@@ -195,27 +250,44 @@ def main() -> None:
     body = [s for s in samples if s[1] > 0]
     third = max(1, len(body) // 3)
     print(f"exit {proc.returncode} in {wall:.1f} s; faults injected: {fired}")
-    print(f"images in index.json: {len(index['manifests'])}/{args.images}; "
-          f"blobs {len(os.listdir(blobs))}, bad digests {bad}, missing blobs {missing}; "
-          f"temp files left: {leftovers}")
-    print(f"hostile images failed with one line: {len(hostile_failed)}/{args.hostile} "
-          f"(other failure lines: {len(failures) - len(hostile_failed)}); internal errors: "
-          f"{err.count('internal error')}; pauses over a second (counted): {pauses}")
-    print(f"rival runs into the same layout (each fails on a corrupt layer): {rival_runs}, "
-          f"of which did not fail cleanly: {rival_bad}")
+    print(
+        f"images in index.json: {len(index['manifests'])}/{args.images}; "
+        f"blobs {len(os.listdir(blobs))}, bad digests {bad}, missing blobs {missing}; "
+        f"temp files left: {leftovers}"
+    )
+    print(
+        f"hostile images failed with one line: {len(hostile_failed)}/{args.hostile} "
+        f"(other failure lines: {len(failures) - len(hostile_failed)}); internal errors: "
+        f"{err.count('internal error')}; pauses over a second (counted): {pauses}"
+    )
+    print(
+        f"rival runs into the same layout (each fails on a corrupt layer): {rival_runs}, "
+        f"of which did not fail cleanly: {rival_bad}"
+    )
     if body:
-        print(f"open fds (tree): first third max {max(s[1] for s in body[:third])}, "
-              f"last third max {max(s[1] for s in body[-third:])}")
-        print(f"PSS (tree): first third max {max(s[2] for s in body[:third]) / 1e6:.1f} MB, "
-              f"last third max {max(s[2] for s in body[-third:]) / 1e6:.1f} MB")
+        print(
+            f"open fds (tree): first third max {max(s[1] for s in body[:third])}, "
+            f"last third max {max(s[1] for s in body[-third:])}"
+        )
+        print(
+            f"PSS (tree): first third max {max(s[2] for s in body[:third]) / 1e6:.1f} MB, "
+            f"last third max {max(s[2] for s in body[-third:]) / 1e6:.1f} MB"
+        )
     expected_code = 1 if args.hostile else 0
     if proc.returncode != expected_code:
         print(err[-2000:])
-    ok = proc.returncode == expected_code and len(index["manifests"]) == args.images \
-        and not bad and not leftovers and not missing \
-        and len(hostile_failed) == len(failures) == args.hostile \
-        and "internal error" not in err and rival_runs > 0 and not rival_bad \
+    ok = (
+        proc.returncode == expected_code
+        and len(index["manifests"]) == args.images
+        and not bad
+        and not leftovers
+        and not missing
+        and len(hostile_failed) == len(failures) == args.hostile
+        and "internal error" not in err
+        and rival_runs > 0
+        and not rival_bad
         and pauses == fired["add_headers"]
+    )
     print("SOAK OK" if ok else "SOAK FAILED")
     sys.exit(0 if ok else 1)
 

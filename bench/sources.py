@@ -32,9 +32,11 @@ class Wan:
 
     def describe(self) -> str:
         side = "source and destination registries" if self.dest else "the source registry"
-        return (f"{self.delay_ms:g} ms each way ({self.rtt * 1000:g} ms round trip), "
-                f"{self.rate_mb_s:g} MB/s each way shared by all connections behind a buffer "
-                f"of one round trip, 4 MiB in flight per connection, TLS, in front of {side}")
+        return (
+            f"{self.delay_ms:g} ms each way ({self.rtt * 1000:g} ms round trip), "
+            f"{self.rate_mb_s:g} MB/s each way shared by all connections behind a buffer "
+            f"of one round trip, 4 MiB in flight per connection, TLS, in front of {side}"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,13 @@ class Sources:
             proxy = WanProxy(twin.registry.host, **self.wan.proxy_args()).start()
             self._wan[registry.port] = (twin, proxy)
         twin, proxy = self._wan[registry.port]
-        return Site("wan", proxy.host, twin.ca_file, twin.cert_dir,
-                    self.wan.proxy_args() if self.wan.dest else None)
+        return Site(
+            "wan",
+            proxy.host,
+            twin.ca_file,
+            twin.cert_dir,
+            self.wan.proxy_args() if self.wan.dest else None,
+        )
 
     def stop(self) -> None:
         for twin, proxy in self._wan.values():
@@ -106,10 +113,15 @@ def wan_limits(local: dict[str, object], wan: Wan, count: int = 1) -> dict[str, 
     packed = float(local.get("packed_bytes", 0))  # type: ignore[arg-type]
     every = float(local.get("all_bytes", packed))  # type: ignore[arg-type]
     setup = 3 * wan.rtt
-    wire = {"dir": packed / rate + setup, "tar": packed / rate + setup,
-            "oci": packed / rate + setup, "registry": every / rate + setup,
-            "noop": setup, "bulk": every / rate + setup,
-            "bulk-noop": 2 * wan.rtt + math.ceil(count / limits.THREADS) * wan.rtt}
+    wire = {
+        "dir": packed / rate + setup,
+        "tar": packed / rate + setup,
+        "oci": packed / rate + setup,
+        "registry": every / rate + setup,
+        "noop": setup,
+        "bulk": every / rate + setup,
+        "bulk-noop": 2 * wan.rtt + math.ceil(count / limits.THREADS) * wan.rtt,
+    }
     res["wire"] = wire["bulk" if count > 1 else "oci"]
     out = {wf: max(per_local.get(wf, 0.0), w) for wf, w in wire.items()}
     return {**local, "resources": res, "workflows": out, "computed": True}

@@ -31,7 +31,7 @@ WORKFLOW_TITLES = {
     "bulk": "bulk mirror, every image of the set → a fresh registry",
     "bulk-noop": "bulk mirror re-run, nothing to copy",
     RECODE: "bulk mirror with --compression zstd --layer-cache onto a new prefix of a registry "
-            "that holds the re-encoded layers",
+    "that holds the re-encoded layers",
 }
 # Need a fresh registry per run:
 PUSHES = {"registry", "noop", "tar2reg", "bulk", "bulk-noop", RECODE}
@@ -90,37 +90,93 @@ class ImageSpec:
 
 
 IMAGES: dict[str, ImageSpec] = {
-    s.key: s for s in [
-        ImageSpec("small", "bench/small", [4 * MiB, 3 * MiB, 1 * MiB], 0.5, 8,
-                  about="~8 MiB unpacked, 3 layers, half compressible (issue 16's small copy)"),
-        ImageSpec("100m", "bench/app100m", [40 * MiB, 25 * MiB, 15 * MiB, 12 * MiB, 8 * MiB],
-                  0.5, 100, about="~100 MiB unpacked, 5 layers, half compressible"),
-        ImageSpec("1g", "bench/app1g", [(1 << 30) // 10] * 10, 0.5, 1000,
-                  about="1 GiB unpacked, 10 layers, half compressible"),
-        ImageSpec("2g", "bench/app2g", [(2 << 30) // 10] * 10, 0.0, 2000,
-                  about="2 GiB unpacked, 10 layers, incompressible"),
-        ImageSpec("index", "bench/multi", [40 * MiB, 20 * MiB], 0.0, 7, platforms=2,
-                  about="OCI index, linux/amd64 + linux/arm64, 2 layers each (shared base), "
-                        "incompressible (build_index has no compressible knob)"),
-        ImageSpec("bulk", "bench/bulk", [50 * MiB, 20 * MiB], 0.5, 7000, count=30,
-                  about="bulk set: 30 images, each a shared 50 MiB base + its own 20 MiB layer, "
-                        "half compressible"),
-        ImageSpec("bulk1k", "bench/bulk1k", [300 * KiB, 16 * KiB], 0.5, 9000, count=1000,
-                  cached=True,
-                  about="1,000 tiny images, each a shared 300 KiB base + its own 16 KiB layer, "
-                        "half compressible; pushed once into a registry kept in bench/.cache"),
-        ImageSpec("bulk100", "bench/bulk1k", [300 * KiB, 16 * KiB], 0.5, 9000, count=1000,
-                  cached=True, subset=100,
-                  about="the first 100 images of `bulk1k` (`app-0*`), same cached registry: "
-                        "with `bulk1k`, shows whether memory stays flat with the image count"),
+    s.key: s
+    for s in [
+        ImageSpec(
+            "small",
+            "bench/small",
+            [4 * MiB, 3 * MiB, 1 * MiB],
+            0.5,
+            8,
+            about="~8 MiB unpacked, 3 layers, half compressible (issue 16's small copy)",
+        ),
+        ImageSpec(
+            "100m",
+            "bench/app100m",
+            [40 * MiB, 25 * MiB, 15 * MiB, 12 * MiB, 8 * MiB],
+            0.5,
+            100,
+            about="~100 MiB unpacked, 5 layers, half compressible",
+        ),
+        ImageSpec(
+            "1g",
+            "bench/app1g",
+            [(1 << 30) // 10] * 10,
+            0.5,
+            1000,
+            about="1 GiB unpacked, 10 layers, half compressible",
+        ),
+        ImageSpec(
+            "2g",
+            "bench/app2g",
+            [(2 << 30) // 10] * 10,
+            0.0,
+            2000,
+            about="2 GiB unpacked, 10 layers, incompressible",
+        ),
+        ImageSpec(
+            "index",
+            "bench/multi",
+            [40 * MiB, 20 * MiB],
+            0.0,
+            7,
+            platforms=2,
+            about="OCI index, linux/amd64 + linux/arm64, 2 layers each (shared base), "
+            "incompressible (build_index has no compressible knob)",
+        ),
+        ImageSpec(
+            "bulk",
+            "bench/bulk",
+            [50 * MiB, 20 * MiB],
+            0.5,
+            7000,
+            count=30,
+            about="bulk set: 30 images, each a shared 50 MiB base + its own 20 MiB layer, "
+            "half compressible",
+        ),
+        ImageSpec(
+            "bulk1k",
+            "bench/bulk1k",
+            [300 * KiB, 16 * KiB],
+            0.5,
+            9000,
+            count=1000,
+            cached=True,
+            about="1,000 tiny images, each a shared 300 KiB base + its own 16 KiB layer, "
+            "half compressible; pushed once into a registry kept in bench/.cache",
+        ),
+        ImageSpec(
+            "bulk100",
+            "bench/bulk1k",
+            [300 * KiB, 16 * KiB],
+            0.5,
+            9000,
+            count=1000,
+            cached=True,
+            subset=100,
+            about="the first 100 images of `bulk1k` (`app-0*`), same cached registry: "
+            "with `bulk1k`, shows whether memory stays flat with the image count",
+        ),
     ]
 }
 DEFAULT_IMAGES = ["small", "100m", "1g", "index", "bulk"]  # 2g, bulk1k, bulk100: on request
 
 # Why a peer has no row for a workflow; these go into the docs verbatim.
-_NO_BULK = ("0.4.17's only bulk source is quay:// (quay.io's REST API, hard-wired); from a plain "
-            "registry it has no catalog, pattern or list-file source, so a mirror would be a "
-            "shell loop of one `process` per image, not something the tool does")
+_NO_BULK = (
+    "0.4.17's only bulk source is quay:// (quay.io's REST API, hard-wired); from a plain "
+    "registry it has no catalog, pattern or list-file source, so a mirror would be a "
+    "shell loop of one `process` per image, not something the tool does"
+)
 UNSUPPORTED: dict[tuple[str, str], str] = {
     ("skopeo", "dir"): "skopeo's dir: keeps compressed blobs; it has no unpacked-layer layout",
     ("occystrap-0.4.17", "oci"): "0.4.17's oci:// writes a runtime bundle, not an image layout",
@@ -128,7 +184,7 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
     ("occystrap-0.4.17", "bulk-noop"): _NO_BULK,
     ("occystrap-0.4.17", RECODE): _NO_BULK,
     ("skopeo", RECODE): "skopeo has no layer cache of its own to compare (its blob-info cache "
-                        "is global and outlives the run); the target is bytes moved, not a ratio",
+    "is global and outlives the run); the target is bytes moved, not a ratio",
 }
 UNSUPPORTED_INDEX: dict[tuple[str, str], str] = {
     ("occystrap-0.4.17", "registry"): "0.4.17 pushes one platform, never a whole index",
@@ -171,30 +227,78 @@ def command(tool: str, workflow: str, inp: Inputs, dest: str = "@DEST@") -> list
     src_tls = [f"--src-cert-dir={inp.cert_dir}"] if tls else ["--src-tls-verify=false"]
     if workflow in ("bulk", "bulk-noop", RECODE):
         if tool == "skopeo":  # one process for the whole list, as users run it
-            return ["skopeo", "sync", "--src", "yaml", "--dest", "docker",
-                    "--dest-tls-verify=false", inp.sync_yaml, dest]
-        recode = (["--compression", "zstd", "--layer-cache", inp.layer_cache]
-                  if workflow == RECODE else [])
-        return [OURS, *ours_net, "-q", *recode, "process",
-                f"registry://{src}/{inp.pattern}:{BULK_TAG}", f"registry://{dest}{dest_q}"]
+            return [
+                "skopeo",
+                "sync",
+                "--src",
+                "yaml",
+                "--dest",
+                "docker",
+                "--dest-tls-verify=false",
+                inp.sync_yaml,
+                dest,
+            ]
+        recode = (
+            ["--compression", "zstd", "--layer-cache", inp.layer_cache]
+            if workflow == RECODE
+            else []
+        )
+        return [
+            OURS,
+            *ours_net,
+            "-q",
+            *recode,
+            "process",
+            f"registry://{src}/{inp.pattern}:{BULK_TAG}",
+            f"registry://{dest}{dest_q}",
+        ]
     if workflow == "tar2reg":
         if tool == "skopeo":
-            return ["skopeo", "copy", "-q", "--dest-tls-verify=false",
-                    f"docker-archive:{inp.tarball}", f"docker://{dest}"]
+            return [
+                "skopeo",
+                "copy",
+                "-q",
+                "--dest-tls-verify=false",
+                f"docker-archive:{inp.tarball}",
+                f"docker://{dest}",
+            ]
         if tool == "occystrap":
-            return [OURS, "--insecure", "-q", "--compression", "gzip", "process",
-                    f"tar://{inp.tarball}", f"registry://{dest}"]
+            return [
+                OURS,
+                "--insecure",
+                "-q",
+                "--compression",
+                "gzip",
+                "process",
+                f"tar://{inp.tarball}",
+                f"registry://{dest}",
+            ]
         return [ORIG, "--insecure", "process", f"tar://{inp.tarball}", f"registry://{dest}"]
     if tool == "skopeo":
-        target = {"tar": f"docker-archive:{out}/app.tar:bench/app:1.0",
-                  "oci": f"oci:{out}/layout:1.0",
-                  "registry": f"docker://{dest}", "noop": f"docker://{dest}"}[workflow]
+        target = {
+            "tar": f"docker-archive:{out}/app.tar:bench/app:1.0",
+            "oci": f"oci:{out}/layout:1.0",
+            "registry": f"docker://{dest}",
+            "noop": f"docker://{dest}",
+        }[workflow]
         extra = ["--all"] if index and workflow in ("registry", "noop") else []
-        return ["skopeo", "copy", "-q", *extra, *src_tls, "--dest-tls-verify=false",
-                f"docker://{src}", target]
-    target = {"dir": f"dir://{out}/dir", "tar": f"tar://{out}/app.tar",
-              "oci": f"oci://{out}/layout", "registry": f"registry://{dest}{dest_q}",
-              "noop": f"registry://{dest}{dest_q}"}[workflow]
+        return [
+            "skopeo",
+            "copy",
+            "-q",
+            *extra,
+            *src_tls,
+            "--dest-tls-verify=false",
+            f"docker://{src}",
+            target,
+        ]
+    target = {
+        "dir": f"dir://{out}/dir",
+        "tar": f"tar://{out}/app.tar",
+        "oci": f"oci://{out}/layout",
+        "registry": f"registry://{dest}{dest_q}",
+        "noop": f"registry://{dest}{dest_q}",
+    }[workflow]
     if tool == "occystrap":
         return [OURS, *ours_net, "-q", "process", f"registry://{src}", target]
     return [ORIG, *([] if tls else ["--insecure"]), "process", f"registry://{src}", target]

@@ -41,8 +41,14 @@ def push_images(registry_url: str, work: str) -> list[str]:
     refs = []
     for i in range(IMAGES):
         build = os.path.join(work, f"build-{i}")
-        image = build_image(build, 500 + i, LAYERS, compressible=0.5, special_entries=False,
-                            shared_base_key="sweep-base")
+        image = build_image(
+            build,
+            500 + i,
+            LAYERS,
+            compressible=0.5,
+            special_entries=False,
+            shared_base_key="sweep-base",
+        )
         push_image(registry_url, f"sweep/app{i}", "1.0", image)
         shutil.rmtree(build, ignore_errors=True)
         refs.append(f"sweep/app{i}:1.0")
@@ -51,9 +57,13 @@ def push_images(registry_url: str, work: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tools/benchmark.sh", description=__doc__.split("\n")[0])
-    ap.add_argument("--registry", default=None, metavar="HOST:PORT",
-                    help="source registry on loopback (default: start a local test registry); "
-                         "the sweep pushes its images there as sweep/app0..5:1.0")
+    ap.add_argument(
+        "--registry",
+        default=None,
+        metavar="HOST:PORT",
+        help="source registry on loopback (default: start a local test registry); "
+        "the sweep pushes its images there as sweep/app0..5:1.0",
+    )
     ap.add_argument("--runs", type=int, default=3, help="runs per setting; wall_s is the median")
     ap.add_argument("--json", action="store_true", help="JSON lines instead of TSV")
     ap.add_argument("--jobs", default="1,4,8,16", help="-j values")
@@ -76,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         # The multi-image source: an OCI layout holding every image, built by us (untimed).
         multi = os.path.join(work, "multi")
         for ref in refs:
-            subprocess.run([OURS, "--insecure", "-q", "process", f"registry://{host}/{ref}",
-                            f"oci://{multi}"], check=True)
+            subprocess.run(
+                [OURS, "--insecure", "-q", "process", f"registry://{host}/{ref}", f"oci://{multi}"],
+                check=True,
+            )
         src = f"registry://{host}/{refs[0]}"
         cases: list[tuple[str, str, str, list[int]]] = [
             ("registry-to-tar", src, "tar://{out}/app.tar", [1]),
@@ -100,8 +112,20 @@ def main(argv: list[str] | None = None) -> int:
                         dest = TestRegistry().start() if "{dest}" in target else None
                         try:
                             dst = target.format(out=out, dest=dest.host if dest else "")
-                            r = run_measured([OURS, "--insecure", "-q", "-j", str(j), "-J",
-                                              str(big_j), "process", source, dst])
+                            r = run_measured(
+                                [
+                                    OURS,
+                                    "--insecure",
+                                    "-q",
+                                    "-j",
+                                    str(j),
+                                    "-J",
+                                    str(big_j),
+                                    "process",
+                                    source,
+                                    dst,
+                                ]
+                            )
                         finally:
                             if dest:
                                 dest.stop()
@@ -111,9 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                         if r.exit_code and not code:
                             code = r.exit_code
                             print(r.stderr[-400:], file=sys.stderr)
-                    row = {"workflow": name, "j": j, "J": big_j,
-                           "wall_s": round(statistics.median(walls), 3), "exit_code": code,
-                           "peak_mem_mb": round(max(peaks) / 1e6, 1)}
+                    row = {
+                        "workflow": name,
+                        "j": j,
+                        "J": big_j,
+                        "wall_s": round(statistics.median(walls), 3),
+                        "exit_code": code,
+                        "peak_mem_mb": round(max(peaks) / 1e6, 1),
+                    }
                     if args.json:
                         print(json.dumps(row), flush=True)
                     else:

@@ -83,16 +83,29 @@ class _Flow:
 class Proxy:
     """The asyncio server: one :class:`Link` per direction, shared by every connection."""
 
-    def __init__(self, upstream: tuple[str, int], delay: float, rate: float, window: int,
-                 events: str | None, queue: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        delay: float,
+        rate: float,
+        window: int,
+        events: str | None,
+        queue: float = 0.0,
+    ) -> None:
         self.upstream = upstream
         self.up = Link(delay, rate, queue)  # client → registry
         self.down = Link(delay, rate, queue)  # registry → client
         self.window = window
         self.events = events
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    link: Link, marks: dict[str, float], client: bool) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: Link,
+        marks: dict[str, float],
+        client: bool,
+    ) -> None:
         """Relay one direction: read as fast as the window allows, write each chunk when
         the link says it arrives."""
         loop = asyncio.get_running_loop()
@@ -142,8 +155,7 @@ class Proxy:
             if flow.broken:
                 writer.close()
 
-    async def handle(self, c_reader: asyncio.StreamReader,
-                     c_writer: asyncio.StreamWriter) -> None:
+    async def handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         marks: dict[str, float] = {}
         try:
             u_reader, u_writer = await asyncio.open_connection(*self.upstream)
@@ -151,8 +163,10 @@ class Proxy:
             c_writer.close()
             return
         try:
-            await asyncio.gather(self._pipe(c_reader, u_writer, self.up, marks, True),
-                                 self._pipe(u_reader, c_writer, self.down, marks, False))
+            await asyncio.gather(
+                self._pipe(c_reader, u_writer, self.up, marks, True),
+                self._pipe(u_reader, c_writer, self.down, marks, False),
+            )
         finally:
             for w in (c_writer, u_writer):
                 w.close()
@@ -178,25 +192,44 @@ async def serve(proxy: Proxy, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.wanproxy",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.wanproxy", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--upstream", required=True, help="127.0.0.1:PORT of the registry")
     ap.add_argument("--port", type=int, default=0, help="listen port (0: any free one)")
     ap.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay (default 25)")
-    ap.add_argument("--rate-mb-s", type=float, default=100.0,
-                    help="bandwidth of each direction in MB/s, shared (default 100; 0: none)")
-    ap.add_argument("--window", type=int, default=4 << 20,
-                    help="bytes in flight per connection and direction (default 4 MiB)")
-    ap.add_argument("--queue-ms", type=float, default=None,
-                    help="the link's buffer, in ms of data (default: one round trip, ≥ 5)")
+    ap.add_argument(
+        "--rate-mb-s",
+        type=float,
+        default=100.0,
+        help="bandwidth of each direction in MB/s, shared (default 100; 0: none)",
+    )
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=4 << 20,
+        help="bytes in flight per connection and direction (default 4 MiB)",
+    )
+    ap.add_argument(
+        "--queue-ms",
+        type=float,
+        default=None,
+        help="the link's buffer, in ms of data (default: one round trip, ≥ 5)",
+    )
     ap.add_argument("--events", default=None, help="append one line per closed connection")
     args = ap.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1"):
         ap.error("--upstream must be on loopback")
     queue = args.queue_ms if args.queue_ms is not None else max(5.0, 2 * args.delay_ms)
-    proxy = Proxy((host, int(port)), args.delay_ms / 1000, args.rate_mb_s * 1e6, args.window,
-                  args.events, queue / 1000)
+    proxy = Proxy(
+        (host, int(port)),
+        args.delay_ms / 1000,
+        args.rate_mb_s * 1e6,
+        args.window,
+        args.events,
+        queue / 1000,
+    )
     asyncio.run(serve(proxy, args.port))
     return 0
 
@@ -206,11 +239,28 @@ class WanProxy:
     GIL), in front of ``upstream`` (127.0.0.1:PORT). ``delay_ms=0, rate_mb_s=0`` relays
     untouched, for the timestamps alone. Use as a context manager or start()/stop()."""
 
-    def __init__(self, upstream: str, *, delay_ms: float = 25.0, rate_mb_s: float = 100.0,
-                 window: int = 4 << 20, events: str | None = None) -> None:
-        self.argv = [sys.executable, "-m", "bench.wanproxy", "--upstream", upstream,
-                     "--delay-ms", str(delay_ms), "--rate-mb-s", str(rate_mb_s),
-                     "--window", str(window)]
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        delay_ms: float = 25.0,
+        rate_mb_s: float = 100.0,
+        window: int = 4 << 20,
+        events: str | None = None,
+    ) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "bench.wanproxy",
+            "--upstream",
+            upstream,
+            "--delay-ms",
+            str(delay_ms),
+            "--rate-mb-s",
+            str(rate_mb_s),
+            "--window",
+            str(window),
+        ]
         self.events = events
         if events:
             self.argv += ["--events", events]
@@ -219,8 +269,14 @@ class WanProxy:
 
     def start(self) -> WanProxy:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen(self.argv, cwd=root, stdout=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         assert self.proc.stdout is not None
         self.host = self.proc.stdout.readline().strip()
         if not self.host.startswith("127.0.0.1:"):
@@ -240,8 +296,11 @@ class WanProxy:
         if not self.events or not os.path.exists(self.events):
             return []
         with open(self.events) as f:
-            return [(float(p[1]), float(p[2])) for p in (line.split() for line in f)
-                    if len(p) == 3 and p[0] == "conn"]
+            return [
+                (float(p[1]), float(p[2]))
+                for p in (line.split() for line in f)
+                if len(p) == 3 and p[0] == "conn"
+            ]
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

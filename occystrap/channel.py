@@ -97,9 +97,15 @@ class _State:
             depth = int(self.queue.qsize())
         except (NotImplementedError, OSError, ValueError):
             depth = 0  # macOS has no sem_getvalue; a closed queue says nothing
-        return ChannelStatistics(capacity=self.capacity, depth=depth, sent=int(c[_SENT]),
-                                 received=int(c[_RECEIVED]), blocked_seconds=c[_BLOCKED],
-                                 waiting_seconds=c[_WAITING], open_senders=int(c[_OPEN]))
+        return ChannelStatistics(
+            capacity=self.capacity,
+            depth=depth,
+            sent=int(c[_SENT]),
+            received=int(c[_RECEIVED]),
+            blocked_seconds=c[_BLOCKED],
+            waiting_seconds=c[_WAITING],
+            open_senders=int(c[_OPEN]),
+        )
 
     def discard(self) -> None:
         """Let go of this process's handle at once, flushing nothing."""
@@ -221,8 +227,9 @@ class Receiver:
         self._state.discard()
 
 
-def open_channel(ctx: BaseContext, capacity: int | None,
-                 senders: int = 1) -> tuple[Sender, Receiver]:
+def open_channel(
+    ctx: BaseContext, capacity: int | None, senders: int = 1
+) -> tuple[Sender, Receiver]:
     """A (Sender, Receiver) pair over a new queue of `ctx` holding up to `capacity` messages
     (None: unbounded). `senders`: how many processes will each close their end; the stream
     ends for the receiver when all have. Make channels before forking the processes that

@@ -27,7 +27,7 @@ def default_socket(env: dict[str, str] | None = None) -> str:
     """$DOCKER_HOST when it is a unix socket, else /var/run/docker.sock."""
     host = (env if env is not None else os.environ).get("DOCKER_HOST", "")
     if host.startswith("unix://"):
-        return host[len("unix://"):]
+        return host[len("unix://") :]
     return "/var/run/docker.sock"
 
 
@@ -51,8 +51,9 @@ class UnixConnection(http.client.HTTPConnection):
             sock.connect(self.socket_path)
         except OSError as exc:
             sock.close()
-            raise RegistryError(f"cannot reach the Docker engine at {self.socket_path}: "
-                                f"{exc.strerror or exc}") from None
+            raise RegistryError(
+                f"cannot reach the Docker engine at {self.socket_path}: {exc.strerror or exc}"
+            ) from None
         self.sock = sock
 
 
@@ -97,14 +98,16 @@ class Engine:
             body = resp.read(65536)
             conn.close()
             if resp.status == 404:
-                raise NotFoundError(f"image {name} not found in the Docker engine at "
-                                    f"{self.socket_path}")
+                raise NotFoundError(
+                    f"image {name} not found in the Docker engine at {self.socket_path}"
+                )
             raise engine_error(resp.status, body, f"/images/{name}/get")
         return resp, conn
 
     def tag(self, image: str, repo: str, tag: str) -> None:
-        self._json("POST", f"/images/{quote(image, safe='')}/tag?repo={quote(repo)}"
-                           f"&tag={quote(tag)}")
+        self._json(
+            "POST", f"/images/{quote(image, safe='')}/tag?repo={quote(repo)}&tag={quote(tag)}"
+        )
 
 
 def engine_error(status: int, body: bytes, path: str) -> DestinationError:

@@ -44,9 +44,16 @@ class OccystrapError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, host: str | None = None, image: str | None = None,
-                 status: int | None = None, code: str | None = None,
-                 reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        image: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.host = host
         self.image = image
@@ -115,12 +122,19 @@ class TransientError(RegistryError):
     set (the message says "after N attempts"): that one is final, no longer `retryable`.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None, *,
-                 attempts: int | None = None, host: str | None = None,
-                 image: str | None = None, status: int | None = None, code: str | None = None,
-                 reason: str | None = None) -> None:
-        super().__init__(message, host=host, image=image, status=status, code=code,
-                         reason=reason)
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        attempts: int | None = None,
+        host: str | None = None,
+        image: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message, host=host, image=image, status=status, code=code, reason=reason)
         self.retry_after = retry_after
         self.attempts = attempts
 
@@ -131,10 +145,16 @@ class TransientError(RegistryError):
     def spent(self, attempts: int, message: str | None = None) -> TransientError:
         """The final error once `attempts` tries all failed: by default this message with
         "after N attempts", the same data, no longer retryable."""
-        return TransientError(message or f"{self} after {attempts} attempts",
-                              self.retry_after, attempts=attempts, host=self.host,
-                              image=self.image, status=self.status, code=self.code,
-                              reason=self.reason)
+        return TransientError(
+            message or f"{self} after {attempts} attempts",
+            self.retry_after,
+            attempts=attempts,
+            host=self.host,
+            image=self.image,
+            status=self.status,
+            code=self.code,
+            reason=self.reason,
+        )
 
 
 class DestinationError(OccystrapError):
@@ -150,8 +170,9 @@ def _line(exc: BaseException) -> str:
     return text[:200] + "…" if len(text) > 200 else text
 
 
-def from_library(exc: BaseException, where: str = "", *,
-                 network: bool = False) -> OccystrapError | None:
+def from_library(
+    exc: BaseException, where: str = "", *, network: bool = False
+) -> OccystrapError | None:
     """The OccystrapError for `exc` when it is a library's verdict on bad input or a bad
     environment, prefixed with `where` (what was being read: "layer sha256:…", or the
     request: "GET https://…"); None when it is a bug, to be reported with its traceback. An
@@ -202,8 +223,9 @@ def _local(exc: BaseException, prefix: str) -> OccystrapError | None:
     if isinstance(exc, OverflowError | struct.error):
         return ManifestError(f"{prefix}a size or number out of range: {_line(exc)}")
     if httpx is not None and isinstance(exc, httpx.DecodingError):
-        return RegistryError(f"{prefix}the answer does not decode as its Content-Encoding "
-                             "says; refused")
+        return RegistryError(
+            f"{prefix}the answer does not decode as its Content-Encoding says; refused"
+        )
     if isinstance(exc, OSError):
         name = errno.errorcode.get(exc.errno or 0, "")
         reason = exc.strerror or _line(exc) or type(exc).__name__
@@ -232,24 +254,30 @@ def _network(exc: BaseException, prefix: str) -> OccystrapError | None:
     if tls is not None:
         import ssl
 
-        reason = (f"TLS certificate verification failed ({tls.verify_message}); {_TLS_HINT}"
-                  if isinstance(tls, ssl.SSLCertVerificationError)
-                  else f"TLS certificate verification failed; {_TLS_HINT}")
+        reason = (
+            f"TLS certificate verification failed ({tls.verify_message}); {_TLS_HINT}"
+            if isinstance(tls, ssl.SSLCertVerificationError)
+            else f"TLS certificate verification failed; {_TLS_HINT}"
+        )
         return RegistryError(prefix + reason, reason=reason)
     if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version number" in str(exc):
         # A TLS hello answered in plain HTTP: retrying cannot help, a flag can.
-        reason = ("the registry does not speak TLS (a plain-HTTP registry?); for a local "
-                  "registry use --insecure or ?insecure=true")
+        reason = (
+            "the registry does not speak TLS (a plain-HTTP registry?); for a local "
+            "registry use --insecure or ?insecure=true"
+        )
         return RegistryError(prefix + reason, reason=reason)
-    if isinstance(exc, ValueError) or (httpx is not None
-                                       and isinstance(exc, httpx.LocalProtocolError)):
+    if isinstance(exc, ValueError) or (
+        httpx is not None and isinstance(exc, httpx.LocalProtocolError)
+    ):
         # h11 and http.client quote the offending header value, which may be a token.
         reason = "the request is not valid HTTP (a header value or the URL; not shown)"
         return RegistryError(prefix + reason, reason=reason)
     if isinstance(exc, http.client.IncompleteRead):
         reason = f"connection closed after {len(exc.partial)} bytes of the body"
-    elif isinstance(exc, TimeoutError) or (httpx is not None
-                                           and isinstance(exc, httpx.TimeoutException)):
+    elif isinstance(exc, TimeoutError) or (
+        httpx is not None and isinstance(exc, httpx.TimeoutException)
+    ):
         reason = "timed out"
     else:
         text = str(exc).strip()

@@ -78,8 +78,9 @@ def locked(root: str) -> Iterator[int]:
         os.close(fd)
 
 
-def update_json_locked(root: str, name: str, default: Callable[[], Any],
-                       change: Callable[[Any], None], token: str) -> None:
+def update_json_locked(
+    root: str, name: str, default: Callable[[], Any], change: Callable[[Any], None], token: str
+) -> None:
     """Read-modify-write `root/name` under an exclusive flock on `root`, replacing the file
     atomically, so concurrent runs adding to one directory do not lose each other's entries.
     `default()` is the document when there is no file yet; `change(doc)` edits it in place.

@@ -149,8 +149,11 @@ def is_attestation(d: Descriptor) -> bool:
     a buildx attestation manifest, or any `unknown/unknown` entry."""
     if (d.annotations or {}).get(REFERENCE_TYPE) == ATTESTATION_MANIFEST:
         return True
-    return d.platform is not None and d.platform.os == "unknown" and \
-        d.platform.architecture == "unknown"
+    return (
+        d.platform is not None
+        and d.platform.os == "unknown"
+        and d.platform.architecture == "unknown"
+    )
 
 
 def is_foreign(d: Descriptor) -> bool:
@@ -233,14 +236,16 @@ def parse(body: bytes, media_type: str) -> ImageManifest | ImageIndex:
             _check_descriptor(d)
         if doc.subject is not None:
             _check_descriptor(doc.subject)
-        return ImageIndex(media_type, doc.manifests, doc.artifact_type, doc.subject,
-                          doc.annotations)
+        return ImageIndex(
+            media_type, doc.manifests, doc.artifact_type, doc.subject, doc.annotations
+        )
     if doc.config is None or doc.layers is None:
         raise ManifestError("malformed manifest: missing 'config' or 'layers'")
     for d in (doc.config, *doc.layers, *([doc.subject] if doc.subject else [])):
         _check_descriptor(d)
-    return ImageManifest(media_type, doc.config, doc.layers, doc.artifact_type, doc.subject,
-                         doc.annotations)
+    return ImageManifest(
+        media_type, doc.config, doc.layers, doc.artifact_type, doc.subject, doc.annotations
+    )
 
 
 def _check_descriptor(d: Descriptor) -> None:
@@ -291,8 +296,11 @@ def select_platform(index: ImageIndex, wanted: Platform) -> Descriptor:
             rank = 2
         candidates.append((rank, d))
     if not candidates:
-        available = ", ".join(sorted({str(d.platform) for d in index.manifests
-                                      if d.platform and not is_attestation(d)}))
+        available = ", ".join(
+            sorted(
+                {str(d.platform) for d in index.manifests if d.platform and not is_attestation(d)}
+            )
+        )
         raise PlatformError(
             f"no manifest for platform {wanted} (available: {available or 'none listed'})"
         )

@@ -210,8 +210,17 @@ class StageCrashed(msgspec.Struct, tag=True):
     traceback: str
 
 
-Message = (ImagePlan | LayerDesc | ImageFailed | ImageDone | StageReport | Progress
-           | SearchHits | Notice | StageCrashed)
+Message = (
+    ImagePlan
+    | LayerDesc
+    | ImageFailed
+    | ImageDone
+    | StageReport
+    | Progress
+    | SearchHits
+    | Notice
+    | StageCrashed
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

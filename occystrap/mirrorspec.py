@@ -52,8 +52,7 @@ def _with_tag(source: str, tag: str, where: str) -> str:
     base, _, query = source.partition("?")
     last = base.rsplit("/", 1)[-1]
     if ":" in last or "@" in last:
-        raise UsageError(f"{where}: 'tags' needs a source without a tag "
-                         f"({redact_uri(source)})")
+        raise UsageError(f"{where}: 'tags' needs a source without a tag ({redact_uri(source)})")
     return f"{base}:{tag}" + (f"?{query}" if query else "")
 
 
@@ -68,8 +67,10 @@ def load(path: str) -> list[tuple[Location, str | None]]:
             text = f.read()
     except OSError as exc:
         raise UsageError(f"--from-file {path}: {exc.strerror}") from None
-    first = next((ln.strip() for ln in text.splitlines()
-                  if ln.strip() and not ln.strip().startswith("#")), "")
+    first = next(
+        (ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")),
+        "",
+    )
     if first.startswith("{") or first.startswith("mirrors:"):
         decode = msgspec.json.decode if first.startswith("{") else msgspec.yaml.decode
         try:
@@ -81,8 +82,11 @@ def load(path: str) -> list[tuple[Location, str | None]]:
         pairs = []
         for n, mirror in enumerate(spec.mirrors):
             where = f"--from-file {path}: mirrors[{n}]"
-            sources = ([_with_tag(mirror.source, t, where) for t in mirror.tags]
-                       if mirror.tags else [mirror.source])
+            sources = (
+                [_with_tag(mirror.source, t, where) for t in mirror.tags]
+                if mirror.tags
+                else [mirror.source]
+            )
             if mirror.referrers:
                 sources = [_with_option(s, "referrers=true") for s in sources]
             for source in sources:
@@ -105,17 +109,18 @@ def load(path: str) -> list[tuple[Location, str | None]]:
     return pairs
 
 
-def plan_runs(uris: tuple[str, ...], from_file: str | None
-              ) -> list[tuple[Location, list[Location]]]:
+def plan_runs(
+    uris: tuple[str, ...], from_file: str | None
+) -> list[tuple[Location, list[Location]]]:
     """`process`'s runs as (destination, sources): one for SOURCE DESTINATION, one per
     destination of a --from-file spec (whose sources without one go to DESTINATION).
     UsageError for a wrong number of URIs or a source with nowhere to go."""
     if from_file is None:
         if len(uris) != 2:
-            raise UsageError("process takes SOURCE DESTINATION (or --from-file FILE "
-                             "DESTINATION)")
-        return [(parse_location(uris[1], role="destination"),
-                 [parse_location(uris[0], role="source")])]
+            raise UsageError("process takes SOURCE DESTINATION (or --from-file FILE DESTINATION)")
+        return [
+            (parse_location(uris[1], role="destination"), [parse_location(uris[0], role="source")])
+        ]
     if len(uris) > 1:
         raise UsageError("with --from-file, give only the DESTINATION")
     default = uris[0] if uris else None
@@ -123,7 +128,8 @@ def plan_runs(uris: tuple[str, ...], from_file: str | None
     for src, dest in load(from_file):
         target = dest or default
         if target is None:
-            raise UsageError(f"--from-file {from_file}: {src} has no destination; give one "
-                             "on the command line")
+            raise UsageError(
+                f"--from-file {from_file}: {src} has no destination; give one on the command line"
+            )
         groups.setdefault(target, []).append(src)
     return [(parse_location(d, role="destination"), s) for d, s in groups.items()]

@@ -31,7 +31,7 @@ def blob_rel(digest: str) -> str:
     `sha256:<64 hex digits>`: a digest becomes a path only once it is known to be safe."""
     if not DIGEST_RE.match(digest):
         raise ManifestError(f"unsupported or malformed digest {digest!r}")
-    return f"{BLOBS}/{digest[len('sha256:'):]}"
+    return f"{BLOBS}/{digest[len('sha256:') :]}"
 
 
 def blob_path(root: str, digest: str) -> str:
@@ -39,9 +39,13 @@ def blob_path(root: str, digest: str) -> str:
     return os.path.join(root, blob_rel(digest))
 
 
-def index_entry(media_type: str, digest: str, size: int,
-                annotations: dict[str, str] | None = None,
-                artifact_type: str | None = None) -> dict[str, object]:
+def index_entry(
+    media_type: str,
+    digest: str,
+    size: int,
+    annotations: dict[str, str] | None = None,
+    artifact_type: str | None = None,
+) -> dict[str, object]:
     """The descriptor `index.json` lists an image by (`size`: the manifest's length in
     bytes); `annotations` and `artifactType` only when given and not empty."""
     entry: dict[str, object] = {"mediaType": media_type, "digest": digest, "size": size}

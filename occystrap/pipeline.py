@@ -138,22 +138,26 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _warm_credentials(sources: Sequence[Location], dest_location: Location,
-                      config: Config) -> None:
+def _warm_credentials(sources: Sequence[Location], dest_location: Location, config: Config) -> None:
     """Look up every known registry host's credentials before the stages fork, so they
     inherit the answers and a credential helper runs once per host and run, not once per
     stage process."""
     wanted: set[tuple[str, str | None, str | None]] = set()
     for location in sources:
-        host = (location.ref.host if location.ref is not None else
-                location.pattern.host if location.pattern is not None else
-                urlsplit(config.quay_url).netloc if location.scheme == "quay" else None)
+        host = (
+            location.ref.host
+            if location.ref is not None
+            else location.pattern.host
+            if location.pattern is not None
+            else urlsplit(config.quay_url).netloc
+            if location.scheme == "quay"
+            else None
+        )
         if host:
             wanted.add((host, *config.credentials("src")))
     if dest_location.ref is not None:
         wanted.add((dest_location.ref.host, *config.credentials("dest")))
-    credentials.warm(sorted(wanted, key=lambda w: w[0]), config.authfile,
-                     config.credential_helpers)
+    credentials.warm(sorted(wanted, key=lambda w: w[0]), config.authfile, config.credential_helpers)
 
 
 def _speaks_tls(sources: Sequence[Location], dest_location: Location, config: Config) -> bool:
@@ -167,9 +171,13 @@ def _speaks_tls(sources: Sequence[Location], dest_location: Location, config: Co
     return False
 
 
-def run(sources: Sequence[Location], dest_location: Location, config: Config,
-        on_event: Callable[[Event], None] | None = None,
-        on_tick: Callable[[Live], None] | None = None) -> RunResult:
+def run(
+    sources: Sequence[Location],
+    dest_location: Location,
+    config: Config,
+    on_event: Callable[[Event], None] | None = None,
+    on_tick: Callable[[Live], None] | None = None,
+) -> RunResult:
     """Copy `sources` to one destination. `on_event` hears each image's outcome as it
     happens; `on_tick` is called every supervisor loop (~10 times a second) with what is
     known so far, for a live progress display."""
@@ -198,30 +206,41 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
     admit = ctx.Semaphore(max(1, config.image_parallel))
     planner = writer.planner()
     # A filtered layer's blob depends on the filters too, and the cache does not key on them.
-    cache = (LayerCache(config.layer_cache) if config.layer_cache and not config.filters.rewrites
-             else None)
+    cache = (
+        LayerCache(config.layer_cache)
+        if config.layer_cache and not config.filters.rewrites
+        else None
+    )
     makers: dict[str, Callable[[Wiring], Stage]] = {
         "resolve": lambda w: Resolve(w, sources, dest, config, admit, spool, planner, cache),
         "fetch": lambda w: Fetch(w, config, spool),
         "verify": lambda w: Verify(w, config),
-        "compress": lambda w: Compress(w, dest.needs_uncompressed, config.compression,
-                                       config.compression_level, config.filters),
-        "write": lambda w: Write(w, writer, admit, cache, config.compression_level,
-                                 config.filters),
+        "compress": lambda w: Compress(
+            w, dest.needs_uncompressed, config.compression, config.compression_level, config.filters
+        ),
+        "write": lambda w: Write(w, writer, admit, cache, config.compression_level, config.filters),
     }
     procs: dict[str, BaseProcess] = {}
     for i, name in enumerate(STAGES):
-        wiring = Wiring(name, inbox=links[i - 1][1] if i > 0 else None,
-                        outbox=links[i][0] if i < len(links) else None,
-                        control=control_tx, failures=failures, moved=moved)
-        procs[name] = ctx.Process(target=_stage_main, name=f"occystrap-{name}",
-                                  args=(makers[name], wiring), daemon=True)
+        wiring = Wiring(
+            name,
+            inbox=links[i - 1][1] if i > 0 else None,
+            outbox=links[i][0] if i < len(links) else None,
+            control=control_tx,
+            failures=failures,
+            moved=moved,
+        )
+        procs[name] = ctx.Process(
+            target=_stage_main, name=f"occystrap-{name}", args=(makers[name], wiring), daemon=True
+        )
     for p in procs.values():
         p.start()
-    sampler = Sampler({name: p.pid for name, p in procs.items() if p.pid},
-                      channels={f"{STAGES[i]}>{STAGES[i + 1]}": rx
-                                for i, (_, rx) in enumerate(links)},
-                      moved=moved, stages=STAGES)
+    sampler = Sampler(
+        {name: p.pid for name, p in procs.items() if p.pid},
+        channels={f"{STAGES[i]}>{STAGES[i + 1]}": rx for i, (_, rx) in enumerate(links)},
+        moved=moved,
+        stages=STAGES,
+    )
 
     sampler.sample()  # every stage is seen at least once, however short the run
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -238,8 +257,9 @@ def run(sources: Sequence[Location], dest_location: Location, config: Config,
                 if on_tick is not None:
                     on_tick(live)
             if config.fail_fast and result.failed and result.error is None:
-                result.error = (f"stopped at the first failure (--fail-fast): "
-                                f"{result.failed[0].source}")
+                result.error = (
+                    f"stopped at the first failure (--fail-fast): {result.failed[0].source}"
+                )
             if result.error is not None:
                 break
             exited = {n: p.exitcode for n, p in procs.items() if p.exitcode is not None}
@@ -327,8 +347,9 @@ def _drain(control: Receiver, live: Live, on_event: Callable[[Event], None] | No
         if isinstance(msg, StageCrashed):
             if result.error is None:
                 if msg.traceback:
-                    result.error = (f"internal error in the {msg.stage} stage: {msg.error}\n"
-                                    f"{msg.traceback}")
+                    result.error = (
+                        f"internal error in the {msg.stage} stage: {msg.error}\n{msg.traceback}"
+                    )
                 else:
                     result.error = msg.error
             continue

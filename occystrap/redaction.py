@@ -19,10 +19,24 @@ import urllib.parse
 MASK = "REDACTED"
 
 #: URI options whose values are shown as typed: they choose behaviour, they grant nothing.
-SAFE_OPTIONS = frozenset({
-    "insecure", "os", "arch", "architecture", "variant", "format", "unique_names", "expand",
-    "preserve_modes", "tag_regex", "since", "socket", "referrers", "media_types",
-})
+SAFE_OPTIONS = frozenset(
+    {
+        "insecure",
+        "os",
+        "arch",
+        "architecture",
+        "variant",
+        "format",
+        "unique_names",
+        "expand",
+        "preserve_modes",
+        "tag_regex",
+        "since",
+        "socket",
+        "referrers",
+        "media_types",
+    }
+)
 
 # Schemes whose text after `//` is a file path (where `@` is just a character), not an
 # authority with userinfo.

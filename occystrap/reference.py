@@ -145,8 +145,7 @@ def parse_bulk_pattern(text: str, where: str, options: dict[str, object]) -> Bul
             re.compile(str(regex))
         except re.error as exc:
             raise UsageError(f"{where}: invalid tag_regex: {exc}") from None
-    return BulkPattern(host, rest, tag_glob or "latest",
-                       str(regex) if regex is not None else None)
+    return BulkPattern(host, rest, tag_glob or "latest", str(regex) if regex is not None else None)
 
 
 @dataclass(frozen=True)
@@ -191,8 +190,9 @@ def parse_options(query: str) -> dict[str, object]:
     return options
 
 
-def parse_image_ref(text: str, where: str | None = None,
-                    default_tag: str | None = "latest") -> ImageRef:
+def parse_image_ref(
+    text: str, where: str | None = None, default_tag: str | None = "latest"
+) -> ImageRef:
     """Parse `HOST/NAME[:TAG][@DIGEST]`, normalising Docker Hub names as docker does.
 
     A destination passes `default_tag=None`: without a tag it takes the source's.
@@ -253,8 +253,9 @@ def check_options(scheme: str, role: str, options: dict[str, object], shown: str
     unknown = sorted(set(options) - known)
     if unknown:
         listed = ", ".join(f"?{o}=" for o in sorted(known)) or "none"
-        raise UsageError(f"{shown}: unknown option ?{unknown[0]}= for a {scheme}:// {role} "
-                         f"(it takes: {listed})")
+        raise UsageError(
+            f"{shown}: unknown option ?{unknown[0]}= for a {scheme}:// {role} (it takes: {listed})"
+        )
 
 
 def parse_location(text: str, *, role: str) -> Location:
@@ -270,7 +271,9 @@ def parse_location(text: str, *, role: str) -> Location:
     elif ":" in text and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", text.split(":", 1)[0]):
         scheme, rest = text.split(":", 1)
     else:
-        raise UsageError(f"{shown!r}: not a URI; expected e.g. registry://HOST/NAME:TAG or tar://PATH")
+        raise UsageError(
+            f"{shown!r}: not a URI; expected e.g. registry://HOST/NAME:TAG or tar://PATH"
+        )
     scheme = _ALIASES.get(scheme.lower(), scheme.lower())
     allowed = SOURCE_SCHEMES if role == "source" else DESTINATION_SCHEMES
     if scheme not in allowed:
@@ -283,16 +286,20 @@ def parse_location(text: str, *, role: str) -> Location:
     options = parse_options(query)
     check_options(scheme, role, options, shown)
     if scheme in ("registry", "quay") and "@" in rest.split("/", 1)[0]:
-        raise UsageError(f"{shown}: put credentials in --username/--password (or ?token= "
-                         "for quay://), not in the URI")
+        raise UsageError(
+            f"{shown}: put credentials in --username/--password (or ?token= "
+            "for quay://), not in the URI"
+        )
     if scheme == "registry" and role == "source" and GLOB_CHARS & set(rest.split("/", 1)[-1]):
-        return Location(scheme, pattern=parse_bulk_pattern(rest, shown, options),
-                         options=options, text=shown)
+        return Location(
+            scheme, pattern=parse_bulk_pattern(rest, shown, options), options=options, text=shown
+        )
     if scheme == "registry":
         ref = parse_image_ref(rest, shown, default_tag="latest" if role == "source" else None)
         if role == "destination" and ref.digest:
-            raise UsageError(f"{shown}: a destination takes a tag, not a digest (the digest "
-                             "is the source's)")
+            raise UsageError(
+                f"{shown}: a destination takes a tag, not a digest (the digest is the source's)"
+            )
         return Location(scheme, ref=ref, options=options, text=shown)
     if scheme == "quay":
         # quay://NAMESPACE[/GLOB][:TAG]: glob defaults to every repository, tag to latest
@@ -302,8 +309,13 @@ def parse_location(text: str, *, role: str) -> Location:
             raise UsageError(f"{shown}: invalid Quay namespace {namespace!r}")
         if tag and not TAG_RE.match(tag):
             raise UsageError(f"{shown}: invalid tag {tag!r}")
-        return Location(scheme, path=f"{namespace}/{glob or '*'}", tag=tag or "latest",
-                        options=options, text=shown)
+        return Location(
+            scheme,
+            path=f"{namespace}/{glob or '*'}",
+            tag=tag or "latest",
+            options=options,
+            text=shown,
+        )
     if scheme == "docker":
         # docker://NAME[:TAG]: a name as the engine knows it (no registry host needed)
         if role == "source" and not rest:
@@ -326,5 +338,4 @@ def parse_location(text: str, *, role: str) -> Location:
             path, ref_name = head, tail
     if not path:
         raise UsageError(f"{shown}: missing path")
-    return Location(scheme, path=path, tag=ref_name, select=select, options=options,
-                    text=shown)
+    return Location(scheme, path=path, tag=ref_name, select=select, options=options, text=shown)

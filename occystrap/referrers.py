@@ -72,8 +72,10 @@ def listed(bodies: Sequence[bytes], subject: str, where: str) -> list[Found]:
         except (ManifestError, ValueError, KeyError, TypeError) as exc:
             raise ManifestError(f"{where}: referrers of {subject}: {exc}") from None
         assert isinstance(parsed, ImageIndex)
-        found += [Found(d.digest, subject, artifact_type=d.artifact_type, descriptor=raw)
-                  for d, raw in zip(parsed.manifests, entries, strict=True)]
+        found += [
+            Found(d.digest, subject, artifact_type=d.artifact_type, descriptor=raw)
+            for d, raw in zip(parsed.manifests, entries, strict=True)
+        ]
     return found
 
 
@@ -88,8 +90,9 @@ def unique(found: Iterable[Found]) -> list[Found]:
     return out
 
 
-def wanted(types: Sequence[str], declared: str | None,
-           parsed: ImageManifest | ImageIndex | None = None) -> bool:
+def wanted(
+    types: Sequence[str], declared: str | None, parsed: ImageManifest | ImageIndex | None = None
+) -> bool:
     """Does a referrer pass `--referrers-type` (no types: everything passes)? Decided from
     the type the index declared, else from the manifest itself (`referrer_types`)."""
     if not types:
@@ -106,9 +109,11 @@ def descriptor_for(manifest: bytes, media_type: str) -> dict[str, Any]:
     `artifactType` (the manifest's, else its config's media type) and its annotations, as
     distribution-spec 1.1 asks of clients maintaining the referrers tag."""
     doc = mediatypes.json_object(manifest, "manifest")
-    entry: dict[str, Any] = {"mediaType": media_type,
-                             "digest": digest_of(manifest),
-                             "size": len(manifest)}
+    entry: dict[str, Any] = {
+        "mediaType": media_type,
+        "digest": digest_of(manifest),
+        "size": len(manifest),
+    }
     kind = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType")
     if isinstance(kind, str) and kind:
         entry["artifactType"] = kind
@@ -121,15 +126,17 @@ def merged_index(existing: bytes | None, entries: Sequence[dict[str, Any]]) -> b
     """The referrers tag index with `entries` added (those not listed yet, by digest), or
     None when it already lists them all. ValueError when the tag holds something other than
     an index: the spec tells clients to report that and leave it alone."""
-    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
-                           "manifests": []}
+    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
     if existing is not None:
         try:
             old = json.loads(existing)
         except ValueError:
             old = None
-        if not (isinstance(old, dict) and isinstance(old.get("manifests"), list)
-                and old.get("mediaType", mediatypes.OCI_INDEX) == mediatypes.OCI_INDEX):
+        if not (
+            isinstance(old, dict)
+            and isinstance(old.get("manifests"), list)
+            and old.get("mediaType", mediatypes.OCI_INDEX) == mediatypes.OCI_INDEX
+        ):
             raise ValueError("it holds something other than an OCI index; left alone")
         doc = old
     have = {m.get("digest") for m in doc["manifests"] if isinstance(m, dict)}

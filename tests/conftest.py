@@ -89,14 +89,17 @@ def _cli_command() -> list[str]:
 
 
 # Where a developer's own logins live (docker, podman, skopeo): never read by tests.
-_CREDENTIAL_VARS = frozenset({"DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR",
-                              "XDG_CONFIG_HOME"})
+_CREDENTIAL_VARS = frozenset(
+    {"DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME"}
+)
 
 
 def _clean_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items()
-        if not k.lower().endswith("_proxy") and not k.startswith("OCCYSTRAP_")
+        k: v
+        for k, v in os.environ.items()
+        if not k.lower().endswith("_proxy")
+        and not k.startswith("OCCYSTRAP_")
         and k not in _CREDENTIAL_VARS
     }
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -135,8 +138,14 @@ def occystrap_cli(tmp_path: Path) -> OccystrapCli:
             timeout=timeout,
             input=input,
             cwd=cwd or tmp_path,
-            env=_clean_env({"HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run"),
-                            "XDG_CONFIG_HOME": str(home / ".config"), **(env or {})}),
+            env=_clean_env(
+                {
+                    "HOME": str(home),
+                    "XDG_RUNTIME_DIR": str(home / "run"),
+                    "XDG_CONFIG_HOME": str(home / ".config"),
+                    **(env or {}),
+                }
+            ),
         )
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -157,7 +166,10 @@ def skopeo(have_skopeo: bool) -> Callable[..., subprocess.CompletedProcess[str]]
 
     def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [SKOPEO, *args], capture_output=True, text=True, timeout=timeout,
+            [SKOPEO, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env=_clean_env(None),
         )
 
@@ -193,10 +205,23 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - closed below
     for driver in ("overlay2", "vfs"):  # dockerd exits at once on a driver it cannot use
         proc = subprocess.Popen(
-            [dockerd, f"--storage-driver={driver}", "--iptables=false", "--bridge=none",
-             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "docker.pid"), "-H", f"unix://{sock}"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                dockerd,
+                f"--storage-driver={driver}",
+                "--iptables=false",
+                "--bridge=none",
+                "--data-root",
+                str(root / "data"),
+                "--exec-root",
+                str(root / "exec"),
+                "--pidfile",
+                str(root / "docker.pid"),
+                "-H",
+                f"unix://{sock}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -236,12 +261,18 @@ class Containerd(NamedTuple):
     socket: str
     ctr: str
 
-    def run(self, *args: str, namespace: str = "occystrap-test",
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, namespace: str = "occystrap-test", timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """`ctr --address SOCKET --namespace NAMESPACE ARGS...`."""
-        return subprocess.run([self.ctr, "--address", self.socket, "--namespace", namespace,
-                               *args], capture_output=True, text=True, timeout=timeout,
-                              env=_clean_env(None), check=False)
+        return subprocess.run(
+            [self.ctr, "--address", self.socket, "--namespace", namespace, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_clean_env(None),
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -260,13 +291,14 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]
     root = tmp_path_factory.mktemp("containerd")
     sock = root / "containerd.sock"
     config = root / "config.toml"
-    config.write_text(f'version = 2\nroot = "{root / "root"}"\nstate = "{root / "state"}"\n'
-                      f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-                      f'[grpc]\n  address = "{sock}"\n'
-                      f'[ttrpc]\n  address = "{sock}.ttrpc"\n')
+    config.write_text(
+        f'version = 2\nroot = "{root / "root"}"\nstate = "{root / "state"}"\n'
+        f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{sock}"\n'
+        f'[ttrpc]\n  address = "{sock}.ttrpc"\n'
+    )
     log = open(root / "containerd.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([binary, "--config", str(config)], stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([binary, "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
     daemon = Containerd(str(sock), ctr)
     deadline = time.monotonic() + 30
     while proc.poll() is None and time.monotonic() < deadline:

@@ -17,10 +17,16 @@ _REQUEST_LINE = re.compile(rb"(GET|HEAD|PUT|POST|PATCH|DELETE) (/\S*) HTTP/1\.1\
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, *, rate: float | None = None,
-                 cut_after: int | None = None, cuts: int = 1,
-                 cut_request_after: int | None = None,
-                 stall_after: int | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        rate: float | None = None,
+        cut_after: int | None = None,
+        cuts: int = 1,
+        cut_request_after: int | None = None,
+        stall_after: int | None = None,
+    ) -> None:
         """`rate`: response bytes/s per connection; `cut_after`: close a connection after
         that many response bytes, for the first `cuts` connections that get that far;
         `cut_request_after`: the same for bytes travelling client→registry (an upload).
@@ -55,10 +61,8 @@ class FaultProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(client, upstream, False),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True),
-                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, response: bool) -> None:
         sent = 0
@@ -81,8 +85,11 @@ class FaultProxy:
                         if not response:
                             self._count_request(len(head))
                         break
-                if response and self.stall_after is not None \
-                        and sent + len(data) > self.stall_after:
+                if (
+                    response
+                    and self.stall_after is not None
+                    and sent + len(data) > self.stall_after
+                ):
                     dst.sendall(data[: max(0, self.stall_after - sent)])
                     self._stop.wait(60)  # say nothing more: the client's timeout must fire
                     break
@@ -92,8 +99,9 @@ class FaultProxy:
                     self._count_request(len(data))
                     starts = data.count(b" HTTP/1.1\r\n")  # request lines in this chunk
                     if starts:
-                        lines = [f"{m.decode()} {p.decode()}"
-                                 for m, p in _REQUEST_LINE.findall(data)]
+                        lines = [
+                            f"{m.decode()} {p.decode()}" for m, p in _REQUEST_LINE.findall(data)
+                        ]
                         with self._lock:
                             self.request_times += [time.monotonic()] * starts
                             self.request_lines += lines

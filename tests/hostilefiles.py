@@ -46,8 +46,12 @@ def gzipped(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
 
 
-def image(work: Path, layers: list[tuple[bytes, str, bytes]],
-          sizes: list[int] | None = None, config: bytes | None = None) -> BuiltImage:
+def image(
+    work: Path,
+    layers: list[tuple[bytes, str, bytes]],
+    sizes: list[int] | None = None,
+    config: bytes | None = None,
+) -> BuiltImage:
     """An image of `layers`: (blob bytes, media type, uncompressed bytes for the diff_id).
     `sizes` overrides the sizes the manifest states (a lie about a blob's length), `config`
     the image config's bytes."""
@@ -58,17 +62,26 @@ def image(work: Path, layers: list[tuple[bytes, str, bytes]],
         path.write_bytes(data)
         blobs.append(Blob(digest(data), len(data), str(path), media_type, digest(plain)))
     if config is None:
-        config = json.dumps({"architecture": "amd64", "os": "linux",
-                             "rootfs": {"type": "layers",
-                                        "diff_ids": [b.diff_id for b in blobs]}}).encode()
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [b.diff_id for b in blobs]},
+            }
+        ).encode()
     (work / "config.json").write_bytes(config)
     config_blob = Blob(digest(config), len(config), str(work / "config.json"), OCI_CONFIG)
     descriptors = [b.descriptor() for b in blobs]
     for d, size in zip(descriptors, sizes or [], strict=False):
         d["size"] = size
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                           "config": config_blob.descriptor(),
-                           "layers": descriptors}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config_blob.descriptor(),
+            "layers": descriptors,
+        }
+    ).encode()
     return BuiltImage(manifest, OCI_MANIFEST, digest(manifest), config_blob, blobs)
 
 
@@ -82,9 +95,20 @@ def write_layout(root: Path, built: BuiltImage, ref: str = "1.0") -> str:
             target.write_bytes(Path(blob.path).read_bytes())
     (blobs / built.manifest_digest[7:]).write_bytes(built.manifest)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (root / "index.json").write_text(json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": built.manifest_digest,
-                       "size": len(built.manifest),
-                       "annotations": {"org.opencontainers.image.ref.name": ref}}]}))
+    (root / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": built.manifest_digest,
+                        "size": len(built.manifest),
+                        "annotations": {"org.opencontainers.image.ref.name": ref},
+                    }
+                ],
+            }
+        )
+    )
     return f"oci://{root}:{ref}"

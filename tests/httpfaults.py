@@ -81,8 +81,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class HTTPFaults:
-    def __init__(self, registry_port: int, rules: list[Rule],
-                 tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, registry_port: int, rules: list[Rule], tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.rules = rules
         self.registry_port = registry_port
         self.seen: list[tuple[str, str, dict[str, str]]] = []
@@ -117,8 +118,7 @@ class HTTPFaults:
                     if self.command != "HEAD":
                         self.wfile.write(data)
                     return
-                upstream = http.client.HTTPConnection("127.0.0.1", faults.registry_port,
-                                                      timeout=60)
+                upstream = http.client.HTTPConnection("127.0.0.1", faults.registry_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 resp = upstream.getresponse()
@@ -170,8 +170,7 @@ class HTTPFaults:
             for rule in self.rules:
                 if rule.method != method or not re.search(rule.path, path):
                     continue
-                if rule.unless_header and headers is not None \
-                        and headers.get(rule.unless_header):  # type: ignore[attr-defined]
+                if rule.unless_header and headers is not None and headers.get(rule.unless_header):  # type: ignore[attr-defined]
                     continue
                 if rule.chance is not None:
                     if self._random.random() < rule.chance:

@@ -26,8 +26,17 @@ from typing import Any
 
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-          "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_UNITS = {
+    None: 1,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -57,23 +66,34 @@ def pod_spec(job: Mapping[str, Any]) -> dict[str, Any]:
     return spec["template"]["spec"]
 
 
-def container_env(container: Mapping[str, Any], job_name: str, index: int,
-                  config_maps: Mapping[str, Mapping[str, str]],
-                  secrets: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+def container_env(
+    container: Mapping[str, Any],
+    job_name: str,
+    index: int,
+    config_maps: Mapping[str, Mapping[str, str]],
+    secrets: Mapping[str, Mapping[str, str]],
+) -> dict[str, str]:
     """The container's environment as the kubelet builds it for pod `index` of the Job."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
-        ref, store = ((source["configMapRef"], config_maps) if "configMapRef" in source
-                      else (source["secretRef"], secrets))
+        ref, store = (
+            (source["configMapRef"], config_maps)
+            if "configMapRef" in source
+            else (source["secretRef"], secrets)
+        )
         data = store.get(ref["name"])
         if data is None:
             if ref.get("optional"):
                 continue
             raise KeyError(f"envFrom {ref['name']} does not exist")
-        env.update({k: str(v) for k, v in data.items()
-                    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)})
-    labels = {"job-name": job_name, "batch.kubernetes.io/job-name": job_name,
-              "batch.kubernetes.io/job-completion-index": str(index)}
+        env.update(
+            {k: str(v) for k, v in data.items() if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)}
+        )
+    labels = {
+        "job-name": job_name,
+        "batch.kubernetes.io/job-name": job_name,
+        "batch.kubernetes.io/job-completion-index": str(index),
+    }
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = expand(str(var["value"]), env)
@@ -87,8 +107,13 @@ def container_env(container: Mapping[str, Any], job_name: str, index: int,
     return env
 
 
-def make_volumes(spec: Mapping[str, Any], pod_dir: Path, config_maps: Mapping[str, Any],
-                 secrets: Mapping[str, Any], claims: Mapping[str, Path]) -> dict[str, Path]:
+def make_volumes(
+    spec: Mapping[str, Any],
+    pod_dir: Path,
+    config_maps: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+    claims: Mapping[str, Path],
+) -> dict[str, Path]:
     """A host directory per volume of the pod: name → path."""
     group = int(spec.get("securityContext", {}).get("fsGroup", 0))
     out: dict[str, Path] = {}
@@ -98,13 +123,13 @@ def make_volumes(spec: Mapping[str, Any], pod_dir: Path, config_maps: Mapping[st
             path = claims[vol["persistentVolumeClaim"]["claimName"]]
             path.mkdir(parents=True, exist_ok=True)
             os.chown(path, 0, group)  # what fsGroup does to a volume: group-owned,
-            path.chmod(0o2775)        # group-writable, setgid
+            path.chmod(0o2775)  # group-writable, setgid
         elif "emptyDir" in vol:
             path = pod_dir / name
             path.mkdir(parents=True)
             path.chmod(0o1777)
         else:
-            kind, key = (("configMap", "name") if "configMap" in vol else ("secret", "secretName"))
+            kind, key = ("configMap", "name") if "configMap" in vol else ("secret", "secretName")
             ref = vol[kind]
             data = (config_maps if kind == "configMap" else secrets).get(ref[key])
             path = pod_dir / name
@@ -122,8 +147,13 @@ def make_volumes(spec: Mapping[str, Any], pod_dir: Path, config_maps: Mapping[st
     return out
 
 
-def docker_run_args(spec: Mapping[str, Any], container: Mapping[str, Any], image: str,
-                    env: Mapping[str, str], volumes: Mapping[str, Path]) -> list[str]:
+def docker_run_args(
+    spec: Mapping[str, Any],
+    container: Mapping[str, Any],
+    image: str,
+    env: Mapping[str, str],
+    volumes: Mapping[str, Path],
+) -> list[str]:
     """`docker create` arguments (after the subcommand) for the container as the pod runs it."""
     pod_sc = spec.get("securityContext", {})
     sc = {**pod_sc, **container.get("securityContext", {})}
@@ -138,8 +168,12 @@ def docker_run_args(spec: Mapping[str, Any], container: Mapping[str, Any], image
         args += ["--security-opt", "no-new-privileges"]
     limit = container.get("resources", {}).get("limits", {}).get("memory")
     if limit:
-        args += ["--memory", str(quantity_bytes(limit)), "--memory-swap",
-                 str(quantity_bytes(limit))]
+        args += [
+            "--memory",
+            str(quantity_bytes(limit)),
+            "--memory-swap",
+            str(quantity_bytes(limit)),
+        ]
     for name, value in env.items():
         args += ["-e", f"{name}={value}"]
     for mount in container.get("volumeMounts", []):

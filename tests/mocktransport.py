@@ -78,7 +78,8 @@ class Answer:
         self.status = answer.status
         self.reason = answer.reason
         self.headers: Mapping[str, str] = Headers(
-            {"Content-Length": str(len(answer.body)), **answer.headers})
+            {"Content-Length": str(len(answer.body)), **answer.headers}
+        )
         self.url = url
         self._body = answer.body
         self._cut = answer.cut_after
@@ -87,7 +88,7 @@ class Answer:
     def _pieces(self, size: int) -> Iterator[bytes]:
         served = self._body if self._cut is None else self._body[: self._cut]
         for pos in range(0, len(served), size):
-            yield served[pos: pos + size]
+            yield served[pos : pos + size]
         if self._cut is not None:
             raise failure(ConnectionResetError(104, "Connection reset by peer"))
 
@@ -124,8 +125,9 @@ class MockTransport:
         self.handler = handler
         self.requests: list[MockRequest] = []
 
-    def send(self, method: str, url: str, headers: Mapping[str, str],
-             body: Body = None) -> Response:
+    def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: Body = None
+    ) -> Response:
         data = b"".join(body.chunks()) if isinstance(body, FileRegion) else (body or b"")
         request = MockRequest(method, url, Headers(headers), data)
         self.requests.append(request)
@@ -195,8 +197,9 @@ class BlobRegistry:
         self._next += 1
         sid = f"s{self._next}"
         self.sessions[sid] = bytearray()
-        return MockResponse(202, {"Location": f"/v2/{name}/blobs/uploads/{sid}?_state=x{sid}",
-                                  "Range": "0-0"})
+        return MockResponse(
+            202, {"Location": f"/v2/{name}/blobs/uploads/{sid}?_state=x{sid}", "Range": "0-0"}
+        )
 
     def _session(self, method: str, name: str, sid: str, request: MockRequest) -> MockResponse:
         held = self.sessions.get(sid)
@@ -218,14 +221,22 @@ class BlobRegistry:
                 held += request.body[: self.keep]
                 raise ConnectionResetError(104, "Connection reset by peer")
             held += request.body
-            return MockResponse(202, {"Location": f"/v2/{name}/blobs/uploads/{sid}?_state="
-                                                  f"y{len(held)}", "Range": f"0-{len(held) - 1}"})
+            return MockResponse(
+                202,
+                {
+                    "Location": f"/v2/{name}/blobs/uploads/{sid}?_state=y{len(held)}",
+                    "Range": f"0-{len(held) - 1}",
+                },
+            )
         if method == "PUT":
             held += request.body
             digest = request.query.get("digest", "")
             if digest_of(bytes(held)) != digest:
-                return MockResponse(400, body=b'{"errors": [{"code": "DIGEST_INVALID", '
-                                               b'"message": "digest did not match"}]}')
+                return MockResponse(
+                    400,
+                    body=b'{"errors": [{"code": "DIGEST_INVALID", '
+                    b'"message": "digest did not match"}]}',
+                )
             del self.sessions[sid]
             self.blobs[(name, digest)] = bytes(held)
             return MockResponse(201, {"Docker-Content-Digest": digest})
@@ -238,5 +249,6 @@ def _ranged(data: bytes, wanted: str | None) -> MockResponse:
     if not match:
         return MockResponse(200, {}, data)
     start = int(match[1])
-    return MockResponse(206, {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
-                        data[start:])
+    return MockResponse(
+        206, {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}, data[start:]
+    )

@@ -29,9 +29,16 @@ PAGE = 2  # small pages, so pagination is exercised
 
 
 class QuayStandIn:
-    def __init__(self, registry_port: int, namespace: str, repos: dict[str, int],
-                 tags: dict[str, dict[str, int]], token: str | None = None,
-                 tls_dir: Path | None = None, throttle: int = 0) -> None:
+    def __init__(
+        self,
+        registry_port: int,
+        namespace: str,
+        repos: dict[str, int],
+        tags: dict[str, dict[str, int]],
+        token: str | None = None,
+        tls_dir: Path | None = None,
+        throttle: int = 0,
+    ) -> None:
         """`repos`: name → last_modified; `tags`: name → {tag: start_ts}."""
         stand_in = self
         self.request_times: list[float] = []
@@ -68,31 +75,47 @@ class QuayStandIn:
                         return
                     names = sorted(repos)
                     start = int(query.get("next_page", "0") or 0)
-                    page = names[start:start + PAGE]
-                    doc: dict[str, object] = {"repositories": [
-                        {"namespace": namespace, "name": n, "last_modified": repos[n],
-                         "is_public": True, "kind": "image"} for n in page]}
+                    page = names[start : start + PAGE]
+                    doc: dict[str, object] = {
+                        "repositories": [
+                            {
+                                "namespace": namespace,
+                                "name": n,
+                                "last_modified": repos[n],
+                                "is_public": True,
+                                "kind": "image",
+                            }
+                            for n in page
+                        ]
+                    }
                     if start + PAGE < len(names):
                         doc["next_page"] = str(start + PAGE)
                     self._json(200, doc)
                     return
                 prefix = f"/api/v1/repository/{namespace}/"
                 if url.path.startswith(prefix) and url.path.endswith("/tag/"):
-                    name = url.path[len(prefix):-len("/tag/")]
+                    name = url.path[len(prefix) : -len("/tag/")]
                     if name not in repos:
                         self._json(404, {"error": "not found"})
                         return
                     wanted = query.get("specificTag")
-                    found = [{"name": t, "start_ts": ts, "reversion": False,
-                              "manifest_digest": "sha256:" + "0" * 64}
-                             for t, ts in tags.get(name, {}).items()
-                             if wanted is None or t == wanted]
+                    found = [
+                        {
+                            "name": t,
+                            "start_ts": ts,
+                            "reversion": False,
+                            "manifest_digest": "sha256:" + "0" * 64,
+                        }
+                        for t, ts in tags.get(name, {}).items()
+                        if wanted is None or t == wanted
+                    ]
                     self._json(200, {"tags": found, "page": 1, "has_additional": False})
                     return
                 self._json(404, {"error": "not found"})
 
-            def _json(self, status: int, doc: object,
-                      headers: dict[str, str] | None = None) -> None:
+            def _json(
+                self, status: int, doc: object, headers: dict[str, str] | None = None
+            ) -> None:
                 body = json.dumps(doc).encode()
                 with stand_in._lock:
                     stand_in.api_statuses.append(status)

@@ -32,8 +32,9 @@ _MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$")
 
 
 class ReferrersAPI(LoopbackServer):
-    def __init__(self, registry_port: int, page_size: int = 0,
-                 refuse: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, registry_port: int, page_size: int = 0, refuse: frozenset[str] = frozenset()
+    ) -> None:
         """`page_size`: list at most this many referrers a page, linking the next page
         with `Link: <…>; rel="next"` as the spec allows (0: one page). `refuse`: manifest
         references whose PUT is answered 400 MANIFEST_INVALID (a test's injected fault, not
@@ -73,8 +74,7 @@ class ReferrersAPI(LoopbackServer):
 
         super().__init__(Handler)
 
-    def _list(self, handler: BaseHTTPRequestHandler, name: str, digest: str,
-              query: str) -> None:
+    def _list(self, handler: BaseHTTPRequestHandler, name: str, digest: str, query: str) -> None:
         params = dict(urllib.parse.parse_qsl(query))
         wanted = params.get("artifactType")
         with self._lock:
@@ -87,11 +87,11 @@ class ReferrersAPI(LoopbackServer):
             page = int(params.get("page", 0))
             start = page * self.page_size
             if start + self.page_size < len(entries):
-                headers["Link"] = (f'</v2/{name}/referrers/{digest}?page={page + 1}>; '
-                                   'rel="next"')
-            entries = entries[start:start + self.page_size]
-        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                           "manifests": entries}).encode()
+                headers["Link"] = f'</v2/{name}/referrers/{digest}?page={page + 1}>; rel="next"'
+            entries = entries[start : start + self.page_size]
+        body = json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        ).encode()
         handler.send_response(200)
         for key, value in headers.items():
             handler.send_header(key, value)
@@ -107,8 +107,7 @@ class ReferrersAPI(LoopbackServer):
         extra = {}
         manifest = _MANIFEST.match(handler.path.partition("?")[0])
         if manifest and handler.command == "PUT" and resp.status == 201 and body:
-            subject = self._record(manifest["name"], body,
-                                   handler.headers.get("Content-Type", ""))
+            subject = self._record(manifest["name"], body, handler.headers.get("Content-Type", ""))
             if subject:
                 extra["OCI-Subject"] = subject
         handler.send_response(resp.status)
@@ -135,9 +134,11 @@ class ReferrersAPI(LoopbackServer):
             subject = doc["subject"]["digest"]
         except (ValueError, KeyError, TypeError):
             return None
-        entry: dict[str, object] = {"mediaType": doc.get("mediaType") or media_type,
-                                    "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
-                                    "size": len(body)}
+        entry: dict[str, object] = {
+            "mediaType": doc.get("mediaType") or media_type,
+            "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+            "size": len(body),
+        }
         kind = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType")
         if kind:
             entry["artifactType"] = kind

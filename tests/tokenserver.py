@@ -47,20 +47,26 @@ class TokenServer:
     name). `grants` records the grant of every token request (`basic`, `anonymous`,
     `password`, `refresh_token`) for tests to check which flow a client used."""
 
-    def __init__(self, directory: Path, users: dict[str, str],
-                 refresh_tokens: dict[str, str]) -> None:
+    def __init__(
+        self, directory: Path, users: dict[str, str], refresh_tokens: dict[str, str]
+    ) -> None:
         self.users = dict(users)
         self.refresh_tokens = dict(refresh_tokens)
         self.grants: list[str] = []
         self._key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
         now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .sign(self._key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
         self.cert_file = directory / "token-signer.pem"
         self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         self._x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
@@ -80,9 +86,15 @@ class TokenServer:
                 server.grants.append("basic" if subject else "anonymous")
                 scopes = query.get("scope", [])
                 token = server.mint(subject or "", scopes, query.get("service", [""])[0])
-                self._answer(200, {"token": token, "access_token": token,
-                                   "expires_in": LIFETIME,
-                                   "issued_at": datetime.datetime.now(datetime.UTC).isoformat()})
+                self._answer(
+                    200,
+                    {
+                        "token": token,
+                        "access_token": token,
+                        "expires_in": LIFETIME,
+                        "issued_at": datetime.datetime.now(datetime.UTC).isoformat(),
+                    },
+                )
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
@@ -101,8 +113,9 @@ class TokenServer:
                 server.grants.append(grant)
                 scopes = form.get("scope", "").split()
                 token = server.mint(subject, scopes, form.get("service", ""))
-                self._answer(200, {"access_token": token, "expires_in": LIFETIME,
-                                   "scope": " ".join(scopes)})
+                self._answer(
+                    200, {"access_token": token, "expires_in": LIFETIME, "scope": " ".join(scopes)}
+                )
 
             def _answer(self, status: int, doc: object) -> None:
                 body = json.dumps(doc).encode()
@@ -140,14 +153,26 @@ class TokenServer:
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
-        claims = {"iss": ISSUER, "sub": subject, "aud": service, "exp": now + LIFETIME,
-                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        claims = {
+            "iss": ISSUER,
+            "sub": subject,
+            "aud": service,
+            "exp": now + LIFETIME,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
 
     def registry_config(self) -> dict[str, str]:
         """The `auth: token:` section for a distribution registry that trusts this server."""
-        return {"realm": self.realm, "service": SERVICE, "issuer": ISSUER,
-                "rootcertbundle": str(self.cert_file)}
+        return {
+            "realm": self.realm,
+            "service": SERVICE,
+            "issuer": ISSUER,
+            "rootcertbundle": str(self.cert_file),
+        }
 
     def close(self) -> None:
         self._server.shutdown()

@@ -56,8 +56,42 @@ REFERENCE_TYPE = "vnd.docker.reference.type"
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
 
 #: BuildKit's and containerd's empty layer: gzip (mtime 0) of an empty tar, 1024 zero bytes.
-EMPTY_GZIP = bytes([31, 139, 8, 0, 0, 0, 0, 0, 0, 255, 98, 24, 5, 163, 96, 20, 140, 88, 0, 8,
-                    0, 0, 255, 255, 46, 175, 181, 239, 0, 4, 0, 0])
+EMPTY_GZIP = bytes(
+    [
+        31,
+        139,
+        8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        255,
+        98,
+        24,
+        5,
+        163,
+        96,
+        20,
+        140,
+        88,
+        0,
+        8,
+        0,
+        0,
+        255,
+        255,
+        46,
+        175,
+        181,
+        239,
+        0,
+        4,
+        0,
+        0,
+    ]
+)
 EMPTY_GZIP_DIGEST = "sha256:4f4fb700ef54461cfa02571ae0db9a0dc1e0cdb5577484a6d75e68dc38e8acc1"
 EMPTY_TAR_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 EMPTY_FILE_DIGEST = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -111,12 +145,19 @@ class Image:
     def manifest(self, layers: list[dict[str, object]] | None = None) -> bytes:
         """The OCI manifest Docker writes (Go's compact JSON), `layers` replacing the true
         list when a test wants a manifest that disagrees."""
-        return compact({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": self.config_digest,
-                       "size": len(self.config), "platform": platform_doc(self.platform)},
-            "layers": [x.descriptor() for x in self.layers] if layers is None else layers,
-        })
+        return compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": OCI_CONFIG,
+                    "digest": self.config_digest,
+                    "size": len(self.config),
+                    "platform": platform_doc(self.platform),
+                },
+                "layers": [x.descriptor() for x in self.layers] if layers is None else layers,
+            }
+        )
 
 
 def compact(doc: object) -> bytes:
@@ -142,27 +183,46 @@ def _blob_file(workdir: Path, data: bytes) -> str:
 def empty_layer(workdir: str | os.PathLike[str], kind: str) -> Layer:
     """`file`: a 0-byte layer.tar; `gzip`: the 32-byte gzip stream of an empty tar."""
     if kind == "file":
-        return Layer(_blob_file(Path(workdir), b""), EMPTY_FILE_DIGEST, 0, EMPTY_FILE_DIGEST,
-                     "none")
+        return Layer(
+            _blob_file(Path(workdir), b""), EMPTY_FILE_DIGEST, 0, EMPTY_FILE_DIGEST, "none"
+        )
     if kind == "gzip":
-        return Layer(_blob_file(Path(workdir), EMPTY_GZIP), EMPTY_GZIP_DIGEST, len(EMPTY_GZIP),
-                     EMPTY_TAR_DIFF_ID, "gzip")
+        return Layer(
+            _blob_file(Path(workdir), EMPTY_GZIP),
+            EMPTY_GZIP_DIGEST,
+            len(EMPTY_GZIP),
+            EMPTY_TAR_DIFF_ID,
+            "gzip",
+        )
     raise ValueError(f"unknown empty layer kind {kind!r}")
 
 
-def make_image(workdir: str | os.PathLike[str], seed: int, sizes: Sequence[int], *,
-               compression: str = "none", tags: Sequence[str] = ("app:1",),
-               platform: Platform = DEFAULT_PLATFORM,
-               empty: dict[int, str] | None = None, compressible: float = 0.3,
-               special_entries: bool = True) -> Image:
+def make_image(
+    workdir: str | os.PathLike[str],
+    seed: int,
+    sizes: Sequence[int],
+    *,
+    compression: str = "none",
+    tags: Sequence[str] = ("app:1",),
+    platform: Platform = DEFAULT_PLATFORM,
+    empty: dict[int, str] | None = None,
+    compressible: float = 0.3,
+    special_entries: bool = True,
+) -> Image:
     """A seeded image (imagebuilder's layers and config), its layers `compression` encoded,
     with empty layers inserted at the positions `empty` names ({position: "file"|"gzip"}):
     the config gets their diff_ids and a history entry each."""
-    built = build_image(workdir, seed, sizes, oci=True, compression=compression,
-                        platform=platform, compressible=compressible,
-                        special_entries=special_entries)
-    layers = [Layer(b.path, b.digest, b.size, b.diff_id or "", compression)
-              for b in built.layers]
+    built = build_image(
+        workdir,
+        seed,
+        sizes,
+        oci=True,
+        compression=compression,
+        platform=platform,
+        compressible=compressible,
+        special_entries=special_entries,
+    )
+    layers = [Layer(b.path, b.digest, b.size, b.diff_id or "", compression) for b in built.layers]
     config = Path(built.config.path).read_bytes()
     if empty:
         doc = json.loads(config)
@@ -171,8 +231,13 @@ def make_image(workdir: str | os.PathLike[str], seed: int, sizes: Sequence[int],
             layer = empty_layer(workdir, empty[position])
             layers.insert(position, layer)
             # history: the first entry is an empty_layer ENV, then one entry per layer
-            history.insert(position + 1, {"created": history[0]["created"],
-                                          "created_by": f"empty layer ({empty[position]})"})
+            history.insert(
+                position + 1,
+                {
+                    "created": history[0]["created"],
+                    "created_by": f"empty layer ({empty[position]})",
+                },
+            )
         doc["rootfs"]["diff_ids"] = [x.diff_id for x in layers]
         config = compact(doc)
     return Image(config, layers, list(tags), platform)
@@ -207,16 +272,26 @@ def legacy_members(images: Sequence[Image]) -> list[Member]:
         for position, layer in enumerate(image.layers):
             layer_id = _legacy_id(image, position)
             ids.append(layer_id)
-            members += [(f"{layer_id}/VERSION", b"1.0"),
-                        (f"{layer_id}/json", compact({"id": layer_id, **(
-                            {"parent": ids[-2]} if len(ids) > 1 else {})})),
-                        (f"{layer_id}/layer.tar", layer.path)]
+            members += [
+                (f"{layer_id}/VERSION", b"1.0"),
+                (
+                    f"{layer_id}/json",
+                    compact({"id": layer_id, **({"parent": ids[-2]} if len(ids) > 1 else {})}),
+                ),
+                (f"{layer_id}/layer.tar", layer.path),
+            ]
         members.append((f"{image.config_hex}.json", image.config))
-        manifest.append({"Config": f"{image.config_hex}.json", "RepoTags": image.tags or None,
-                         "Layers": [f"{i}/layer.tar" for i in ids]})
+        manifest.append(
+            {
+                "Config": f"{image.config_hex}.json",
+                "RepoTags": image.tags or None,
+                "Layers": [f"{i}/layer.tar" for i in ids],
+            }
+        )
     members.append(("manifest.json", compact(manifest)))
-    members.append(("repositories",
-                    _repositories(images, lambda im: _legacy_id(im, len(im.layers) - 1))))
+    members.append(
+        ("repositories", _repositories(images, lambda im: _legacy_id(im, len(im.layers) - 1)))
+    )
     return members
 
 
@@ -232,10 +307,14 @@ def _full_name(tag: str) -> str:
     return "docker.io/" + ("" if "/" in tag.rsplit(":", 1)[0] else "library/") + tag
 
 
-def docker25_members(images: Sequence[Image], *, index_null: bool = False,
-                     repo_tags_null: bool = False,
-                     blob_manifest: Callable[[Image], list[dict[str, object]]] | None = None,
-                     indexed: Callable[[Image], bool] | None = None) -> list[Member]:
+def docker25_members(
+    images: Sequence[Image],
+    *,
+    index_null: bool = False,
+    repo_tags_null: bool = False,
+    blob_manifest: Callable[[Image], list[dict[str, object]]] | None = None,
+    indexed: Callable[[Image], bool] | None = None,
+) -> list[Member]:
     """Docker ≥ 25, classic image store: an OCI layout (uncompressed layers, digest = diff_id)
     plus manifest.json. The Docker 25.0.x bugs, each on request:
 
@@ -258,15 +337,27 @@ def docker25_members(images: Sequence[Image], *, index_null: bool = False,
         body = image.manifest(blob_manifest(image) if blob_manifest else None)
         members.append((f"blobs/sha256/{sha256_digest(body)[7:]}", body))
         tags = [] if repo_tags_null else image.tags
-        manifest.append({"Config": f"blobs/sha256/{image.config_hex}",
-                         "RepoTags": tags or None,
-                         "Layers": [f"blobs/sha256/{x.hex}" for x in image.layers]})
+        manifest.append(
+            {
+                "Config": f"blobs/sha256/{image.config_hex}",
+                "RepoTags": tags or None,
+                "Layers": [f"blobs/sha256/{x.hex}" for x in image.layers],
+            }
+        )
         if indexed is None or indexed(image):
             for tag in tags:
-                descriptors.append({"mediaType": OCI_MANIFEST, "digest": sha256_digest(body),
-                                    "size": len(body), "platform": platform_doc(image.platform),
-                                    "annotations": {IMAGE_NAME: _full_name(tag),
-                                                    REF_NAME: tag.rsplit(":", 1)[1]}})
+                descriptors.append(
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": sha256_digest(body),
+                        "size": len(body),
+                        "platform": platform_doc(image.platform),
+                        "annotations": {
+                            IMAGE_NAME: _full_name(tag),
+                            REF_NAME: tag.rsplit(":", 1)[1],
+                        },
+                    }
+                )
     members.append(("index.json", _index(None if index_null else descriptors)))
     members.append(("manifest.json", compact(manifest)))
     members.append(("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'))
@@ -276,27 +367,51 @@ def docker25_members(images: Sequence[Image], *, index_null: bool = False,
 
 def attestation(image: Image, manifest_digest: str) -> tuple[bytes, list[Member]]:
     """BuildKit's attestation manifest for `image`: an in-toto statement as its one layer."""
-    statement = compact({"_type": "https://in-toto.io/Statement/v0.1",
-                         "predicateType": "https://spdx.dev/Document",
-                         "subject": [{"name": "app", "digest": {"sha256": manifest_digest[7:]}}],
-                         "predicate": {"spdxVersion": "SPDX-2.3"}})
-    config = compact({"architecture": "unknown", "os": "unknown",
-                      "rootfs": {"type": "layers", "diff_ids": [sha256_digest(statement)]}})
-    body = compact({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": IN_TOTO, "digest": sha256_digest(statement),
+    statement = compact(
+        {
+            "_type": "https://in-toto.io/Statement/v0.1",
+            "predicateType": "https://spdx.dev/Document",
+            "subject": [{"name": "app", "digest": {"sha256": manifest_digest[7:]}}],
+            "predicate": {"spdxVersion": "SPDX-2.3"},
+        }
+    )
+    config = compact(
+        {
+            "architecture": "unknown",
+            "os": "unknown",
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(statement)]},
+        }
+    )
+    body = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": OCI_CONFIG,
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": IN_TOTO,
+                    "digest": sha256_digest(statement),
                     "size": len(statement),
-                    "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"}}],
-    })
+                    "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"},
+                }
+            ],
+        }
+    )
     blobs = [(f"blobs/sha256/{sha256_digest(x)[7:]}", x) for x in (statement, config, body)]
     return body, blobs
 
 
-def containerd_members(images: Sequence[Image], tag: str, *,
-                       present: Callable[[Image], bool] | None = None,
-                       attestations: bool = True) -> list[Member]:
+def containerd_members(
+    images: Sequence[Image],
+    tag: str,
+    *,
+    present: Callable[[Image], bool] | None = None,
+    attestations: bool = True,
+) -> list[Member]:
     """Docker with the containerd image store: index.json names one OCI index (all of
     `images`, one per platform, each followed by its attestation manifest); blobs/ holds
     the index and, for the platforms `present` says were saved, their manifests, configs,
@@ -309,16 +424,29 @@ def containerd_members(images: Sequence[Image], tag: str, *,
     for image in images:
         body = image.manifest()
         digest = sha256_digest(body)
-        descriptors.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body),
-                            "platform": platform_doc(image.platform)})
+        descriptors.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": len(body),
+                "platform": platform_doc(image.platform),
+            }
+        )
         saved = present is None or present(image)
         if attestations:
             att, att_blobs = attestation(image, digest)
-            descriptors.append({"mediaType": OCI_MANIFEST, "digest": sha256_digest(att),
-                                "size": len(att),
-                                "platform": {"architecture": "unknown", "os": "unknown"},
-                                "annotations": {REFERENCE_DIGEST: digest,
-                                                REFERENCE_TYPE: "attestation-manifest"}})
+            descriptors.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": sha256_digest(att),
+                    "size": len(att),
+                    "platform": {"architecture": "unknown", "os": "unknown"},
+                    "annotations": {
+                        REFERENCE_DIGEST: digest,
+                        REFERENCE_TYPE: "attestation-manifest",
+                    },
+                }
+            )
             if saved:
                 members += att_blobs
         if not saved:
@@ -327,15 +455,37 @@ def containerd_members(images: Sequence[Image], tag: str, *,
             if layer.digest not in seen:
                 seen.add(layer.digest)
                 members.append((f"blobs/sha256/{layer.hex}", layer.path))
-        members += [(f"blobs/sha256/{image.config_hex}", image.config),
-                    (f"blobs/sha256/{digest[7:]}", body)]
-        manifest.append({"Config": f"blobs/sha256/{image.config_hex}", "RepoTags": [tag],
-                         "Layers": [f"blobs/sha256/{x.hex}" for x in image.layers]})
+        members += [
+            (f"blobs/sha256/{image.config_hex}", image.config),
+            (f"blobs/sha256/{digest[7:]}", body),
+        ]
+        manifest.append(
+            {
+                "Config": f"blobs/sha256/{image.config_hex}",
+                "RepoTags": [tag],
+                "Layers": [f"blobs/sha256/{x.hex}" for x in image.layers],
+            }
+        )
     index = _index(descriptors)
     members.append((f"blobs/sha256/{sha256_digest(index)[7:]}", index))
-    members.append(("index.json", _index([{
-        "mediaType": OCI_INDEX, "digest": sha256_digest(index), "size": len(index),
-        "annotations": {IMAGE_NAME: _full_name(tag), REF_NAME: tag.rsplit(":", 1)[1]}}])))
+    members.append(
+        (
+            "index.json",
+            _index(
+                [
+                    {
+                        "mediaType": OCI_INDEX,
+                        "digest": sha256_digest(index),
+                        "size": len(index),
+                        "annotations": {
+                            IMAGE_NAME: _full_name(tag),
+                            REF_NAME: tag.rsplit(":", 1)[1],
+                        },
+                    }
+                ]
+            ),
+        )
+    )
     members.append(("manifest.json", compact(manifest)))
     members.append(("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'))
     return members

@@ -218,8 +218,9 @@ def _write_layer_tar(
     def directory(name: str) -> None:
         tar.addfile(_info(name, tarfile.DIRTYPE, mode=0o755))
 
-    def regular(name: str, length: int, mode: int = 0o644,
-                pax: dict[str, str] | None = None) -> None:
+    def regular(
+        name: str, length: int, mode: int = 0o644, pax: dict[str, str] | None = None
+    ) -> None:
         info = _info(name, tarfile.REGTYPE, mode=mode, size=length)
         info.pax_headers = pax or {}
         tar.addfile(info, _RandomReader(rng, length, compressible))
@@ -239,19 +240,29 @@ def _write_layer_tar(
             directory("usr/bin")
             # What a real base image carries and filters must keep: a file capability
             # (binary xattr value), an SELinux label, and access/change times.
-            regular("usr/bin/busybox", sizes.pop(0) if len(sizes) > 1 else 4096, mode=0o755,
-                    pax={"SCHILY.xattr.security.capability": FILE_CAPABILITY.decode(
-                             "utf-8", "surrogateescape"),
-                         "SCHILY.xattr.security.selinux": "system_u:object_r:bin_t:s0",
-                         "atime": f"{EPOCH + 3600}.25", "ctime": f"{EPOCH + 7200}.5"})
+            regular(
+                "usr/bin/busybox",
+                sizes.pop(0) if len(sizes) > 1 else 4096,
+                mode=0o755,
+                pax={
+                    "SCHILY.xattr.security.capability": FILE_CAPABILITY.decode(
+                        "utf-8", "surrogateescape"
+                    ),
+                    "SCHILY.xattr.security.selinux": "system_u:object_r:bin_t:s0",
+                    "atime": f"{EPOCH + 3600}.25",
+                    "ctime": f"{EPOCH + 7200}.5",
+                },
+            )
             tar.addfile(_info("usr/bin/sh", tarfile.SYMTYPE, mode=0o777, link="busybox"))
             tar.addfile(_info("usr/bin/ls", tarfile.LNKTYPE, mode=0o755, link="usr/bin/busybox"))
             directory("var")
             directory("var/cache")
             small("var/cache/old.txt", b"hidden by an opaque whiteout in layer 1\n")
             directory("data/" + "deeply-nested-directory-name/" * 4)
-            small("data/" + "deeply-nested-directory-name/" * 4 + "long-name-" + "x" * 60 + ".txt",
-                  b"a path longer than 100 bytes needs a PAX header\n")
+            small(
+                "data/" + "deeply-nested-directory-name/" * 4 + "long-name-" + "x" * 60 + ".txt",
+                b"a path longer than 100 bytes needs a PAX header\n",
+            )
             small("data/ünïcödé-名前.txt", b"non-ASCII member name\n")
         for n, length in enumerate(sizes):
             regular(f"data/base-{n:02d}.bin", length)
@@ -267,8 +278,11 @@ def _write_layer_tar(
         tar.addfile(_info("var/cache/.wh..wh..opq", tarfile.REGTYPE, mode=0o600))
         small("var/cache/new.txt", b"written after an opaque whiteout\n")
     if special_entries:
-        tar.addfile(_info(f"data/layer-{index:02d}/link", tarfile.SYMTYPE, mode=0o777,
-                          link="../base-00.bin"))
+        tar.addfile(
+            _info(
+                f"data/layer-{index:02d}/link", tarfile.SYMTYPE, mode=0o777, link="../base-00.bin"
+            )
+        )
     for n, length in enumerate(sizes):
         regular(f"data/layer-{index:02d}/file-{n:02d}.bin", length)
 
@@ -311,8 +325,13 @@ def build_layer(
             else:
                 raise ValueError(f"unknown compression {compression!r}")
             inner = _HashingWriter(compressor)
-            with tarfile.open(fileobj=inner, mode="w", format=tarfile.PAX_FORMAT,
-                              encoding="utf-8", copybufsize=_CHUNK) as tar:
+            with tarfile.open(
+                fileobj=inner,
+                mode="w",
+                format=tarfile.PAX_FORMAT,
+                encoding="utf-8",
+                copybufsize=_CHUNK,
+            ) as tar:
                 _write_layer_tar(tar, rng, index, size, compressible, special_entries)
             if compressor is not outer:
                 compressor.close()
@@ -378,17 +397,28 @@ def build_image(
 
     def one(i: int) -> Blob:
         rng_key = shared_base_key if (i == 0 and shared_base_key) else key
-        return build_layer(workdir, rng_key, i, layer_sizes[i], compression=compression,
-                           media_type=layer_type, compressible=compressible,
-                           special_entries=special_entries, gzip_level=gzip_level)
+        return build_layer(
+            workdir,
+            rng_key,
+            i,
+            layer_sizes[i],
+            compression=compression,
+            media_type=layer_type,
+            compressible=compressible,
+            special_entries=special_entries,
+            gzip_level=gzip_level,
+        )
 
     workers = jobs or min(len(layer_sizes), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         layers = list(pool.map(one, range(len(layer_sizes))))
 
     history: list[dict[str, object]] = [
-        {"created": CREATED, "created_by": "/bin/sh -c #(nop) ENV OCCYSTRAP_TEST=1",
-         "empty_layer": True}
+        {
+            "created": CREATED,
+            "created_by": "/bin/sh -c #(nop) ENV OCCYSTRAP_TEST=1",
+            "empty_layer": True,
+        }
     ]
     history += [
         {"created": CREATED, "created_by": f"imagebuilder seed={seed} layer={i}"}
@@ -398,28 +428,35 @@ def build_image(
         **_platform_doc(platform),
         "created": CREATED,
         "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "OCCYSTRAP_TEST=1"],
+            "Env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "OCCYSTRAP_TEST=1",
+            ],
             "Entrypoint": ["/usr/bin/sh"],
             "Cmd": ["-c", "echo hello"],
             "WorkingDir": "/",
-            "Labels": {"org.opencontainers.image.title": "occystrap-test",
-                       "occystrap.test.seed": str(seed)},
+            "Labels": {
+                "org.opencontainers.image.title": "occystrap-test",
+                "occystrap.test.seed": str(seed),
+            },
         },
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
         "history": history,
     }
     config = _write_json_blob(
-        workdir, json.dumps(config_doc, separators=(",", ":")).encode(),
+        workdir,
+        json.dumps(config_doc, separators=(",", ":")).encode(),
         OCI_CONFIG if oci else DOCKER_CONFIG,
     )
     manifest_type = OCI_MANIFEST if oci else DOCKER_MANIFEST
-    manifest = _encode({
-        "schemaVersion": 2,
-        "mediaType": manifest_type,
-        "config": config.descriptor(),
-        "layers": [layer.descriptor() for layer in layers],
-    })
+    manifest = _encode(
+        {
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor() for layer in layers],
+        }
+    )
     return BuiltImage(manifest, manifest_type, sha256_digest(manifest), config, layers, platform)
 
 
@@ -436,21 +473,34 @@ def build_index(
 ) -> BuiltIndex:
     """Build an OCI index (``oci=True``) or Docker manifest list over one image per platform."""
     images = [
-        build_image(workdir, seed, layer_sizes, oci=oci, compression=compression,
-                    platform=platform, special_entries=special_entries,
-                    shared_base_key=f"{seed}:shared" if shared_base else None)
+        build_image(
+            workdir,
+            seed,
+            layer_sizes,
+            oci=oci,
+            compression=compression,
+            platform=platform,
+            special_entries=special_entries,
+            shared_base_key=f"{seed}:shared" if shared_base else None,
+        )
         for platform in platforms
     ]
     media_type = OCI_INDEX if oci else DOCKER_MANIFEST_LIST
-    manifest = _encode({
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "manifests": [
-            {"mediaType": img.manifest_media_type, "size": len(img.manifest),
-             "digest": img.manifest_digest, "platform": _platform_doc(img.platform)}
-            for img in images
-        ],
-    })
+    manifest = _encode(
+        {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "manifests": [
+                {
+                    "mediaType": img.manifest_media_type,
+                    "size": len(img.manifest),
+                    "digest": img.manifest_digest,
+                    "platform": _platform_doc(img.platform),
+                }
+                for img in images
+            ],
+        }
+    )
     return BuiltIndex(manifest, media_type, sha256_digest(manifest), images)
 
 
@@ -489,8 +539,7 @@ def push_blob(client: httpx.Client, name: str, blob: Blob) -> bool:
         client.put(
             location,
             content=_file_chunks(blob.path),
-            headers={"Content-Type": "application/octet-stream",
-                     "Content-Length": str(blob.size)},
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
         ),
         201,
     )
@@ -501,8 +550,9 @@ def push_manifest(
     client: httpx.Client, name: str, reference: str, data: bytes, media_type: str
 ) -> None:
     response = _check(
-        client.put(f"/v2/{name}/manifests/{reference}", content=data,
-                   headers={"Content-Type": media_type}),
+        client.put(
+            f"/v2/{name}/manifests/{reference}", content=data, headers={"Content-Type": media_type}
+        ),
         201,
     )
     expected = sha256_digest(data)
@@ -607,8 +657,9 @@ def build_samples(workdir: str | os.PathLike[str]) -> dict[str, tuple[str, str, 
         elif kind == "oci":
             built = build_image(workdir, seed, sizes, oci=True, compressible=0.3)
         elif kind == "zstd":
-            built = build_image(workdir, seed, sizes, oci=True, compression="zstd",
-                                compressible=0.3)
+            built = build_image(
+                workdir, seed, sizes, oci=True, compression="zstd", compressible=0.3
+            )
         elif kind == "oci-index":
             built = build_index(workdir, seed, DEFAULT_PLATFORMS, sizes, oci=True)
         else:
@@ -651,18 +702,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default="10M,5M,1M", help="comma-separated layer sizes")
     parser.add_argument("--oci", action="store_true", help="OCI media types (default Docker v2)")
     parser.add_argument("--zstd", action="store_true", help="zstd layers (implies --oci)")
-    parser.add_argument("--index", action="store_true",
-                        help="multi-platform: OCI index with --oci, else Docker manifest list")
-    parser.add_argument("--platform", action="append", default=None,
-                        help="os/arch[/variant]; repeat for --index")
-    parser.add_argument("--compressible", type=float, default=0.0,
-                        help="fraction of file content that compresses well (0..1)")
+    parser.add_argument(
+        "--index",
+        action="store_true",
+        help="multi-platform: OCI index with --oci, else Docker manifest list",
+    )
+    parser.add_argument(
+        "--platform", action="append", default=None, help="os/arch[/variant]; repeat for --index"
+    )
+    parser.add_argument(
+        "--compressible",
+        type=float,
+        default=0.0,
+        help="fraction of file content that compresses well (0..1)",
+    )
     parser.add_argument("--gzip-level", type=int, default=1)
-    parser.add_argument("--no-special", action="store_true",
-                        help="only directories and regular files")
+    parser.add_argument(
+        "--no-special", action="store_true", help="only directories and regular files"
+    )
     parser.add_argument("--sample", action="store_true", help="push the demo sample set")
-    parser.add_argument("--big", default=None, metavar="SIZE",
-                        help="10 incompressible layers summing to SIZE (e.g. 2G), for benchmarks")
+    parser.add_argument(
+        "--big",
+        default=None,
+        metavar="SIZE",
+        help="10 incompressible layers summing to SIZE (e.g. 2G), for benchmarks",
+    )
     parser.add_argument("--workdir", default=None, help="where blobs are built (kept if given)")
     args = parser.parse_args(argv)
 
@@ -685,16 +749,29 @@ def main(argv: list[str] | None = None) -> int:
         compression = "zstd" if args.zstd else "gzip"
         platforms = [parse_platform(p) for p in args.platform or []]
         if args.index:
-            index = build_index(workdir, args.seed, platforms or DEFAULT_PLATFORMS, sizes,
-                                oci=oci, compression=compression,
-                                special_entries=not args.no_special)
+            index = build_index(
+                workdir,
+                args.seed,
+                platforms or DEFAULT_PLATFORMS,
+                sizes,
+                oci=oci,
+                compression=compression,
+                special_entries=not args.no_special,
+            )
             push_index(args.registry, name, tag, index)
             digest, media_type = index.digest, index.media_type
         else:
-            image = build_image(workdir, args.seed, sizes, oci=oci, compression=compression,
-                                platform=platforms[0] if platforms else DEFAULT_PLATFORM,
-                                special_entries=not args.no_special, compressible=compressible,
-                                gzip_level=args.gzip_level)
+            image = build_image(
+                workdir,
+                args.seed,
+                sizes,
+                oci=oci,
+                compression=compression,
+                platform=platforms[0] if platforms else DEFAULT_PLATFORM,
+                special_entries=not args.no_special,
+                compressible=compressible,
+                gzip_level=args.gzip_level,
+            )
             push_image(args.registry, name, tag, image)
             digest, media_type = image.manifest_digest, image.manifest_media_type
         host = httpx.URL(args.registry).netloc.decode()
@@ -702,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         if not args.workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ import sys
 import zlib
 
 STAGES = ("fetch", "verify", "compress", "write")  # resolve moves no layer bytes
-COLOURS = {"fetch": (31, 119, 180), "verify": (255, 127, 14), "compress": (44, 160, 44),
-           "write": (214, 39, 40)}
+COLOURS = {
+    "fetch": (31, 119, 180),
+    "verify": (255, 127, 14),
+    "compress": (44, 160, 44),
+    "write": (214, 39, 40),
+}
 
 
 def load_series(path: str) -> tuple[list[float], dict[str, list[float]]]:
@@ -39,8 +43,13 @@ def _matplotlib_chart(times: list[float], rates: dict[str, list[float]], out: st
 
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     for stage, values in rates.items():
-        ax.plot([0.0, *times], [values[0] if values else 0.0, *values], label=stage,
-                drawstyle="steps-pre", color=[c / 255 for c in COLOURS[stage]])
+        ax.plot(
+            [0.0, *times],
+            [values[0] if values else 0.0, *values],
+            label=stage,
+            drawstyle="steps-pre",
+            color=[c / 255 for c in COLOURS[stage]],
+        )
     ax.set_xlabel("seconds")
     ax.set_ylabel("MB/s")
     ax.set_title("occystrap: MB/s per stage")
@@ -51,8 +60,9 @@ def _matplotlib_chart(times: list[float], rates: dict[str, list[float]], out: st
     plt.close(fig)
 
 
-def _plain_chart(times: list[float], rates: dict[str, list[float]], out: str,
-                 width: int = 800, height: int = 400) -> None:
+def _plain_chart(
+    times: list[float], rates: dict[str, list[float]], out: str, width: int = 800, height: int = 400
+) -> None:
     """A white canvas, grey axes, one coloured polyline per stage, written as a PNG."""
     pixels = [[(255, 255, 255)] * width for _ in range(height)]
     margin = 30

@@ -41,7 +41,10 @@ def free_port() -> int:
 
 
 def _config_yaml(
-    data_dir: Path, port: int, htpasswd: str | None, tls: tuple[Path, Path] | None = None,
+    data_dir: Path,
+    port: int,
+    htpasswd: str | None,
+    tls: tuple[Path, Path] | None = None,
     token: dict[str, str] | None = None,
 ) -> str:
     # Written by hand rather than with a YAML library so the test rig needs no extra dependency.
@@ -130,13 +133,43 @@ def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     )
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     steps = [
-        [openssl, "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_pem),
-         "-days", "7", "-subj", "/CN=occystrap test CA",
-         "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [
+            openssl,
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca_pem),
+            "-days",
+            "7",
+            "-subj",
+            "/CN=occystrap test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
         [openssl, "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1"],
-        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_pem), "-CAkey", str(ca_key),
-         "-CAcreateserial", "-out", str(pem), "-days", "7", "-extfile", str(ext)],
+        [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_pem),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(pem),
+            "-days",
+            "7",
+            "-extfile",
+            str(ext),
+        ],
     ]
     for cmd in steps:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -258,8 +291,9 @@ class TestRegistry:
         assert self.dir is not None
         self.port = port
         config = self.dir / "config.yml"
-        config.write_text(_config_yaml(self.dir / "data", port, self.htpasswd, self._tls_files,
-                                       self.token))
+        config.write_text(
+            _config_yaml(self.dir / "data", port, self.htpasswd, self._tls_files, self.token)
+        )
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "serve", str(config)],

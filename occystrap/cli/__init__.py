@@ -91,22 +91,47 @@ def cli(ctx: click.Context, /, **opts: Any) -> None:
 
 @cli.command()
 @click.argument("uris", nargs=-1, metavar="SOURCE DESTINATION")
-@click.option("--from-file", "from_file", type=click.Path(dir_okay=False), default=None,
-              help="Take the sources from FILE (one URI a line, or a JSON mirror spec); "
-                   "then only DESTINATION is given (or none, if the spec names them).")
-@click.option("--shard", default=None, metavar="K/N",
-              help="Copy only the K-th of N stable, hash-based shares of the images.")
-@click.option("--fail-fast/--keep-going", default=False,
-              help="Stop at the first failed image [default: keep going].")
-@click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
-              help="NAME[:key=value,...], repeatable, applied in order: "
-                   "normalize-timestamps[:ts=N,config=true], exclude:pattern=GLOB[;GLOB...], "
-                   "search:pattern=GLOB|regex=RE[,script_friendly=true], inspect:file=PATH.")
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Take the sources from FILE (one URI a line, or a JSON mirror spec); "
+    "then only DESTINATION is given (or none, if the spec names them).",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="K/N",
+    help="Copy only the K-th of N stable, hash-based shares of the images.",
+)
+@click.option(
+    "--fail-fast/--keep-going",
+    default=False,
+    help="Stop at the first failed image [default: keep going].",
+)
+@click.option(
+    "-f",
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="FILTER",
+    help="NAME[:key=value,...], repeatable, applied in order: "
+    "normalize-timestamps[:ts=N,config=true], exclude:pattern=GLOB[;GLOB...], "
+    "search:pattern=GLOB|regex=RE[,script_friendly=true], inspect:file=PATH.",
+)
 @options.global_options(after_command=True)
 @click.pass_obj
 @handle_errors
-def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
-            shard: str | None, fail_fast: bool, filters: tuple[str, ...], **after: Any) -> int:
+def process(
+    obj: dict[str, Any],
+    uris: tuple[str, ...],
+    from_file: str | None,
+    shard: str | None,
+    fail_fast: bool,
+    filters: tuple[str, ...],
+    **after: Any,
+) -> int:
     """Copy SOURCE to DESTINATION.
 
     \b
@@ -138,8 +163,15 @@ def process(obj: dict[str, Any], uris: tuple[str, ...], from_file: str | None,
         settings.check_destination(dst, sources, config)
         run_config = settings.source_config(sources[0], config) if len(sources) == 1 else config
         try:
-            results.append(pipeline.run(sources, dst, run_config, on_event=report.event,
-                                        on_tick=display.update if display else None))
+            results.append(
+                pipeline.run(
+                    sources,
+                    dst,
+                    run_config,
+                    on_event=report.event,
+                    on_tick=display.update if display else None,
+                )
+            )
         finally:
             if display is not None:
                 display.clear()
@@ -179,14 +211,14 @@ def info(obj: dict[str, Any], source: str, output_format: str, **after: Any) -> 
 
 @cli.command()
 @click.argument("source")
-@click.option("--fast", is_flag=True, default=False,
-              help="Only the metadata checks: no layer is downloaded.")
+@click.option(
+    "--fast", is_flag=True, default=False, help="Only the metadata checks: no layer is downloaded."
+)
 @options.OUTPUT_FORMAT
 @options.global_options(after_command=True)
 @click.pass_obj
 @handle_errors
-def check(obj: dict[str, Any], source: str, fast: bool, output_format: str,
-          **after: Any) -> int:
+def check(obj: dict[str, Any], source: str, fast: bool, output_format: str, **after: Any) -> int:
     """Check an image: metadata, and (without --fast) every blob digest, diff_id, tar
     stream and whiteout. Exit 1 when any error is found.
 
@@ -210,17 +242,31 @@ def check(obj: dict[str, Any], source: str, fast: bool, output_format: str,
 @cli.command()
 @click.argument("source")
 @click.argument("pattern")
-@click.option("--regex", is_flag=True, default=False,
-              help="PATTERN is a regular expression (searched for anywhere in the path), "
-                   "not a glob.")
-@click.option("--script-friendly", is_flag=True, default=False,
-              help="One IMAGE:TAG:LAYER:PATH line per match, nothing else.")
+@click.option(
+    "--regex",
+    is_flag=True,
+    default=False,
+    help="PATTERN is a regular expression (searched for anywhere in the path), not a glob.",
+)
+@click.option(
+    "--script-friendly",
+    is_flag=True,
+    default=False,
+    help="One IMAGE:TAG:LAYER:PATH line per match, nothing else.",
+)
 @options.OUTPUT_FORMAT
 @options.global_options(after_command=True)
 @click.pass_obj
 @handle_errors
-def search(obj: dict[str, Any], source: str, pattern: str, regex: bool,
-           script_friendly: bool, output_format: str, **after: Any) -> int:
+def search(
+    obj: dict[str, Any],
+    source: str,
+    pattern: str,
+    regex: bool,
+    script_friendly: bool,
+    output_format: str,
+    **after: Any,
+) -> int:
     """Find the paths matching PATTERN in each layer of SOURCE. A glob (`*`, `?`, `[...]`)
     matches the whole path, with or without a leading `/`. Exit 0 even with no match.
 
@@ -236,10 +282,19 @@ def search(obj: dict[str, Any], source: str, pattern: str, regex: bool,
     matches = searching.run(location, config, pattern, regex)
     if output_format == "json":
         found = [searching.to_dict(m) for m in matches]
-        click.echo(json.dumps({"source": location.text, "pattern": pattern, "regex": regex,
-                               "count": len(found),
-                               "layers": len({m["layer"] for m in found}),
-                               "matches": found}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "source": location.text,
+                    "pattern": pattern,
+                    "regex": regex,
+                    "count": len(found),
+                    "layers": len({m["layer"] for m in found}),
+                    "matches": found,
+                },
+                indent=2,
+            )
+        )
     elif script_friendly:
         for m in matches:
             click.echo(searching.script_line(m))
@@ -255,8 +310,7 @@ def report_group() -> None:
 
 
 @report_group.command("merge")
-@click.argument("files", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @options.OUTPUT_FORMAT
 @handle_errors
 def report_merge(files: tuple[str, ...], output_format: str) -> int:

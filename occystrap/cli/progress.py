@@ -70,19 +70,23 @@ class ProgressDisplay:
         t0, d0 = self._history[0]
         rate = (done - d0) / (now - t0) if now - t0 > 0.2 else 0.0
         out = []
-        for p in active[:self.MAX_IMAGES]:
+        for p in active[: self.MAX_IMAGES]:
             pct = p.done * 100 // p.total if p.total else 0
             label = p.source if len(p.source) <= 48 else "…" + p.source[-47:]
-            out.append(f"  {label:<48} {human_bytes(p.done):>9} / {human_bytes(p.total):<9} "
-                       f"{pct:>3}%  {p.layers_done}/{p.layers} layers")
+            out.append(
+                f"  {label:<48} {human_bytes(p.done):>9} / {human_bytes(p.total):<9} "
+                f"{pct:>3}%  {p.layers_done}/{p.layers} layers"
+            )
         if len(active) > self.MAX_IMAGES:
             out.append(f"  … and {len(active) - self.MAX_IMAGES} more")
         finished_n = len(result.done) + len(result.failed)
         of = f"/{result.sources}" if result.sources >= finished_n else ""
         eta = f", ETA {(total - done) / rate:.0f} s" if rate > 0 and total > done else ""
-        out.append(f"{finished_n}{of} images, {human_bytes(done)} / {human_bytes(total)}, "
-                   f"{human_bytes(rate)}/s{eta}")
-        return [line[:self.width] for line in out]
+        out.append(
+            f"{finished_n}{of} images, {human_bytes(done)} / {human_bytes(total)}, "
+            f"{human_bytes(rate)}/s{eta}"
+        )
+        return [line[: self.width] for line in out]
 
     def update(self, result: RunView, force: bool = False) -> None:
         now = time.monotonic()

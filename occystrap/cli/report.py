@@ -37,9 +37,11 @@ def summary_line(result: RunResult, config: Config | None = None) -> str:
     current = sum(1 for d in result.done if d.up_to_date)
     noted = f" ({current} already up to date)" if current else ""
     retries = sum(r.retries for r in result.reports.values())
-    line = (f"Summary: {len(result.done)}/{total} images{noted}, {layers} layers, "
-            f"{human_bytes(moved)}, {result.wall_seconds:.1f} s, "
-            f"{retries} {'retry' if retries == 1 else 'retries'}")
+    line = (
+        f"Summary: {len(result.done)}/{total} images{noted}, {layers} layers, "
+        f"{human_bytes(moved)}, {result.wall_seconds:.1f} s, "
+        f"{retries} {'retry' if retries == 1 else 'retries'}"
+    )
     foreign = sum(d.foreign for d in result.done)
     if foreign:
         line += f", {foreign} foreign layer{'s' if foreign > 1 else ''} not copied"
@@ -125,20 +127,25 @@ class Report:
         elif quiet:
             return
         elif event.up_to_date:
-            click.echo(f"up to date: {event.destination} already has {event.source} "
-                       f"({event.manifest_digest})", err=True)
+            click.echo(
+                f"up to date: {event.destination} already has {event.source} "
+                f"({event.manifest_digest})",
+                err=True,
+            )
         else:
             skipped = f", {event.skipped_layers} already present" if event.skipped_layers else ""
             if event.detail:
                 skipped += f", {event.detail}"
-            click.echo(f"copied {event.source} -> {event.destination} "
-                       f"({event.layers} layers, {event.bytes / 1e6:.1f} MB{skipped}; "
-                       f"{event.manifest_digest})", err=True)
+            click.echo(
+                f"copied {event.source} -> {event.destination} "
+                f"({event.layers} layers, {event.bytes / 1e6:.1f} MB{skipped}; "
+                f"{event.manifest_digest})",
+                err=True,
+            )
 
     # -- at the end ------------------------------------------------------------------------
 
-    def finish(self, result: RunResult, chain: FilterChain,
-               runs: Sequence[RunResult]) -> None:
+    def finish(self, result: RunResult, chain: FilterChain, runs: Sequence[RunResult]) -> None:
         """Say how the run (the merged `result` of `runs`) ended. UsageError when the
         --stats-file cannot be written."""
         from occystrap.stats import schema
@@ -170,8 +177,7 @@ class Report:
             for failure in result.failed:
                 click.echo(f"  {failure.source}: {failure.reason}", err=True)
         if config.verbose and config.stats != "text":
-            click.echo("bottleneck: " + schema.to_dict(result)["bottleneck"]["reason"],
-                       err=True)
+            click.echo("bottleneck: " + schema.to_dict(result)["bottleneck"]["reason"], err=True)
         if not config.quiet:
             click.echo(summary_line(result, config), err=True)
 
@@ -198,8 +204,9 @@ def _print_search_results(chain: FilterChain, results: Sequence[RunResult]) -> N
     found = []
     for result in results:  # image ids count from 0 in each run
         done = {d.image_id for d in result.done}
-        found += sorted((h for h in result.search_hits if h.top in done),
-                        key=lambda h: (h.image_id, h.index))
+        found += sorted(
+            (h for h in result.search_hits if h.top in done), key=lambda h: (h.image_id, h.index)
+        )
     if not found and not any(r.done for r in results):
         return  # nothing was searched
     searches = chain.searches

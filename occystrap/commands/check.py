@@ -65,27 +65,35 @@ def check_metadata(config_doc: dict[str, Any], layers: list[Descriptor]) -> list
     if not isinstance(rootfs, dict):
         return [Finding(ERROR, "rootfs", "image config has no rootfs")]
     if rootfs.get("type") != "layers":
-        found.append(Finding(WARNING, "rootfs", f"rootfs.type is {rootfs.get('type')!r}, "
-                                                "expected 'layers'"))
+        found.append(
+            Finding(WARNING, "rootfs", f"rootfs.type is {rootfs.get('type')!r}, expected 'layers'")
+        )
     diff_ids = rootfs.get("diff_ids")
     if not isinstance(diff_ids, list):
         found.append(Finding(ERROR, "rootfs", "image config has no rootfs.diff_ids list"))
     elif len(diff_ids) != len(layers):
-        found.append(Finding(ERROR, "layer-count",
-                             f"manifest has {len(layers)} layers but the config lists "
-                             f"{len(diff_ids)} diff_ids"))
+        found.append(
+            Finding(
+                ERROR,
+                "layer-count",
+                f"manifest has {len(layers)} layers but the config lists {len(diff_ids)} diff_ids",
+            )
+        )
     history = config_doc.get("history")
     if history is None:
         found.append(Finding(INFO, "history", "image config has no history"))
     elif not isinstance(history, list):
         found.append(Finding(WARNING, "history", "history is not a list"))
     else:
-        non_empty = sum(1 for h in history
-                        if not (isinstance(h, dict) and h.get("empty_layer")))
+        non_empty = sum(1 for h in history if not (isinstance(h, dict) and h.get("empty_layer")))
         if non_empty != len(layers):
-            found.append(Finding(WARNING, "history",
-                                 f"history has {non_empty} non-empty entries for "
-                                 f"{len(layers)} layers"))
+            found.append(
+                Finding(
+                    WARNING,
+                    "history",
+                    f"history has {non_empty} non-empty entries for {len(layers)} layers",
+                )
+            )
     for key in ("os", "architecture"):
         if not config_doc.get(key):
             found.append(Finding(WARNING, "platform", f"image config has no {key!r}"))
@@ -116,30 +124,40 @@ class WhiteoutChecker:
         if base == OPAQUE:
             self.opaques += 1
             if not member.isfile():
-                self.findings.append(Finding(
-                    WARNING, "whiteout", f"{name}: opaque marker is not a regular file"))
+                self.findings.append(
+                    Finding(WARNING, "whiteout", f"{name}: opaque marker is not a regular file")
+                )
             return
         if base.startswith(WHITEOUT + WHITEOUT):
-            self.findings.append(Finding(
-                ERROR, "whiteout", f"{name}: unknown whiteout metadata (only {OPAQUE} is "
-                                   "allowed, as a directory marker)"))
+            self.findings.append(
+                Finding(
+                    ERROR,
+                    "whiteout",
+                    f"{name}: unknown whiteout metadata (only {OPAQUE} is "
+                    "allowed, as a directory marker)",
+                )
+            )
             return
         self.whiteouts += 1
-        target = base[len(WHITEOUT):]
+        target = base[len(WHITEOUT) :]
         if not target or target in (".", ".."):
             self.findings.append(Finding(ERROR, "whiteout", f"{name}: whiteout names nothing"))
             return
         if member.isdir():
-            self.findings.append(Finding(WARNING, "whiteout",
-                                         f"{name}: whiteout is a directory"))
+            self.findings.append(Finding(WARNING, "whiteout", f"{name}: whiteout is a directory"))
         self.hidden[posixpath.join(parent, target)] = name
 
     def finish(self) -> list[Finding]:
         for path, whiteout in sorted(self.hidden.items()):
             if path in self.names:
-                self.findings.append(Finding(
-                    WARNING, "whiteout", f"{whiteout} hides {path}, which the same layer "
-                                         "adds (only an opaque whiteout may)"))
+                self.findings.append(
+                    Finding(
+                        WARNING,
+                        "whiteout",
+                        f"{whiteout} hides {path}, which the same layer "
+                        "adds (only an opaque whiteout may)",
+                    )
+                )
         return self.findings
 
 
@@ -151,8 +169,9 @@ def check_path(name: str, raw: str) -> Finding | None:
     return None
 
 
-def check_layer_stream(f: Any, layer: Descriptor, diff_id: str | None,
-                       blob_verified: bool) -> list[Finding]:
+def check_layer_stream(
+    f: Any, layer: Descriptor, diff_id: str | None, blob_verified: bool
+) -> list[Finding]:
     """Stream one layer file: blob digest (unless already verified), diff_id, tar, whiteouts."""
     found: list[Finding] = []
     raw = HashingReader(f)
@@ -172,32 +191,44 @@ def check_layer_stream(f: Any, layer: Descriptor, diff_id: str | None,
                 if name:
                     whiteouts.add(name, member)
     except Exception as exc:  # noqa: BLE001 - tarfile, zlib and zstd each raise their own
-        found.append(Finding(ERROR, "tar", f"not a valid tar stream after {entries} entries: "
-                                           f"{exc}"))
+        found.append(
+            Finding(ERROR, "tar", f"not a valid tar stream after {entries} entries: {exc}")
+        )
     try:
         plain.drain()  # the end-of-archive padding counts for the diff_id
     except Exception as exc:  # noqa: BLE001
         decompressed = False
-        found.append(Finding(ERROR, "compression", f"cannot decompress as {compression}: "
-                                                   f"{exc}"))
+        found.append(Finding(ERROR, "compression", f"cannot decompress as {compression}: {exc}"))
     raw.drain()
     if not blob_verified:
         if raw.digest != layer.digest:
-            found.append(Finding(ERROR, "digest",
-                                 f"blob bytes hash to {raw.digest}, not {layer.digest}"))
+            found.append(
+                Finding(ERROR, "digest", f"blob bytes hash to {raw.digest}, not {layer.digest}")
+            )
         if raw.count != layer.size:
-            found.append(Finding(ERROR, "size",
-                                 f"blob is {raw.count} bytes, the manifest says {layer.size}"))
+            found.append(
+                Finding(ERROR, "size", f"blob is {raw.count} bytes, the manifest says {layer.size}")
+            )
     if diff_id is not None and decompressed:
         if plain.digest != diff_id:
-            found.append(Finding(ERROR, "diff_id",
-                                 f"decompressed layer hashes to {plain.digest}, the config's "
-                                 f"diff_id is {diff_id}"))
+            found.append(
+                Finding(
+                    ERROR,
+                    "diff_id",
+                    f"decompressed layer hashes to {plain.digest}, the config's "
+                    f"diff_id is {diff_id}",
+                )
+            )
     found.extend(whiteouts.finish())
-    found.append(Finding(INFO, "contents",
-                         f"{entries} entries, {whiteouts.whiteouts} whiteouts, "
-                         f"{whiteouts.opaques} opaque markers, {plain.count} bytes "
-                         "uncompressed"))
+    found.append(
+        Finding(
+            INFO,
+            "contents",
+            f"{entries} entries, {whiteouts.whiteouts} whiteouts, "
+            f"{whiteouts.opaques} opaque markers, {plain.count} bytes "
+            "uncompressed",
+        )
+    )
     return found
 
 
@@ -208,9 +239,15 @@ def check_artifact(image: Image, kind: str, fast: bool, tmpdir: str) -> list[Fin
     """An artifact has no root filesystem: its blobs are checked against their digests
     (unless --fast), and nothing is decompressed or parsed."""
     manifest = image.manifest
-    found = [Finding(INFO, "artifact", f"an OCI artifact ({kind}), not a container image: "
-                                       "blobs are checked against their digests; no "
-                                       "diff_id, tar or whiteout checks apply")]
+    found = [
+        Finding(
+            INFO,
+            "artifact",
+            f"an OCI artifact ({kind}), not a container image: "
+            "blobs are checked against their digests; no "
+            "diff_id, tar or whiteout checks apply",
+        )
+    ]
     if fast:
         return found
     for blob in (manifest.config, *manifest.layers):
@@ -221,15 +258,23 @@ def check_artifact(image: Image, kind: str, fast: bool, tmpdir: str) -> list[Fin
                 raw = HashingReader(f)
                 raw.drain()
             if raw.digest != blob.digest or raw.count != blob.size:
-                found.append(Finding(ERROR, "digest", f"blob bytes hash to {raw.digest} "
-                                     f"({raw.count} bytes), not {blob.digest} "
-                                     f"({blob.size} bytes)", layer=blob.digest))
+                found.append(
+                    Finding(
+                        ERROR,
+                        "digest",
+                        f"blob bytes hash to {raw.digest} "
+                        f"({raw.count} bytes), not {blob.digest} "
+                        f"({blob.size} bytes)",
+                        layer=blob.digest,
+                    )
+                )
     return found
 
 
 @contextmanager
-def _blob_file(image: Image, blob: Descriptor, tmpdir: str, found: list[Finding]
-               ) -> Iterator[LayerFile | None]:
+def _blob_file(
+    image: Image, blob: Descriptor, tmpdir: str, found: list[Finding]
+) -> Iterator[LayerFile | None]:
     """The blob in a file for the block (None, with an error finding, when it cannot be
     had); a downloaded temporary file is removed afterwards."""
     try:
@@ -253,9 +298,14 @@ def check_plain_layers(config_doc: dict[str, Any], layers: list[Descriptor]) -> 
     found = []
     for n, (layer, diff_id) in enumerate(zip(layers, diff_ids, strict=True)):
         if mediatypes.layer_compression(layer.media_type) == "none" and layer.digest != diff_id:
-            found.append(Finding(ERROR, "diff_id", f"layer {n} is an uncompressed tar, but the "
-                                                   f"config's diff_id is {diff_id}",
-                                 layer=layer.digest))
+            found.append(
+                Finding(
+                    ERROR,
+                    "diff_id",
+                    f"layer {n} is an uncompressed tar, but the config's diff_id is {diff_id}",
+                    layer=layer.digest,
+                )
+            )
     return found
 
 
@@ -277,9 +327,15 @@ def check_image(image: Image, fast: bool, tmpdir: str) -> list[Finding]:
     for i, layer in enumerate(manifest.layers):
         diff_id = diff_ids[i] if isinstance(diff_ids, list) and i < len(diff_ids) else None
         if mediatypes.is_foreign(layer) and not serves(image.source, layer.digest):
-            found.append(Finding(INFO, "foreign", "a foreign layer the source does not serve "
-                                 "(its publisher does, from its urls): not checked",
-                                 layer=layer.digest))
+            found.append(
+                Finding(
+                    INFO,
+                    "foreign",
+                    "a foreign layer the source does not serve "
+                    "(its publisher does, from its urls): not checked",
+                    layer=layer.digest,
+                )
+            )
             continue
         with _blob_file(image, layer, tmpdir, found) as lf:
             if lf is None:
@@ -295,8 +351,7 @@ def check_image(image: Image, fast: bool, tmpdir: str) -> list[Finding]:
 def run(location: Location, config: Config, fast: bool) -> list[Finding]:
     """Every finding for every image the source holds."""
     found: list[Finding] = []
-    with scratch(config, "check") as tmp, \
-            opened(location, config, tmp) as source:
+    with scratch(config, "check") as tmp, opened(location, config, tmp) as source:
         entries = source.entries()
         # how an archive was read around its faults (dockersave's notes)
         found += [Finding(INFO, "archive", note) for note in getattr(source, "notes", ())]
@@ -323,9 +378,15 @@ def counts(found: Iterable[Finding]) -> dict[str, int]:
 
 def to_dict(location: Location, found: list[Finding], fast: bool) -> dict[str, Any]:
     c = counts(found)
-    return {"source": location.text, "fast": fast, "ok": c[ERROR] == 0,
-            "errors": c[ERROR], "warnings": c[WARNING], "infos": c[INFO],
-            "findings": [asdict(x) for x in found]}
+    return {
+        "source": location.text,
+        "fast": fast,
+        "ok": c[ERROR] == 0,
+        "errors": c[ERROR],
+        "warnings": c[WARNING],
+        "infos": c[INFO],
+        "findings": [asdict(x) for x in found],
+    }
 
 
 def to_text(found: list[Finding], quiet: bool) -> str:

@@ -39,8 +39,10 @@ def scratch(config: Config, what: str) -> tempfile.TemporaryDirectory[str]:
     try:
         return tempfile.TemporaryDirectory(prefix=f"occystrap-{what}-", dir=config.temp_dir)
     except OSError as exc:
-        raise UsageError(f"cannot create a temporary directory in "
-                         f"{config.temp_dir or tempfile.gettempdir()}: {exc.strerror}") from None
+        raise UsageError(
+            f"cannot create a temporary directory in "
+            f"{config.temp_dir or tempfile.gettempdir()}: {exc.strerror}"
+        ) from None
 
 
 @contextmanager
@@ -93,8 +95,9 @@ def images_of(entry: Entry, config: Config) -> Iterator[Image]:
     yield from _every_platform(entry, source, top, top, 0)
 
 
-def _every_platform(entry: Entry, source: ImageSource, top: Resolved, index: Resolved,
-                    depth: int) -> Iterator[Image]:
+def _every_platform(
+    entry: Entry, source: ImageSource, top: Resolved, index: Resolved, depth: int
+) -> Iterator[Image]:
     check_depth(index.digest, depth)
     assert isinstance(index.parsed, ImageIndex)
     for d in index.parsed.manifests:
@@ -141,8 +144,9 @@ def layer_file(image: Image, layer: Descriptor, tmpdir: str) -> LayerFile:
     if is_local(source):
         blob = source.blob_file(layer.digest)
         if blob.digest_seen is not None and blob.digest_seen != layer.digest:
-            raise DigestError(f"layer {layer.digest}: the archive's bytes hash to "
-                              f"{blob.digest_seen}")
+            raise DigestError(
+                f"layer {layer.digest}: the archive's bytes hash to {blob.digest_seen}"
+            )
         return LayerFile(blob.path, verified=blob.digest_seen is not None)
     assert isinstance(source, RegistrySource)  # the one image source that is not local
     dest = os.path.join(tmpdir, layer.digest.replace(":", "-"))

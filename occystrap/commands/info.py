@@ -51,15 +51,28 @@ def describe(entry: Entry, config: Config) -> dict[str, Any]:
         entries = top.parsed.manifests
         platforms = {d.digest: str(d.platform) for d in entries if d.platform}
         doc["platforms"] = [
-            {"platform": str(d.platform) if d.platform else None, "digest": d.digest,
-             "media_type": d.media_type, "size": d.size}
-            for d in entries if not mediatypes.is_attestation(d)]
+            {
+                "platform": str(d.platform) if d.platform else None,
+                "digest": d.digest,
+                "media_type": d.media_type,
+                "size": d.size,
+            }
+            for d in entries
+            if not mediatypes.is_attestation(d)
+        ]
         # an attestation describes the entry its annotation names: listed under it
         doc["attestations"] = [
-            {"of": platforms.get(ref, ref) if (ref := (d.annotations or {}).get(
-                mediatypes.REFERENCE_DIGEST)) else None,
-             "digest": d.digest, "media_type": d.media_type, "size": d.size}
-            for d in entries if mediatypes.is_attestation(d)]
+            {
+                "of": platforms.get(ref, ref)
+                if (ref := (d.annotations or {}).get(mediatypes.REFERENCE_DIGEST))
+                else None,
+                "digest": d.digest,
+                "media_type": d.media_type,
+                "size": d.size,
+            }
+            for d in entries
+            if mediatypes.is_attestation(d)
+        ]
         resolved = platform_manifest(source, top, config.platform)
     manifest = resolved.parsed
     assert isinstance(manifest, ImageManifest)
@@ -67,12 +80,19 @@ def describe(entry: Entry, config: Config) -> dict[str, Any]:
     if kind is not None:
         doc["image"] = None
         doc["artifact"] = {
-            "type": kind, "digest": resolved.digest, "media_type": resolved.media_type,
+            "type": kind,
+            "digest": resolved.digest,
+            "media_type": resolved.media_type,
             "artifact_type": manifest.artifact_type,
-            "config": {"digest": manifest.config.digest,
-                       "media_type": manifest.config.media_type, "size": manifest.config.size},
-            "blobs": [{"digest": d.digest, "size": d.size, "media_type": d.media_type}
-                      for d in manifest.layers],
+            "config": {
+                "digest": manifest.config.digest,
+                "media_type": manifest.config.media_type,
+                "size": manifest.config.size,
+            },
+            "blobs": [
+                {"digest": d.digest, "size": d.size, "media_type": d.media_type}
+                for d in manifest.layers
+            ],
             "subject": manifest.subject.digest if manifest.subject else None,
             "annotations": manifest.annotations or {},
         }
@@ -82,14 +102,24 @@ def describe(entry: Entry, config: Config) -> dict[str, Any]:
     diff_ids = list(rootfs.get("diff_ids") or []) if rootfs else []
     layers = []
     for i, d in enumerate(manifest.layers):
-        layers.append({"digest": d.digest, "size": d.size, "media_type": d.media_type,
-                       "diff_id": diff_ids[i] if i < len(diff_ids) else None,
-                       "foreign": mediatypes.is_foreign(d)})
+        layers.append(
+            {
+                "digest": d.digest,
+                "size": d.size,
+                "media_type": d.media_type,
+                "diff_id": diff_ids[i] if i < len(diff_ids) else None,
+                "foreign": mediatypes.is_foreign(d),
+            }
+        )
     doc["image"] = {
         "digest": resolved.digest,
         "media_type": resolved.media_type,
-        "config": {"digest": manifest.config.digest, "media_type": manifest.config.media_type,
-                   "size": manifest.config.size, **config_summary(cfg)},
+        "config": {
+            "digest": manifest.config.digest,
+            "media_type": manifest.config.media_type,
+            "size": manifest.config.size,
+            **config_summary(cfg),
+        },
         "layers": layers,
         "layers_size": sum(d.size for d in manifest.layers),
     }
@@ -130,12 +160,12 @@ def to_text(docs: list[dict[str, Any]]) -> str:
             out.append(f"Platforms:   {len(doc['platforms'])}{more}")
             width = max([20] + [16 + len(str(a["of"])) for a in attestations])
             for p in doc["platforms"]:
-                what = p["platform"] or ("(index)" if p["media_type"] in
-                                         mediatypes.INDEX_TYPES else "(none)")
+                what = p["platform"] or (
+                    "(index)" if p["media_type"] in mediatypes.INDEX_TYPES else "(none)"
+                )
                 out.append(f"  {what:<{width}} {p['digest']}")
             for a in attestations:
-                out.append(f"  {'attestation of ' + str(a['of'] or '?'):<{width}} "
-                           f"{a['digest']}")
+                out.append(f"  {'attestation of ' + str(a['of'] or '?'):<{width}} {a['digest']}")
         if doc.get("artifact"):
             out.extend(_artifact_text(doc["artifact"], doc["platforms"] is not None))
             continue
@@ -143,8 +173,7 @@ def to_text(docs: list[dict[str, Any]]) -> str:
         cfg = image["config"]
         if doc["platforms"] is not None:
             out.append(f"Selected:    {image['digest']}")
-        platform = "/".join(str(p) for p in (cfg["os"], cfg["architecture"], cfg["variant"])
-                            if p)
+        platform = "/".join(str(p) for p in (cfg["os"], cfg["architecture"], cfg["variant"]) if p)
         out.append(f"Platform:    {platform or '-'}")
         out.append(f"Created:     {cfg['created'] or '-'}")
         out.append(f"Config:      {cfg['digest']}")
@@ -161,8 +190,9 @@ def to_text(docs: list[dict[str, Any]]) -> str:
         out.append(f"Layers:      {len(image['layers'])} ({_human(image['layers_size'])})")
         for i, lay in enumerate(image["layers"]):
             foreign = "  (foreign)" if lay.get("foreign") else ""
-            out.append(f"  {i:>3}  {lay['digest']}  {lay['size']:>12}  "
-                       f"{lay['media_type']}{foreign}")
+            out.append(
+                f"  {i:>3}  {lay['digest']}  {lay['size']:>12}  {lay['media_type']}{foreign}"
+            )
     return "\n".join(out)
 
 

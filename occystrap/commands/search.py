@@ -23,8 +23,9 @@ from occystrap.layers.tarread import ChunkReader, members, normalize, open_strea
 from occystrap.reference import Location
 
 
-def search_layer(f: Any, media_type: str, match: Callable[[str], bool]
-                 ) -> Iterator[tarfile.TarInfo]:
+def search_layer(
+    f: Any, media_type: str, match: Callable[[str], bool]
+) -> Iterator[tarfile.TarInfo]:
     plain = ChunkReader(codec.decompressed_chunks(f, mediatypes.compression_of(media_type)))
     try:
         with open_stream(plain) as tar:
@@ -38,9 +39,11 @@ def search_layer(f: Any, media_type: str, match: Callable[[str], bool]
 def search_image(image: Image, match: Callable[[str], bool], tmpdir: str) -> Iterator[Match]:
     artifact = mediatypes.artifact_type(image.manifest)
     if artifact is not None:
-        raise ManifestError(f"{image.label}: {image.resolved.digest} is an OCI artifact "
-                            f"({artifact}), not a container image: there are no paths to "
-                            "search")
+        raise ManifestError(
+            f"{image.label}: {image.resolved.digest} is an OCI artifact "
+            f"({artifact}), not a container image: there are no paths to "
+            "search"
+        )
     ref = image.entry.ref
     name = ref.name or "-"
     tag = ref.tag or ref.digest or image.resolved.digest
@@ -49,9 +52,15 @@ def search_image(image: Image, match: Callable[[str], bool], tmpdir: str) -> Ite
         try:
             with open(lf.path, "rb") as f:
                 for member in search_layer(f, layer.media_type, match):
-                    yield Match(name, tag, layer.digest, normalize(member.name), kind(member),
-                                member.size,
-                                member.linkname if member.issym() or member.islnk() else None)
+                    yield Match(
+                        name,
+                        tag,
+                        layer.digest,
+                        normalize(member.name),
+                        kind(member),
+                        member.size,
+                        member.linkname if member.issym() or member.islnk() else None,
+                    )
         except ManifestError as exc:
             raise ManifestError(f"layer {layer.digest}: {exc}") from None
         finally:
@@ -62,8 +71,7 @@ def run(location: Location, config: Config, pattern: str, regex: bool) -> Iterat
     """Every match, layer by layer, in manifest order (a generator: results print as they
     are found)."""
     match = matcher(pattern, regex)
-    with scratch(config, "search") as tmp, \
-            opened(location, config, tmp) as source:
+    with scratch(config, "search") as tmp, opened(location, config, tmp) as source:
         for entry in source.entries():
             for image in images_of(entry, config):
                 yield from search_image(image, match, tmp)

@@ -37,8 +37,11 @@ __all__ = ["WRITERS", "Destination", "Planner", "Probe", "Writer"]
 
 #: the writer of each destination scheme
 WRITERS: dict[str, type[Writer]] = {
-    "dir": DirectoryWriter, "tar": DockerArchiveWriter, "oci": OCILayoutWriter,
-    "registry": RegistryWriter, "docker": EngineWriter,
+    "dir": DirectoryWriter,
+    "tar": DockerArchiveWriter,
+    "oci": OCILayoutWriter,
+    "registry": RegistryWriter,
+    "docker": EngineWriter,
 }
 
 
@@ -101,8 +104,10 @@ class Destination:
         if value not in ("keep", "oci"):
             raise UsageError(f"{self.location}: media_types={value}: expected oci or keep")
         if value == "oci" and (self.location.scheme not in ("oci", "tar") or self.legacy_tar):
-            raise UsageError(f"{self.location}: media_types=oci applies to oci:// and tar:// "
-                             "(not to ?format=v1.2, which holds no manifests)")
+            raise UsageError(
+                f"{self.location}: media_types=oci applies to oci:// and tar:// "
+                "(not to ?format=v1.2, which holds no manifests)"
+            )
         return value == "oci"
 
     @property
@@ -161,27 +166,38 @@ class Destination:
             return EngineWriter(Engine(docker_socket(self.location)), self.token, name)
         if scheme == "registry":
             assert self.location.ref is not None
-            return RegistryWriter(self.location.ref, config,
-                                  self.location.insecure(config.insecure), spool, self.token)
+            return RegistryWriter(
+                self.location.ref,
+                config,
+                self.location.insecure(config.insecure),
+                spool,
+                self.token,
+            )
         if scheme == "tar":
             # Re-encoded or filtered layers have sizes nobody knows in advance: no in-place
             # planning.
-            return DockerArchiveWriter(self.path, self.legacy_tar, self.token,
-                                       in_place=config.compression is None
-                                       and not config.filters.rewrites,
-                                       oci_media_types=convert)
+            return DockerArchiveWriter(
+                self.path,
+                self.legacy_tar,
+                self.token,
+                in_place=config.compression is None and not config.filters.rewrites,
+                oci_media_types=convert,
+            )
         if scheme == "oci":
-            return OCILayoutWriter(self.path, self.location.tag, self.token,
-                                   oci_media_types=convert)
+            return OCILayoutWriter(
+                self.path, self.location.tag, self.token, oci_media_types=convert
+            )
         if scheme == "dir":
             unique = bool(self.location.option("unique_names", False))
             expand = bool(self.location.option("expand", False))
             preserve = self.location.option("preserve_modes", False) is True
             if preserve and not expand:
-                raise UsageError(f"{self.location}: ?preserve_modes=true applies only with "
-                                 "?expand=true")
-            return DirectoryWriter(self.path, unique, self.token, expand=expand,
-                                   preserve_modes=preserve)
+                raise UsageError(
+                    f"{self.location}: ?preserve_modes=true applies only with ?expand=true"
+                )
+            return DirectoryWriter(
+                self.path, unique, self.token, expand=expand, preserve_modes=preserve
+            )
         raise AssertionError(scheme)
 
     def remove_temp_files(self, temp_dir: str | None) -> None:
@@ -191,9 +207,12 @@ class Destination:
             return
         remove_paths(glob.glob(glob.escape(self.temp_prefix) + "*"))
         if self.location.scheme in ("dir", "oci") and os.path.isdir(self.path):
-            remove_paths(glob.glob(os.path.join(glob.escape(self.path), "**",
-                                                f"*.occystrap-{self.token}.tmp"),
-                                   recursive=True))
+            remove_paths(
+                glob.glob(
+                    os.path.join(glob.escape(self.path), "**", f"*.occystrap-{self.token}.tmp"),
+                    recursive=True,
+                )
+            )
 
     def remove_journal(self) -> None:
         """Last of all after an interrupt or a crash: the run's journal in a shared output
@@ -214,8 +233,9 @@ class Probe:
         if dest.is_registry:
             assert dest.location.ref is not None
             self._pool = ClientPool(config, pool_size=4, role="dest")
-            self._client = self._pool.get(dest.location.ref.host,
-                                          dest.location.insecure(config.insecure))
+            self._client = self._pool.get(
+                dest.location.ref.host, dest.location.insecure(config.insecure)
+            )
 
     def up_to_date(self, target: ImageRef | None, digest: str) -> bool:
         if self._client is None or target is None:
@@ -235,8 +255,11 @@ class Probe:
         if self._client is None or target is None:
             return []
         prefix = f"{target.host}/"
-        return [p[len(prefix):] for p in reversed(places)
-                if p.startswith(prefix) and p[len(prefix):] != target.name]
+        return [
+            p[len(prefix) :]
+            for p in reversed(places)
+            if p.startswith(prefix) and p[len(prefix) :] != target.name
+        ]
 
     def blob_in(self, repository: str, digest: str) -> bool:
         """HEAD the blob in another repository of the destination registry."""

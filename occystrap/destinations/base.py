@@ -28,8 +28,14 @@ class Planner(Protocol):
     #: the end of everything planned so far (bytes from the start of the output)
     end: int
 
-    def plan_image(self, config_digest: str, config_size: int, manifest_digest: str,
-                   manifest_size: int, layers: list[LayerDesc]) -> list[Region]:
+    def plan_image(
+        self,
+        config_digest: str,
+        config_size: int,
+        manifest_digest: str,
+        manifest_size: int,
+        layers: list[LayerDesc],
+    ) -> list[Region]:
         """Regions for config, layers and manifest, in that order (sizes in bytes); sets
         each layer's `path` and `offset` so fetch writes it in place."""
         ...
@@ -62,13 +68,18 @@ class Writer(ABC):
         try:
             body, media_type, digest = to_oci(plan.manifest, plan.manifest_media_type)
         except (ValueError, KeyError, TypeError) as exc:
-            raise DestinationError(f"{plan.source}: cannot convert the manifest to OCI media "
-                                   f"types: {exc}") from None
+            raise DestinationError(
+                f"{plan.source}: cannot convert the manifest to OCI media types: {exc}"
+            ) from None
         if digest == plan.manifest_digest:
             return plan
         return msgspec.structs.replace(
-            plan, manifest=body, manifest_media_type=media_type, manifest_digest=digest,
-            config_media_type=OCI_CONFIG if plan.config else plan.config_media_type)
+            plan,
+            manifest=body,
+            manifest_media_type=media_type,
+            manifest_digest=digest,
+            config_media_type=OCI_CONFIG if plan.config else plan.config_media_type,
+        )
 
     def planner(self) -> Planner | None:
         """A layout planner when blobs are written in place (tar://), for resolve."""

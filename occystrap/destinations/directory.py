@@ -34,8 +34,11 @@ def _slug(text: str) -> str:
 
 
 def _manifest_files(root: str) -> list[str]:
-    return [n for n in os.listdir(root)
-            if n == "manifest.json" or (n.startswith("manifest-") and n.endswith(".json"))]
+    return [
+        n
+        for n in os.listdir(root)
+        if n == "manifest.json" or (n.startswith("manifest-") and n.endswith(".json"))
+    ]
 
 
 def referenced(root: str) -> set[str] | None:
@@ -64,8 +67,14 @@ class DirectoryWriter(Writer):
     image_only = "dir:// (layers unpacked as tar files)"
     # takes_many only with ?unique_names=true: see destinations.Destination
 
-    def __init__(self, path: str, unique_names: bool, token: str, expand: bool = False,
-                 preserve_modes: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        unique_names: bool,
+        token: str,
+        expand: bool = False,
+        preserve_modes: bool = False,
+    ) -> None:
         self.root = path
         self.unique_names = unique_names
         self.expand = expand
@@ -82,8 +91,9 @@ class DirectoryWriter(Writer):
         on it (noted in its journal), so another run's clean-up leaves it in place."""
         if not token:
             return os.path.isfile(layer_file(path, digest))
-        return rely_on(path, token, hex_of(digest),
-                       lambda: os.path.isfile(layer_file(path, digest)))
+        return rely_on(
+            path, token, hex_of(digest), lambda: os.path.isfile(layer_file(path, digest))
+        )
 
     def begin_image(self, plan: ImagePlan) -> None:
         self._added[plan.image_id] = []
@@ -119,8 +129,9 @@ class DirectoryWriter(Writer):
         name = self._manifest_name(plan)
         if self.expand:
             self._expand(plan, name.removesuffix(".json"), layers)
-        write_atomic(os.path.join(self.root, name), json.dumps([entry], indent=2).encode(),
-                     self.token)
+        write_atomic(
+            os.path.join(self.root, name), json.dumps([entry], indent=2).encode(), self.token
+        )
         if self.unique_names:
             self._update_catalog(plan, name)
         self._added.pop(plan.image_id, None)
@@ -132,8 +143,9 @@ class DirectoryWriter(Writer):
         final = os.path.join(self.root, name)
         tmp = os.path.join(self.root, f".{name}.occystrap-{self.token}.tmp")
         try:
-            expand(tmp, [layer_file(self.root, d) for d in layers], plan.source,
-                   self.preserve_modes)
+            expand(
+                tmp, [layer_file(self.root, d) for d in layers], plan.source, self.preserve_modes
+            )
             if os.path.lexists(final):
                 remove_paths([final])
             os.rename(tmp, final)
@@ -144,20 +156,28 @@ class DirectoryWriter(Writer):
 
     def _update_catalog(self, plan: ImagePlan, manifest_name: str) -> None:
         image, _, tag = (plan.repo_tag or plan.source).rpartition(":")
-        update_json_locked(self.root, "catalog.json", dict,
-                           lambda catalog: catalog.setdefault(image, {}).update(
-                               {tag: manifest_name}),
-                           self.token)
+        update_json_locked(
+            self.root,
+            "catalog.json",
+            dict,
+            lambda catalog: catalog.setdefault(image, {}).update({tag: manifest_name}),
+            self.token,
+        )
 
     def fail_image(self, plan: ImagePlan) -> None:
         """Remove what this image added that no manifest and no run in progress relies on,
         decided under the directory's lock (see `destinations/shared.py`)."""
-        self.shared.remove_unreferenced(self._added.pop(plan.image_id, []),
-                                        lambda: referenced(self.root))
+        self.shared.remove_unreferenced(
+            self._added.pop(plan.image_id, []), lambda: referenced(self.root)
+        )
 
     def close(self, ok: bool) -> None:
         # A directory this run created and nobody completed an image in goes, by rmdir once
         # this run's files are out, unless another run is writing to it.
-        self.shared.close(lambda: referenced(self.root),
-                          lambda: bool(_manifest_files(self.root))
-                          or os.path.exists(os.path.join(self.root, "catalog.json")))
+        self.shared.close(
+            lambda: referenced(self.root),
+            lambda: (
+                bool(_manifest_files(self.root))
+                or os.path.exists(os.path.join(self.root, "catalog.json"))
+            ),
+        )

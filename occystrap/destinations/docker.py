@@ -118,14 +118,17 @@ class EngineWriter(DockerArchiveWriter):
             self.load.finish()
         except OSError as exc:
             self.load.abort()
-            raise DestinationError(f"Docker engine at {self.load.engine.socket_path}: "
-                                   f"{exc.strerror or exc}") from None
+            raise DestinationError(
+                f"Docker engine at {self.load.engine.socket_path}: {exc.strerror or exc}"
+            ) from None
 
 
 def check_zstd_support(engine: Engine) -> None:
     """UsageError when the engine is older than Docker 23, which cannot load zstd layers."""
     major = engine.version().split(".", 1)[0]
     if major.isdigit() and int(major) < 23:
-        raise UsageError(f"the Docker engine at {engine.socket_path} is version "
-                         f"{engine.version()}: engines before 23 cannot load zstd layers; "
-                         "add --compression gzip")
+        raise UsageError(
+            f"the Docker engine at {engine.socket_path} is version "
+            f"{engine.version()}: engines before 23 cannot load zstd layers; "
+            "add --compression gzip"
+        )

@@ -50,9 +50,14 @@ from occystrap.reference import hex_of, normalized_name
 UNUSED_PREFIX = "blobs/unused/"  # same length as "blobs/sha256/": same header size
 
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
-          (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def check_target(path: str) -> None:
@@ -68,7 +73,8 @@ def check_target(path: str) -> None:
             raise DestinationError(
                 f"cannot write tarball {path}: it is {kind}, not a regular file (the "
                 "tarball is written to a temp name and renamed over it); give a file path, "
-                "or docker:// to load into an engine")
+                "or docker:// to load into an engine"
+            )
 
 
 def temp_name(path: str, token: str) -> str:
@@ -80,9 +86,16 @@ class DockerArchiveWriter(Writer):
     takes_many = True
     image_only = "tar:// (an archive for docker load)"
 
-    def __init__(self, path: str, legacy: bool, token: str, in_place: bool = True,
-                 stream: Any = None, repo_tag: str | None = None,
-                 oci_media_types: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        legacy: bool,
+        token: str,
+        in_place: bool = True,
+        stream: Any = None,
+        repo_tag: str | None = None,
+        oci_media_types: bool = False,
+    ) -> None:
         """`stream`: write to this file-like object instead of a file (sequential, so never
         in place; `destinations.docker.EngineWriter` passes a Docker engine's load
         request). `repo_tag`: name every image so (docker://NAME:TAG). `legacy`:
@@ -128,8 +141,7 @@ class DockerArchiveWriter(Writer):
         return f"{hex_of(digest)}/layer.tar" if self.legacy else blob_rel(digest)
 
     def _config_name(self, plan: ImagePlan) -> str:
-        return f"{hex_of(plan.config_digest)}.json" if self.legacy else \
-            blob_rel(plan.config_digest)
+        return f"{hex_of(plan.config_digest)}.json" if self.legacy else blob_rel(plan.config_digest)
 
     # -- low-level writes, each of which marks the archive broken on failure ----------------
 
@@ -137,7 +149,8 @@ class DockerArchiveWriter(Writer):
         if self._broken is not None:
             raise DestinationError(
                 f"cannot write tarball {self.path}: an earlier write failed "
-                f"({self._broken.strerror})")
+                f"({self._broken.strerror})"
+            )
 
     def _pwrite(self, data: bytes, offset: int) -> None:
         self._guard()
@@ -245,11 +258,13 @@ class DockerArchiveWriter(Writer):
         for plan, layers in self._images:
             name = self.repo_tag or plan.repo_tag
             tags = [name] if name else []
-            manifest_json.append({
-                "Config": self._config_name(plan),
-                "RepoTags": tags,
-                "Layers": [self._layer_name(d) for d in layers],
-            })
+            manifest_json.append(
+                {
+                    "Config": self._config_name(plan),
+                    "RepoTags": tags,
+                    "Layers": [self._layer_name(d) for d in layers],
+                }
+            )
             if name and layers:
                 repo, _, tag = name.rpartition(":")
                 repositories.setdefault(repo, {})[tag] = hex_of(layers[-1])
@@ -258,8 +273,11 @@ class DockerArchiveWriter(Writer):
                 annotations[IMAGE_NAME] = normalized_name(name)
             if plan.tag:
                 annotations[REF_NAME] = plan.tag
-            index_entries.append(index_entry(plan.manifest_media_type, plan.manifest_digest,
-                                             len(plan.manifest), annotations))
+            index_entries.append(
+                index_entry(
+                    plan.manifest_media_type, plan.manifest_digest, len(plan.manifest), annotations
+                )
+            )
         if not self.legacy:
             self._append_bytes(LAYOUT_FILE, OCI_LAYOUT)
             index = empty_index()

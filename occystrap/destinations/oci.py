@@ -66,8 +66,12 @@ def referenced(root: str) -> set[str] | None:
         if not isinstance(doc, dict):
             continue
         todo += [m for m in doc.get("manifests") or [] if isinstance(m, dict)]
-        for d in [doc.get("config"), doc.get("subject"), *(doc.get("layers") or []),
-                  *(doc.get("blobs") or [])]:
+        for d in [
+            doc.get("config"),
+            doc.get("subject"),
+            *(doc.get("layers") or []),
+            *(doc.get("blobs") or []),
+        ]:
             digest = d.get("digest") if isinstance(d, dict) else None
             if isinstance(digest, str) and DIGEST_RE.match(digest):
                 found.add(blob_rel(digest))
@@ -84,10 +88,17 @@ def _needed(plan: ImagePlan) -> list[str]:
         return found
     if not isinstance(doc, dict):
         return found
-    for d in [doc.get("config"), *(doc.get("layers") or []), *(doc.get("blobs") or []),
-              *(doc.get("manifests") or [])]:
-        if not isinstance(d, dict) or d.get("urls") or any(
-                word in str(d.get("mediaType", "")) for word in ("foreign", "nondistributable")):
+    for d in [
+        doc.get("config"),
+        *(doc.get("layers") or []),
+        *(doc.get("blobs") or []),
+        *(doc.get("manifests") or []),
+    ]:
+        if (
+            not isinstance(d, dict)
+            or d.get("urls")
+            or any(word in str(d.get("mediaType", "")) for word in ("foreign", "nondistributable"))
+        ):
             continue
         digest = d.get("digest")
         if isinstance(digest, str) and DIGEST_RE.match(digest):
@@ -99,8 +110,9 @@ class OCILayoutWriter(Writer):
     takes_index = True
     takes_many = True
 
-    def __init__(self, path: str, ref_name: str | None, token: str,
-                 oci_media_types: bool = False) -> None:
+    def __init__(
+        self, path: str, ref_name: str | None, token: str, oci_media_types: bool = False
+    ) -> None:
         self.root = path
         self.oci_media_types = oci_media_types
         self.ref_name = ref_name
@@ -121,11 +133,13 @@ class OCILayoutWriter(Writer):
     def has_blob(path: str, digest: str, size: int, token: str = "") -> bool:
         """Whether the layout holds the blob; with the run's `token`, the run then relies on
         it (noted in its journal), so another run's clean-up leaves it in place."""
+
         def present() -> bool:
             try:
                 return os.stat(blob_path(path, digest)).st_size == size
             except OSError:
                 return False
+
         if not token:
             return present()
         return rely_on(path, token, blob_rel(digest), present)
@@ -190,24 +204,36 @@ class OCILayoutWriter(Writer):
         return f"{where}:{ref}" if ref else f"{where}@{plan.manifest_digest}"
 
     @staticmethod
-    def _entry(plan: ImagePlan, annotations: dict[str, str] | None = None
-               ) -> dict[str, object]:
+    def _entry(plan: ImagePlan, annotations: dict[str, str] | None = None) -> dict[str, object]:
         kind = None
         if plan.referrer_of or plan.companion_tag:
             # as a referrers index lists it: the manifest's artifactType, else its config's
             # media type
             kind = descriptor_for(plan.manifest, plan.manifest_media_type).get("artifactType")
-        return index_entry(plan.manifest_media_type, plan.manifest_digest, len(plan.manifest),
-                           annotations, str(kind) if kind else None)
+        return index_entry(
+            plan.manifest_media_type,
+            plan.manifest_digest,
+            len(plan.manifest),
+            annotations,
+            str(kind) if kind else None,
+        )
 
-    def _update_index(self, entry: dict[str, object], annotation: str, key: str | None,
-                      needed: list[str], *also: str | None) -> None:
+    def _update_index(
+        self,
+        entry: dict[str, object],
+        annotation: str,
+        key: str | None,
+        needed: list[str],
+        *also: str | None,
+    ) -> None:
         def change(index: dict[str, Any]) -> None:
             # Under the lock: an entry never points at a blob that is not there.
             missing = [d for d in needed if not os.path.exists(blob_path(self.root, d))]
             if missing:
-                raise DestinationError(f"{self.root}: blob {missing[0]} is missing from the "
-                                       "layout; the image is not published")
+                raise DestinationError(
+                    f"{self.root}: blob {missing[0]} is missing from the "
+                    "layout; the image is not published"
+                )
             layout = os.path.join(self.root, LAYOUT_FILE)
             if not os.path.exists(layout):
                 write_atomic(layout, OCI_LAYOUT, self.token)
@@ -226,13 +252,16 @@ class OCILayoutWriter(Writer):
     def fail_image(self, plan: ImagePlan) -> None:
         """Remove the blobs this image added that no published entry and no run in progress
         relies on, decided under the layout's lock (see `destinations/shared.py`)."""
-        self.shared.remove_unreferenced(self._added.pop(plan.image_id, []),
-                                        lambda: referenced(self.root))
+        self.shared.remove_unreferenced(
+            self._added.pop(plan.image_id, []), lambda: referenced(self.root)
+        )
 
     def close(self, ok: bool) -> None:
         # A layout this run created and nobody put an image in would look valid but empty:
         # it goes, unless another run is writing to it (see SharedDir.close).
-        self.shared.close(lambda: referenced(self.root),
-                          lambda: os.path.exists(os.path.join(self.root, INDEX_FILE)),
-                          own_files=[LAYOUT_FILE] if self._wrote_layout else [],
-                          dirs=[BLOBS, os.path.dirname(BLOBS)])
+        self.shared.close(
+            lambda: referenced(self.root),
+            lambda: os.path.exists(os.path.join(self.root, INDEX_FILE)),
+            own_files=[LAYOUT_FILE] if self._wrote_layout else [],
+            dirs=[BLOBS, os.path.dirname(BLOBS)],
+        )

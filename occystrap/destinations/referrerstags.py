@@ -31,8 +31,9 @@ class ReferrersTags:
         self._api: bool | None = None  # does the registry index referrers itself?
         self._lock = threading.Lock()
 
-    def pushed(self, top: int, subject: str, manifest: bytes, media_type: str,
-               indexed: bool) -> None:
+    def pushed(
+        self, top: int, subject: str, manifest: bytes, media_type: str, indexed: bool
+    ) -> None:
         """A manifest with a `subject` was pushed; `indexed`: the answer had OCI-Subject."""
         with self._lock:
             if indexed:
@@ -46,7 +47,8 @@ class ReferrersTags:
         with self._lock:
             for subject, entries in found.items():
                 self._known.setdefault(top, {}).setdefault(subject, []).extend(
-                    json.loads(e) for e in entries)
+                    json.loads(e) for e in entries
+                )
 
     def forget(self, top: int) -> None:
         with self._lock:

@@ -44,8 +44,9 @@ class RegistryWriter(Writer):
     takes_index = True
     # takes_many: a bulk source's images each go below the destination (Destination.target)
 
-    def __init__(self, dest: ImageRef, config: Config, insecure: bool, spool: str,
-                 token: str) -> None:
+    def __init__(
+        self, dest: ImageRef, config: Config, insecure: bool, spool: str, token: str
+    ) -> None:
         self.dest = dest
         self.config = config
         self.insecure = insecure
@@ -84,8 +85,9 @@ class RegistryWriter(Writer):
             failed, self._failed = self._failed, []
         return failed
 
-    def _push_blob(self, plan: ImagePlan, digest: str, size: int, path: str,
-                   offset: int, check_first: bool) -> None:
+    def _push_blob(
+        self, plan: ImagePlan, digest: str, size: int, path: str, offset: int, check_first: bool
+    ) -> None:
         client = self._client()
         name = plan.dest_name or self.dest.name
         mine: Future[str] | None = None
@@ -98,8 +100,11 @@ class RegistryWriter(Writer):
                 how = "mounted"
             elif check_first and client.blob_exists(name, digest) is not None:
                 how = "present"
-            elif (plan.host == self.dest.host and plan.name != name
-                  and client.mount_blob(name, digest, plan.name)):
+            elif (
+                plan.host == self.dest.host
+                and plan.name != name
+                and client.mount_blob(name, digest, plan.name)
+            ):
                 how = "mounted"
             else:
                 client.upload_blob(name, digest, size, path, offset=max(offset, 0))
@@ -116,8 +121,9 @@ class RegistryWriter(Writer):
             if offset < 0:
                 unlink_quietly(path)
         with self._lock:
-            self._counts.setdefault(self._top.get(plan.image_id, plan.image_id),
-                                    Counter())[how] += 1
+            self._counts.setdefault(self._top.get(plan.image_id, plan.image_id), Counter())[
+                how
+            ] += 1
 
     def _mount_cached(self, plan: ImagePlan, layer: LayerDesc) -> None:
         """A re-encoded blob the layer cache placed in another repository of this registry
@@ -127,17 +133,18 @@ class RegistryWriter(Writer):
             raise DestinationError(
                 f"layer {layer.digest}: {self.dest.host} would not mount it from "
                 f"{layer.mount_from} (the layer cache's record); run again without "
-                "--layer-cache to re-encode it")
+                "--layer-cache to re-encode it"
+            )
         with self._lock:
-            self._counts.setdefault(self._top.get(plan.image_id, plan.image_id),
-                                    Counter())["mounted"] += 1
+            self._counts.setdefault(self._top.get(plan.image_id, plan.image_id), Counter())[
+                "mounted"
+            ] += 1
 
     def place(self, plan: ImagePlan) -> str | None:
         return f"{self.dest.host}/{plan.dest_name or self.dest.name}"
 
     @staticmethod
-    def _mount_from(client: RegistryClient, name: str, digest: str,
-                    earlier: Future[str]) -> bool:
+    def _mount_from(client: RegistryClient, name: str, digest: str, earlier: Future[str]) -> bool:
         """This run already put (or is putting) the blob into another repository of this
         registry: wait for that, then mount it instead of uploading it again. Many images
         sharing a base layer upload it once."""
@@ -150,16 +157,18 @@ class RegistryWriter(Writer):
     def begin_image(self, plan: ImagePlan) -> None:
         self._uploads[plan.image_id] = []
         # the top-level image this one belongs to (parents arrive before their children)
-        self._top[plan.image_id] = (self._top.get(plan.parent, plan.parent)
-                                    if plan.parent >= 0 else plan.image_id)
+        self._top[plan.image_id] = (
+            self._top.get(plan.parent, plan.parent) if plan.parent >= 0 else plan.image_id
+        )
 
     def add_config(self, plan: ImagePlan) -> None:
         if plan.up_to_date or not plan.config:  # nothing to do, or an index (no config)
             return
         path = os.path.join(self.spool, f"config-{plan.image_id}-{hex_of(plan.config_digest)}")
         write_atomic(path, plan.config, self.token)
-        self._submit(plan, self._push_blob, plan, plan.config_digest, len(plan.config), path,
-                     -1, True)
+        self._submit(
+            plan, self._push_blob, plan, plan.config_digest, len(plan.config), path, -1, True
+        )
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         if layer.mount_from:
@@ -169,8 +178,16 @@ class RegistryWriter(Writer):
             return
         # resolve HEADed every layer already, except those re-encoded since (new digests) and
         # all of them when filters are given (they read every layer, present or not)
-        self._submit(plan, self._push_blob, plan, layer.digest, layer.size, layer.path,
-                     layer.offset, bool(layer.source_digest or self.config.filters))
+        self._submit(
+            plan,
+            self._push_blob,
+            plan,
+            layer.digest,
+            layer.size,
+            layer.path,
+            layer.offset,
+            bool(layer.source_digest or self.config.filters),
+        )
 
     def _wait_uploads(self, plan: ImagePlan) -> None:
         with self._lock:
@@ -182,8 +199,12 @@ class RegistryWriter(Writer):
         if plan.up_to_date:
             return
         self._wait_uploads(plan)
-        self._client().put_manifest(plan.dest_name or self.dest.name, plan.manifest_digest,
-                                    plan.manifest, plan.manifest_media_type)
+        self._client().put_manifest(
+            plan.dest_name or self.dest.name,
+            plan.manifest_digest,
+            plan.manifest,
+            plan.manifest_media_type,
+        )
 
     def finish_image(self, plan: ImagePlan, layers: list[str]) -> str:
         reference = target_reference(plan)
@@ -197,8 +218,9 @@ class RegistryWriter(Writer):
         if plan.up_to_date:
             return where
         self._wait_uploads(plan)
-        _, indexed = self._client().put_manifest_acked(name, reference, plan.manifest,
-                                                       plan.manifest_media_type)
+        _, indexed = self._client().put_manifest_acked(
+            name, reference, plan.manifest, plan.manifest_media_type
+        )
         subject = plan.referrer_of or plan.subject
         if subject:
             self._tags.pushed(top, subject, plan.manifest, plan.manifest_media_type, indexed)
@@ -210,8 +232,10 @@ class RegistryWriter(Writer):
         with self._lock:
             counts = self._counts.pop(plan.image_id, Counter())
             self._top = {k: v for k, v in self._top.items() if v != plan.image_id}
-        return ", ".join([f"{n} blobs {how}" for how, n in sorted(counts.items())]
-                         + self._tags.notes(plan.image_id))
+        return ", ".join(
+            [f"{n} blobs {how}" for how, n in sorted(counts.items())]
+            + self._tags.notes(plan.image_id)
+        )
 
     def fail_image(self, plan: ImagePlan) -> None:
         # Blobs already uploaded stay: unreferenced blobs are the registry's to collect, and a

@@ -114,14 +114,12 @@ class SharedDir:
             try:
                 os.makedirs(root, exist_ok=True)
             except OSError as exc:
-                raise DestinationError(f"cannot create directory {root}: "
-                                       f"{exc.strerror}") from None
+                raise DestinationError(f"cannot create directory {root}: {exc.strerror}") from None
             try:
                 with locked(root) as lock_fd:
                     if os.fstat(lock_fd).st_nlink == 0:
                         continue  # another run removed it as we arrived: make it again
-                    self._fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                                       0o600)
+                    self._fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                     fcntl.flock(self._fd, fcntl.LOCK_SH)
                     return
             except OSError as exc:
@@ -140,8 +138,7 @@ class SharedDir:
                 if os.path.exists(target):
                     _append(self.journal, "=", [unit_rel])
                     return False
-        tmp = os.path.join(self.root,
-                           f".{target_rel.replace('/', '_')}.occystrap-{self.token}.tmp")
+        tmp = os.path.join(self.root, f".{target_rel.replace('/', '_')}.occystrap-{self.token}.tmp")
         try:
             write_tmp(tmp)
             with locked(self.root):
@@ -166,11 +163,13 @@ class SharedDir:
 
     def put_bytes(self, target_rel: str, data: bytes) -> bool:
         """`put` for small bytes (a config, a manifest), fsynced before the rename."""
+
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+
         return self.put(target_rel, target_rel, write)
 
     def _claims(self) -> set[str]:
@@ -189,10 +188,13 @@ class SharedDir:
         return claims
 
     def _others_alive(self) -> bool:
-        return any(name.startswith(PREFIX) and name.endswith(SUFFIX)
-                   and os.path.join(self.root, name) != self.journal
-                   and _alive(os.path.join(self.root, name))
-                   for name in os.listdir(self.root))
+        return any(
+            name.startswith(PREFIX)
+            and name.endswith(SUFFIX)
+            and os.path.join(self.root, name) != self.journal
+            and _alive(os.path.join(self.root, name))
+            for name in os.listdir(self.root)
+        )
 
     def _remove(self, rels: Iterable[str], referenced: Referenced) -> None:
         """Remove `rels` but what is referenced or claimed (lock held)."""
@@ -212,8 +214,13 @@ class SharedDir:
             with locked(self.root):
                 self._remove(rels, referenced)
 
-    def close(self, referenced: Referenced, has_entries: Callable[[], bool],
-              own_files: Iterable[str] = (), dirs: Iterable[str] = ()) -> None:
+    def close(
+        self,
+        referenced: Referenced,
+        has_entries: Callable[[], bool],
+        own_files: Iterable[str] = (),
+        dirs: Iterable[str] = (),
+    ) -> None:
         """End of the run, in the write stage or (after a crash) in the supervisor: remove
         what the journal says this run added and nothing needs (an image that neither
         published nor cleaned up), then the journal. A directory this run created goes too

@@ -33,8 +33,14 @@ class TarPlanner:
         self._reserved[name] = region = Region(name=name, offset=data_offset, size=size)
         return region
 
-    def plan_image(self, config_digest: str, config_size: int, manifest_digest: str,
-                   manifest_size: int, layers: list[LayerDesc]) -> list[Region]:
+    def plan_image(
+        self,
+        config_digest: str,
+        config_size: int,
+        manifest_digest: str,
+        manifest_size: int,
+        layers: list[LayerDesc],
+    ) -> list[Region]:
         """Regions for config, layers and manifest (in that order); sets each layer's
         `path` and `offset` so fetch writes it in place. ManifestError for a malformed
         digest."""

@@ -57,8 +57,9 @@ def _options(spec: str, text: str) -> dict[str, str]:
 def _only(spec: str, options: dict[str, str], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise UsageError(f"filter {spec!r}: unknown option {unknown[0]!r} "
-                         f"(it takes {', '.join(allowed)})")
+        raise UsageError(
+            f"filter {spec!r}: unknown option {unknown[0]!r} (it takes {', '.join(allowed)})"
+        )
 
 
 def parse_filter(spec: str) -> Filter:
@@ -73,15 +74,17 @@ def parse_filter(spec: str) -> Filter:
         try:
             ts = int(raw)
         except ValueError:
-            raise UsageError(f"filter {spec!r}: ts={raw!r} is not a whole number of "
-                             "seconds") from None
-        if not 0 <= ts < 8 ** 11:
+            raise UsageError(
+                f"filter {spec!r}: ts={raw!r} is not a whole number of seconds"
+            ) from None
+        if not 0 <= ts < 8**11:
             raise UsageError(f"filter {spec!r}: ts={ts} is out of range")
         return NormalizeTimestamps(ts, _bool(spec, "config", options.get("config", "false")))
     if name == "exclude":
         _only(spec, options, ("pattern",))
-        patterns = tuple(p for p in (clean_pattern(x) for x in
-                                     re.split("[;,]", options.get("pattern", ""))) if p)
+        patterns = tuple(
+            p for p in (clean_pattern(x) for x in re.split("[;,]", options.get("pattern", ""))) if p
+        )
         if not patterns:
             raise UsageError(f"filter {spec!r}: needs pattern=GLOB[;GLOB...]")
         return Exclude(patterns)

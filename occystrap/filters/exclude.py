@@ -32,7 +32,7 @@ def candidates(path: str) -> list[str]:
     out = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
     base = parts[-1]
     if base.startswith(WHITEOUT) and base != OPAQUE:
-        out.append("/".join([*parts[:-1], base[len(WHITEOUT):]]))
+        out.append("/".join([*parts[:-1], base[len(WHITEOUT) :]]))
     return out
 
 

@@ -32,8 +32,13 @@ class Inspect:
             why = "" if os.access(self.file, os.W_OK) else "permission denied"
         else:
             parent = os.path.dirname(os.path.abspath(self.file))
-            why = ("no such directory" if not os.path.isdir(parent) else
-                   "" if os.access(parent, os.W_OK | os.X_OK) else "permission denied")
+            why = (
+                "no such directory"
+                if not os.path.isdir(parent)
+                else ""
+                if os.access(parent, os.W_OK | os.X_OK)
+                else "permission denied"
+            )
         if why:
             raise UsageError(f"inspect filter: cannot write {self.file}: {why}")
 
@@ -53,8 +58,9 @@ class Inspect:
             os.close(fd)
 
 
-def history(config: dict[str, Any], layers: list[tuple[str, int]], image_id: str,
-            tags: list[str]) -> list[dict[str, Any]]:
+def history(
+    config: dict[str, Any], layers: list[tuple[str, int]], image_id: str, tags: list[str]
+) -> list[dict[str, Any]]:
     """`docker history` rows, newest first. `layers`: (digest, uncompressed size) per layer
     in manifest order."""
     entries = [e for e in config.get("history") or [] if isinstance(e, dict)]
@@ -72,8 +78,9 @@ def history(config: dict[str, Any], layers: list[tuple[str, int]], image_id: str
             row["Layer"], row["Size"] = digest, size
         rows.append(row)
     for digest, size in pending:  # layers the history does not account for
-        rows.append({"Created": None, "CreatedBy": "", "Comment": "", "Size": size,
-                     "Layer": digest})
+        rows.append(
+            {"Created": None, "CreatedBy": "", "Comment": "", "Size": size, "Layer": digest}
+        )
     rows.reverse()
     for n, row in enumerate(rows):
         row["Id"] = image_id if n == 0 else "<missing>"

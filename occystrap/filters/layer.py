@@ -34,8 +34,7 @@ from occystrap.messages import SearchHit
 #: PAX records that tarfile rewrites from the member's own fields, or that describe an
 #: encoding the rewritten member no longer has. Not "mtime": a source's record is kept
 #: verbatim (tarfile's float would round nanoseconds); normalize-timestamps drops it.
-MIRRORED = frozenset({"path", "linkpath", "size", "uid", "gid", "uname", "gname",
-                      "hdrcharset"})
+MIRRORED = frozenset({"path", "linkpath", "size", "uid", "gid", "uname", "gname", "hdrcharset"})
 BLOCK = tarfile.BLOCKSIZE
 
 
@@ -68,11 +67,13 @@ class _Chain:
         return True
 
 
-def _write_member(sink: codec.LayerSink, member: tarfile.TarInfo,
-                  data: IO[bytes] | None) -> None:
+def _write_member(sink: codec.LayerSink, member: tarfile.TarInfo, data: IO[bytes] | None) -> None:
     """The member's header, then `data` (its content, for a regular file)."""
-    member.pax_headers = {k: v for k, v in member.pax_headers.items()
-                          if k not in MIRRORED and not k.startswith("GNU.sparse.")}
+    member.pax_headers = {
+        k: v
+        for k, v in member.pax_headers.items()
+        if k not in MIRRORED and not k.startswith("GNU.sparse.")
+    }
     if member.issparse():
         member.type, member.sparse = tarfile.REGTYPE, None
     if data is None:
@@ -99,8 +100,9 @@ class _Rewrite:
     only their data is ever set aside.
     """
 
-    def __init__(self, sink: codec.LayerSink, steps: _Chain, link_targets: set[str],
-                 scratch: str) -> None:
+    def __init__(
+        self, sink: codec.LayerSink, steps: _Chain, link_targets: set[str], scratch: str
+    ) -> None:
         self.sink = sink
         self.steps = steps
         self.link_targets = link_targets
@@ -170,8 +172,16 @@ def _end_archive(sink: codec.LayerSink) -> None:
     sink.write(b"\0" * end)
 
 
-def filter_layer(path: str, offset: int, length: int, compression: str, chain: FilterChain,
-                 out: str | None, target: str, level: int | None) -> FilteredLayer:
+def filter_layer(
+    path: str,
+    offset: int,
+    length: int,
+    compression: str,
+    chain: FilterChain,
+    out: str | None,
+    target: str,
+    level: int | None,
+) -> FilteredLayer:
     """Run the layer in `path` (or its region at `offset`) through `chain`; write the result
     to `out` in `target` compression unless `out` is None (look only)."""
     steps = _Chain(chain)
@@ -216,11 +226,22 @@ def filter_layer(path: str, offset: int, length: int, compression: str, chain: F
     if reader is None:
         assert sink is not None
         digest, size, diff_id = sink.close()
-        return FilteredLayer(input_diff_id=diff_id, input_size=sink.plain_size, digest=digest,
-                             size=size, diff_id=diff_id, plain_size=sink.plain_size,
-                             hits=steps.hits)
-    result = FilteredLayer(input_diff_id=reader.digest, input_size=reader.count,
-                           diff_id=reader.digest, plain_size=reader.count, hits=steps.hits)
+        return FilteredLayer(
+            input_diff_id=diff_id,
+            input_size=sink.plain_size,
+            digest=digest,
+            size=size,
+            diff_id=diff_id,
+            plain_size=sink.plain_size,
+            hits=steps.hits,
+        )
+    result = FilteredLayer(
+        input_diff_id=reader.digest,
+        input_size=reader.count,
+        diff_id=reader.digest,
+        plain_size=reader.count,
+        hits=steps.hits,
+    )
     if sink is not None:
         result.digest, result.size, result.diff_id = sink.close()
         result.plain_size = sink.plain_size

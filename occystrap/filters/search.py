@@ -108,8 +108,12 @@ class Search:
         if not self.match(path):
             return None
         link = member.linkname if member.issym() or member.islnk() else None
-        return SearchHit(path=printable(path), type=kind(member), size=member.size,
-                         target=printable(link) if link is not None else None)
+        return SearchHit(
+            path=printable(path),
+            type=kind(member),
+            size=member.size,
+            target=printable(link) if link is not None else None,
+        )
 
 
 def report(search: Search, position: int, found: Iterable[SearchHits]) -> Iterator[str]:

@@ -56,8 +56,9 @@ class LayerCache:
         except (OSError, ValueError) as exc:
             raise UsageError(f"--layer-cache {self.path}: cannot read it: {exc}") from None
         if not isinstance(doc, dict) or doc.get("version") != VERSION:
-            raise UsageError(f"--layer-cache {self.path}: not an occystrap layer cache "
-                             f"(version {VERSION})")
+            raise UsageError(
+                f"--layer-cache {self.path}: not an occystrap layer cache (version {VERSION})"
+            )
         return dict(doc.get("entries", {}))
 
     def lookup(self, source_digest: str, compression: str, level: int | None) -> Hit | None:
@@ -65,13 +66,18 @@ class LayerCache:
         if not isinstance(entry, dict):
             return None
         digest, size, media_type = entry.get("digest"), entry.get("size"), entry.get("mediaType")
-        if not (isinstance(digest, str) and DIGEST_RE.match(digest) and isinstance(size, int)
-                and isinstance(media_type, str)):
+        if not (
+            isinstance(digest, str)
+            and DIGEST_RE.match(digest)
+            and isinstance(size, int)
+            and isinstance(media_type, str)
+        ):
             return None  # a damaged entry is a miss, not an error
         places = entry.get("places")
-        return Hit(NewDescriptor(digest, size, media_type),
-                   tuple(p for p in places if isinstance(p, str))
-                   if isinstance(places, list) else ())
+        return Hit(
+            NewDescriptor(digest, size, media_type),
+            tuple(p for p in places if isinstance(p, str)) if isinstance(places, list) else (),
+        )
 
     def record(self, entries: Iterable[tuple[str, NewDescriptor, str | None]]) -> None:
         """Add `(key, descriptor, place)` triples (`place`: `HOST/REPOSITORY` the blob is
@@ -87,18 +93,29 @@ class LayerCache:
             before = json.dumps(current, sort_keys=True)
             for k, (d, place) in new.items():
                 old = current.get(k)
-                kept = old.get("places") if isinstance(old, dict) and \
-                    old.get("digest") == d.digest else None
-                places = [p for p in (kept if isinstance(kept, list) else [])
-                          if isinstance(p, str) and p != place]
+                kept = (
+                    old.get("places")
+                    if isinstance(old, dict) and old.get("digest") == d.digest
+                    else None
+                )
+                places = [
+                    p
+                    for p in (kept if isinstance(kept, list) else [])
+                    if isinstance(p, str) and p != place
+                ]
                 if place:
                     places.append(place)
-                current[k] = {"digest": d.digest, "size": d.size, "mediaType": d.media_type,
-                              "places": places[-MAX_PLACES:]}
+                current[k] = {
+                    "digest": d.digest,
+                    "size": d.size,
+                    "mediaType": d.media_type,
+                    "places": places[-MAX_PLACES:],
+                }
             if json.dumps(current, sort_keys=True) == before:
                 self._entries = current
                 return
-            body = json.dumps({"version": VERSION, "entries": current}, indent=1,
-                              sort_keys=True).encode()
+            body = json.dumps(
+                {"version": VERSION, "entries": current}, indent=1, sort_keys=True
+            ).encode()
             write_atomic(self.path, body, f"{os.getpid()}")
             self._entries = current

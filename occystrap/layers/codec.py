@@ -59,8 +59,9 @@ def _decompressed(f: BinaryIO, compression: str) -> Iterator[bytes]:
         if not d.eof:
             raise ValueError("truncated gzip stream")
     elif compression == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK,
-                                                            read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            f, read_size=CHUNK, read_across_frames=True
+        )
         while chunk := reader.read(CHUNK):
             yield chunk
     else:
@@ -83,8 +84,9 @@ class Slice:
         return data
 
 
-def decompress_file(src: str, compression: str, offset: int = -1, length: int = 0
-                    ) -> tuple[str, int]:
+def decompress_file(
+    src: str, compression: str, offset: int = -1, length: int = 0
+) -> tuple[str, int]:
     """Hash the uncompressed bytes of `src` (or, with `offset` >= 0, of the `length` bytes
     there). Writing a layer in another encoding is `filters.layer.filter_layer`'s job.
 
@@ -127,8 +129,9 @@ class LayerSink:
             gz = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             self._compress, self._flush = gz.compress, gz.flush
         elif compression == "zstd":
-            zc = zstandard.ZstdCompressor(level=3 if level is None else level,
-                                          threads=-1).compressobj()
+            zc = zstandard.ZstdCompressor(
+                level=3 if level is None else level, threads=-1
+            ).compressobj()
             self._compress, self._flush = zc.compress, zc.flush
         elif compression == "none":
             self._compress = self._flush = None
@@ -163,8 +166,15 @@ class LayerSink:
         self._out.close()
 
 
-def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,
-              verify: bool, src_offset: int = 0) -> int:
+def copy_blob(
+    src: str,
+    dst: str,
+    digest: str,
+    size: int,
+    offset: int | None,
+    verify: bool,
+    src_offset: int = 0,
+) -> int:
     """Copy a local source's blob into `dst` (a new spool file, or with `offset` the blob's
     region of a tarball being assembled), checking its size and, with `verify`, its digest.
 
@@ -175,14 +185,17 @@ def copy_blob(src: str, dst: str, digest: str, size: int, offset: int | None,
     total = 0
     with open(src, "rb") as f:
         f.seek(src_offset)
-        fd = os.open(dst, os.O_WRONLY) if offset is not None else \
-            os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = (
+            os.open(dst, os.O_WRONLY)
+            if offset is not None
+            else os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        )
         try:
             position = offset or 0
             buf = bytearray(CHUNK)
             view = memoryview(buf)
             # Read exactly `size`: the source may be a region of a bigger file (a tarball).
-            while total < size and (n := f.readinto(view[:min(CHUNK, size - total)])):
+            while total < size and (n := f.readinto(view[: min(CHUNK, size - total)])):
                 chunk = view[:n]
                 if h is not None:
                     h.update(chunk)

@@ -92,12 +92,13 @@ def apply_layer(root: str, layer_tar: str, where: str, preserve_modes: bool = Fa
                 _clear(parent)
                 continue
             if base.startswith(".wh."):
-                _remove(os.path.join(parent, base[len(".wh."):]))
+                _remove(os.path.join(parent, base[len(".wh.") :]))
                 continue
             target = os.path.join(parent, base)
             if member.isdir():
-                if os.path.lexists(target) and (os.path.islink(target)
-                                                or not os.path.isdir(target)):
+                if os.path.lexists(target) and (
+                    os.path.islink(target) or not os.path.isdir(target)
+                ):
                     _remove(target)
                 os.makedirs(target, exist_ok=True)
                 os.chmod(target, safe_mode(member.mode, preserve_modes) | 0o700)
@@ -117,16 +118,16 @@ def apply_layer(root: str, layer_tar: str, where: str, preserve_modes: bool = Fa
             elif member.islnk():
                 source_path = secure_join(root, safe_name(member.linkname, where))
                 if not os.path.isfile(source_path) or os.path.islink(source_path):
-                    raise ManifestError(f"{where}: hard link {name} -> {member.linkname} "
-                                        "names no file of the image")
+                    raise ManifestError(
+                        f"{where}: hard link {name} -> {member.linkname} names no file of the image"
+                    )
                 os.makedirs(parent, exist_ok=True)
                 _remove(target)
                 os.link(source_path, target)
             # devices, FIFOs: skipped
 
 
-def expand(root: str, layer_tars: list[str], where: str, preserve_modes: bool = False
-           ) -> None:
+def expand(root: str, layer_tars: list[str], where: str, preserve_modes: bool = False) -> None:
     os.makedirs(root, exist_ok=True)
     for path in layer_tars:
         apply_layer(root, path, where, preserve_modes)

@@ -42,8 +42,9 @@ def _encode(doc: object) -> tuple[bytes, str]:
     return body, digest_of(body)
 
 
-def rewrite_config(body: bytes, diff_ids: Sequence[str],
-                   edit: Callable[[dict[str, Any]], None]) -> tuple[bytes, str]:
+def rewrite_config(
+    body: bytes, diff_ids: Sequence[str], edit: Callable[[dict[str, Any]], None]
+) -> tuple[bytes, str]:
     """New (bytes, digest) of an image config whose layers were rewritten: their diff_ids,
     then whatever `edit` changes (normalised times, say). Compact JSON, keys in the source's
     order, so the same input gives the same bytes."""
@@ -54,9 +55,13 @@ def rewrite_config(body: bytes, diff_ids: Sequence[str],
     return out, digest_of(out)
 
 
-def rewrite_manifest(body: bytes, media_type: str, layers: Sequence[NewDescriptor],
-                     compression: str | None, config: NewDescriptor | None = None
-                     ) -> tuple[bytes, str, str]:
+def rewrite_manifest(
+    body: bytes,
+    media_type: str,
+    layers: Sequence[NewDescriptor],
+    compression: str | None,
+    config: NewDescriptor | None = None,
+) -> tuple[bytes, str, str]:
     """New (bytes, media type, digest) with `layers` in place of the manifest's layers (and
     `config` in place of its config)."""
     doc = json.loads(body)
@@ -77,14 +82,18 @@ def rewrite_manifest(body: bytes, media_type: str, layers: Sequence[NewDescripto
             entry.pop("urls", None)
         entry["digest"] = new.digest
         entry["size"] = new.size
-        entry["mediaType"] = (mt.OCI_LAYER_GZIP if to_oci and new.media_type ==
-                              mt.DOCKER_LAYER_GZIP else new.media_type)
+        entry["mediaType"] = (
+            mt.OCI_LAYER_GZIP
+            if to_oci and new.media_type == mt.DOCKER_LAYER_GZIP
+            else new.media_type
+        )
     out, digest = _encode(doc)
     return out, media_type, digest
 
 
-def rewrite_index(body: bytes, media_type: str, children: Mapping[str, NewDescriptor],
-                  dropped: Sequence[str] = ()) -> tuple[bytes, str, str]:
+def rewrite_index(
+    body: bytes, media_type: str, children: Mapping[str, NewDescriptor], dropped: Sequence[str] = ()
+) -> tuple[bytes, str, str]:
     """New (bytes, media type, digest) of an index whose children (old digest → new)
     changed, without the entries whose digests are in `dropped`."""
     doc = json.loads(body)
@@ -93,8 +102,11 @@ def rewrite_index(body: bytes, media_type: str, children: Mapping[str, NewDescri
     for entry in doc["manifests"]:
         new = children.get(entry["digest"])
         if new is not None:
-            entry["digest"], entry["size"], entry["mediaType"] = (new.digest, new.size,
-                                                                  new.media_type)
+            entry["digest"], entry["size"], entry["mediaType"] = (
+                new.digest,
+                new.size,
+                new.media_type,
+            )
             to_oci = to_oci or new.media_type == mt.OCI_MANIFEST
     if to_oci and media_type == mt.DOCKER_MANIFEST_LIST:
         media_type = doc["mediaType"] = mt.OCI_INDEX

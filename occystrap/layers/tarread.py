@@ -62,8 +62,9 @@ class ChunkReader(_Hashed):
     hashing everything it hands out. `tee`, when given, also receives every chunk as it is
     taken from the iterator: the bytes pass on unchanged while tarfile looks at them."""
 
-    def __init__(self, chunks: Iterator[bytes],
-                 tee: Callable[[bytes], object] | None = None) -> None:
+    def __init__(
+        self, chunks: Iterator[bytes], tee: Callable[[bytes], object] | None = None
+    ) -> None:
         super().__init__()
         self.chunks = chunks
         self.tee = tee
@@ -82,7 +83,7 @@ class ChunkReader(_Hashed):
                     self.tee(chunk)
                 self.buffer, self.pos = chunk, 0
             end = len(self.buffer) if want < 0 else min(len(self.buffer), self.pos + want)
-            parts.append(self.buffer[self.pos:end])
+            parts.append(self.buffer[self.pos : end])
             if want > 0:
                 want -= end - self.pos
             self.pos = end
@@ -129,8 +130,13 @@ class _StrictTarInfo(tarfile.TarInfo):
 def open_stream(fileobj: Any) -> tarfile.TarFile:
     """tarfile's stream mode, strict about headers, with names decoded the way they are
     written back."""
-    return tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",
-                        errors="surrogateescape", tarinfo=_StrictTarInfo)
+    return tarfile.open(
+        fileobj=fileobj,
+        mode="r|",
+        encoding="utf-8",
+        errors="surrogateescape",
+        tarinfo=_StrictTarInfo,
+    )
 
 
 def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

@@ -63,8 +63,7 @@ class TarStream:
                 out_fd = self._f.fileno()
                 offset = 0
                 while offset < size:
-                    sent = os.sendfile(out_fd, src.fileno(), offset,
-                                       min(size - offset, 1 << 30))
+                    sent = os.sendfile(out_fd, src.fileno(), offset, min(size - offset, 1 << 30))
                     if sent == 0:
                         raise OSError(f"{path} shrank while being archived")
                     offset += sent

@@ -48,8 +48,14 @@ def error_detail(body: bytes) -> str:
     return f" ({text[:200]})" if text else ""
 
 
-def check_status(response: Response, method: str, url: str, host: str, not_found: str,
-                 ok: tuple[int, ...] = (200,)) -> None:
+def check_status(
+    response: Response,
+    method: str,
+    url: str,
+    host: str,
+    not_found: str,
+    ok: tuple[int, ...] = (200,),
+) -> None:
     """Return when the status is in `ok`; otherwise close the response and raise:
     NotFoundError(`not_found`) for 404, AuthError for 401/403, RegistryError else."""
     status = response.status
@@ -62,11 +68,19 @@ def check_status(response: Response, method: str, url: str, host: str, not_found
     response.close()
     detail, code = error_detail(body), error_code(body) or None
     if status in (401, 403):
-        raise AuthError(f"authentication to {host} failed: {method} {redact(url)}: "
-                        f"{status} {response.reason}{detail}", host=host, status=status,
-                        code=code)
-    raise RegistryError(f"{method} {redact(url)}: unexpected {status} {response.reason}{detail}",
-                        host=host, status=status, code=code)
+        raise AuthError(
+            f"authentication to {host} failed: {method} {redact(url)}: "
+            f"{status} {response.reason}{detail}",
+            host=host,
+            status=status,
+            code=code,
+        )
+    raise RegistryError(
+        f"{method} {redact(url)}: unexpected {status} {response.reason}{detail}",
+        host=host,
+        status=status,
+        code=code,
+    )
 
 
 def refuse(response: Response, method: str, url: str, host: str, what: str) -> NoReturn:
@@ -78,10 +92,22 @@ def refuse(response: Response, method: str, url: str, host: str, what: str) -> N
     detail, code = error_detail(body), error_code(body) or None
     status = f"{response.status} {response.reason}"
     if code == "DIGEST_INVALID":
-        raise DigestError(f"{what}: the registry refused the digest: {status}{detail}",
-                          host=host, status=response.status, code=code)
+        raise DigestError(
+            f"{what}: the registry refused the digest: {status}{detail}",
+            host=host,
+            status=response.status,
+            code=code,
+        )
     if response.status in (401, 403):
-        raise AuthError(f"authentication to {host} failed: {what}: {method} {redact(url)}: "
-                        f"{status}{detail}", host=host, status=response.status, code=code)
-    raise RegistryError(f"{what}: {method} {redact(url)} answered {status}{detail}",
-                        host=host, status=response.status, code=code)
+        raise AuthError(
+            f"authentication to {host} failed: {what}: {method} {redact(url)}: {status}{detail}",
+            host=host,
+            status=response.status,
+            code=code,
+        )
+    raise RegistryError(
+        f"{what}: {method} {redact(url)} answered {status}{detail}",
+        host=host,
+        status=response.status,
+        code=code,
+    )

@@ -152,7 +152,6 @@ def parse_challenges(header: str) -> list[Challenge]:
     return challenges
 
 
-
 class Authenticator:
     """Decides the Authorization header per scope, shared by every thread of a client.
 
@@ -162,8 +161,7 @@ class Authenticator:
     registry's challenge cannot be met.
     """
 
-    def __init__(self, host: str, credentials: Credentials | None,
-                 registry_https: bool) -> None:
+    def __init__(self, host: str, credentials: Credentials | None, registry_https: bool) -> None:
         self._host = host
         self._credentials = credentials
         self._https = registry_https
@@ -183,8 +181,9 @@ class Authenticator:
             return f"Bearer {self._token(realm, scope, None, fetch)}"
         return None
 
-    def _token(self, realm: tuple[str, str], scope: str, refused: str | None,
-               fetch: TokenFetch) -> str:
+    def _token(
+        self, realm: tuple[str, str], scope: str, refused: str | None, fetch: TokenFetch
+    ) -> str:
         url, service = realm
         if refused is not None:
             self._tokens.invalidate(url, service, scope, refused)
@@ -195,13 +194,15 @@ class Authenticator:
         with self._fetch_lock:
             token = self._tokens.get(url, service, scope)
             if token is None:
-                token, expires_in = fetch(token_request(self._host, url, service, scope,
-                                                        self._credentials, self._https))
+                token, expires_in = fetch(
+                    token_request(self._host, url, service, scope, self._credentials, self._https)
+                )
                 self._tokens.put(url, service, scope, token, expires_in)
         return token
 
-    def on_unauthorized(self, www_authenticate: str | None, scope: str, sent: str | None,
-                        fetch: TokenFetch) -> None:
+    def on_unauthorized(
+        self, www_authenticate: str | None, scope: str, sent: str | None, fetch: TokenFetch
+    ) -> None:
         """Learn from a 401 (its WWW-Authenticate value; `sent`: the Authorization that was
         refused) so the next try carries what the registry asks for; a refused token is
         dropped and a new one fetched. AuthError when that cannot succeed."""
@@ -211,13 +212,16 @@ class Authenticator:
             params = by_scheme["bearer"].params
             realm_url = params.get("realm")
             if not realm_url:
-                raise AuthError(f"authentication to {host} failed: Bearer challenge without realm",
-                                host=host, status=401)
+                raise AuthError(
+                    f"authentication to {host} failed: Bearer challenge without realm",
+                    host=host,
+                    status=401,
+                )
             validate_realm(realm_url, host, self._https)
             realm = (realm_url, params.get("service", ""))
             with self._lock:
                 self._scheme, self._realm = "bearer", realm
-            refused = sent[len("Bearer "):] if sent and sent.startswith("Bearer ") else None
+            refused = sent[len("Bearer ") :] if sent and sent.startswith("Bearer ") else None
             self._token(realm, scope, refused, fetch)
             return
         if "basic" in by_scheme:
@@ -225,12 +229,18 @@ class Authenticator:
             if creds is None or not creds.has_basic:
                 raise AuthError(
                     f"authentication to {host} failed: the registry requires credentials",
-                    host=host, status=401)
+                    host=host,
+                    status=401,
+                )
             if sent is not None and sent.startswith("Basic "):
-                raise AuthError(f"authentication to {host} failed: credentials refused",
-                                host=host, status=401)
+                raise AuthError(
+                    f"authentication to {host} failed: credentials refused", host=host, status=401
+                )
             with self._lock:
                 self._scheme = "basic"
             return
-        raise AuthError(f"authentication to {host} failed: no supported challenge in 401 answer",
-                        host=host, status=401)
+        raise AuthError(
+            f"authentication to {host} failed: no supported challenge in 401 answer",
+            host=host,
+            status=401,
+        )

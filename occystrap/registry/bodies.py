@@ -46,8 +46,10 @@ class EncodedAnswer(Exception):
 
     def describe(self) -> str:
         """The reason, for a message that already names the request."""
-        return (f"the answer is encoded ({self.encoding}) although identity was asked for; "
-                "refused (it could expand without bound)")
+        return (
+            f"the answer is encoded ({self.encoding}) although identity was asked for; "
+            "refused (it could expand without bound)"
+        )
 
 
 def check_identity(headers: Mapping[str, str]) -> None:

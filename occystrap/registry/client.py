@@ -68,22 +68,40 @@ class RegistryClient(RegistrySession):
         """GET a manifest, byte-exact, and check it against every digest that names it."""
         url = manifest_url(self.base_url, name, reference)
         image = f"{name}:{reference}"
-        response, body = self._get_small(url, name, {"Accept": ", ".join(accept)},
-                                         MAX_MANIFEST_SIZE,
-                                         f"manifest {image} not found on {self.host}")
+        response, body = self._get_small(
+            url,
+            name,
+            {"Accept": ", ".join(accept)},
+            MAX_MANIFEST_SIZE,
+            f"manifest {image} not found on {self.host}",
+        )
         if len(body) > MAX_MANIFEST_SIZE:
-            raise ManifestError(f"manifest {image} on {self.host} is larger than "
-                                f"{MAX_MANIFEST_SIZE // 2**20} MiB", host=self.host, image=image)
+            raise ManifestError(
+                f"manifest {image} on {self.host} is larger than {MAX_MANIFEST_SIZE // 2**20} MiB",
+                host=self.host,
+                image=image,
+            )
         digest = digest_of(body)
         if DIGEST_RE.match(reference) and digest != reference:
-            raise DigestError(f"manifest {name}@{reference} from {self.host}: got {digest}",
-                              host=self.host, image=image)
+            raise DigestError(
+                f"manifest {name}@{reference} from {self.host}: got {digest}",
+                host=self.host,
+                image=image,
+            )
         served = response.headers.get("docker-content-digest")
         if served and served.startswith("sha256:") and served != digest:
-            raise DigestError(f"manifest {image} from {self.host}: body hashes to {digest}, "
-                              f"registry says {served}", host=self.host, image=image)
-        return ManifestResponse(body=body, media_type=media_type(
-            response.headers.get("content-type")), digest=digest, size=len(body))
+            raise DigestError(
+                f"manifest {image} from {self.host}: body hashes to {digest}, "
+                f"registry says {served}",
+                host=self.host,
+                image=image,
+            )
+        return ManifestResponse(
+            body=body,
+            media_type=media_type(response.headers.get("content-type")),
+            digest=digest,
+            size=len(body),
+        )
 
     def head_manifest(
         self, name: str, reference: str, accept: Sequence[str]
@@ -94,16 +112,26 @@ class RegistryClient(RegistrySession):
         response.close()
         if response.status == 404:
             return None
-        check_status(response, "HEAD", url, self.host,
-                     f"manifest {name}:{reference} not found on {self.host}")
+        check_status(
+            response,
+            "HEAD",
+            url,
+            self.host,
+            f"manifest {name}:{reference} not found on {self.host}",
+        )
         digest = response.headers.get("docker-content-digest") or ""
         if digest and not DIGEST_RE.match(digest):
-            raise RegistryError(f"HEAD {redact(url)}: registry sent a malformed "
-                                "Docker-Content-Digest", host=self.host,
-                                image=f"{name}:{reference}")
-        return ManifestResponse(body=b"", media_type=media_type(
-            response.headers.get("content-type")), digest=digest,
-            size=_int(response.headers.get("content-length")))
+            raise RegistryError(
+                f"HEAD {redact(url)}: registry sent a malformed Docker-Content-Digest",
+                host=self.host,
+                image=f"{name}:{reference}",
+            )
+        return ManifestResponse(
+            body=b"",
+            media_type=media_type(response.headers.get("content-type")),
+            digest=digest,
+            size=_int(response.headers.get("content-length")),
+        )
 
     def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
         """PUT a manifest byte-exact under a tag or digest; return its digest.
@@ -113,8 +141,9 @@ class RegistryClient(RegistrySession):
         """
         return self.put_manifest_acked(name, reference, body, media_type)[0]
 
-    def put_manifest_acked(self, name: str, reference: str, body: bytes, media_type: str
-                           ) -> tuple[str, bool]:
+    def put_manifest_acked(
+        self, name: str, reference: str, body: bytes, media_type: str
+    ) -> tuple[str, bool]:
         """`put_manifest`, also saying whether the registry answered with an `OCI-Subject`
         header (it maintains the referrers of the manifest's subject itself; otherwise the
         client keeps the referrers tag, distribution-spec 1.1 "Pushing Manifests with
@@ -124,8 +153,9 @@ class RegistryClient(RegistrySession):
         what = f"manifest {name}:{reference} to {self.host}"
         if DIGEST_RE.match(reference) and reference != digest:
             raise DigestError(f"{what}: the manifest hashes to {digest}", host=self.host)
-        response = self._request("PUT", url, name=name, push=True,
-                                 headers={"Content-Type": media_type}, body=body)
+        response = self._request(
+            "PUT", url, name=name, push=True, headers={"Content-Type": media_type}, body=body
+        )
         try:
             if response.status not in (200, 201):
                 refuse(response, "PUT", url, self.host, what)
@@ -134,8 +164,9 @@ class RegistryClient(RegistrySession):
         finally:
             response.close()
         if served and served != digest:
-            raise DigestError(f"{what}: the registry stored it as {served}, expected {digest}",
-                              host=self.host)
+            raise DigestError(
+                f"{what}: the registry stored it as {served}, expected {digest}", host=self.host
+            )
         return digest, subject
 
     # -- blobs -----------------------------------------------------------------------------
@@ -144,8 +175,13 @@ class RegistryClient(RegistrySession):
         """Fetch a small blob (an image config) into memory, verified against its digest."""
         url = blob_url(self.base_url, name, digest)
         where = f"blob {digest} from {self.host}/{name}"
-        _, body = self._get_small(url, name, {"Accept-Encoding": "identity"}, max_size,
-                                  f"blob {digest} not found in {self.host}/{name}")
+        _, body = self._get_small(
+            url,
+            name,
+            {"Accept-Encoding": "identity"},
+            max_size,
+            f"blob {digest} not found in {self.host}/{name}",
+        )
         if len(body) > max_size:
             raise DigestError(f"{where}: larger than {max_size} bytes", host=self.host)
         got = digest_of(body)
@@ -153,9 +189,15 @@ class RegistryClient(RegistrySession):
             raise DigestError(f"{where}: got {got}", host=self.host)
         return body
 
-    def download_blob(self, name: str, digest: str, size: int | None, dest: str,
-                      on_progress: Callable[[int], None] | None = None,
-                      offset: int | None = None) -> int:
+    def download_blob(
+        self,
+        name: str,
+        digest: str,
+        size: int | None,
+        dest: str,
+        on_progress: Callable[[int], None] | None = None,
+        offset: int | None = None,
+    ) -> int:
         """Stream a blob to `dest`, hashing inline; resume a broken stream with Range.
 
         With `offset`, `dest` is an existing file (a tarball being assembled) and the blob
@@ -168,8 +210,18 @@ class RegistryClient(RegistrySession):
         On a size or digest mismatch the file is truncated to zero before DigestError.
         """
         url = blob_url(self.base_url, name, digest)
-        return BlobDownload(self._request, self.host, name, digest, url, size, dest,
-                            Budget(self._retries), on_progress, offset).run(self._waits.pause)
+        return BlobDownload(
+            self._request,
+            self.host,
+            name,
+            digest,
+            url,
+            size,
+            dest,
+            Budget(self._retries),
+            on_progress,
+            offset,
+        ).run(self._waits.pause)
 
     def blob_exists(self, name: str, digest: str) -> int | None:
         """HEAD a blob: its size when the repository has it, None when it does not.
@@ -181,8 +233,9 @@ class RegistryClient(RegistrySession):
         response.close()
         if response.status == 404:
             return None
-        check_status(response, "HEAD", url, self.host,
-                     f"blob {digest} not found in {self.host}/{name}")
+        check_status(
+            response, "HEAD", url, self.host, f"blob {digest} not found in {self.host}/{name}"
+        )
         return _int(response.headers.get("content-length"))
 
     def mount_blob(self, name: str, digest: str, from_name: str) -> bool:
@@ -196,8 +249,15 @@ class RegistryClient(RegistrySession):
         check_name(from_name)
         return self._upload_session(name, digest).mount(from_name)
 
-    def upload_blob(self, name: str, digest: str, size: int, src: str, offset: int = 0,
-                    on_progress: Callable[[int], None] | None = None) -> None:
+    def upload_blob(
+        self,
+        name: str,
+        digest: str,
+        size: int,
+        src: str,
+        offset: int = 0,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Upload bytes [offset, offset+size) of `src` as blob `digest`, streaming from disk.
 
         The digest is not recomputed: the caller verified these bytes when it fetched them, and
@@ -221,20 +281,31 @@ class RegistryClient(RegistrySession):
         except OSError as exc:
             raise DestinationError(f"cannot read {src}: {exc.strerror}") from None
         if available < offset + size:
-            raise DigestError(f"{what}: {src} holds {available} bytes, fewer than the blob's "
-                              f"end at byte {offset + size}", host=self.host)
+            raise DigestError(
+                f"{what}: {src} holds {available} bytes, fewer than the blob's "
+                f"end at byte {offset + size}",
+                host=self.host,
+            )
         self._upload_session(name, digest).upload(size, src, offset, Progress(on_progress))
 
     def _upload_session(self, name: str, digest: str) -> UploadSession:
-        return UploadSession(self._request, self._registry, name, digest,
-                             Budget(self._retries), self._waits.pause, self.blob_exists)
+        return UploadSession(
+            self._request,
+            self._registry,
+            name,
+            digest,
+            Budget(self._retries),
+            self._waits.pause,
+            self.blob_exists,
+        )
 
     # -- listings --------------------------------------------------------------------------
 
     def list_repositories(self, page_size: int = 1000, limit: int = 100_000) -> list[str]:
         """Every repository in `/v2/_catalog`, following `Link: <…>; rel="next"` pages."""
-        return self._paged(f"{self.base_url}/v2/_catalog?n={page_size}", CATALOG,
-                           "repositories", limit)
+        return self._paged(
+            f"{self.base_url}/v2/_catalog?n={page_size}", CATALOG, "repositories", limit
+        )
 
     def list_tags(self, name: str, limit: int = 100_000) -> list[str]:
         """Every tag of `name` in `/v2/<name>/tags/list`, following Link pages."""
@@ -243,28 +314,31 @@ class RegistryClient(RegistrySession):
 
     def _paged(self, url: str, scope_name: str, key: str, limit: int) -> list[str]:
         found: list[str] = []
-        what = (f"the catalog of {self.host}" if scope_name == CATALOG
-                else f"the tags of {self.host}/{scope_name}")
+        what = (
+            f"the catalog of {self.host}"
+            if scope_name == CATALOG
+            else f"the tags of {self.host}/{scope_name}"
+        )
         guard = PageGuard(what, url)
         while url and len(found) < limit:
-            response, body = self._get_page(url, scope_name, {},
-                                            f"{key} not found on {self.host}",
-                                            MAX_ERROR_BODY * 64)
+            response, body = self._get_page(
+                url, scope_name, {}, f"{key} not found on {self.host}", MAX_ERROR_BODY * 64
+            )
             try:
                 items = json.loads(body).get(key) or []
             except (ValueError, AttributeError):
                 items = None
             if not isinstance(items, list):
-                raise RegistryError(f"GET {redact(url)}: not a JSON {key} list",
-                                    host=self.host) from None
+                raise RegistryError(
+                    f"GET {redact(url)}: not a JSON {key} list", host=self.host
+                ) from None
             found.extend(str(i) for i in items)
             url = next_link(response.headers.get("link"), url)
             if url:
                 guard.next_page(url, len(items))
         return found
 
-    def get_referrers(self, name: str, digest: str, max_pages: int = 100
-                      ) -> list[bytes] | None:
+    def get_referrers(self, name: str, digest: str, max_pages: int = 100) -> list[bytes] | None:
         """`GET /v2/<name>/referrers/<digest>` (distribution-spec 1.1, "Listing Referrers"),
         following `Link: <…>; rel="next"` pages: the index bodies, or None when the registry
         has no referrers API (404 or 405 on the first page; a registry that has it never
@@ -276,20 +350,29 @@ class RegistryClient(RegistrySession):
         seen: set[str] = set()
         while url:
             if url in seen or len(pages) >= max_pages:
-                raise RegistryError(f"{what} on {self.host}: the pages loop or run past "
-                                    f"{max_pages}", host=self.host)
+                raise RegistryError(
+                    f"{what} on {self.host}: the pages loop or run past {max_pages}", host=self.host
+                )
             seen.add(url)
             response, body = self._get_page(
-                url, name, {"Accept": "application/vnd.oci.image.index.v1+json"}, what,
-                MAX_MANIFEST_SIZE, absent=() if pages else (404, 405))
+                url,
+                name,
+                {"Accept": "application/vnd.oci.image.index.v1+json"},
+                what,
+                MAX_MANIFEST_SIZE,
+                absent=() if pages else (404, 405),
+            )
             if response.status in (404, 405):
                 return None
             if len(body) > MAX_MANIFEST_SIZE:
-                raise ManifestError(f"{what} on {self.host}: a page larger than "
-                                    f"{MAX_MANIFEST_SIZE // 2**20} MiB", host=self.host)
+                raise ManifestError(
+                    f"{what} on {self.host}: a page larger than {MAX_MANIFEST_SIZE // 2**20} MiB",
+                    host=self.host,
+                )
             pages.append(body)
             url = next_link(response.headers.get("link"), url)
         return pages
+
 
 def _int(value: str | None) -> int:
     """A Content-Length as a number; 0 when absent or malformed (the registry did not say)."""

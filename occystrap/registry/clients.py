@@ -28,13 +28,22 @@ class ClientPool:
         with self._lock:
             if key in self._clients:
                 return self._clients[key]
-            creds = credentials_for(host, *self.config.credentials(self.role),
-                                    authfile=self.config.authfile,
-                                    helpers=self.config.credential_helpers)
+            creds = credentials_for(
+                host,
+                *self.config.credentials(self.role),
+                authfile=self.config.authfile,
+                helpers=self.config.credential_helpers,
+            )
             self._clients[key] = RegistryClient(
-                host, insecure=insecure, tls_verify=self.config.tls_verify,
-                ca_file=self.config.ca_file, credentials=creds, retries=self.config.retries,
-                timeout=self.config.timeout, pool_size=self.pool_size)
+                host,
+                insecure=insecure,
+                tls_verify=self.config.tls_verify,
+                ca_file=self.config.ca_file,
+                credentials=creds,
+                retries=self.config.retries,
+                timeout=self.config.timeout,
+                pool_size=self.pool_size,
+            )
             return self._clients[key]
 
     def close(self) -> None:

@@ -43,10 +43,16 @@ class RequestCounters:
     def snapshot(self) -> dict[str, object]:
         """Every counter, as a plain dict (a copy)."""
         with self._lock:
-            return {"requests": dict(self.requests), "retries": self.retries,
-                    "throttled": self.throttled, "bytes_received": self.bytes_received,
-                    "bytes_sent": self.bytes_sent, "mounts": self.mounts,
-                    "pauses": self.pauses, "paused_seconds": self.paused_seconds}
+            return {
+                "requests": dict(self.requests),
+                "retries": self.retries,
+                "throttled": self.throttled,
+                "bytes_received": self.bytes_received,
+                "bytes_sent": self.bytes_sent,
+                "mounts": self.mounts,
+                "pauses": self.pauses,
+                "paused_seconds": self.paused_seconds,
+            }
 
 
 COUNTERS = RequestCounters()

@@ -67,8 +67,9 @@ class AuthFile:
     legacy: bool = False
 
 
-def auth_files(env: Mapping[str, str], authfile: str | None = None,
-               uid: int | None = None) -> list[AuthFile]:
+def auth_files(
+    env: Mapping[str, str], authfile: str | None = None, uid: int | None = None
+) -> list[AuthFile]:
     """The auth files to read, in order (containers-auth.json(5), then docker's).
 
     An explicit `authfile` (`--authfile`, `$REGISTRY_AUTH_FILE`) replaces the search, as in
@@ -78,15 +79,21 @@ def auth_files(env: Mapping[str, str], authfile: str | None = None,
         return [AuthFile(authfile)]
     home = env.get("HOME") or os.path.expanduser("~")
     runtime = env.get("XDG_RUNTIME_DIR")
-    primary = (os.path.join(runtime, "containers", "auth.json") if runtime else
-               f"/run/containers/{os.getuid() if uid is None else uid}/auth.json")
+    primary = (
+        os.path.join(runtime, "containers", "auth.json")
+        if runtime
+        else f"/run/containers/{os.getuid() if uid is None else uid}/auth.json"
+    )
     config_home = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     docker_dir = env.get("DOCKER_CONFIG") or os.path.join(home, ".docker")
     # $DOCKER_CONFIG names a directory; accept the file itself too.
-    docker = docker_dir if docker_dir.endswith(".json") else os.path.join(docker_dir,
-                                                                          "config.json")
-    return [AuthFile(primary), AuthFile(os.path.join(config_home, "containers", "auth.json")),
-            AuthFile(docker), AuthFile(os.path.join(home, ".dockercfg"), legacy=True)]
+    docker = docker_dir if docker_dir.endswith(".json") else os.path.join(docker_dir, "config.json")
+    return [
+        AuthFile(primary),
+        AuthFile(os.path.join(config_home, "containers", "auth.json")),
+        AuthFile(docker),
+        AuthFile(os.path.join(home, ".dockercfg"), legacy=True),
+    ]
 
 
 def _host_of_key(key: str) -> str | None:
@@ -115,8 +122,7 @@ def _find(mapping: Mapping[str, object], host: str) -> list[tuple[str, object]]:
         exact += [DOCKER_HUB_KEY, "docker.io", "index.docker.io"]
     found = [(k, mapping[k]) for k in exact if k in mapping]
     wanted = _wanted_hosts(host)
-    found += [(k, v) for k, v in mapping.items()
-              if k not in exact and _host_of_key(k) in wanted]
+    found += [(k, v) for k, v in mapping.items() if k not in exact and _host_of_key(k) in wanted]
     return found
 
 
@@ -165,8 +171,9 @@ def _read(path: str) -> dict[str, object] | None:
     return doc
 
 
-def _from_helper(name: object, host: str, origin: str, path: str,
-                 env: Mapping[str, str]) -> Credentials | None:
+def _from_helper(
+    name: object, host: str, origin: str, path: str, env: Mapping[str, str]
+) -> Credentials | None:
     if not isinstance(name, str) or not name:
         raise AuthError(f"malformed auth file {path}: {origin.split(' ')[0]} is not a name")
     answer = credhelper.run_helper(name, host, f"{origin} in {path}", env)
@@ -177,8 +184,9 @@ def _from_helper(name: object, host: str, origin: str, path: str,
     return Credentials(username=answer.username, password=answer.secret)
 
 
-def from_file(host: str, file: AuthFile, helpers: bool = True,
-              env: Mapping[str, str] = os.environ) -> Credentials | None:
+def from_file(
+    host: str, file: AuthFile, helpers: bool = True, env: Mapping[str, str] = os.environ
+) -> Credentials | None:
     """`host`'s credentials in one auth file (None when it has none, or does not exist):
     its credHelpers[host] helper, else its credsStore helper, else its `auths` entry."""
     doc = _read(file.path)
@@ -195,8 +203,13 @@ def from_file(host: str, file: AuthFile, helpers: bool = True,
             raise AuthError(f"malformed auth file {file.path}: 'credHelpers' is not an object")
         named = _find(per_host, host)
         store = doc.get("credsStore")
-        creds = (_from_helper(named[0][1], host, "credHelpers", file.path, env) if named else
-                 _from_helper(store, host, "credsStore", file.path, env) if store else None)
+        creds = (
+            _from_helper(named[0][1], host, "credHelpers", file.path, env)
+            if named
+            else _from_helper(store, host, "credsStore", file.path, env)
+            if store
+            else None
+        )
         if creds is not None:
             return creds
     for key, entry in _find(auths, host):
@@ -215,8 +228,9 @@ class _Cache:
         self._lock = threading.Lock()
         self._answers: dict[tuple[object, ...], Credentials | AuthError | None] = {}
 
-    def lookup(self, host: str, files: list[AuthFile], helpers: bool,
-               env: Mapping[str, str]) -> Credentials | None:
+    def lookup(
+        self, host: str, files: list[AuthFile], helpers: bool, env: Mapping[str, str]
+    ) -> Credentials | None:
         key = (host.lower(), tuple(files), helpers)
         with self._lock:  # also keeps two threads from running one helper twice
             if key not in self._answers:
@@ -234,8 +248,9 @@ class _Cache:
             self._answers.clear()
 
 
-def _search(host: str, files: list[AuthFile], helpers: bool,
-            env: Mapping[str, str]) -> Credentials | None:
+def _search(
+    host: str, files: list[AuthFile], helpers: bool, env: Mapping[str, str]
+) -> Credentials | None:
     for file in files:
         creds = from_file(host, file, helpers, env)
         if creds is not None:
@@ -270,8 +285,12 @@ def credentials_for(
     return CACHE.lookup(host, auth_files(env, authfile), helpers, env)
 
 
-def warm(wanted: Iterable[tuple[str, str | None, str | None]], authfile: str | None,
-         helpers: bool, env: Mapping[str, str] = os.environ) -> None:
+def warm(
+    wanted: Iterable[tuple[str, str | None, str | None]],
+    authfile: str | None,
+    helpers: bool,
+    env: Mapping[str, str] = os.environ,
+) -> None:
     """Look up (host, username, password) triples now, so forked stages inherit the answers
     and each helper runs once per run. Errors are kept for the stage that needs the host:
     they fail that image, in its own words, not the whole run."""

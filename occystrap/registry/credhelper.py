@@ -76,14 +76,20 @@ def parse_answer(stdout: bytes) -> HelperAnswer | None:
     return HelperAnswer(username=username or None, secret=secret or None, identity_token=False)
 
 
-def _run(executable: str, url: str, env: Mapping[str, str] | None, timeout: float
-         ) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    executable: str, url: str, env: Mapping[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
     """`executable get` with `url` on stdin, in a session of its own: on a timeout the whole
     process group is killed (a helper's own children, gpg or a keyring prompt, would
     otherwise outlive it and keep its output pipe open)."""
-    with subprocess.Popen([executable, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, start_new_session=True,
-                          env=dict(env) if env is not None else None) as proc:
+    with subprocess.Popen(
+        [executable, "get"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=dict(env) if env is not None else None,
+    ) as proc:
         try:
             out, err = proc.communicate(url.encode(), timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -94,8 +100,13 @@ def _run(executable: str, url: str, env: Mapping[str, str] | None, timeout: floa
     return subprocess.CompletedProcess([executable, "get"], proc.returncode, out, err)
 
 
-def run_helper(name: str, host: str, origin: str, env: Mapping[str, str] | None = None,
-               timeout: float = HELPER_TIMEOUT) -> HelperAnswer | None:
+def run_helper(
+    name: str,
+    host: str,
+    origin: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = HELPER_TIMEOUT,
+) -> HelperAnswer | None:
     """Ask `docker-credential-<name>` for `host`'s credentials; None when it has none.
 
     `origin` says where the helper was named (e.g. `credsStore in ~/.docker/config.json`),
@@ -109,8 +120,10 @@ def run_helper(name: str, host: str, origin: str, env: Mapping[str, str] | None 
     path_var = (env or os.environ).get("PATH", os.defpath)
     executable = shutil.which(program, path=path_var)
     if executable is None:
-        raise AuthError(f"{where} is not installed (not on PATH); install it, log in "
-                        "again without it, or pass --no-credential-helpers")
+        raise AuthError(
+            f"{where} is not installed (not on PATH); install it, log in "
+            "again without it, or pass --no-credential-helpers"
+        )
     url = server_url(host)
     try:
         done = _run(executable, url, env, timeout)
@@ -121,9 +134,11 @@ def run_helper(name: str, host: str, origin: str, env: Mapping[str, str] | None 
     if done.returncode != 0:
         if NOT_FOUND in done.stdout.decode(errors="replace").lower():
             return None
-        raise AuthError(f"{where} failed (exit status {done.returncode}); its output is not "
-                        f"shown as it may hold a secret: run `printf %s {url} | {program} get` "
-                        "to see it")
+        raise AuthError(
+            f"{where} failed (exit status {done.returncode}); its output is not "
+            f"shown as it may hold a secret: run `printf %s {url} | {program} get` "
+            "to see it"
+        )
     try:
         return parse_answer(done.stdout[:MAX_ANSWER])
     except (ValueError, UnicodeDecodeError):

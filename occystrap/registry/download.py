@@ -100,23 +100,33 @@ class BlobDownload:
             headers = {"Accept-Encoding": "identity"}
             if self.written:
                 headers["Range"] = f"bytes={self.written}-"
-            response = self.request("GET", self.url, name=self.name, headers=headers,
-                                    budget=self.budget)
+            response = self.request(
+                "GET", self.url, name=self.name, headers=headers, budget=self.budget
+            )
             try:
-                check_status(response, "GET", self.url, self.host,
-                             f"blob {self.digest} not found in {self.where}", ok=(200, 206))
+                check_status(
+                    response,
+                    "GET",
+                    self.url,
+                    self.host,
+                    f"blob {self.digest} not found in {self.where}",
+                    ok=(200, 206),
+                )
                 start = resume_offset(response.status, response.headers.get("content-range"))
                 if start != self.written:
                     # The server ignored Range (200) or resumed elsewhere: start over.
-                    log.debug("blob %s: no resume at byte %d; restarting", self.digest,
-                              self.written)
+                    log.debug(
+                        "blob %s: no resume at byte %d; restarting", self.digest, self.written
+                    )
                     self._restart()
                     if start != 0:  # asked again at once: no wait, one retry spent
                         if self.budget.exhausted():
                             raise RegistryError(
                                 f"GET {redact(self.url)}: the registry answers Range "
-                                "requests with the wrong part of the blob", host=self.host,
-                                status=response.status)
+                                "requests with the wrong part of the blob",
+                                host=self.host,
+                                status=response.status,
+                            )
                         self.budget.used += 1
                         continue
                 self._receive(response)
@@ -137,14 +147,20 @@ class BlobDownload:
     def _receive(self, response: Response) -> None:
         assert self.out is not None
         size = self.size
-        announced = announced_end(self.written, response.headers.get("content-length"),
-                                  response.headers.get("content-range"))
+        announced = announced_end(
+            self.written,
+            response.headers.get("content-length"),
+            response.headers.get("content-range"),
+        )
         if size is not None and announced is not None and announced > size:
             # Extra bytes are this blob's fault, not the network's: no Range retry, and
             # nothing past `size` is read or waited for.
             response.abort()
-            raise DigestError(f"blob {self.digest} from {self.where}: the registry announces "
-                              f"{announced} bytes, the manifest says {size}", host=self.host)
+            raise DigestError(
+                f"blob {self.digest} from {self.where}: the registry announces "
+                f"{announced} bytes, the manifest says {size}",
+                host=self.host,
+            )
         update, write, report = self.hasher.update, self.out.write, self.on_progress
         # Never past `size`: at an offset, the next region is another blob's.
         limit = size - self.written if size is not None else sys.maxsize
@@ -159,17 +175,20 @@ class BlobDownload:
                     report(n)
         except TransientError as exc:
             log.debug("blob %s: %s at byte %d; resuming", self.digest, exc, self.written)
-            raise TransientError(f"GET {redact(self.url)}: {exc}", host=self.host,
-                                 reason=exc.reason) from exc
+            raise TransientError(
+                f"GET {redact(self.url)}: {exc}", host=self.host, reason=exc.reason
+            ) from exc
 
     def _verify(self) -> None:
         if self.size is not None and self.written != self.size:
-            raise DigestError(f"blob {self.digest} from {self.where}: got {self.written} "
-                              f"bytes, expected {self.size}", host=self.host)
+            raise DigestError(
+                f"blob {self.digest} from {self.where}: got {self.written} "
+                f"bytes, expected {self.size}",
+                host=self.host,
+            )
         got = digest_of_hash(self.hasher)
         if got != self.digest:
-            raise DigestError(f"blob {self.digest} from {self.where}: got {got}",
-                              host=self.host)
+            raise DigestError(f"blob {self.digest} from {self.where}: got {got}", host=self.host)
 
     def _truncate(self) -> None:
         if self.offset is not None or self.out is None:

@@ -54,17 +54,34 @@ class Requester(Protocol):
     """What downloads and uploads send through: `RegistryClient._request`, which names the
     repository (`name`) and what it does to it (`push`, `mount_from`) instead of a scope."""
 
-    def __call__(self, method: str, url: str, *, name: str | None,
-                 headers: Mapping[str, str] | None = None, budget: Budget | None = None,
-                 push: bool = False, mount_from: str | None = None, body: Body = None,
-                 retry: bool = True, auth: bool = True) -> Response: ...
+    def __call__(
+        self,
+        method: str,
+        url: str,
+        *,
+        name: str | None,
+        headers: Mapping[str, str] | None = None,
+        budget: Budget | None = None,
+        push: bool = False,
+        mount_from: str | None = None,
+        body: Body = None,
+        retry: bool = True,
+        auth: bool = True,
+    ) -> Response: ...
 
 
 class RequestFlow:
     """Sends requests to one registry (`base_url`) through `transport`; thread-safe."""
 
-    def __init__(self, host: str, base_url: str, transport: Transport, auth: Authenticator,
-                 retries: int, waits: ratelimit.Waits) -> None:
+    def __init__(
+        self,
+        host: str,
+        base_url: str,
+        transport: Transport,
+        auth: Authenticator,
+        retries: int,
+        waits: ratelimit.Waits,
+    ) -> None:
         self.host = host
         self.origin: Origin = origin(base_url)
         self.retries = retries
@@ -72,44 +89,84 @@ class RequestFlow:
         self.auth = auth
         self.waits = waits
 
-    def send(self, method: str, url: str, *, scope: str,
-             headers: Mapping[str, str] | None = None, budget: Budget | None = None,
-             body: Body = None, retry: bool = True, auth: bool = True) -> Response:
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        headers: Mapping[str, str] | None = None,
+        budget: Budget | None = None,
+        body: Body = None,
+        retry: bool = True,
+        auth: bool = True,
+    ) -> Response:
         """The first final answer to `method url` (see the module docstring); the caller
         closes it. `scope` is the token scope it needs (`urls.scope`); `budget` the
         operation's retries when it spans several requests. Raises AuthError, RegistryError,
         TransientError (retries spent, or at once with `retry=False`)."""
-        return self._send_handling_auth(method, url, dict(headers or {}), body, scope,
-                                        budget or Budget(self.retries), retry, auth)
+        return self._send_handling_auth(
+            method,
+            url,
+            dict(headers or {}),
+            body,
+            scope,
+            budget or Budget(self.retries),
+            retry,
+            auth,
+        )
 
     def on_registry(self, url: str) -> bool:
         return origin(url) == self.origin
 
     # -- the layers, outermost first -------------------------------------------------------
 
-    def _send_handling_auth(self, method: str, url: str, headers: dict[str, str], body: Body,
-                            scope: str, budget: Budget, retry: bool, use_auth: bool
-                            ) -> Response:
+    def _send_handling_auth(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Body,
+        scope: str,
+        budget: Budget,
+        retry: bool,
+        use_auth: bool,
+    ) -> Response:
         rounds = 0
         while True:
-            sent = (self.auth.header(scope, self.fetch_token)
-                    if use_auth and self.on_registry(url) else None)
-            response = self._send_handling_redirects(method, url, headers, body, sent, budget,
-                                                     retry)
+            sent = (
+                self.auth.header(scope, self.fetch_token)
+                if use_auth and self.on_registry(url)
+                else None
+            )
+            response = self._send_handling_redirects(
+                method, url, headers, body, sent, budget, retry
+            )
             if not (response.status == 401 and use_auth and self.on_registry(response.url)):
                 return response
             challenge = response.headers.get("www-authenticate")
             response.close()
             if rounds >= MAX_AUTH_ROUNDS:
-                raise AuthError(f"authentication to {self.host} failed: {method} "
-                                f"{redact(response.url)} answered 401 Unauthorized with fresh "
-                                "credentials", host=self.host, status=401)
+                raise AuthError(
+                    f"authentication to {self.host} failed: {method} "
+                    f"{redact(response.url)} answered 401 Unauthorized with fresh "
+                    "credentials",
+                    host=self.host,
+                    status=401,
+                )
             rounds += 1
             self.auth.on_unauthorized(challenge, scope, sent, self.fetch_token)
 
-    def _send_handling_redirects(self, method: str, url: str, headers: dict[str, str],
-                                 body: Body, sent: str | None, budget: Budget, retry: bool
-                                 ) -> Response:
+    def _send_handling_redirects(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Body,
+        sent: str | None,
+        budget: Budget,
+        retry: bool,
+    ) -> Response:
         current, redirects = url, 0
         while True:
             hop = dict(headers)
@@ -124,15 +181,28 @@ class RequestFlow:
             response.close()
             redirects += 1
             if not location or redirects > MAX_REDIRECTS:
-                raise RegistryError(f"{method} {redact(url)}: too many or broken redirects",
-                                    host=self.host, status=response.status)
+                raise RegistryError(
+                    f"{method} {redact(url)}: too many or broken redirects",
+                    host=self.host,
+                    status=response.status,
+                )
             current = urllib.parse.urljoin(current, location)
             if urllib.parse.urlsplit(current).scheme not in ("http", "https"):
-                raise RegistryError(f"{method} {redact(url)}: redirect to a non-HTTP URL",
-                                    host=self.host, status=response.status)
+                raise RegistryError(
+                    f"{method} {redact(url)}: redirect to a non-HTTP URL",
+                    host=self.host,
+                    status=response.status,
+                )
 
-    def _send_handling_retries(self, method: str, url: str, headers: Mapping[str, str],
-                               body: Body, budget: Budget, retry: bool) -> Response:
+    def _send_handling_retries(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: Body,
+        budget: Budget,
+        retry: bool,
+    ) -> Response:
         if not retry:
             return self._send_single_request(method, url, headers, body)
         where = f"{method} {redact(url)}"
@@ -143,9 +213,11 @@ class RequestFlow:
                 return response
             response.close()
             raise TransientError(
-                f"{where}: {response.status} {response.reason}", host=self.host,
+                f"{where}: {response.status} {response.reason}",
+                host=self.host,
                 status=response.status,
-                retry_after=parse_retry_after(response.headers.get("retry-after"), time.time()))
+                retry_after=parse_retry_after(response.headers.get("retry-after"), time.time()),
+            )
 
         def why(exc: TransientError) -> str:  # an answer names itself; a failure does not
             return str(exc) if exc.status else f"{where}: {exc}"
@@ -153,13 +225,15 @@ class RequestFlow:
         def give_up(exc: TransientError, attempts: int) -> OccystrapError:
             if exc.status:
                 return exc.spent(attempts)
-            return exc.spent(attempts, f"cannot reach registry {self.host}: {exc} ({where}, "
-                                       f"{attempts} attempts)")
+            return exc.spent(
+                attempts, f"cannot reach registry {self.host}: {exc} ({where}, {attempts} attempts)"
+            )
 
         return retrying(budget, attempt, self.waits.pause, why=why, give_up=give_up)
 
-    def _send_single_request(self, method: str, url: str, headers: Mapping[str, str],
-                             body: Body) -> Response:
+    def _send_single_request(
+        self, method: str, url: str, headers: Mapping[str, str], body: Body
+    ) -> Response:
         limiter = ratelimit.current()
         if limiter is not None:
             limiter.acquire(self.host)
@@ -170,28 +244,31 @@ class RequestFlow:
             if exc.retryable:
                 exc.host = self.host
                 raise
-            raise RegistryError(f"cannot reach registry {self.host}: {exc}", host=self.host,
-                                reason=exc.reason) from None
+            raise RegistryError(
+                f"cannot reach registry {self.host}: {exc}", host=self.host, reason=exc.reason
+            ) from None
         if response.status == 429:
             COUNTERS.add("throttled")
-        pause = ratelimit.pause_for(response.headers.get("ratelimit-limit"),
-                                    response.headers.get("ratelimit-remaining"))
+        pause = ratelimit.pause_for(
+            response.headers.get("ratelimit-limit"), response.headers.get("ratelimit-remaining")
+        )
         if pause:
-            self.waits.wait(pause, "the registry says its rate limit is nearly spent "
-                                   "(RateLimit-Remaining)")
+            self.waits.wait(
+                pause, "the registry says its rate limit is nearly spent (RateLimit-Remaining)"
+            )
         return response
 
     # -- tokens ----------------------------------------------------------------------------
 
     def fetch_token(self, request: TokenRequest) -> tuple[str, float | None]:
         """Send a token request (the Authenticator's `fetch`), with retries."""
-        return retrying(Budget(self.retries), lambda: self._token_once(request),
-                        self.waits.pause)
+        return retrying(Budget(self.retries), lambda: self._token_once(request), self.waits.pause)
 
     def _token_once(self, request: TokenRequest) -> tuple[str, float | None]:
         try:
-            response = self.transport.send(request.method, request.url, request.headers,
-                                           request.body)
+            response = self.transport.send(
+                request.method, request.url, request.headers, request.body
+            )
         except RegistryError as exc:
             raise token_failure(request, exc) from exc
         try:
@@ -200,11 +277,9 @@ class RequestFlow:
                 check_identity(response.headers)
                 body = response.read(MAX_TOKEN_RESPONSE)
         except EncodedAnswer as exc:
-            raise RegistryError(f"{request.where()}: {exc.describe()}",
-                                host=self.host) from None
+            raise RegistryError(f"{request.where()}: {exc.describe()}", host=self.host) from None
         except RegistryError as exc:
             raise token_failure(request, exc) from exc
         finally:
             response.close()
-        return read_token_answer(request, response.status, response.reason, response.headers,
-                                 body)
+        return read_token_answer(request, response.status, response.reason, response.headers, body)

@@ -22,8 +22,9 @@ class PageGuard:
     Raises RegistryError naming `what` (e.g. "catalog of HOST") when the listing is not going
     anywhere."""
 
-    def __init__(self, what: str, first: str, max_pages: int = MAX_PAGES,
-                 max_empty: int = MAX_EMPTY) -> None:
+    def __init__(
+        self, what: str, first: str, max_pages: int = MAX_PAGES, max_empty: int = MAX_EMPTY
+    ) -> None:
         self.what = what
         self.max_pages = max_pages
         self.max_empty = max_empty
@@ -37,11 +38,15 @@ class PageGuard:
     def next_page(self, key: str, found: int) -> None:
         self._empty = self._empty + 1 if found == 0 else 0
         if key in self._seen:
-            raise RegistryError(f"{self.what}: page {self.pages + 1} links back to an earlier "
-                                "page; the listing loops, refused")
+            raise RegistryError(
+                f"{self.what}: page {self.pages + 1} links back to an earlier "
+                "page; the listing loops, refused"
+            )
         if self._empty >= self.max_empty:
-            raise RegistryError(f"{self.what}: {self._empty} pages in a row with nothing on "
-                                "them that still link to a next page; refused")
+            raise RegistryError(
+                f"{self.what}: {self._empty} pages in a row with nothing on "
+                "them that still link to a next page; refused"
+            )
         if len(self._seen) >= self.max_pages:
             raise RegistryError(f"{self.what}: more than {self.max_pages} pages; refused")
         self._seen.add(key)

@@ -17,7 +17,6 @@ from occystrap.registry.urls import redact
 MAX_DRAIN = 64 * 2**10  # an unread body up to this is read to keep the connection
 
 
-
 def failure(exc: BaseException) -> OccystrapError:
     """What a library raised during a request, as the error tree says (errors.py)."""
     mapped = from_library(exc, network=True)
@@ -57,8 +56,13 @@ class HeaderView(Mapping[str, str]):
 class PooledResponse:
     """An http.client response that puts its connection back in the pool once fully read."""
 
-    def __init__(self, response: http.client.HTTPResponse, conn: http.client.HTTPConnection,
-                 release: Callable[[http.client.HTTPConnection, bool], None], url: str) -> None:
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        conn: http.client.HTTPConnection,
+        release: Callable[[http.client.HTTPConnection, bool], None],
+        url: str,
+    ) -> None:
         self._response = response
         self._conn = conn
         self._release = release
@@ -82,7 +86,8 @@ class PooledResponse:
                     # read() raises IncompleteRead): check what the length still owes.
                     if response.length:
                         raise TransientError(
-                            f"connection closed after {len(data)} bytes of the body")
+                            f"connection closed after {len(data)} bytes of the body"
+                        )
                     break
                 data += piece
         except (OSError, http.client.HTTPException) as exc:
@@ -96,13 +101,15 @@ class PooledResponse:
         received = 0
         try:
             while received < limit:
-                n = readinto(buffer if limit - received >= len(buffer)
-                             else view[: limit - received])
+                n = readinto(
+                    buffer if limit - received >= len(buffer) else view[: limit - received]
+                )
                 if not n:
                     # http.client reports an early close as a normal end: check the length.
                     if response.length:
                         raise TransientError(
-                            f"connection closed after {received} bytes of the body")
+                            f"connection closed after {received} bytes of the body"
+                        )
                     return
                 received += n
                 yield view[:n]

@@ -67,8 +67,9 @@ class HttpxTransport:
             http2=False,
         )
 
-    def send(self, method: str, url: str, headers: Mapping[str, str],
-             body: Body = None) -> Response:
+    def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: Body = None
+    ) -> Response:
         content = body.chunks() if isinstance(body, FileRegion) else body
         try:
             request = self._http.build_request(method, url, headers=headers, content=content)

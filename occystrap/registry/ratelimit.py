@@ -41,8 +41,7 @@ class SharedRateLimiter:
         while True:
             with self._lock:
                 now = time.monotonic()
-                tokens = min(self.burst,
-                             self._tokens[slot] + (now - self._stamp[slot]) * self.rate)
+                tokens = min(self.burst, self._tokens[slot] + (now - self._stamp[slot]) * self.rate)
                 self._stamp[slot] = now
                 if tokens >= 1.0:
                     self._tokens[slot] = tokens - 1.0
@@ -74,6 +73,7 @@ def pause_for(limit: str | None, remaining: str | None, floor: float = 0.1) -> f
     window is spread over the remaining requests (capped at 60 s a request), so a long mirror
     slows down instead of hitting 429s. Unparseable headers mean no pause.
     """
+
     def parse(value: str | None) -> tuple[int, float] | None:
         if not value:
             return None
@@ -134,8 +134,9 @@ class Waits:
     sleeps the backoff (`retry.backoff_delay`, scaled by OCCYSTRAP_BACKOFF_SCALE in tests)
     or the server's Retry-After."""
 
-    def __init__(self, host: str, scale: float | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, host: str, scale: float | None = None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.host = host
         self.scale = backoff_scale() if scale is None else scale
         self._sleep = sleep
@@ -152,5 +153,6 @@ class Waits:
         """Before retry number `attempt` (0-based) of something that failed because `why`."""
         COUNTERS.add("retries")  # every retry, of any kind, waits here first
         log.debug("%s: retry %d after %s", self.host, attempt + 1, why)
-        self.wait(backoff_delay(attempt, retry_after) * self.scale,
-                  f"retry {attempt + 1} after {why}")
+        self.wait(
+            backoff_delay(attempt, retry_after) * self.scale, f"retry {attempt + 1} after {why}"
+        )

@@ -104,9 +104,14 @@ def _spent(exc: TransientError, attempts: int) -> OccystrapError:
     return exc.spent(attempts)
 
 
-def retrying(budget: Budget, attempt: Callable[[], T], pause: Pause, *,
-             why: Callable[[TransientError], str] = str,
-             give_up: Callable[[TransientError, int], OccystrapError] = _spent) -> T:
+def retrying(
+    budget: Budget,
+    attempt: Callable[[], T],
+    pause: Pause,
+    *,
+    why: Callable[[TransientError], str] = str,
+    give_up: Callable[[TransientError, int], OccystrapError] = _spent,
+) -> T:
     """Call `attempt` until it returns; return what it returns.
 
     A retryable error it raises (a TransientError whose retries are not spent) costs one

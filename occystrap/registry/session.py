@@ -49,10 +49,12 @@ class RegistrySession:
         self._retries = max(retries, 0)
         self._waits = Waits(host)
         self._transport = transport or open_transport(
-            functools.partial(ssl_context, tls_verify, ca_file), timeout, pool_size)
+            functools.partial(ssl_context, tls_verify, ca_file), timeout, pool_size
+        )
         self._auth = Authenticator(host, credentials, not insecure)
-        self._flow = RequestFlow(host, self.base_url, self._transport, self._auth,
-                                 self._retries, self._waits)
+        self._flow = RequestFlow(
+            host, self.base_url, self._transport, self._auth, self._retries, self._waits
+        )
         self._registry = Registry(self.base_url, host, origin(self.base_url))
 
     # -- another API on this host ----------------------------------------------------------
@@ -67,27 +69,41 @@ class RegistrySession:
 
     # -- reading small answers -------------------------------------------------------------
 
-    def _get_small(self, url: str, name: str | None, headers: Mapping[str, str], cap: int,
-                   not_found: str | None, auth: bool = True) -> tuple[Response, bytes]:
+    def _get_small(
+        self,
+        url: str,
+        name: str | None,
+        headers: Mapping[str, str],
+        cap: int,
+        not_found: str | None,
+        auth: bool = True,
+    ) -> tuple[Response, bytes]:
         """GET a small body (up to `cap` + 1 bytes), retrying a body that breaks off as the
         whole request: one shared budget for both. `not_found=None`: any status is the
         caller's to read."""
         budget = Budget(self._retries)
 
         def attempt() -> tuple[Response, bytes]:
-            return self._get_page(url, name, headers, not_found, cap, budget=budget,
-                                  auth=auth)
+            return self._get_page(url, name, headers, not_found, cap, budget=budget, auth=auth)
 
         return retrying(budget, attempt, self._waits.pause)
 
-    def _get_page(self, url: str, name: str | None, headers: Mapping[str, str],
-                  not_found: str | None, cap: int, *, budget: Budget | None = None,
-                  auth: bool = True, absent: tuple[int, ...] = ()) -> tuple[Response, bytes]:
+    def _get_page(
+        self,
+        url: str,
+        name: str | None,
+        headers: Mapping[str, str],
+        not_found: str | None,
+        cap: int,
+        *,
+        budget: Budget | None = None,
+        auth: bool = True,
+        absent: tuple[int, ...] = (),
+    ) -> tuple[Response, bytes]:
         """One GET of a small body; a body that breaks off is a TransientError naming the
         request (retryable: `_get_small` retries it, listings do not). A status in `absent`
         comes back with no body."""
-        response = self._request("GET", url, name=name, headers=headers, budget=budget,
-                                 auth=auth)
+        response = self._request("GET", url, name=name, headers=headers, budget=budget, auth=auth)
         try:
             if response.status in absent:
                 return response, b""
@@ -97,23 +113,41 @@ class RegistrySession:
         except TransientError as exc:
             if not exc.retryable:
                 raise
-            raise TransientError(f"GET {redact(url)}: {exc}", host=self.host,
-                                 reason=exc.reason) from exc
+            raise TransientError(
+                f"GET {redact(url)}: {exc}", host=self.host, reason=exc.reason
+            ) from exc
         finally:
             response.close()
 
     # -- the one request path --------------------------------------------------------------
 
-    def _request(self, method: str, url: str, *, name: str | None,
-                 headers: Mapping[str, str] | None = None, budget: Budget | None = None,
-                 push: bool = False, mount_from: str | None = None, body: Body = None,
-                 retry: bool = True, auth: bool = True) -> Response:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        name: str | None,
+        headers: Mapping[str, str] | None = None,
+        budget: Budget | None = None,
+        push: bool = False,
+        mount_from: str | None = None,
+        body: Body = None,
+        retry: bool = True,
+        auth: bool = True,
+    ) -> Response:
         """Send through the request path (`flow.RequestFlow.send`, whose docstring says what
         comes back and what is raised) with the token scope `name`, `push` and `mount_from`
         need. The caller closes the response."""
-        return self._flow.send(method, url, scope=scope(name, push, mount_from),
-                               headers=headers, budget=budget, body=body, retry=retry,
-                               auth=auth)
+        return self._flow.send(
+            method,
+            url,
+            scope=scope(name, push, mount_from),
+            headers=headers,
+            budget=budget,
+            body=body,
+            retry=retry,
+            auth=auth,
+        )
 
     def close(self) -> None:
         self._transport.close()
@@ -121,6 +155,10 @@ class RegistrySession:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -99,14 +99,16 @@ def validate_realm(realm: str, host: str, registry_https: bool = False) -> str:
         realm_host = parts.hostname
     except ValueError:
         raise AuthError(
-            f"authentication to {host} failed: unusable token realm in challenge") from None
+            f"authentication to {host} failed: unusable token realm in challenge"
+        ) from None
     if parts.scheme not in ("http", "https") or not realm_host:
         raise AuthError(f"authentication to {host} failed: unusable token realm in challenge")
     if registry_https and parts.scheme == "http":
         raise AuthError(
             f"authentication to {host} failed: the registry is https but its token realm "
             f"http://{parts.netloc.rpartition('@')[2]}{parts.path} is plain http; refused "
-            "(credentials and tokens would travel unencrypted)")
+            "(credentials and tokens would travel unencrypted)"
+        )
     return realm
 
 
@@ -121,7 +123,8 @@ def check_token(token: str, realm_host: str | None, host: str) -> str:
     if not _TOKEN_RE.match(token):
         raise AuthError(
             f"authentication to {host} failed: token server {realm_host} sent a token that "
-            "is not a valid header value (control characters, spaces or non-ASCII); refused")
+            "is not a valid header value (control characters, spaces or non-ASCII); refused"
+        )
     return token
 
 
@@ -141,9 +144,14 @@ class TokenRequest:
         return f"token server {self.realm_host} for {self.host}"
 
 
-def token_request(host: str, realm: str, service: str | None, scope: str | None,
-                  credentials: Credentials | None, registry_https: bool = False
-                  ) -> TokenRequest:
+def token_request(
+    host: str,
+    realm: str,
+    service: str | None,
+    scope: str | None,
+    credentials: Credentials | None,
+    registry_https: bool = False,
+) -> TokenRequest:
     """The request for a token of `scope` (AuthError for a realm we refuse, see
     `validate_realm`).
 
@@ -158,8 +166,11 @@ def token_request(host: str, realm: str, service: str | None, scope: str | None,
     scopes = scope.split() if scope else []
     headers = dict(IDENTITY)
     if credentials is not None and credentials.identity_token:
-        form = {"grant_type": "refresh_token", "refresh_token": credentials.identity_token,
-                "client_id": "occystrap"}
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": credentials.identity_token,
+            "client_id": "occystrap",
+        }
         if service:
             form["service"] = service
         if scopes:
@@ -193,27 +204,37 @@ def token_failure(request: TokenRequest, exc: OccystrapError) -> OccystrapError:
     return TransientError(f"cannot reach {request.where()}: {cause}", host=request.host)
 
 
-def read_token_answer(request: TokenRequest, status: int, reason: str,
-                      headers: Mapping[str, str], body: bytes) -> tuple[str, float | None]:
+def read_token_answer(
+    request: TokenRequest, status: int, reason: str, headers: Mapping[str, str], body: bytes
+) -> tuple[str, float | None]:
     """(token, expires_in) from the token server's answer (`body`: up to
     MAX_TOKEN_RESPONSE + 1 bytes, read raw). Raises AuthError (refused, malformed token),
     TransientError (worth retrying: 408, 429, 5xx) or RegistryError (an answer we cannot
     use)."""
     where, host = request.where(), request.host
     if status in (401, 403):
-        raise AuthError(f"authentication to {host} failed: token server {request.realm_host} "
-                        f"answered {status} {reason}", host=host, status=status)
+        raise AuthError(
+            f"authentication to {host} failed: token server {request.realm_host} "
+            f"answered {status} {reason}",
+            host=host,
+            status=status,
+        )
     if status in RETRYABLE_STATUS:
         raise TransientError(
-            f"{where}: {status} {reason}", host=host, status=status,
-            retry_after=parse_retry_after(headers.get("retry-after"), time.time()))
+            f"{where}: {status} {reason}",
+            host=host,
+            status=status,
+            retry_after=parse_retry_after(headers.get("retry-after"), time.time()),
+        )
     if status != 200:
-        raise RegistryError(f"{where}: unexpected {status} {reason}", host=host,
-                            status=status)
+        raise RegistryError(f"{where}: unexpected {status} {reason}", host=host, status=status)
     if len(body) > MAX_TOKEN_RESPONSE:
-        raise RegistryError(f"{where}: the answer is larger than "
-                            f"{MAX_TOKEN_RESPONSE // 2**20} MiB; a token answer is a few KiB, "
-                            "refused", host=host)
+        raise RegistryError(
+            f"{where}: the answer is larger than "
+            f"{MAX_TOKEN_RESPONSE // 2**20} MiB; a token answer is a few KiB, "
+            "refused",
+            host=host,
+        )
     try:
         doc = json.loads(body)
     except ValueError:

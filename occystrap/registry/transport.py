@@ -29,8 +29,20 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-__all__ = ["BLOB_BUFFER", "Body", "FileRegion", "HTTPTransport", "Response", "RoutingTransport",
-           "ShortSource", "Transport", "encoded", "failure", "open_transport", "proxied"]
+__all__ = [
+    "BLOB_BUFFER",
+    "Body",
+    "FileRegion",
+    "HTTPTransport",
+    "Response",
+    "RoutingTransport",
+    "ShortSource",
+    "Transport",
+    "encoded",
+    "failure",
+    "open_transport",
+    "proxied",
+]
 
 from occystrap import __version__
 from occystrap.registry.bodies import (
@@ -80,8 +92,9 @@ Body = bytes | FileRegion | None
 class Transport(Protocol):
     """Sends one request; thread-safe. The resource rule: every Response is closed."""
 
-    def send(self, method: str, url: str, headers: Mapping[str, str],
-             body: Body = None) -> Response: ...
+    def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: Body = None
+    ) -> Response: ...
 
     def close(self) -> None: ...
 
@@ -117,8 +130,9 @@ class HTTPTransport:
             idle = self._idle_conns.get(key)
             return idle.pop() if idle else None
 
-    def send(self, method: str, url: str, headers: Mapping[str, str],
-             body: Body = None) -> Response:
+    def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: Body = None
+    ) -> Response:
         parts = urllib.parse.urlsplit(url)
         key = origin(url)
         target = parts.path or "/"
@@ -160,8 +174,9 @@ class HTTPTransport:
             return PooledResponse(response, conn, self._release, url)
 
     @staticmethod
-    def _stream_region(conn: http.client.HTTPConnection,
-                       region: FileRegion) -> http.client.HTTPResponse:
+    def _stream_region(
+        conn: http.client.HTTPConnection, region: FileRegion
+    ) -> http.client.HTTPResponse:
         """Send the body after the headers; if sending breaks, still read an early answer.
 
         A registry that refuses an upload (401, 400, 413) may answer and close before taking
@@ -186,8 +201,9 @@ class HTTPTransport:
         scheme, host, port = key
         conn: http.client.HTTPConnection
         if scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=self._timeout,
-                                               context=tls(self._ssl_context))
+            conn = http.client.HTTPSConnection(
+                host, port, timeout=self._timeout, context=tls(self._ssl_context)
+            )
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
         with self._lock:
@@ -254,8 +270,9 @@ class RoutingTransport:
         self._proxy: Transport | None = None
         self._lock = threading.Lock()
 
-    def send(self, method: str, url: str, headers: Mapping[str, str],
-             body: Body = None) -> Response:
+    def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: Body = None
+    ) -> Response:
         # Every request says who sends it (registries log it; some refuse anonymous agents).
         if "User-Agent" not in headers:
             headers = {**headers, "User-Agent": USER_AGENT}
@@ -268,8 +285,7 @@ class RoutingTransport:
             if self._proxy is None:
                 from occystrap.registry.proxy import HttpxTransport
 
-                self._proxy = HttpxTransport(tls(self._ssl_context), self._timeout,
-                                             self._pool_size)
+                self._proxy = HttpxTransport(tls(self._ssl_context), self._timeout, self._pool_size)
             return self._proxy
 
     def close(self) -> None:

@@ -149,8 +149,11 @@ class UploadSession:
                 refuse(response, "POST", start, self.registry.host, self.what)
             location = response.headers.get("location")
             if not location:
-                raise RegistryError(f"{self.what}: POST {redact(start)} answered 202 without "
-                                    "Location", host=self.registry.host, status=202)
+                raise RegistryError(
+                    f"{self.what}: POST {redact(start)} answered 202 without Location",
+                    host=self.registry.host,
+                    status=202,
+                )
             try:
                 min_chunk = int(response.headers.get("oci-chunk-min-length") or 0)
             except ValueError:
@@ -161,23 +164,32 @@ class UploadSession:
         self.min_chunk = max(min_chunk, 0)
         self.done = 0
 
-    def _send(self, method: str, url: str, headers: dict[str, str],
-              body: FileRegion | None) -> Response:
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], body: FileRegion | None
+    ) -> Response:
         """One request that is not retried here: a failure to send is for `_recover`."""
         try:
-            return self.request(method, url, name=self.name, push=True, headers=headers,
-                                 budget=self.budget, body=body, retry=False)
+            return self.request(
+                method,
+                url,
+                name=self.name,
+                push=True,
+                headers=headers,
+                budget=self.budget,
+                body=body,
+                retry=False,
+            )
         except TransientError as exc:
             if not exc.retryable:
                 raise
-            raise TransientError(f"{method} {redact(url)}: {exc}", host=self.registry.host,
-                                 reason=exc.reason) from exc
+            raise TransientError(
+                f"{method} {redact(url)}: {exc}", host=self.registry.host, reason=exc.reason
+            ) from exc
 
     def _put_whole(self, size: int, src: str, offset: int, progress: Progress) -> None:
         target = with_digest(self.location, self.digest)
         headers = {"Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": str(size)}
-        response = self._send("PUT", target, headers, FileRegion(src, offset, size,
-                                                                 progress.add))
+        response = self._send("PUT", target, headers, FileRegion(src, offset, size, progress.add))
         try:
             self._completed(response, "PUT", target)
         finally:
@@ -186,8 +198,11 @@ class UploadSession:
     def _patch(self, region: FileRegion) -> None:
         """Send one chunk; on success the registry holds `done` + its size."""
         start, end = self.done, self.done + region.size - 1
-        headers = {"Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": str(region.size),
-                   "Content-Range": f"{start}-{end}"}
+        headers = {
+            "Content-Type": UPLOAD_CONTENT_TYPE,
+            "Content-Length": str(region.size),
+            "Content-Range": f"{start}-{end}",
+        }
         url = self.location
         response = self._send("PATCH", url, headers, region)
         try:
@@ -195,8 +210,11 @@ class UploadSession:
                 accepted = range_end(response.headers.get("range"))
                 if accepted is not None and accepted != end:
                     # The registry kept a different amount: ask it and resume from there.
-                    raise TransientError(f"PATCH {redact(url)}: registry holds up to byte "
-                                         f"{accepted}", 0.0, host=self.registry.host)
+                    raise TransientError(
+                        f"PATCH {redact(url)}: registry holds up to byte {accepted}",
+                        0.0,
+                        host=self.registry.host,
+                    )
                 location = response.headers.get("location")
                 if location:
                     self.location = self._resolve(url, location)
@@ -225,8 +243,11 @@ class UploadSession:
         if response.status == 201:
             served = response.headers.get("docker-content-digest")
             if served and served != self.digest:
-                raise DigestError(f"{self.what}: the registry stored it as {served}",
-                                  host=self.registry.host, status=201)
+                raise DigestError(
+                    f"{self.what}: the registry stored it as {served}",
+                    host=self.registry.host,
+                    status=201,
+                )
             return
         self._recoverable(response, method, url)
 
@@ -236,8 +257,10 @@ class UploadSession:
         if response.status in RETRYABLE_STATUS or response.status in (404, 416):
             raise TransientError(
                 f"{method} {redact(url)}: {response.status} {response.reason}",
-                host=self.registry.host, status=response.status,
-                retry_after=_retry_after(response))
+                host=self.registry.host,
+                status=response.status,
+                retry_after=_retry_after(response),
+            )
         refuse(response, method, url, self.registry.host, self.what)
 
     def _recover(self) -> None:
@@ -247,8 +270,7 @@ class UploadSession:
         wrong, as distribution does after a broken PATCH) is replaced by a new one from
         offset 0.
         """
-        response = self.request("GET", self.location, name=self.name, push=True,
-                                 budget=self.budget)
+        response = self.request("GET", self.location, name=self.name, push=True, budget=self.budget)
         try:
             if response.status == 204:
                 end = range_end(response.headers.get("range"))
@@ -259,8 +281,7 @@ class UploadSession:
                 return
         finally:
             response.close()
-        log.debug("%s: upload session lost (%d); starting a new one", self.what,
-                  response.status)
+        log.debug("%s: upload session lost (%d); starting a new one", self.what, response.status)
         self.cancel()
         self.open()
 
@@ -269,8 +290,9 @@ class UploadSession:
         if not self.location:
             return
         try:
-            response = self.request("DELETE", self.location, name=self.name, push=True,
-                                     budget=Budget(0))
+            response = self.request(
+                "DELETE", self.location, name=self.name, push=True, budget=Budget(0)
+            )
             response.close()
         except OccystrapError as exc:
             log.debug("cancelling upload %s: %s", redact(self.location), exc)

@@ -16,9 +16,23 @@ from occystrap.errors import ManifestError, RegistryError, UsageError
 from occystrap.redaction import redact_url as redact
 from occystrap.reference import DIGEST_RE, NAME_RE, TAG_RE
 
-__all__ = ["CATALOG", "CONTENT_RANGE_RE", "announced_end", "blob_url", "check_name",
-           "manifest_url", "media_type", "next_link", "origin", "range_end", "redact",
-           "resume_offset", "scope", "upload_location", "with_digest"]
+__all__ = [
+    "CATALOG",
+    "CONTENT_RANGE_RE",
+    "announced_end",
+    "blob_url",
+    "check_name",
+    "manifest_url",
+    "media_type",
+    "next_link",
+    "origin",
+    "range_end",
+    "redact",
+    "resume_offset",
+    "scope",
+    "upload_location",
+    "with_digest",
+]
 
 CATALOG = "\0catalog"  # the scope name of /v2/_catalog requests
 
@@ -102,7 +116,8 @@ def upload_location(request_url: str, location: str, registry: Origin, what: str
         raise RegistryError(
             f"{what}: the registry sent an upload location on another server "
             f"({redact(resolved)}); refusing to send the blob there",
-            host=registry[1])
+            host=registry[1],
+        )
     return resolved
 
 
@@ -136,8 +151,7 @@ def resume_offset(status: int, content_range: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def announced_end(start: int, content_length: str | None,
-                  content_range: str | None) -> int | None:
+def announced_end(start: int, content_length: str | None, content_range: str | None) -> int | None:
     """Where a body starting at `start` says the blob ends: `start` + Content-Length, or the
     total of a 206's Content-Range when larger; None when neither is given or parses."""
     ends = []

@@ -37,14 +37,29 @@ from occystrap.sources.registry import RegistryReferrers, RegistrySource
 from occystrap.sources.tarball import TarballSource
 
 __all__ = [
-    "BlobFile", "Entry", "ImageSource", "LocalSource", "Resolved", "Source", "check_blob",
-    "check_depth", "is_local", "open_source", "platform_manifest", "resolved_from_bytes",
+    "BlobFile",
+    "Entry",
+    "ImageSource",
+    "LocalSource",
+    "Resolved",
+    "Source",
+    "check_blob",
+    "check_depth",
+    "is_local",
+    "open_source",
+    "platform_manifest",
+    "resolved_from_bytes",
     "serves",
 ]
 
 
-def open_source(location: Location, config: Config, clients: ClientPool, spool: str,
-                discovery: RegistryReferrers | None = None) -> tuple[Source, bool]:
+def open_source(
+    location: Location,
+    config: Config,
+    clients: ClientPool,
+    spool: str,
+    discovery: RegistryReferrers | None = None,
+) -> tuple[Source, bool]:
     """The source behind `location`, and whether it is reached over plain HTTP.
 
     `clients` gives the registry clients (one per host); `spool` is where a tar:// or
@@ -59,14 +74,20 @@ def open_source(location: Location, config: Config, clients: ClientPool, spool: 
         client = clients.get(quay_registry_host(api), plain or insecure)
         namespace, _, glob = (location.path or "").partition("/")
         token = location.option("token") or config.password
-        return QuaySource(api, namespace, glob, location.tag or "latest",
-                          parse_since(location.option("since")),
-                          str(token) if token else None, client,
-                          config.parallel, discovery), plain or insecure
+        return QuaySource(
+            api,
+            namespace,
+            glob,
+            location.tag or "latest",
+            parse_since(location.option("since")),
+            str(token) if token else None,
+            client,
+            config.parallel,
+            discovery,
+        ), plain or insecure
     if location.scheme == "registry" and location.pattern is not None:
         client = clients.get(location.pattern.host, insecure)
-        return RegistryBulkSource(client, location.pattern, config.parallel,
-                                  discovery), insecure
+        return RegistryBulkSource(client, location.pattern, config.parallel, discovery), insecure
     if location.scheme == "registry":
         assert location.ref is not None
         client = clients.get(location.ref.host, insecure)
@@ -83,5 +104,4 @@ def open_source(location: Location, config: Config, clients: ClientPool, spool: 
             return TarballSource("", None, spool, fileobj=resp, where=location.text), False
         finally:
             conn.close()
-    return TarballSource(location.path or "", location.select, spool,
-                         where=location.text), False
+    return TarballSource(location.path or "", location.select, spool, where=location.text), False

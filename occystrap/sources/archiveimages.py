@@ -114,8 +114,9 @@ def disagreement(manifest: ImageManifest, item: Item) -> str | None:
         return f"it lists {len(theirs)} layers, manifest.json {len(ours)}"
     for n, (d, layer) in enumerate(zip(theirs, ours, strict=True)):
         if d.digest != layer.digest:
-            return (f"its layer {n} is {d.digest}, manifest.json's is {layer.member} "
-                    f"({layer.digest})")
+            return (
+                f"its layer {n} is {d.digest}, manifest.json's is {layer.member} ({layer.digest})"
+            )
         if d.size != layer.size:
             return f"its layer {n} is {d.size} bytes, {layer.member} has {layer.size}"
         try:
@@ -136,8 +137,10 @@ def inconsistency(members: Members, manifest: ImageManifest) -> str | None:
         member = blob_rel(manifest.config.digest)
         diff_ids = mt.config_diff_ids(members.read(member), member)
         if len(diff_ids) != len(manifest.layers):
-            return (f"its manifest lists {len(manifest.layers)} layers, its config "
-                    f"{member} has {len(diff_ids)} diff_ids")
+            return (
+                f"its manifest lists {len(manifest.layers)} layers, its config "
+                f"{member} has {len(diff_ids)} diff_ids"
+            )
         for n, (d, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
             member = blob_rel(d.digest)
             digest, size, compression = members.digest_of(member)
@@ -146,8 +149,10 @@ def inconsistency(members: Members, manifest: ImageManifest) -> str | None:
             if size != d.size:
                 return f"its layer {n} is {d.size} bytes, {member} has {size}"
             if compression == "none" and digest != diff_id:
-                return (f"layer {n} ({member}) is an uncompressed tar, but its config's "
-                        f"diff_id is {diff_id}")
+                return (
+                    f"layer {n} ({member}) is an uncompressed tar, but its config's "
+                    f"diff_id is {diff_id}"
+                )
     except ImageError as exc:
         return str(exc).removeprefix(f"{members.where}: ")
     return None

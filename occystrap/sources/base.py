@@ -98,8 +98,9 @@ def is_local(source: ImageSource) -> TypeGuard[LocalSource]:
     return source.local
 
 
-def resolved_from_bytes(body: bytes, media_type_hint: str, where: str,
-                        expect: str | None = None) -> Resolved:
+def resolved_from_bytes(
+    body: bytes, media_type_hint: str, where: str, expect: str | None = None
+) -> Resolved:
     """`body` as a Resolved; DigestError when it does not hash to `expect`."""
     digest = digest_of(body)
     if expect is not None and digest != expect:
@@ -119,8 +120,9 @@ def check_blob(data: bytes, digest: str, where: str) -> bytes:
 def check_depth(digest: str, depth: int) -> None:
     """ManifestError when an index sits deeper than MAX_INDEX_DEPTH levels."""
     if depth >= MAX_INDEX_DEPTH:
-        raise ManifestError(f"index {digest}: indexes nested more than {MAX_INDEX_DEPTH} "
-                            "levels deep; refused")
+        raise ManifestError(
+            f"index {digest}: indexes nested more than {MAX_INDEX_DEPTH} levels deep; refused"
+        )
 
 
 def serves(source: ImageSource, digest: str) -> bool:
@@ -137,8 +139,9 @@ def serves(source: ImageSource, digest: str) -> bool:
     return True
 
 
-def platform_manifest(source: ImageSource, top: Resolved, wanted: Platform,
-                      depth: int = 0) -> Resolved:
+def platform_manifest(
+    source: ImageSource, top: Resolved, wanted: Platform, depth: int = 0
+) -> Resolved:
     """The image manifest for `wanted` below the index `top`, as docker picks it
     (`mediatypes.select_platform`: attestation entries never count). Entries that are
     indexes themselves (containerd and Docker's containerd image store nest them) are
@@ -148,21 +151,28 @@ def platform_manifest(source: ImageSource, top: Resolved, wanted: Platform,
     found = _search_platform(source, top, wanted, depth, set())
     if isinstance(found, Resolved):
         return found
-    raise PlatformError(f"no manifest for platform {wanted} (available: "
-                        f"{', '.join(sorted(found)) or 'none listed'})")
+    raise PlatformError(
+        f"no manifest for platform {wanted} (available: "
+        f"{', '.join(sorted(found)) or 'none listed'})"
+    )
 
 
-def _search_platform(source: ImageSource, top: Resolved, wanted: Platform, depth: int,
-                     available: set[str]) -> Resolved | set[str]:
+def _search_platform(
+    source: ImageSource, top: Resolved, wanted: Platform, depth: int, available: set[str]
+) -> Resolved | set[str]:
     """The manifest, or (not found) the platforms seen on the way, in `available`."""
     check_depth(top.digest, depth)
     index = top.parsed
     assert isinstance(index, ImageIndex)
-    nested = [d for d in index.manifests if d.media_type in mediatypes.INDEX_TYPES
-              and not mediatypes.is_attestation(d)]
+    nested = [
+        d
+        for d in index.manifests
+        if d.media_type in mediatypes.INDEX_TYPES and not mediatypes.is_attestation(d)
+    ]
     direct = ImageIndex(index.media_type, [d for d in index.manifests if d not in nested])
-    available.update(str(d.platform) for d in direct.manifests
-                     if d.platform and not mediatypes.is_attestation(d))
+    available.update(
+        str(d.platform) for d in direct.manifests if d.platform and not mediatypes.is_attestation(d)
+    )
     try:
         chosen = mediatypes.select_platform(direct, wanted)
     except PlatformError:
@@ -174,13 +184,16 @@ def _search_platform(source: ImageSource, top: Resolved, wanted: Platform, depth
         return got
     for d in nested:
         if d.platform is not None and (d.platform.os, d.platform.architecture) != (
-                wanted.os, wanted.architecture):
+            wanted.os,
+            wanted.architecture,
+        ):
             available.add(str(d.platform))
             continue
         child: Resolved = source.fetch_manifest(d.digest)
         if not isinstance(child.parsed, ImageIndex):
-            raise ManifestError(f"index {top.digest}: {d.digest} is listed as an index "
-                                f"but is a {child.media_type}")
+            raise ManifestError(
+                f"index {top.digest}: {d.digest} is listed as an index but is a {child.media_type}"
+            )
         found = _search_platform(source, child, wanted, depth + 1, available)
         if isinstance(found, Resolved):
             return found

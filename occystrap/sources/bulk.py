@@ -24,8 +24,13 @@ def tag_matches(pattern: BulkPattern, tag: str) -> bool:
 class RegistryBulkSource:
     local = False
 
-    def __init__(self, client: RegistryClient, pattern: BulkPattern, parallel: int,
-                 discovery: RegistryReferrers | None = None) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        pattern: BulkPattern,
+        parallel: int,
+        discovery: RegistryReferrers | None = None,
+    ) -> None:
         """`discovery`: with --referrers, the run's referrer discovery; tags that only carry
         referrers (`sha256-<hex>[.sig|.att|.sbom]`) then travel with their subjects instead
         of being images of their own, and the tag lists read here serve discovery too."""
@@ -36,8 +41,9 @@ class RegistryBulkSource:
 
     def entries(self) -> list[Entry]:
         p = self.pattern
-        repos = sorted(r for r in self.client.list_repositories()
-                       if fnmatch.fnmatchcase(r, p.name_glob))
+        repos = sorted(
+            r for r in self.client.list_repositories() if fnmatch.fnmatchcase(r, p.name_glob)
+        )
         with ThreadPoolExecutor(max(1, self.parallel)) as pool:
             tag_lists = list(pool.map(self.client.list_tags, repos))
         found = []
@@ -48,11 +54,12 @@ class RegistryBulkSource:
                 if self.discovery is not None and is_referrer_tag(tag):
                     continue
                 ref = ImageRef(p.host, repo, tag=tag)
-                found.append(Entry(ref, tag, RegistrySource(self.client, ref,
-                                                            self.discovery)))
+                found.append(Entry(ref, tag, RegistrySource(self.client, ref, self.discovery)))
         if not found:
-            raise NotFoundError(f"registry://{p.host}/{p.name_glob}:{p.tag_glob}: no repository "
-                                f"and tag on {p.host} matches")
+            raise NotFoundError(
+                f"registry://{p.host}/{p.name_glob}:{p.tag_glob}: no repository "
+                f"and tag on {p.host} matches"
+            )
         return found
 
     def close(self) -> None:

@@ -21,11 +21,15 @@ from occystrap.sources.local import name_of, read_capped, read_json
 
 def synthesize(config: bytes, config_digest: str, layers: list[tuple[str, int]]) -> bytes:
     """An OCI manifest for uncompressed layers [(digest, size)], deterministic bytes."""
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": mt.OCI_LAYER, "digest": d, "size": s} for d, s in layers],
-    }, indent=3).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": mt.OCI_LAYER, "digest": d, "size": s} for d, s in layers],
+        },
+        indent=3,
+    ).encode()
 
 
 class DirectorySource:
@@ -41,8 +45,9 @@ class DirectorySource:
             doc = read_json(catalog, "catalog")
             if not isinstance(doc, dict):
                 raise ManifestError(f"{catalog}: not a catalog")
-            names = sorted({str(f) for tags in doc.values() if isinstance(tags, dict)
-                            for f in tags.values()})
+            names = sorted(
+                {str(f) for tags in doc.values() if isinstance(tags, dict) for f in tags.values()}
+            )
         self._images: dict[str, Resolved] = {}
         self._configs: dict[str, bytes] = {}
         self._layers: dict[str, str] = {}  # diff_id → layer.tar path
@@ -62,8 +67,9 @@ class DirectorySource:
             config_digest = digest_of(config)
             ids = mt.config_diff_ids(config, config_path)
             if len(ids) != len(item["Layers"]):
-                raise ManifestError(f"{manifest_path}: {len(item['Layers'])} layers, "
-                                    f"{len(ids)} diff_ids")
+                raise ManifestError(
+                    f"{manifest_path}: {len(item['Layers'])} layers, {len(ids)} diff_ids"
+                )
             layers = []
             for diff_id, rel in zip(ids, item["Layers"], strict=True):
                 path = self._inside(str(rel))

@@ -68,8 +68,9 @@ class ArchiveReader:
     def read(self) -> Reading:
         if "manifest.json" not in self.meta:
             if "index.json" not in self.meta:
-                raise ManifestError(f"{self.where}: neither manifest.json nor index.json; not "
-                                    "an image archive")
+                raise ManifestError(
+                    f"{self.where}: neither manifest.json nor index.json; not an image archive"
+                )
             self._oci_only()
             return self.out
         items = self._items()
@@ -112,8 +113,11 @@ class ArchiveReader:
 
     def _fill(self, item: Item, entry: object) -> None:
         """Read an entry's config and layers; ImageError says what is wrong with it."""
-        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
-                or not isinstance(entry.get("Layers"), list):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("Config"), str)
+            or not isinstance(entry.get("Layers"), list)
+        ):
             raise ManifestError("manifest.json entry lacks Config or Layers")
         item.config_member = entry["Config"]
         item.config = self.m.read(item.config_member)
@@ -123,13 +127,17 @@ class ArchiveReader:
             digest, size, compression = self.m.digest_of(str(rel))
             item.layers.append(ArchiveLayer(str(rel), digest, size, compression))
         if len(item.layers) != len(item.diff_ids):
-            raise ManifestError(f"manifest.json lists {len(item.layers)} layers, its config "
-                                f"{item.config_member} has {len(item.diff_ids)} diff_ids")
+            raise ManifestError(
+                f"manifest.json lists {len(item.layers)} layers, its config "
+                f"{item.config_member} has {len(item.diff_ids)} diff_ids"
+            )
         for n, (layer, diff_id) in enumerate(zip(item.layers, item.diff_ids, strict=True)):
             if layer.compression == "none" and layer.digest != diff_id:
-                raise ManifestError(f"layer {n} ({layer.member}) is an uncompressed tar "
-                                    f"hashing to {layer.digest}, but its config's diff_id is "
-                                    f"{diff_id}")
+                raise ManifestError(
+                    f"layer {n} ({layer.member}) is an uncompressed tar "
+                    f"hashing to {layer.digest}, but its config's diff_id is "
+                    f"{diff_id}"
+                )
 
     def _index_descriptors(self) -> list[Descriptor]:
         """index.json's entries; with manifest.json beside it, a bad index.json is a note."""
@@ -139,8 +147,10 @@ class ArchiveReader:
             doc = mt.json_object(self.meta["index.json"], "index.json")
             manifests = doc.get("manifests")
             if manifests is None:
-                self.note("index.json lists no manifests (\"manifests\": null, as Docker 25.0 "
-                          "wrote for `docker save IMAGE_ID`); read manifest.json")
+                self.note(
+                    'index.json lists no manifests ("manifests": null, as Docker 25.0 '
+                    "wrote for `docker save IMAGE_ID`); read manifest.json"
+                )
                 return []
             parsed = mt.parse(self.meta["index.json"], mt.OCI_INDEX)
         except ManifestError as exc:
@@ -154,8 +164,9 @@ class ArchiveReader:
         member = blob_rel(d.digest)
         try:
             body = self.m.read(member)
-            return resolved_from_bytes(body, d.media_type, f"{self.where}: {member}",
-                                       expect=d.digest)
+            return resolved_from_bytes(
+                body, d.media_type, f"{self.where}: {member}", expect=d.digest
+            )
         except NotFoundError:
             self.note(f"index.json lists {d.digest}, which is not in the archive")
         except ImageError as exc:
@@ -164,9 +175,14 @@ class ArchiveReader:
 
     # -- index.json entries ------------------------------------------------------------------
 
-    def _descriptor(self, d: Descriptor, by_config: dict[str, list[Item]],
-                    claimed: dict[int, list[tuple[Descriptor, str]]], covered: set[int],
-                    extra: list[Offer]) -> None:
+    def _descriptor(
+        self,
+        d: Descriptor,
+        by_config: dict[str, list[Item]],
+        claimed: dict[int, list[tuple[Descriptor, str]]],
+        covered: set[int],
+        extra: list[Offer],
+    ) -> None:
         got = self._manifest(d)
         if got is None:
             ref = ref_of(d.annotations, [])
@@ -175,8 +191,14 @@ class ArchiveReader:
                 # not an image manifest.json holds under another name: reported, not dropped
                 listed = f"{ref.repo_tag or d.digest} ({d.digest})"
                 unheld = "neither in blobs/ nor in manifest.json"
-                extra.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []), error=(
-                    f"{self.where}: index.json lists {listed}, which is {unheld}")))
+                extra.append(
+                    Offer(
+                        ref,
+                        f"broken:{d.digest}",
+                        names_of(ref, []),
+                        error=(f"{self.where}: index.json lists {listed}, which is {unheld}"),
+                    )
+                )
             return
         if isinstance(got.parsed, ImageIndex):
             why = self._nested_index(d, got, by_config, covered, extra)
@@ -187,8 +209,10 @@ class ArchiveReader:
         if not items:
             offer = self._standalone(d, got.parsed)
             if offer.error is None:
-                self.note(f"index.json lists {offer.ref.repo_tag or d.digest} ({d.digest}), "
-                          "which manifest.json does not; copied from its OCI manifest")
+                self.note(
+                    f"index.json lists {offer.ref.repo_tag or d.digest} ({d.digest}), "
+                    "which manifest.json does not; copied from its OCI manifest"
+                )
             extra.append(offer)
             return
         item = items[0]
@@ -198,12 +222,20 @@ class ArchiveReader:
         if why is None:
             claimed.setdefault(item.number, []).append((d, d.digest))
             return
-        self.note(f"{blob_rel(d.digest)} ({item.label}) disagrees with manifest.json: "
-                  f"{why}; rebuilt from manifest.json and the config")
+        self.note(
+            f"{blob_rel(d.digest)} ({item.label}) disagrees with manifest.json: "
+            f"{why}; rebuilt from manifest.json and the config"
+        )
         claimed.setdefault(item.number, []).append((d, self._rebuild(item)))
 
-    def _nested_index(self, d: Descriptor, got: Resolved, by_config: dict[str, list[Item]],
-                      covered: set[int], extra: list[Offer]) -> str | None:
+    def _nested_index(
+        self,
+        d: Descriptor,
+        got: Resolved,
+        by_config: dict[str, list[Item]],
+        covered: set[int],
+        extra: list[Offer],
+    ) -> str | None:
         """A containerd image store's index: offered whole when its present children agree
         with manifest.json (the absent ones are remembered); else why not."""
         assert isinstance(got.parsed, ImageIndex)
@@ -224,15 +256,18 @@ class ArchiveReader:
                 for item in by_config.get(sub.parsed.config.digest, []):
                     why = item.error or disagreement(sub.parsed, item)
                     if why is not None:
-                        return (f"{platform} ({blob_rel(child.digest)}) disagrees with "
-                                f"manifest.json: {why}")
+                        return (
+                            f"{platform} ({blob_rel(child.digest)}) disagrees with "
+                            f"manifest.json: {why}"
+                        )
                     mine.append(item)
         has = ", ".join(p for p in present if "unknown" not in p) or "none"
         for child, platform in absent:
             self.out.absent[child.digest] = (
                 f"index {got.digest} lists {platform} ({child.digest}), which is not in the "
                 f"archive (docker save --platform keeps only the platforms asked for); it has "
-                f"{has}: pick one with --platform")
+                f"{has}: pick one with --platform"
+            )
         covered.update(item.number for item in mine)
         tags = [tag for item in mine for tag in item.tags]
         ref = ref_of(d.annotations, tags)
@@ -244,18 +279,23 @@ class ArchiveReader:
             body = self.m.read(blob_rel(child.digest))
         except NotFoundError:
             return None
-        return resolved_from_bytes(body, child.media_type,
-                                   f"{self.where}: {blob_rel(child.digest)}",
-                                   expect=child.digest)
+        return resolved_from_bytes(
+            body, child.media_type, f"{self.where}: {blob_rel(child.digest)}", expect=child.digest
+        )
 
     # -- manifest.json images ----------------------------------------------------------------
 
-    def _offer_item(self, item: Item, claims: list[tuple[Descriptor, str]],
-                    covered: bool) -> None:
+    def _offer_item(self, item: Item, claims: list[tuple[Descriptor, str]], covered: bool) -> None:
         if item.error is not None:
             ref = name_of(item.tags[0] if item.tags else None, None)
-            self.out.offers.append(Offer(ref, f"broken:{item.number}", names_of(ref, item.tags),
-                                         error=f"{self.where}: {item.error}"))
+            self.out.offers.append(
+                Offer(
+                    ref,
+                    f"broken:{item.number}",
+                    names_of(ref, item.tags),
+                    error=f"{self.where}: {item.error}",
+                )
+            )
             return
         self.out.configs[item.config_digest] = item.config
         if covered and not claims:
@@ -269,7 +309,7 @@ class ArchiveReader:
         # One image per RepoTag, as `docker load` tags it with each (Docker < 25 writes one
         # manifest.json entry for `docker save A B` of one image; Docker >= 25 one index.json
         # entry per tag): every name is kept, and `#NAME:TAG` picks one.
-        for tags in ([[tag] for tag in item.tags] or [[]]):
+        for tags in [[tag] for tag in item.tags] or [[]]:
             ref = ref_of(None, tags)
             self.out.offers.append(Offer(ref, digest, names_of(ref, tags)))
 
@@ -295,20 +335,22 @@ class ArchiveReader:
             why = disagreement(got.parsed, item)
             if why is None:
                 return got.digest
-            self.note(f"{name} ({item.label}) disagrees with manifest.json: {why}; "
-                      "rebuilt from manifest.json and the config")
+            self.note(
+                f"{name} ({item.label}) disagrees with manifest.json: {why}; "
+                "rebuilt from manifest.json and the config"
+            )
         return None
 
     def _rebuild(self, item: Item) -> str:
         """An OCI manifest for `item` from manifest.json and its config (layer media types
         from the bytes); returns its digest."""
-        body = synthesize(item.config, item.config_digest,
-                          [(x.digest, x.size) for x in item.layers])
+        body = synthesize(
+            item.config, item.config_digest, [(x.digest, x.size) for x in item.layers]
+        )
         doc = json.loads(body)
         for entry, layer in zip(doc["layers"], item.layers, strict=True):
             entry["mediaType"] = LAYER_TYPES[layer.compression]
-        got = resolved_from_bytes(json.dumps(doc, indent=3).encode(), mt.OCI_MANIFEST,
-                                  self.where)
+        got = resolved_from_bytes(json.dumps(doc, indent=3).encode(), mt.OCI_MANIFEST, self.where)
         self.out.rebuilt[got.digest] = got
         return got.digest
 
@@ -331,15 +373,23 @@ class ArchiveReader:
                 why = f"{blob_rel(d.digest)}: not in the archive"
             if got is None:
                 ref = ref_of(d.annotations, [])
-                self.out.offers.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []),
-                                             error=f"{self.where}: {why}"))
+                self.out.offers.append(
+                    Offer(
+                        ref, f"broken:{d.digest}", names_of(ref, []), error=f"{self.where}: {why}"
+                    )
+                )
             elif isinstance(got.parsed, ImageIndex):
                 nested = self._nested_index(d, got, {}, set(), self.out.offers)
                 if nested is not None:
                     ref = ref_of(d.annotations, [])
-                    self.out.offers.append(Offer(ref, f"broken:{d.digest}", names_of(ref, []),
-                                                 error=f"{self.where}: index {d.digest}: "
-                                                       f"{nested}"))
+                    self.out.offers.append(
+                        Offer(
+                            ref,
+                            f"broken:{d.digest}",
+                            names_of(ref, []),
+                            error=f"{self.where}: index {d.digest}: {nested}",
+                        )
+                    )
             else:
                 self.out.offers.append(self._standalone(d, got.parsed))
 
@@ -350,5 +400,9 @@ class ArchiveReader:
         why = inconsistency(self.m, manifest)
         if why is None:
             return Offer(ref, d.digest, names_of(ref, []))
-        return Offer(ref, f"broken:{d.digest}", names_of(ref, []),
-                     error=f"{self.where}: {ref.repo_tag or d.digest}: {why}")
+        return Offer(
+            ref,
+            f"broken:{d.digest}",
+            names_of(ref, []),
+            error=f"{self.where}: {ref.repo_tag or d.digest}: {why}",
+        )

@@ -42,8 +42,7 @@ def name_of(text: str | None, fallback_tag: str | None) -> ImageRef:
                 return parse_image_ref(text)
         except UsageError:
             pass
-        name, _, tag = text.rpartition(":") if ":" in text.rsplit("/", 1)[-1] else (text, "",
-                                                                                      "")
+        name, _, tag = text.rpartition(":") if ":" in text.rsplit("/", 1)[-1] else (text, "", "")
         return ImageRef(host="", name=name or text, tag=tag or fallback_tag)
     return ImageRef(host="", name="image", tag=fallback_tag)
 

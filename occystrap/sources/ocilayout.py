@@ -57,7 +57,8 @@ class OCILayoutSource:
                 if got.parsed.subject is not None:
                     self._referrers[m["digest"]] = (
                         got.parsed.subject.digest,
-                        descriptor_for(got.manifest, got.media_type))
+                        descriptor_for(got.manifest, got.media_type),
+                    )
         return self._referrers
 
     def entries(self) -> list[Entry]:
@@ -68,28 +69,30 @@ class OCILayoutSource:
                 if ref != self.ref_name:
                     continue
             elif (ref is None and digest in self._referrers_here()) or (
-                    ref and is_referrer_tag(ref)):
+                ref and is_referrer_tag(ref)
+            ):
                 continue  # a referrer: copied with its subject (--referrers)
             annotations = m.get("annotations") or {}
             found.append(Entry(name_of(annotations.get(IMAGE_NAME), ref), digest, self))
         if not found:
             refs = sorted({self._ref(m) or "?" for m in self._index})
             what = f"reference {self.ref_name!r}" if self.ref_name else "images"
-            raise NotFoundError(f"oci://{self.root}: no {what} (it has: "
-                                f"{', '.join(refs) or 'nothing'})")
+            raise NotFoundError(
+                f"oci://{self.root}: no {what} (it has: {', '.join(refs) or 'nothing'})"
+            )
         return found
 
     def fetch_manifest(self, reference: str) -> Resolved:
         if not DIGEST_RE.match(reference):  # a tag: a cosign companion's ref name
-            digest = next((m["digest"] for m in self._index if self._ref(m) == reference),
-                          None)
+            digest = next((m["digest"] for m in self._index if self._ref(m) == reference), None)
             if digest is None:
                 raise NotFoundError(f"oci://{self.root}: no reference {reference!r}")
             reference = digest
         path = blob_path(self.root, reference)
         body = read_capped(path, "manifest")
-        return resolved_from_bytes(body, self._media_types.get(reference, ""), path,
-                                   expect=reference)
+        return resolved_from_bytes(
+            body, self._media_types.get(reference, ""), path, expect=reference
+        )
 
     def get_blob(self, digest: str) -> bytes:
         return read_blob(blob_path(self.root, digest), digest, "blob")
@@ -105,12 +108,14 @@ class OCILayoutSource:
 
     def find_referrers(self, digest: str) -> list[Found]:
         """Unnamed entries whose manifest's subject is `digest`, and cosign companions."""
-        found = [Found(d, digest, artifact_type=entry.get("artifactType"), descriptor=entry)
-                 for d, (subject, entry) in self._referrers_here().items() if subject == digest]
+        found = [
+            Found(d, digest, artifact_type=entry.get("artifactType"), descriptor=entry)
+            for d, (subject, entry) in self._referrers_here().items()
+            if subject == digest
+        ]
         refs = {self._ref(m) for m in self._index}
         found += [Found(tag, digest, tag=tag) for tag in companion_tags(digest) if tag in refs]
         return found
 
     def close(self) -> None:
         pass
-

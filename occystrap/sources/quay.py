@@ -40,8 +40,7 @@ def parse_since(text: object) -> float | None:
         day = datetime.date.fromisoformat(str(text))
     except ValueError:
         raise UsageError(f"since={text}: expected YYYY-MM-DD") from None
-    return datetime.datetime(day.year, day.month, day.day,
-                             tzinfo=datetime.UTC).timestamp()
+    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp()
 
 
 def registry_host(api_url: str) -> str:
@@ -57,9 +56,18 @@ class QuaySource:
 
     local = False
 
-    def __init__(self, api_url: str, namespace: str, glob: str, tag: str,
-                 since: float | None, token: str | None, client: RegistryClient,
-                 parallel: int, discovery: RegistryReferrers | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        namespace: str,
+        glob: str,
+        tag: str,
+        since: float | None,
+        token: str | None,
+        client: RegistryClient,
+        parallel: int,
+        discovery: RegistryReferrers | None = None,
+    ) -> None:
         """`discovery`: the run's referrer discovery (--referrers), shared by every image."""
         self.discovery = discovery
         self.api = api_url.rstrip("/") + "/api/v1"
@@ -72,8 +80,7 @@ class QuaySource:
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.api}{path}"
-        status, body = self.client.get_api(f"{url}?{urlencode(params)}", self._headers,
-                                           MAX_ANSWER)
+        status, body = self.client.get_api(f"{url}?{urlencode(params)}", self._headers, MAX_ANSWER)
         url = redact_url(url)  # for messages: --quay-url may hold userinfo
         if status in (401, 403):
             raise AuthError(f"Quay API {url}: {status}; check the token")
@@ -82,8 +89,7 @@ class QuaySource:
         if status >= 400:
             raise RegistryError(f"Quay API {url}: {status}")
         if len(body) > MAX_ANSWER:
-            raise RegistryError(f"Quay API {url}: answer larger than "
-                                f"{MAX_ANSWER // 2**20} MiB")
+            raise RegistryError(f"Quay API {url}: answer larger than {MAX_ANSWER // 2**20} MiB")
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -94,10 +100,16 @@ class QuaySource:
 
     def repositories(self) -> list[str]:
         names: list[str] = []
-        params: dict[str, Any] = {"namespace": self.namespace, "public": "true",
-                                  "last_modified": "true"}
-        guard = PageGuard(f"Quay API {redact_url(self.api)}: repositories of {self.namespace}",
-                          "", max_pages=MAX_PAGES)
+        params: dict[str, Any] = {
+            "namespace": self.namespace,
+            "public": "true",
+            "last_modified": "true",
+        }
+        guard = PageGuard(
+            f"Quay API {redact_url(self.api)}: repositories of {self.namespace}",
+            "",
+            max_pages=MAX_PAGES,
+        )
         while True:
             doc = self._get("/repository", params)
             repos = doc.get("repositories") or []
@@ -108,8 +120,11 @@ class QuaySource:
                     continue
                 name = str(repo.get("name", ""))
                 modified = repo.get("last_modified")
-                if self.since is not None and isinstance(modified, (int, float)) \
-                        and modified < self.since:
+                if (
+                    self.since is not None
+                    and isinstance(modified, (int, float))
+                    and modified < self.since
+                ):
                     continue
                 if fnmatch.fnmatchcase(name, self.glob):
                     names.append(name)
@@ -127,8 +142,11 @@ class QuaySource:
             if not isinstance(tag, dict) or tag.get("name") != self.tag:
                 continue
             started = tag.get("start_ts")
-            if self.since is not None and isinstance(started, (int, float)) \
-                    and started < self.since:
+            if (
+                self.since is not None
+                and isinstance(started, (int, float))
+                and started < self.since
+            ):
                 return False
             return True
         return False
@@ -143,11 +161,11 @@ class QuaySource:
         for name, ok in zip(names, present, strict=True):
             if ok:
                 ref = ImageRef(self.client.host, f"{self.namespace}/{name}", tag=self.tag)
-                found.append(Entry(ref, self.tag, RegistrySource(self.client, ref,
-                                                                    self.discovery)))
+                found.append(Entry(ref, self.tag, RegistrySource(self.client, ref, self.discovery)))
         if not found:
-            raise NotFoundError(f"quay://{self.namespace}/{self.glob}:{self.tag}: no "
-                                "repository matches")
+            raise NotFoundError(
+                f"quay://{self.namespace}/{self.glob}:{self.tag}: no repository matches"
+            )
         return found
 
     def close(self) -> None:

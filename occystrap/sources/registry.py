@@ -63,8 +63,9 @@ class RegistryReferrers:
 class RegistrySource:
     local = False
 
-    def __init__(self, client: RegistryClient, ref: ImageRef,
-                 discovery: RegistryReferrers | None = None) -> None:
+    def __init__(
+        self, client: RegistryClient, ref: ImageRef, discovery: RegistryReferrers | None = None
+    ) -> None:
         self.client = client
         self.ref = ref
         self.discovery = discovery or RegistryReferrers()
@@ -76,8 +77,7 @@ class RegistrySource:
         """A manifest or index, its digest verified when `reference` is one, parsed."""
         resp = self.client.get_manifest(self.ref.name, reference, mediatypes.ACCEPT)
         media_type = mediatypes.effective_media_type(resp.media_type, resp.body)
-        return Resolved(resp.body, media_type, resp.digest,
-                        mediatypes.parse(resp.body, media_type))
+        return Resolved(resp.body, media_type, resp.digest, mediatypes.parse(resp.body, media_type))
 
     def get_blob(self, digest: str) -> bytes:
         return self.client.get_blob(self.ref.name, digest)

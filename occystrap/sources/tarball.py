@@ -55,9 +55,11 @@ def _check_room(spool: str, size: int, what: str) -> None:
     spool's disk (--temp-dir) fails with one line before the disk is full, not after."""
     free = shutil.disk_usage(spool).free
     if size > free:
-        raise DestinationError(f"not enough free space in {spool} to spool {what}: need "
-                               f"{size / 2**20:.0f} MiB, have {free / 2**20:.0f} MiB "
-                               "(--temp-dir)")
+        raise DestinationError(
+            f"not enough free space in {spool} to spool {what}: need "
+            f"{size / 2**20:.0f} MiB, have {free / 2**20:.0f} MiB "
+            "(--temp-dir)"
+        )
 
 
 def compression_of_file(path: str) -> str:
@@ -74,8 +76,14 @@ def compression_of_file(path: str) -> str:
 class TarballSource:
     local = True
 
-    def __init__(self, path: str, select: str | None, spool: str,
-                 fileobj: BinaryIO | None = None, where: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        select: str | None,
+        spool: str,
+        fileobj: BinaryIO | None = None,
+        where: str | None = None,
+    ) -> None:
         """`fileobj`: read this stream instead of `path` (a Docker engine's export)."""
         self.path = path
         self.select = select
@@ -110,15 +118,18 @@ class TarballSource:
                 name = safe_name(member.name, self.where)
                 if member.issym() or member.islnk():
                     base = posixpath.dirname(name) if member.issym() else ""
-                    self._links[name] = safe_name(posixpath.join(base, member.linkname),
-                                                  f"{self.where}: link {name}")
+                    self._links[name] = safe_name(
+                        posixpath.join(base, member.linkname), f"{self.where}: link {name}"
+                    )
                 elif member.isfile():
                     source = archive.extractfile(member)
                     assert source is not None
                     if name in METADATA:
                         if member.size > MAX_METADATA:
-                            raise ManifestError(f"{self.where}: {name}: larger than "
-                                                f"{MAX_METADATA // 2**20} MiB; refused")
+                            raise ManifestError(
+                                f"{self.where}: {name}: larger than "
+                                f"{MAX_METADATA // 2**20} MiB; refused"
+                            )
                         self._meta[name] = source.read()
                         continue
                     count += 1
@@ -172,8 +183,11 @@ class TarballSource:
         return self._read_member(safe_name(name, self.where))
 
     def blob_members(self) -> list[tuple[str, int]]:
-        return [(name, os.path.getsize(blob.path)) for name, blob in self._files.items()
-                if name.startswith("blobs/sha256/")]
+        return [
+            (name, os.path.getsize(blob.path))
+            for name, blob in self._files.items()
+            if name.startswith("blobs/sha256/")
+        ]
 
     # -- the Source protocol -----------------------------------------------------------------
 
@@ -188,8 +202,9 @@ class TarballSource:
         if self.select:
             offers = [o for o in offers if self.select in o.names]
             if not offers:
-                names = ", ".join(sorted(str(o.ref.repo_tag or o.ref)
-                                         for o in self._reading.offers))
+                names = ", ".join(
+                    sorted(str(o.ref.repo_tag or o.ref) for o in self._reading.offers)
+                )
                 raise NotFoundError(f"{self.where}: no image {self.select!r} (it has: {names})")
         return [Entry(o.ref, o.reference, self) for o in offers]
 
@@ -207,8 +222,11 @@ class TarballSource:
             if got is None or not isinstance(got.parsed, ImageIndex):
                 out.append(entry)
                 continue
-            out += [Entry(entry.ref, d.digest, self) for d in got.parsed.manifests
-                    if not mt.is_attestation(d)]
+            out += [
+                Entry(entry.ref, d.digest, self)
+                for d in got.parsed.manifests
+                if not mt.is_attestation(d)
+            ]
         return out
 
     def fetch_manifest(self, reference: str) -> Resolved:
@@ -222,8 +240,9 @@ class TarballSource:
         if not DIGEST_RE.match(reference):
             raise ManifestError(f"{self.where}: bad manifest reference {reference!r}")
         member = blob_rel(reference)
-        return resolved_from_bytes(self._read_member(member), "", f"{self.where}: {member}",
-                                   expect=reference)
+        return resolved_from_bytes(
+            self._read_member(member), "", f"{self.where}: {member}", expect=reference
+        )
 
     def get_blob(self, digest: str) -> bytes:
         if self._reading is not None and digest in self._reading.configs:
@@ -231,8 +250,7 @@ class TarballSource:
         if not DIGEST_RE.match(digest):
             raise ManifestError(f"{self.where}: bad digest {digest!r}")
         member = blob_rel(digest)
-        return check_blob(self._read_member(member, 16 * 2**20), digest,
-                          f"{self.where}: {member}")
+        return check_blob(self._read_member(member, 16 * 2**20), digest, f"{self.where}: {member}")
 
     def blob_file(self, digest: str) -> BlobFile:
         blob = self._by_digest.get(digest)

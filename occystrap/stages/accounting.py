@@ -26,16 +26,28 @@ from occystrap.messages import STAGES, ImagePlan, LayerDesc, Message, StageRepor
 from occystrap.registry.counters import COUNTERS
 from occystrap.stages.progress import ProgressTracker
 
-_REQUEST_FIELDS = ("retries", "throttled", "bytes_received", "bytes_sent", "mounts", "pauses",
-                   "paused_seconds")
+_REQUEST_FIELDS = (
+    "retries",
+    "throttled",
+    "bytes_received",
+    "bytes_sent",
+    "mounts",
+    "pauses",
+    "paused_seconds",
+)
 
 
 class Accounting:
     """`moved`: the shared array of running byte counts (None: not kept). `last`: the stage
     has no output (a layer is moved once it arrives). `tracker`: fetch's progress."""
 
-    def __init__(self, stage: str, moved: Any = None, last: bool = False,
-                 tracker: ProgressTracker | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        moved: Any = None,
+        last: bool = False,
+        tracker: ProgressTracker | None = None,
+    ) -> None:
         COUNTERS.reset()  # forked: the supervisor's counts are not this stage's
         self.report = StageReport(stage=stage)
         self.started = time.monotonic()
@@ -96,8 +108,9 @@ class Accounting:
         if self._moved is not None:
             self._moved[self._slot] += n
 
-    def finish(self, inbox: ChannelStatistics | None,
-               outbox: ChannelStatistics | None) -> StageReport:
+    def finish(
+        self, inbox: ChannelStatistics | None, outbox: ChannelStatistics | None
+    ) -> StageReport:
         """The report: the stage's channels say how long it waited and was blocked and how
         many messages it took and gave; psutil its CPU and I/O; the client its requests."""
         if self._tracker is not None:
@@ -109,8 +122,11 @@ class Accounting:
             report.items_in, report.wait_in_seconds = inbox.received, inbox.waiting_seconds
         if outbox is not None:
             report.items_out, report.wait_out_seconds = outbox.sent, outbox.blocked_seconds
-        report.busy_seconds = (self.busy_override if self.busy_override is not None else
-                               max(0.0, wall - report.wait_in_seconds - report.wait_out_seconds))
+        report.busy_seconds = (
+            self.busy_override
+            if self.busy_override is not None
+            else max(0.0, wall - report.wait_in_seconds - report.wait_out_seconds)
+        )
         proc = psutil.Process()
         cpu = proc.cpu_times()
         report.cpu_seconds = cpu.user + cpu.system

@@ -84,8 +84,9 @@ class Stage:
         self.sources: dict[int, str] = {}  # image id → its source URI, for messages
         self.crashed: list[BaseException] = []  # bugs met in worker threads (see guard)
         self.tracker = ProgressTracker(self.tell) if self.tracks_progress else None
-        self.accounting = Accounting(self.name, wiring.moved, last=self.outbox is None,
-                                     tracker=self.tracker)
+        self.accounting = Accounting(
+            self.name, wiring.moved, last=self.outbox is None, tracker=self.tracker
+        )
         # long waits are said through the supervisor, between the result lines
         ratelimit.set_listener(lambda text: self.tell(Notice(stage=self.name, text=text)))
 
@@ -181,16 +182,20 @@ class Stage:
             self.failures.post(image_id)
         return True
 
-    def fail(self, image_id: int, source: str, reason: str, kind: str,
-             downstream: bool = True) -> None:
+    def fail(
+        self, image_id: int, source: str, reason: str, kind: str, downstream: bool = True
+    ) -> None:
         """Mark an image failed here (once) and tell the stages after this one. A reason
         that starts with `source` (a source's own message) loses that prefix: the line shown
         is `source: reason`, and should name the source once. `kind`: the error's class name
         (`error_kind`)."""
         reason = reason.removeprefix(f"{source}: ")
         if self.mark_failed(image_id) and downstream:
-            self.put(ImageFailed(image_id=image_id, source=source, stage=self.name,
-                                 reason=reason, kind=kind))
+            self.put(
+                ImageFailed(
+                    image_id=image_id, source=source, stage=self.name, reason=reason, kind=kind
+                )
+            )
 
     def fail_layer(self, layer: LayerDesc, reason: str, kind: str) -> None:
         """This layer is bad: drop it and fail its image."""
@@ -220,12 +225,18 @@ class Stage:
                 self.fail_layer(layer, str(mapped), mapped.kind)
                 return
             self.crashed.append(exc)
-            self.fail_layer(layer, f"internal error in the {self.name} stage: "
-                                   f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            self.fail_layer(
+                layer,
+                f"internal error in the {self.name} stage: {type(exc).__name__}: {exc}",
+                type(exc).__name__,
+            )
         except BaseException as exc:
             self.crashed.append(exc)
-            self.fail_layer(layer, f"internal error in the {self.name} stage: "
-                                   f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            self.fail_layer(
+                layer,
+                f"internal error in the {self.name} stage: {type(exc).__name__}: {exc}",
+                type(exc).__name__,
+            )
 
     def raise_crashed(self) -> None:
         if self.crashed:
@@ -246,7 +257,8 @@ class Stage:
             self.outbox.close()
         report = self.accounting.finish(
             self.inbox.statistics() if self.inbox is not None else None,
-            self.outbox.statistics() if self.outbox is not None else None)
+            self.outbox.statistics() if self.outbox is not None else None,
+        )
         self.tell(report)
         self.control.close()
         os._exit(0)
@@ -259,7 +271,10 @@ def crash(control: Sender, stage: str, exc: BaseException) -> NoReturn:
     if mapped is not None:
         control.send(StageCrashed(stage=stage, error=str(mapped), traceback=""))
     else:
-        control.send(StageCrashed(stage=stage, error=f"{type(exc).__name__}: {exc}",
-                                  traceback=traceback.format_exc()))
+        control.send(
+            StageCrashed(
+                stage=stage, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+            )
+        )
     control.close()  # the report reaches the supervisor before the exit
     os._exit(1)

@@ -37,8 +37,14 @@ class Compress(Stage):
 
     watches_failures = True
 
-    def __init__(self, wiring: Wiring, uncompress: bool, target: str | None = None,
-                 level: int | None = None, chain: FilterChain | None = None) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        uncompress: bool,
+        target: str | None = None,
+        level: int | None = None,
+        chain: FilterChain | None = None,
+    ) -> None:
         super().__init__(wiring)
         self.uncompress = uncompress
         self.target = target
@@ -50,8 +56,14 @@ class Compress(Stage):
         # so a long bulk run can keep them all
         self.labels: dict[int, tuple[int, str, str]] = {}
 
-    def convert(self, layer: LayerDesc, out: str, verb: str, work: Callable[[], str],
-                drop_input: bool = True) -> bool:
+    def convert(
+        self,
+        layer: LayerDesc,
+        out: str,
+        verb: str,
+        work: Callable[[], str],
+        drop_input: bool = True,
+    ) -> bool:
         """Write `out` from the layer's spool file with `work` (which returns the diff_id
         it saw), check the diff_id against the config, and drop the old spool file (unless
         the layer goes on in it). False when the layer (and so its image) failed."""
@@ -64,16 +76,18 @@ class Compress(Stage):
         except (ValueError, OSError, EOFError, zstandard.ZstdError, tarfile.TarError) as exc:
             if out:
                 unlink_quietly(out)
-            self.fail_layer(layer, f"layer {layer.digest}: cannot {verb}: {exc}",
-                            error_kind(exc))
+            self.fail_layer(layer, f"layer {layer.digest}: cannot {verb}: {exc}", error_kind(exc))
             return False
         if drop_input:
             self.drop(layer)  # the old spool file is no longer needed
         if layer.diff_id and diff_id != layer.diff_id:
             if out:
                 unlink_quietly(out)
-            self.fail_layer(layer, f"layer {layer.digest}: uncompressed content {diff_id} "
-                                   f"!= diff_id {layer.diff_id}", "DigestError")
+            self.fail_layer(
+                layer,
+                f"layer {layer.digest}: uncompressed content {diff_id} != diff_id {layer.diff_id}",
+                "DigestError",
+            )
             return False
         return True
 
@@ -89,8 +103,18 @@ class Compress(Stage):
         made = []
 
         def work() -> str:
-            made.append(filter_layer(layer.path, layer.offset, layer.size, layer.compression,
-                                     chain, out, encoding, self.level))
+            made.append(
+                filter_layer(
+                    layer.path,
+                    layer.offset,
+                    layer.size,
+                    layer.compression,
+                    chain,
+                    out,
+                    encoding,
+                    self.level,
+                )
+            )
             return made[0].input_diff_id
 
         verb = "filter" if chain else "decompress" if uncompress else "recompress"
@@ -100,9 +124,18 @@ class Compress(Stage):
         for position, hits in result.hits.items():
             if hits:
                 top, name, tag = self.labels[layer.image_id]
-                self.tell(SearchHits(image_id=layer.image_id, top=top, position=position,
-                                     name=name, tag=tag, index=layer.index, layer=layer.digest,
-                                     hits=hits))
+                self.tell(
+                    SearchHits(
+                        image_id=layer.image_id,
+                        top=top,
+                        position=position,
+                        name=name,
+                        tag=tag,
+                        index=layer.index,
+                        layer=layer.digest,
+                        hits=hits,
+                    )
+                )
         layer.uncompressed_size = result.plain_size
         if out is not None:
             layer.path, layer.offset = out, -1
@@ -119,8 +152,9 @@ class Compress(Stage):
         self.docker_manifest[plan.image_id] = plan.manifest_media_type == DOCKER_MANIFEST
         if self.chain.searches:
             # A platform of an index is reported under the index's name and tag.
-            top, name, tag = self.labels.get(plan.parent, (plan.image_id, plan.name or "",
-                                                           plan.tag or plan.manifest_digest))
+            top, name, tag = self.labels.get(
+                plan.parent, (plan.image_id, plan.name or "", plan.tag or plan.manifest_digest)
+            )
             self.labels[plan.image_id] = (top, name, tag)
 
     def on_layer(self, layer: LayerDesc) -> None:

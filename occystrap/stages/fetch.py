@@ -75,8 +75,9 @@ class SharedBlobs:
         self._lock = threading.Lock()
         self._blobs: dict[str, Future[tuple[str, int]]] = {}
 
-    def take(self, layer: LayerDesc, path: str, in_place: bool
-             ) -> tuple[int | None, Future[tuple[str, int]] | None]:
+    def take(
+        self, layer: LayerDesc, path: str, in_place: bool
+    ) -> tuple[int | None, Future[tuple[str, int]] | None]:
         """(bytes, None) when another download provided the blob; else (None, future) for
         the caller to fulfil with `publish` or `withdraw`."""
         while True:
@@ -92,17 +93,32 @@ class SharedBlobs:
                 continue
             if in_place:
                 if source_offset != layer.offset:
-                    copy_blob(source, path, layer.digest, layer.size, layer.offset,
-                              verify=False, src_offset=max(source_offset, 0))
+                    copy_blob(
+                        source,
+                        path,
+                        layer.digest,
+                        layer.size,
+                        layer.offset,
+                        verify=False,
+                        src_offset=max(source_offset, 0),
+                    )
             elif source_offset >= 0:
-                copy_blob(source, path, layer.digest, layer.size, None, verify=False,
-                          src_offset=source_offset)
+                copy_blob(
+                    source,
+                    path,
+                    layer.digest,
+                    layer.size,
+                    None,
+                    verify=False,
+                    src_offset=source_offset,
+                )
             else:
                 os.link(source, path)
             return layer.size, None
 
-    def publish(self, mine: Future[tuple[str, int]] | None, layer: LayerDesc, path: str,
-                in_place: bool) -> None:
+    def publish(
+        self, mine: Future[tuple[str, int]] | None, layer: LayerDesc, path: str, in_place: bool
+    ) -> None:
         if mine is None:
             return
         if in_place:
@@ -128,8 +144,14 @@ def take_local(layer: LayerDesc, path: str, in_place: bool) -> int:
     if layer.local_owned and not in_place:
         os.link(layer.local_path, path)
         return os.path.getsize(path)
-    return copy_blob(layer.local_path, path, layer.digest, layer.size,
-                     layer.offset if in_place else None, verify=not layer.local_owned)
+    return copy_blob(
+        layer.local_path,
+        path,
+        layer.digest,
+        layer.size,
+        layer.offset if in_place else None,
+        verify=not layer.local_owned,
+    )
 
 
 class Fetch(Stage):
@@ -178,8 +200,9 @@ class Fetch(Stage):
             self.put(layer)
             self.settle(image)
             return
-        image.futures.append(image.pool.submit(self.guard, lambda la: self.download(image, la),
-                                               layer))
+        image.futures.append(
+            image.pool.submit(self.guard, lambda la: self.download(image, la), layer)
+        )
 
     def on_failed(self, failed: ImageFailed) -> None:
         super().on_failed(failed)
@@ -227,14 +250,23 @@ class Fetch(Stage):
                         got = take_local(layer, path, in_place)
                     else:
                         client = self.clients.get(plan.host, plan.insecure)
-                        got = client.download_blob(plan.name, layer.digest, layer.size, path,
-                                                   offset=layer.offset if in_place else None,
-                                                   on_progress=self.accounting.stream(layer))
+                        got = client.download_blob(
+                            plan.name,
+                            layer.digest,
+                            layer.size,
+                            path,
+                            offset=layer.offset if in_place else None,
+                            on_progress=self.accounting.stream(layer),
+                        )
                     self.blobs.publish(mine, layer, path, in_place)
         except OSError as exc:
             self._failed_download(layer, path, in_place, mine, exc)
-            self.fail(layer.image_id, plan.source, f"cannot copy {layer.local_path}: {exc}",
-                      error_kind(exc))
+            self.fail(
+                layer.image_id,
+                plan.source,
+                f"cannot copy {layer.local_path}: {exc}",
+                error_kind(exc),
+            )
             self.forget(layer.image_id)
             return
         except OccystrapError as exc:
@@ -255,8 +287,14 @@ class Fetch(Stage):
         self.put(layer)
         self.settle(image)
 
-    def _failed_download(self, layer: LayerDesc, path: str, in_place: bool,
-                         mine: Future[tuple[str, int]] | None, exc: BaseException) -> None:
+    def _failed_download(
+        self,
+        layer: LayerDesc,
+        path: str,
+        in_place: bool,
+        mine: Future[tuple[str, int]] | None,
+        exc: BaseException,
+    ) -> None:
         """Free the blob's waiters and remove the partial spool file."""
         self.blobs.withdraw(mine, exc)
         if not in_place:

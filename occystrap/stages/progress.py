@@ -39,8 +39,7 @@ class ProgressTracker:
             if isinstance(msg, ImagePlan):
                 self._tracked[msg.image_id] = _Tracked(msg.source)
                 # at once: the supervisor times the image from here
-                self._tell(Progress(image_id=msg.image_id, source=msg.source, done=0,
-                                    total=0))
+                self._tell(Progress(image_id=msg.image_id, source=msg.source, done=0, total=0))
             elif isinstance(msg, ImageFailed):
                 self._tracked.pop(msg.image_id, None)
             elif isinstance(msg, LayerDesc) and not msg.present:
@@ -92,9 +91,16 @@ class ProgressTracker:
             for image_id, image in list(self._tracked.items()):
                 if image.dirty:
                     image.dirty = False
-                    due.append(Progress(image_id=image_id, source=image.source,
-                                        done=image.done, total=image.total,
-                                        layers_done=image.layers_done, layers=image.layers))
+                    due.append(
+                        Progress(
+                            image_id=image_id,
+                            source=image.source,
+                            done=image.done,
+                            total=image.total,
+                            layers_done=image.layers_done,
+                            layers=image.layers,
+                        )
+                    )
                 if image.layers and image.layers_done >= image.layers:
                     del self._tracked[image_id]  # all its layers are through
         for msg in due:

@@ -51,9 +51,12 @@ class Node:
         return len(self.layers) >= self.plan.layer_count and not self.waiting
 
 
-def with_new_digests(plan: ImagePlan, layers: list[LayerDesc],
-                     children: dict[str, NewDescriptor],
-                     chain: FilterChain | None = None) -> ImagePlan:
+def with_new_digests(
+    plan: ImagePlan,
+    layers: list[LayerDesc],
+    children: dict[str, NewDescriptor],
+    chain: FilterChain | None = None,
+) -> ImagePlan:
     """The plan as published: its own, unless --compression or filters gave layers (or the
     children of an index) new bytes, or entries were left out of an index, which gives the
     manifest new bytes and a new digest. Filters that rewrite layers also give the config
@@ -63,21 +66,25 @@ def with_new_digests(plan: ImagePlan, layers: list[LayerDesc],
         diff_ids = [la.diff_id or old for la, old in zip(layers, plan.diff_ids, strict=True)]
         body, digest = rewrite_config(plan.config, diff_ids, chain.rewrite_config)
         config = NewDescriptor(digest, len(body), plan.config_media_type)
-        plan = msgspec.structs.replace(plan, config=body, config_digest=digest,
-                                       diff_ids=diff_ids)
+        plan = msgspec.structs.replace(plan, config=body, config_digest=digest, diff_ids=diff_ids)
     if config is not None or any(layer.source_digest for layer in layers):
         target = "zstd" if any(layer.compression == "zstd" for layer in layers) else None
         body, media_type, digest = rewrite_manifest(
-            plan.manifest, plan.manifest_media_type,
-            [NewDescriptor(la.digest, la.size, la.media_type) for la in layers], target,
-            config)
+            plan.manifest,
+            plan.manifest_media_type,
+            [NewDescriptor(la.digest, la.size, la.media_type) for la in layers],
+            target,
+            config,
+        )
     elif children or plan.dropped:
-        body, media_type, digest = rewrite_index(plan.manifest, plan.manifest_media_type,
-                                                 children, plan.dropped)
+        body, media_type, digest = rewrite_index(
+            plan.manifest, plan.manifest_media_type, children, plan.dropped
+        )
     else:
         return plan
-    return msgspec.structs.replace(plan, manifest=body, manifest_media_type=media_type,
-                                   manifest_digest=digest)
+    return msgspec.structs.replace(
+        plan, manifest=body, manifest_media_type=media_type, manifest_digest=digest
+    )
 
 
 class Publisher:
@@ -87,9 +94,13 @@ class Publisher:
     its whole tree is at the destination (`plan` as published).
     """
 
-    def __init__(self, writer: Writer, chain: FilterChain,
-                 on_published: Callable[[Node, ImagePlan, list[LayerDesc], str], None],
-                 on_written: Callable[[ImagePlan, list[LayerDesc], str], None]) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        chain: FilterChain,
+        on_published: Callable[[Node, ImagePlan, list[LayerDesc], str], None],
+        on_written: Callable[[ImagePlan, list[LayerDesc], str], None],
+    ) -> None:
         self.writer = writer
         self.chain = chain
         self.nodes: dict[int, Node] = {}
@@ -101,8 +112,9 @@ class Publisher:
         self.publishing: ImagePlan | None = None
 
     def begin(self, plan: ImagePlan) -> Node:
-        node = self.nodes[plan.image_id] = Node(plan, waiting=set(plan.children),
-                                                referrers=list(plan.referrers))
+        node = self.nodes[plan.image_id] = Node(
+            plan, waiting=set(plan.children), referrers=list(plan.referrers)
+        )
         for child in (*plan.children, *plan.referrers):
             self.parent_of[child] = plan.image_id
         if plan.referrer_of or plan.companion_tag or plan.parent in self.referrer_ids:
@@ -151,8 +163,9 @@ class Publisher:
             return
         layers = [node.layers[i] for i in range(plan.layer_count)]
         node.reencoded = node.reencoded or any(la.source_digest for la in layers)
-        published = self.writer.convert(with_new_digests(plan, layers, node.children_changed,
-                                                         self.chain))
+        published = self.writer.convert(
+            with_new_digests(plan, layers, node.children_changed, self.chain)
+        )
         parent = self.nodes.get(self.parent_of.get(plan.image_id, -1))
         if parent is None and node.referrers:
             if not node.staged:
@@ -173,8 +186,8 @@ class Publisher:
             return
         if published.manifest_digest != plan.manifest_digest:
             parent.children_changed[plan.manifest_digest] = NewDescriptor(
-                published.manifest_digest, len(published.manifest),
-                published.manifest_media_type)
+                published.manifest_digest, len(published.manifest), published.manifest_media_type
+            )
         parent.waiting.discard(plan.image_id)
         parent.layer_total += plan.layer_count
         self._count_into(parent, node)

@@ -63,8 +63,10 @@ class Referrals:
                 top.notes.append(f"referrers of {short(subject)} not listed: {exc}")
                 continue
             if found and depth > MAX_DEPTH:
-                top.notes.append(f"referrers of {short(subject)} not copied: more than "
-                                 f"{MAX_DEPTH} levels of referrers")
+                top.notes.append(
+                    f"referrers of {short(subject)} not copied: more than "
+                    f"{MAX_DEPTH} levels of referrers"
+                )
                 continue
             for f in found:
                 planned = self._one(job, top, f, seen)
@@ -76,13 +78,15 @@ class Referrals:
                     out += planned[0]
         return out
 
-    def _one(self, job: Job, top: ImagePlan, f: Found, seen: set[str]
-             ) -> tuple[Planned, str] | None:
+    def _one(
+        self, job: Job, top: ImagePlan, f: Found, seen: set[str]
+    ) -> tuple[Planned, str] | None:
         """Plans for one referrer (empty when the destination has it) and its digest, or
         None when it is filtered out, seen already or cannot be copied (said in a note)."""
         if f.reference in seen:
-            log.info("%s: %s listed again (or as a referrer of itself): skipped", job.text,
-                     f.reference)
+            log.info(
+                "%s: %s listed again (or as a referrer of itself): skipped", job.text, f.reference
+            )
             return None
         if not wanted(self.types, f.artifact_type):
             return None
@@ -90,8 +94,11 @@ class Referrals:
         what = f"referrer {f.tag or short(f.reference)} of {short(f.subject)}"
         tree = self.tree
         try:
-            if not f.tag and f.descriptor is not None and \
-                    tree.probe.has_manifest(job.target, f.reference):
+            if (
+                not f.tag
+                and f.descriptor is not None
+                and tree.probe.has_manifest(job.target, f.reference)
+            ):
                 # There already: nothing to fetch, but its subject's referrers tag must list
                 # it (a run that died before updating the tag is repaired here).
                 top.known_referrers.setdefault(f.subject, []).append(json.dumps(f.descriptor))
@@ -111,10 +118,10 @@ class Referrals:
                 for d in got.parsed.layers:
                     if not serves(job.source, d.digest):
                         raise OccystrapError(f"blob {d.digest} is not served by the source")
-            extra: dict[str, Any] = ({"companion_tag": f.tag} if f.tag
-                                     else {"referrer_of": f.subject})
-            return tree.plan_tree(job, got, parent=top.image_id, depth=1, **extra), \
-                got.digest
+            extra: dict[str, Any] = (
+                {"companion_tag": f.tag} if f.tag else {"referrer_of": f.subject}
+            )
+            return tree.plan_tree(job, got, parent=top.image_id, depth=1, **extra), got.digest
         except OccystrapError as exc:
             top.notes.append(f"{what} not copied: {exc}")
             return None

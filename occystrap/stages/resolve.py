@@ -37,8 +37,16 @@ def wants_referrers(config: Config, location: Location) -> bool:
 class Resolver:
     """Turns each source into plans, one image at a time (see the module docstring)."""
 
-    def __init__(self, stage: Stage, dest: Destination, config: Config, admit: Semaphore,
-                 spool: str, planner: Planner | None, cache: LayerCache | None) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        dest: Destination,
+        config: Config,
+        admit: Semaphore,
+        spool: str,
+        planner: Planner | None,
+        cache: LayerCache | None,
+    ) -> None:
         self.stage = stage
         self.dest = dest
         self.config = config
@@ -66,48 +74,78 @@ class Resolver:
         for location in sources:
             try:
                 source, insecure = open_source(
-                    location, self.config, self.clients, self.spool,
-                    self.discovery if wants_referrers(self.config, location) else None)
+                    location,
+                    self.config,
+                    self.clients,
+                    self.spool,
+                    self.discovery if wants_referrers(self.config, location) else None,
+                )
                 entries = source.entries()
                 for text in getattr(source, "notes", ()):  # an archive read around its faults
                     self.stage.tell(Notice(source=location.text, text=text, verbose=True))
                 split = getattr(source, "platform_entries", None)  # an archive's platforms
-                if split and self.config.all_platforms and self.dest.takes_many \
-                        and not self.dest.takes_index:
+                if (
+                    split
+                    and self.config.all_platforms
+                    and self.dest.takes_many
+                    and not self.dest.takes_index
+                ):
                     entries = split(entries)
-                if not (self.dest.takes_many or self.dest.is_registry) and len(entries) > 1 \
-                        and len({(e.source, e.reference) for e in entries}) == 1 \
-                        and DIGEST_RE.match(entries[0].reference):
+                if (
+                    not (self.dest.takes_many or self.dest.is_registry)
+                    and len(entries) > 1
+                    and len({(e.source, e.reference) for e in entries}) == 1
+                    and DIGEST_RE.match(entries[0].reference)
+                ):
                     entries = entries[:1]  # one image under several tags: the first names it
                 if len(entries) > 1 and not self.dest.takes_many and not self.dest.is_registry:
                     names = ", ".join(str(e.ref.repo_tag) for e in entries)
-                    raise UsageError(f"{location}: holds {len(entries)} images ({names}); "
-                                     f"pick one with #NAME:TAG or write to tar:// or oci://")
+                    raise UsageError(
+                        f"{location}: holds {len(entries)} images ({names}); "
+                        f"pick one with #NAME:TAG or write to tar:// or oci://"
+                    )
             except Exception as exc:  # noqa: BLE001 - a library's verdict fails the source
                 self.admit.acquire()
                 error = _mapped(exc)
                 self.stage.fail(next(self.ids), location.text, str(error), error.kind)
                 continue
-            bulk = (len(entries) > 1 or location.pattern is not None or self.config.bulk
-                    or location.scheme == "quay")
+            bulk = (
+                len(entries) > 1
+                or location.pattern is not None
+                or self.config.bulk
+                or location.scheme == "quay"
+            )
             # Images of a registry are planned side by side (their HEADs and manifest GETs
             # overlap; admission still bounds them to -J); a tar:// destination is planned
             # one image after another, so its layout does not depend on timing.
-            overlap = (not source.local and self.tree.planner is None
-                       and self.config.image_parallel > 1)
-            images = ThreadPoolExecutor(self.config.image_parallel,
-                                        thread_name_prefix="image") if overlap else None
+            overlap = (
+                not source.local and self.tree.planner is None and self.config.image_parallel > 1
+            )
+            images = (
+                ThreadPoolExecutor(self.config.image_parallel, thread_name_prefix="image")
+                if overlap
+                else None
+            )
             try:
                 for entry in self.shard(entries):
                     self.admit.acquire()  # one slot per image: an index and its children
                     image_id = next(self.ids)
                     # An image of a pattern is named by itself, not by the pattern, so its
                     # result line, its failure and its stats entry say which image it was.
-                    text = (f"registry://{entry.ref}" if location.pattern is not None
-                            or location.scheme == "quay" else location.text)
-                    work = (image_id, text, entry, entry.source, insecure,
-                            self.dest.target(entry.ref, bulk), wants_referrers(self.config,
-                                                                               location))
+                    text = (
+                        f"registry://{entry.ref}"
+                        if location.pattern is not None or location.scheme == "quay"
+                        else location.text
+                    )
+                    work = (
+                        image_id,
+                        text,
+                        entry,
+                        entry.source,
+                        insecure,
+                        self.dest.target(entry.ref, bulk),
+                        wants_referrers(self.config, location),
+                    )
                     if images is None:
                         self.plan_one(*work)
                     else:
@@ -118,8 +156,16 @@ class Resolver:
             if self.crashed:
                 raise self.crashed[0]
 
-    def plan_one(self, image_id: int, text: str, entry: Entry, source: ImageSource,
-                 insecure: bool, target: ImageRef | None, referrers: bool) -> None:
+    def plan_one(
+        self,
+        image_id: int,
+        text: str,
+        entry: Entry,
+        source: ImageSource,
+        insecure: bool,
+        target: ImageRef | None,
+        referrers: bool,
+    ) -> None:
         """Plan one image; what fails it is its failure, not the run's. A bug is kept for
         the run to raise once the other images are out."""
         try:
@@ -137,25 +183,43 @@ class Resolver:
         if self.config.shard is None:
             return entries
         k, n = self.config.shard
-        return [e for e in entries
-                if int(hashlib.sha256(str(e.ref).encode()).hexdigest()[:12], 16) % n == k]
+        return [
+            e
+            for e in entries
+            if int(hashlib.sha256(str(e.ref).encode()).hexdigest()[:12], 16) % n == k
+        ]
 
-    def one_image(self, image_id: int, text: str, entry: Entry, source: ImageSource,
-                  insecure: bool, target: ImageRef | None, referrers: bool = False) -> None:
+    def one_image(
+        self,
+        image_id: int,
+        text: str,
+        entry: Entry,
+        source: ImageSource,
+        insecure: bool,
+        target: ImageRef | None,
+        referrers: bool = False,
+    ) -> None:
         job = Job(image_id, entry.ref, text, source, insecure, target)
         got = source.fetch_manifest(entry.reference)  # digest verified
-        whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(self.config,
-                                                                                self.dest)
+        whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(
+            self.config, self.dest
+        )
         if not whole_index and isinstance(got.parsed, ImageIndex):
             got = platform_manifest(source, got, self.config.platform)
         if whole_index and not self.dest.takes_index:
-            raise UsageError(f"{self.dest.location}: copying every platform of an index needs "
-                             "a registry:// or oci:// destination; pick one with --platform")
+            raise UsageError(
+                f"{self.dest.location}: copying every platform of an index needs "
+                "a registry:// or oci:// destination; pick one with --platform"
+            )
         plans: list[tuple[ImagePlan, list[LayerDesc]]]
         if not self.config.filters and self.tree.probe.up_to_date(target, got.digest):
             # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
-            plans = [(layerless_plan(image_id, job.ref, text, got, insecure, target,
-                                     up_to_date=True), [])]
+            plans = [
+                (
+                    layerless_plan(image_id, job.ref, text, got, insecure, target, up_to_date=True),
+                    [],
+                )
+            ]
             subjects = self.tree.tree_digests(job, got, 0) if referrers else []
         else:
             plans = self.tree.plan_tree(job, got, parent=-1, depth=0, image_id=image_id)
@@ -179,9 +243,17 @@ def _mapped(exc: Exception) -> OccystrapError:
 class Resolve(Stage):
     """The resolve stage: no inbox; it plans `sources` one image at a time."""
 
-    def __init__(self, wiring: Wiring, sources: Sequence[Location], dest: Destination,
-                 config: Config, admit: Semaphore, spool: str, planner: Planner | None,
-                 cache: LayerCache | None) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        sources: Sequence[Location],
+        dest: Destination,
+        config: Config,
+        admit: Semaphore,
+        spool: str,
+        planner: Planner | None,
+        cache: LayerCache | None,
+    ) -> None:
         super().__init__(wiring)
         self.plan_sources = list(sources)
         self.resolver = Resolver(self, dest, config, admit, spool, planner, cache)

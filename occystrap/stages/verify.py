@@ -30,25 +30,30 @@ def check(layer: LayerDesc, full: bool) -> tuple[str, str] | None:
     content whose diff_id is not the config's), ImageError for a spool file that cannot be
     read or a layer that does not decompress."""
     if layer.fetched_size != layer.size:
-        return (f"layer {layer.digest}: {layer.fetched_size} bytes, manifest says {layer.size}",
-                "DigestError")
+        return (
+            f"layer {layer.digest}: {layer.fetched_size} bytes, manifest says {layer.size}",
+            "DigestError",
+        )
     if layer.offset < 0:
         try:
             on_disk = os.stat(layer.path).st_size
         except OSError as exc:
             return f"layer {layer.digest}: spool file {layer.path}: {exc.strerror}", "ImageError"
         if on_disk != layer.size:
-            return (f"layer {layer.digest}: spool file holds {on_disk} bytes, expected "
-                    f"{layer.size}", "DigestError")
+            return (
+                f"layer {layer.digest}: spool file holds {on_disk} bytes, expected {layer.size}",
+                "DigestError",
+            )
     if full and layer.diff_id:
         try:
-            diff_id, _ = decompress_file(layer.path, layer.compression, layer.offset,
-                                         layer.size)
+            diff_id, _ = decompress_file(layer.path, layer.compression, layer.offset, layer.size)
         except (ValueError, OSError, EOFError) as exc:
             return f"layer {layer.digest}: cannot decompress: {exc}", "ImageError"
         if diff_id != layer.diff_id:
-            return (f"layer {layer.digest}: uncompressed content {diff_id} "
-                    f"!= diff_id {layer.diff_id}", "DigestError")
+            return (
+                f"layer {layer.digest}: uncompressed content {diff_id} != diff_id {layer.diff_id}",
+                "DigestError",
+            )
     return None
 
 

@@ -35,15 +35,22 @@ def _describe(exc: BaseException, where: str) -> tuple[str, str]:
     return str(mapped), mapped.kind
 
 
-def remember(cache: LayerCache | None, layers: list[LayerDesc], level: int | None,
-             place: str | None) -> str:
+def remember(
+    cache: LayerCache | None, layers: list[LayerDesc], level: int | None, place: str | None
+) -> str:
     """Record this image's re-encoded layers (fresh ones, and those the cache gave, now also
     at `place`); returns a note if that failed."""
     if cache is None:
         return ""
-    done = [(cache_key(la.source_digest, la.compression, level),
-             NewDescriptor(la.digest, la.size, la.media_type), place)
-            for la in layers if la.source_digest]
+    done = [
+        (
+            cache_key(la.source_digest, la.compression, level),
+            NewDescriptor(la.digest, la.size, la.media_type),
+            place,
+        )
+        for la in layers
+        if la.source_digest
+    ]
     try:
         cache.record(done)
     except OSError as exc:
@@ -58,34 +65,52 @@ def inspect_line(plan: ImagePlan, layers: list[LayerDesc]) -> dict[str, object]:
         "name": plan.repo_tag or plan.source,
         "source": plan.source,
         "digest": plan.manifest_digest,
-        "platform": "/".join(filter(None, (doc.get("os"), doc.get("architecture"),
-                                           doc.get("variant")))),
-        "layers": history(doc, [(la.digest, max(la.uncompressed_size, 0)) for la in layers],
-                          plan.config_digest, [plan.repo_tag] if plan.repo_tag else []),
+        "platform": "/".join(
+            filter(None, (doc.get("os"), doc.get("architecture"), doc.get("variant")))
+        ),
+        "layers": history(
+            doc,
+            [(la.digest, max(la.uncompressed_size, 0)) for la in layers],
+            plan.config_digest,
+            [plan.repo_tag] if plan.repo_tag else [],
+        ),
     }
 
 
-def _notes(node: Node, plan: ImagePlan, source_plan: ImagePlan, writer_note: str,
-           cache_note: str, rewrites: bool, oci_media_types: bool) -> str:
+def _notes(
+    node: Node,
+    plan: ImagePlan,
+    source_plan: ImagePlan,
+    writer_note: str,
+    cache_note: str,
+    rewrites: bool,
+    oci_media_types: bool,
+) -> str:
     notes = [writer_note, cache_note]
     if node.foreign:
-        notes.append(f"{node.foreign} foreign layer{'s' if node.foreign > 1 else ''} not "
-                     "copied (the source does not serve them)")
+        notes.append(
+            f"{node.foreign} foreign layer{'s' if node.foreign > 1 else ''} not "
+            "copied (the source does not serve them)"
+        )
     if node.referrers_copied:
-        notes.append(f"{node.referrers_copied} referrer"
-                     f"{'s' if node.referrers_copied > 1 else ''} copied")
+        notes.append(
+            f"{node.referrers_copied} referrer{'s' if node.referrers_copied > 1 else ''} copied"
+        )
     if plan.dropped:
-        notes.append(f"{len(plan.dropped)} attestation manifest"
-                     f"{'s' if len(plan.dropped) > 1 else ''} left out")
+        notes.append(
+            f"{len(plan.dropped)} attestation manifest"
+            f"{'s' if len(plan.dropped) > 1 else ''} left out"
+        )
     notes += source_plan.notes
     if plan.manifest_digest != source_plan.manifest_digest:
-        how = ["layers filtered" if rewrites else "layers re-encoded" if node.reencoded
-               else ""]
+        how = ["layers filtered" if rewrites else "layers re-encoded" if node.reencoded else ""]
         if oci_media_types and plan.manifest_media_type != source_plan.manifest_media_type:
             how.append("converted to OCI media types")
         said = ", ".join(filter(None, how))
-        notes.append(f"{said + ': ' if said else ''}new manifest digest (source's was "
-                     f"{source_plan.manifest_digest})")
+        notes.append(
+            f"{said + ': ' if said else ''}new manifest digest (source's was "
+            f"{source_plan.manifest_digest})"
+        )
     return ", ".join(filter(None, notes))
 
 
@@ -95,9 +120,15 @@ class Write(Stage):
     # a registry's uploads fail in the background: said within this many seconds
     poll_every = 0.1
 
-    def __init__(self, wiring: Wiring, writer: Writer, admit: Semaphore,
-                 cache: LayerCache | None = None, level: int | None = None,
-                 chain: FilterChain | None = None) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        writer: Writer,
+        admit: Semaphore,
+        cache: LayerCache | None = None,
+        level: int | None = None,
+        chain: FilterChain | None = None,
+    ) -> None:
         super().__init__(wiring)
         self.writer = writer
         self.admit = admit
@@ -145,8 +176,13 @@ class Write(Stage):
                 continue
             reason, kind = _describe(exc, "")
             top = self.publisher.nodes.get(self.publisher.top_of(plan.image_id))
-            self.fail_tree(plan.image_id, top.plan.source if top is not None else plan.source,
-                           "write", reason, kind)
+            self.fail_tree(
+                plan.image_id,
+                top.plan.source if top is not None else plan.source,
+                "write",
+                reason,
+                kind,
+            )
 
     def finish(self) -> None:
         self.poll()
@@ -154,9 +190,13 @@ class Write(Stage):
         # so rather than end the run as if the image had never been asked for.
         publisher = self.publisher
         for image_id in [i for i in publisher.nodes if i not in publisher.parent_of]:
-            self.fail_tree(image_id, publisher.nodes[image_id].plan.source, "write",
-                      "internal error: the run ended before all its layers arrived",
-                      "InternalError")
+            self.fail_tree(
+                image_id,
+                publisher.nodes[image_id].plan.source,
+                "write",
+                "internal error: the run ended before all its layers arrived",
+                "InternalError",
+            )
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -167,8 +207,9 @@ class Write(Stage):
         try:
             publisher.advance(take())
         except Exception as exc:  # noqa: BLE001 - _describe raises a bug again
-            reason, kind = _describe(exc, f"layer {msg.digest}" if isinstance(msg, LayerDesc)
-                                     else "")
+            reason, kind = _describe(
+                exc, f"layer {msg.digest}" if isinstance(msg, LayerDesc) else ""
+            )
             if isinstance(msg, LayerDesc):
                 self.drop(msg)
             # Blame the manifest whose writing failed (a layer's arrival can publish its
@@ -177,10 +218,16 @@ class Write(Stage):
             publisher.publishing = None
             culprit = failing.image_id if failing is not None else msg.image_id
             top = publisher.nodes.get(publisher.top_of(culprit))
-            source = top.plan.source if top is not None else (
-                msg.source if isinstance(msg, ImagePlan) else "?")
-            if failing is not None and failing.image_id not in publisher.nodes \
-                    and failing.image_id in publisher.parent_of:
+            source = (
+                top.plan.source
+                if top is not None
+                else (msg.source if isinstance(msg, ImagePlan) else "?")
+            )
+            if (
+                failing is not None
+                and failing.image_id not in publisher.nodes
+                and failing.image_id in publisher.parent_of
+            ):
                 # already out of the tree's bookkeeping (a referrer waiting for its top)
                 reason = f"{publisher.kind(culprit)} {failing.manifest_digest}: {reason}"
                 culprit = publisher.top_of(culprit)
@@ -193,7 +240,8 @@ class Write(Stage):
         if self.chain.inspects and plan.config:
             top = self.publisher.top_of(plan.image_id)
             self.inspect_lines.setdefault(top, []).append(
-                {**inspect_line(plan, layers), "destination": where})
+                {**inspect_line(plan, layers), "destination": where}
+            )
 
     def write_report(self, image_id: int) -> str:
         """Append the image's inspect lines; returns why they could not be, if so."""
@@ -203,32 +251,57 @@ class Write(Stage):
                 try:
                     inspect.append(line)
                 except OSError as exc:
-                    return (f"copied, but the inspect report could not be written to "
-                            f"{inspect.file}: {exc.strerror}")
+                    return (
+                        f"copied, but the inspect report could not be written to "
+                        f"{inspect.file}: {exc.strerror}"
+                    )
         return ""
 
-    def on_published(self, node: Node, plan: ImagePlan, layers: list[LayerDesc],
-                     where: str) -> None:
+    def on_published(
+        self, node: Node, plan: ImagePlan, layers: list[LayerDesc], where: str
+    ) -> None:
         self.finished += 1  # published: a tarball holding it is kept, whatever follows
         cache_note = self.cache_notes.pop(plan.image_id, "")
         report_error = self.write_report(plan.image_id)
         if report_error:
-            self.tell(ImageFailed(image_id=plan.image_id, source=plan.source, stage="write",
-                                  reason=report_error, kind="DestinationError"))
+            self.tell(
+                ImageFailed(
+                    image_id=plan.image_id,
+                    source=plan.source,
+                    stage="write",
+                    reason=report_error,
+                    kind="DestinationError",
+                )
+            )
             self.admit.release()
             return
-        detail = _notes(node, plan, node.plan, self.writer.detail(plan), cache_note,
-                        self.chain.rewrites, self.writer.oci_media_types)
-        self.tell(ImageDone(
-            image_id=plan.image_id, source=plan.source, destination=where,
-            manifest_digest=plan.manifest_digest, layers=plan.layer_count + node.layer_total,
-            bytes=node.bytes, skipped_layers=node.skipped,
-            up_to_date=plan.up_to_date and not node.referrers_copied, detail=detail,
-            foreign=node.foreign, referrers=node.referrers_copied))
+        detail = _notes(
+            node,
+            plan,
+            node.plan,
+            self.writer.detail(plan),
+            cache_note,
+            self.chain.rewrites,
+            self.writer.oci_media_types,
+        )
+        self.tell(
+            ImageDone(
+                image_id=plan.image_id,
+                source=plan.source,
+                destination=where,
+                manifest_digest=plan.manifest_digest,
+                layers=plan.layer_count + node.layer_total,
+                bytes=node.bytes,
+                skipped_layers=node.skipped,
+                up_to_date=plan.up_to_date and not node.referrers_copied,
+                detail=detail,
+                foreign=node.foreign,
+                referrers=node.referrers_copied,
+            )
+        )
         self.admit.release()
 
-    def fail_tree(self, image_id: int, source: str, stage: str, reason: str,
-                  kind: str) -> None:
+    def fail_tree(self, image_id: int, source: str, stage: str, reason: str, kind: str) -> None:
         """Fail an image and everything in its tree (the top-level image is what fails),
         undo what the writer had of it, report it and free its admission slot."""
         if not self.mark_failed(image_id):
@@ -245,9 +318,15 @@ class Write(Stage):
                 self.fail_tree(child, source, stage, reason, kind)
         if image_id in publisher.parent_of:
             # A platform of an index (or a referrer) failed: the top-level image fails.
-            self.fail_tree(publisher.parent_of[image_id], source, stage,
-                      f"{publisher.kind(image_id)}: {reason}", kind)
+            self.fail_tree(
+                publisher.parent_of[image_id],
+                source,
+                stage,
+                f"{publisher.kind(image_id)}: {reason}",
+                kind,
+            )
             return
-        self.tell(ImageFailed(image_id=image_id, source=source, stage=stage, reason=reason,
-                              kind=kind))
+        self.tell(
+            ImageFailed(image_id=image_id, source=source, stage=stage, reason=reason, kind=kind)
+        )
         self.admit.release()

@@ -57,13 +57,17 @@ def load(paths: Iterable[str]) -> list[ShardFile]:
         except UnicodeDecodeError:
             raise OccystrapError(f"{path}: not a stats file (not UTF-8 text)") from None
         except json.JSONDecodeError as exc:
-            raise OccystrapError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); a "
-                                 "stats file is written whole, so this one is not "
-                                 "occystrap's") from None
+            raise OccystrapError(
+                f"{path}: not JSON ({exc.msg} at line {exc.lineno}); a "
+                "stats file is written whole, so this one is not "
+                "occystrap's"
+            ) from None
         schema = doc.get("schema") if isinstance(doc, dict) else None
         if schema != STATS_SCHEMA or not isinstance(doc.get("image_results"), list):
-            raise OccystrapError(f"{path}: not an {STATS_SCHEMA} document (schema: "
-                                 f"{schema or 'none'}); write it with --stats-file")
+            raise OccystrapError(
+                f"{path}: not an {STATS_SCHEMA} document (schema: "
+                f"{schema or 'none'}); write it with --stats-file"
+            )
         _check_shape(path, doc)
         files.append(ShardFile(path, doc))
     return files
@@ -75,15 +79,24 @@ def _check_shape(path: str, doc: dict[str, Any]) -> None:
     OccystrapError naming the file otherwise."""
     for section in ("images", "transfer", "requests"):
         if section in doc and not isinstance(doc[section], dict):
-            raise OccystrapError(f"{path}: {section!r} is not an object; the file is not "
-                                 "a stats file as occystrap writes it")
+            raise OccystrapError(
+                f"{path}: {section!r} is not an object; the file is not "
+                "a stats file as occystrap writes it"
+            )
     run = doc.get("run")
     shard = run.get("shard") if isinstance(run, dict) else None
-    if run is not None and not isinstance(run, dict) or shard is not None and not (
-            isinstance(shard, dict) and type(shard.get("index")) is int
-            and type(shard.get("count")) is int and 0 <= shard["index"] < shard["count"]):
-        raise OccystrapError(f"{path}: run.shard is not {{\"index\": K, \"count\": N}} with "
-                             "0 <= K < N")
+    if (
+        run is not None
+        and not isinstance(run, dict)
+        or shard is not None
+        and not (
+            isinstance(shard, dict)
+            and type(shard.get("index")) is int
+            and type(shard.get("count")) is int
+            and 0 <= shard["index"] < shard["count"]
+        )
+    ):
+        raise OccystrapError(f'{path}: run.shard is not {{"index": K, "count": N}} with 0 <= K < N')
     if not all(isinstance(im, dict) for im in doc["image_results"]):
         raise OccystrapError(f"{path}: image_results holds something that is not an object")
 
@@ -96,20 +109,25 @@ def _check_shards(files: Sequence[ShardFile]) -> tuple[int | None, list[int]]:
         return None, []
     plain = next((f for f in files if f.shard is None), None)
     if plain is not None:
-        raise OccystrapError(f"{plain.path}: written without --shard, but {sharded[0].path} "
-                             f"is shard {sharded[0].label}: not one mirror")
+        raise OccystrapError(
+            f"{plain.path}: written without --shard, but {sharded[0].path} "
+            f"is shard {sharded[0].label}: not one mirror"
+        )
     count = sharded[0].shard[1]  # type: ignore[index]
     seen: dict[int, ShardFile] = {}
     for f in sharded:
         k, n = f.shard  # type: ignore[misc]
         if n != count:
-            raise OccystrapError(f"{f.path}: shard {k}/{n}, but {sharded[0].path} is shard "
-                                 f"{sharded[0].label}: not one mirror")
+            raise OccystrapError(
+                f"{f.path}: shard {k}/{n}, but {sharded[0].path} is shard "
+                f"{sharded[0].label}: not one mirror"
+            )
         if k in seen:
             first = seen[k]
             raise OccystrapError(
                 f"shard {k}/{n} twice: {first.path} (finished {_finished(first)}) and "
-                f"{f.path} (finished {_finished(f)}); give one run's files")
+                f"{f.path} (finished {_finished(f)}); give one run's files"
+            )
         seen[k] = f
     return count, [k for k in range(count) if k not in seen]
 
@@ -124,19 +142,27 @@ def _shard_summary(f: ShardFile) -> dict[str, Any]:
     transfer = doc.get("transfer", {})
     done, current = int(images.get("done", 0)), int(images.get("up_to_date", 0))
     return {
-        "file": f.path, "shard": run.get("shard"), "hostname": run.get("hostname"),
-        "started_at": run.get("started_at"), "finished_at": run.get("finished_at"),
+        "file": f.path,
+        "shard": run.get("shard"),
+        "hostname": run.get("hostname"),
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
         "wall_seconds": float(doc.get("wall_seconds", 0.0)),
-        "images": {"copied": done - current, "up_to_date": current,
-                   "failed": int(images.get("failed", 0))},
+        "images": {
+            "copied": done - current,
+            "up_to_date": current,
+            "failed": int(images.get("failed", 0)),
+        },
         "bytes": int(doc.get("bytes", 0)),
         "bytes_received": int(transfer.get("bytes_received", 0)),
         "bytes_sent": int(transfer.get("bytes_sent", 0)),
         "bytes_avoided": int(transfer.get("bytes_skipped", 0)),
         "layers_avoided": int(transfer.get("layers_skipped", 0)),
         "mounts": int(transfer.get("mounts", 0)),
-        "requests": {key: int(doc.get("requests", {}).get(key, 0))
-                     for key in ("total", "retries", "throttled")},
+        "requests": {
+            key: int(doc.get("requests", {}).get(key, 0))
+            for key in ("total", "retries", "throttled")
+        },
         "peak_pss_total": int(doc.get("peak_pss_total", 0)),
     }
 
@@ -170,9 +196,15 @@ def merge(files: Sequence[ShardFile]) -> dict[str, Any]:
             seen[key] = f.path
             if result == "failed":
                 totals["failed"] += 1
-                failed.append({"source": image.get("source"), "stage": image.get("stage"),
-                               "reason": image.get("reason"), "shard": f.label,
-                               "file": f.path})
+                failed.append(
+                    {
+                        "source": image.get("source"),
+                        "stage": image.get("stage"),
+                        "reason": image.get("reason"),
+                        "shard": f.label,
+                        "file": f.path,
+                    }
+                )
                 kind = str(image.get("kind") or "unknown")  # older documents have none
                 kinds[kind] = kinds.get(kind, 0) + 1
             elif result == "up_to_date":
@@ -196,10 +228,14 @@ def merge(files: Sequence[ShardFile]) -> dict[str, Any]:
             "layers_avoided": sum(s["layers_avoided"] for s in shards),
             "mounts": sum(s["mounts"] for s in shards),
         },
-        "requests": {key: sum(s["requests"][key] for s in shards)
-                     for key in ("total", "retries", "throttled")},
-        "wall_seconds": {"slowest_shard": max(walls, default=0.0),
-                         "all_shards": round(sum(walls), 3)},
+        "requests": {
+            key: sum(s["requests"][key] for s in shards)
+            for key in ("total", "retries", "throttled")
+        },
+        "wall_seconds": {
+            "slowest_shard": max(walls, default=0.0),
+            "all_shards": round(sum(walls), 3),
+        },
         # ISO 8601 UTC with a Z: these sort as text
         "started_at": min(started, default=None),
         "finished_at": max(finished, default=None),
@@ -220,8 +256,11 @@ def to_text(merged: dict[str, Any]) -> str:
     """The merged report for people: totals, a row per shard, the failures, what is wrong."""
     im, by, req = merged["images"], merged["bytes"], merged["requests"]
     n = merged["shard_count"]
-    parts = (f"{n - len(merged['missing_shards'])} of {n} shards" if n
-             else f"{len(merged['shards'])} runs")
+    parts = (
+        f"{n - len(merged['missing_shards'])} of {n} shards"
+        if n
+        else f"{len(merged['shards'])} runs"
+    )
     wall = merged["wall_seconds"]
     lines = [
         f"mirror: {im['total']} images from {parts}: {im['copied']} copied, "
@@ -231,8 +270,7 @@ def to_text(merged: dict[str, Any]) -> str:
         f"{human_bytes(by['avoided'])} already at the destination ({by['layers_avoided']} "
         f"layers found there, {im['up_to_date']} images up to date), {by['mounts']} blobs "
         "mounted",
-        f"requests: {req['total']}, {req['retries']} retries, {req['throttled']} throttled "
-        "(429)",
+        f"requests: {req['total']}, {req['retries']} retries, {req['throttled']} throttled (429)",
         f"time: slowest shard {wall['slowest_shard']:.1f} s, all shards "
         f"{wall['all_shards']:.1f} s; from {merged['started_at'] or '?'} to "
         f"{merged['finished_at'] or '?'}",
@@ -248,14 +286,19 @@ def to_text(merged: dict[str, Any]) -> str:
             f"{label:<7} {host:<24} {str(s['finished_at'] or '?'):<20} "
             f"{s['wall_seconds']:>8.1f} {s['images']['copied']:>6} "
             f"{s['images']['up_to_date']:>7} {s['images']['failed']:>6} "
-            f"{s['bytes'] / 1e6:>9.1f} {s['peak_pss_total'] / 1e6:>8.1f}")
+            f"{s['bytes'] / 1e6:>9.1f} {s['peak_pss_total'] / 1e6:>8.1f}"
+        )
     if merged["failed"]:
         lines += ["", "failed images:"]
-        lines += [f"  {f['source']}: {f['reason']} ({f['stage']}, shard {f['shard']})"
-                  for f in merged["failed"]]
+        lines += [
+            f"  {f['source']}: {f['reason']} ({f['stage']}, shard {f['shard']})"
+            for f in merged["failed"]
+        ]
     for k in merged["missing_shards"]:
-        lines.append(f"missing: shard {k}/{n} (no stats file given for it: still running, "
-                     "failed before it finished, or not copied here)")
+        lines.append(
+            f"missing: shard {k}/{n} (no stats file given for it: still running, "
+            "failed before it finished, or not copied here)"
+        )
     for d in merged["duplicates"]:
         lines.append(f"duplicate: {d['image']} in {d['files'][0]} and {d['files'][1]}")
     return "\n".join(lines)

@@ -37,8 +37,7 @@ class MemorySampler:
                 self._procs[name] = psutil.Process(pid)
             except psutil.Error:
                 pass
-        self.peaks: dict[str, dict[str, int]] = {
-            name: {"rss": 0, "pss": 0} for name in self._procs}
+        self.peaks: dict[str, dict[str, int]] = {name: {"rss": 0, "pss": 0} for name in self._procs}
         self.peak_total = 0
         self.last_total = 0
 
@@ -85,9 +84,14 @@ class QueueStats:
 
     def to_dict(self) -> dict[str, Any]:
         n = max(self.samples, 1)
-        return {"capacity": self.capacity, "peak": self.peak,
-                "mean": round(self.total / n, 2), "full_fraction": round(self.full / n, 3),
-                "empty_fraction": round(self.empty / n, 3), "samples": self.samples}
+        return {
+            "capacity": self.capacity,
+            "peak": self.peak,
+            "mean": round(self.total / n, 2),
+            "full_fraction": round(self.full / n, 3),
+            "empty_fraction": round(self.empty / n, 3),
+            "samples": self.samples,
+        }
 
 
 class Sampler(MemorySampler):
@@ -99,13 +103,19 @@ class Sampler(MemorySampler):
     running byte counts, in `stages` order.
     """
 
-    def __init__(self, pids: Mapping[str, int],
-                 channels: Mapping[str, HasStatistics] | None = None, moved: Any = None,
-                 stages: Sequence[str] = (), interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        pids: Mapping[str, int],
+        channels: Mapping[str, HasStatistics] | None = None,
+        moved: Any = None,
+        stages: Sequence[str] = (),
+        interval: float = 1.0,
+    ) -> None:
         super().__init__(pids)
         self._channels = dict(channels or {})
-        self.queue_stats = {name: QueueStats(ch.statistics().capacity or 0)
-                            for name, ch in self._channels.items()}
+        self.queue_stats = {
+            name: QueueStats(ch.statistics().capacity or 0) for name, ch in self._channels.items()
+        }
         self._moved = moved
         self._stages = tuple(stages)
         self._interval = interval
@@ -130,8 +140,10 @@ class Sampler(MemorySampler):
                 io = proc.io_counters()
             except (psutil.Error, AttributeError, NotImplementedError):
                 continue
-            self.io[name] = (getattr(io, "read_chars", io.read_bytes),
-                             getattr(io, "write_chars", io.write_bytes))
+            self.io[name] = (
+                getattr(io, "read_chars", io.read_bytes),
+                getattr(io, "write_chars", io.write_bytes),
+            )
         now = time.monotonic()
         if now >= self._next:
             self.row(now)
@@ -149,15 +161,21 @@ class Sampler(MemorySampler):
             rd, wr = self.io.get(name, (0, 0))
             lrd, lwr = self._last_io.get(name, (0, 0))
             self._last_io[name] = (rd, wr)
-            stages[name] = {"bytes": delta, "mb_s": round(delta / 1e6 / span, 2),
-                            "io_read": max(rd - lrd, 0), "io_write": max(wr - lwr, 0)}
-        self.series.append({
-            "t": round(now - self.started, 2),
-            "seconds": round(span, 3),
-            "stages": stages,
-            "queues": {name: self._window_peak.get(name, 0) for name in self._channels},
-            "pss_total": self.last_total,
-        })
+            stages[name] = {
+                "bytes": delta,
+                "mb_s": round(delta / 1e6 / span, 2),
+                "io_read": max(rd - lrd, 0),
+                "io_write": max(wr - lwr, 0),
+            }
+        self.series.append(
+            {
+                "t": round(now - self.started, 2),
+                "seconds": round(span, 3),
+                "stages": stages,
+                "queues": {name: self._window_peak.get(name, 0) for name in self._channels},
+                "pss_total": self.last_total,
+            }
+        )
         self._window_peak = {}
         self._next = now + self._interval
 
@@ -167,7 +185,10 @@ class Sampler(MemorySampler):
         out = {}
         for name, channel in self._channels.items():
             st = channel.statistics()
-            out[name] = {**self.queue_stats[name].to_dict(), "messages": st.sent,
-                         "blocked_seconds": round(st.blocked_seconds, 3),
-                         "waiting_seconds": round(st.waiting_seconds, 3)}
+            out[name] = {
+                **self.queue_stats[name].to_dict(),
+                "messages": st.sent,
+                "blocked_seconds": round(st.blocked_seconds, 3),
+                "waiting_seconds": round(st.waiting_seconds, 3),
+            }
         return out

@@ -21,8 +21,15 @@ from occystrap.messages import STAGES, StageReport
 from occystrap.stats.verdict import bottleneck
 
 SCHEMA = "occystrap.stats/2"
-REQUEST_KEYS = ("retries", "throttled", "bytes_received", "bytes_sent", "mounts", "pauses",
-                "paused_seconds")
+REQUEST_KEYS = (
+    "retries",
+    "throttled",
+    "bytes_received",
+    "bytes_sent",
+    "mounts",
+    "pauses",
+    "paused_seconds",
+)
 _EMPTY_MEM = {"rss": 0, "pss": 0}
 
 
@@ -172,14 +179,18 @@ def run_info(shard: tuple[int, int] | None, wall_seconds: float) -> RunInfo:
 
     finished = datetime.now(UTC).replace(microsecond=0)
     started = finished - timedelta(seconds=round(wall_seconds))
-    return RunInfo(shard=Shard(shard[0], shard[1]) if shard else None,
-                   hostname=socket.gethostname(), version=__version__,
-                   started_at=started.isoformat().replace("+00:00", "Z"),
-                   finished_at=finished.isoformat().replace("+00:00", "Z"))
+    return RunInfo(
+        shard=Shard(shard[0], shard[1]) if shard else None,
+        hostname=socket.gethostname(),
+        version=__version__,
+        started_at=started.isoformat().replace("+00:00", "Z"),
+        finished_at=finished.isoformat().replace("+00:00", "Z"),
+    )
 
 
-def _stage_entry(name: str, report: StageReport | None, mem: dict[str, int],
-                 span: float) -> StageEntry:
+def _stage_entry(
+    name: str, report: StageReport | None, mem: dict[str, int], span: float
+) -> StageEntry:
     """`span`: the longest stage's wall time. Busy shares are of that, not of the stage's own
     life, so resolve finishing early and idle is not mistaken for resolve being busy."""
     entry = StageEntry(stage=name, peak_rss=mem["rss"], peak_pss=mem["pss"])
@@ -187,34 +198,58 @@ def _stage_entry(name: str, report: StageReport | None, mem: dict[str, int],
         return entry
     r = report
     return msgspec.structs.replace(
-        entry, items_in=r.items_in, items_out=r.items_out, bytes_in=r.bytes_in,
-        bytes_out=r.bytes_out, busy_seconds=round(r.busy_seconds, 3),
+        entry,
+        items_in=r.items_in,
+        items_out=r.items_out,
+        bytes_in=r.bytes_in,
+        bytes_out=r.bytes_out,
+        busy_seconds=round(r.busy_seconds, 3),
         wait_in_seconds=round(r.wait_in_seconds, 3),
-        wait_out_seconds=round(r.wait_out_seconds, 3), cpu_seconds=round(r.cpu_seconds, 3),
+        wait_out_seconds=round(r.wait_out_seconds, 3),
+        cpu_seconds=round(r.cpu_seconds, 3),
         wall_seconds=round(r.wall_seconds, 3),
         busy_fraction=round(min(r.busy_seconds / span, 1.0), 3) if span > 0 else 0.0,
         io=StageIO(r.io_read_bytes, r.io_write_bytes, r.io_read_chars, r.io_write_chars),
-        requests=StageRequests(sum(r.requests.values()), dict(r.requests),
-                               *(getattr(r, k) for k in REQUEST_KEYS)),
-        layers_skipped=r.layers_skipped, bytes_skipped=r.bytes_skipped)
+        requests=StageRequests(
+            sum(r.requests.values()), dict(r.requests), *(getattr(r, k) for k in REQUEST_KEYS)
+        ),
+        layers_skipped=r.layers_skipped,
+        bytes_skipped=r.bytes_skipped,
+    )
 
 
 def _image_entries(result: Any) -> list[DoneImage | FailedImage]:
     seconds = getattr(result, "image_seconds", {})
     images: list[DoneImage | FailedImage] = [
-        DoneImage(d.source, d.destination, "up_to_date" if d.up_to_date else "done",
-                  round(seconds.get(d.image_id, 0.0), 3), d.bytes, d.layers, d.skipped_layers,
-                  d.manifest_digest, d.detail) for d in result.done]
-    images += [FailedImage(f.source, "failed", f.stage, f.reason, f.kind,
-                           round(seconds.get(f.image_id, 0.0), 3)) for f in result.failed]
+        DoneImage(
+            d.source,
+            d.destination,
+            "up_to_date" if d.up_to_date else "done",
+            round(seconds.get(d.image_id, 0.0), 3),
+            d.bytes,
+            d.layers,
+            d.skipped_layers,
+            d.manifest_digest,
+            d.detail,
+        )
+        for d in result.done
+    ]
+    images += [
+        FailedImage(
+            f.source, "failed", f.stage, f.reason, f.kind, round(seconds.get(f.image_id, 0.0), 3)
+        )
+        for f in result.failed
+    ]
     return images
 
 
 def build(result: Any, shard: tuple[int, int] | None = None) -> Document:
     """The document of a run (an `outcome.RunResult`, or anything with its fields)."""
     span = max((r.wall_seconds for r in result.reports.values()), default=0.0)
-    stages = [_stage_entry(name, result.reports.get(name), result.memory.get(name, _EMPTY_MEM),
-                           span) for name in STAGES]
+    stages = [
+        _stage_entry(name, result.reports.get(name), result.memory.get(name, _EMPTY_MEM), span)
+        for name in STAGES
+    ]
     queues = []
     for name, q in getattr(result, "queues", {}).items():
         src, _, dst = name.partition(">")
@@ -231,26 +266,40 @@ def build(result: Any, shard: tuple[int, int] | None = None) -> Document:
     kinds = Counter(f.kind for f in result.failed)
     builtins = msgspec.to_builtins
     return Document(
-        schema=SCHEMA, run=run_info(shard, result.wall_seconds),
-        wall_seconds=round(result.wall_seconds, 3), bytes=moved,
-        throughput_mb_s=round(moved / 1e6 / result.wall_seconds, 1)
-        if result.wall_seconds else 0.0,
+        schema=SCHEMA,
+        run=run_info(shard, result.wall_seconds),
+        wall_seconds=round(result.wall_seconds, 3),
+        bytes=moved,
+        throughput_mb_s=round(moved / 1e6 / result.wall_seconds, 1) if result.wall_seconds else 0.0,
         peak_pss_total=result.peak_pss_total,
         supervisor=result.memory.get("supervisor", _EMPTY_MEM),
-        images=ImageCounts(done=len(result.done), failed=len(result.failed),
-                           up_to_date=sum(1 for d in result.done if d.up_to_date),
-                           failed_by_kind=dict(sorted(kinds.items()))),
-        image_results=_image_entries(result), stages=stages, queues=queues,
-        requests=Requests(total=sum(by_host.values()), by_host=dict(by_host),
-                          retries=int(totals["retries"]), throttled=int(totals["throttled"]),
-                          pauses=int(totals["pauses"]),
-                          paused_seconds=round(totals["paused_seconds"], 3)),
-        transfer=Transfer(bytes_received=int(totals["bytes_received"]),
-                          bytes_sent=int(totals["bytes_sent"]), mounts=int(totals["mounts"]),
-                          layers_skipped=write.layers_skipped or 0,
-                          bytes_skipped=write.bytes_skipped or 0),
+        images=ImageCounts(
+            done=len(result.done),
+            failed=len(result.failed),
+            up_to_date=sum(1 for d in result.done if d.up_to_date),
+            failed_by_kind=dict(sorted(kinds.items())),
+        ),
+        image_results=_image_entries(result),
+        stages=stages,
+        queues=queues,
+        requests=Requests(
+            total=sum(by_host.values()),
+            by_host=dict(by_host),
+            retries=int(totals["retries"]),
+            throttled=int(totals["throttled"]),
+            pauses=int(totals["pauses"]),
+            paused_seconds=round(totals["paused_seconds"], 3),
+        ),
+        transfer=Transfer(
+            bytes_received=int(totals["bytes_received"]),
+            bytes_sent=int(totals["bytes_sent"]),
+            mounts=int(totals["mounts"]),
+            layers_skipped=write.layers_skipped or 0,
+            bytes_skipped=write.bytes_skipped or 0,
+        ),
         bottleneck=bottleneck(builtins(stages), builtins(queues)),
-        series=list(getattr(result, "series", [])))
+        series=list(getattr(result, "series", [])),
+    )
 
 
 def to_dict(result: Any, shard: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -265,6 +314,7 @@ def to_json(result: Any, shard: tuple[int, int] | None = None) -> str:
 
 
 # -- text ----------------------------------------------------------------------------------
+
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f}"
@@ -294,11 +344,14 @@ def to_text(result: Any) -> str:
             f"{s['stage']:<9} {s.get('items_in', 0):>6} {_mb(s.get('bytes_in', 0)):>9} "
             f"{_mb(s.get('bytes_out', 0)):>9} {busy:>7.2f} {s.get('wait_in_seconds', 0):>7.2f} "
             f"{s.get('wait_out_seconds', 0):>7.2f} {s.get('cpu_seconds', 0):>6.2f} "
-            f"{rate:>7} {_mb(s['peak_pss']):>8}")
+            f"{rate:>7} {_mb(s['peak_pss']):>8}"
+        )
     lines.append("")
-    lines.append(f"{'stage':<9} {'busy%':>6} {'disk rd MB':>10} {'disk wr MB':>10} "
-                 f"{'file rd MB':>10} {'file wr MB':>10} {'requests':>8} {'retries':>7} "
-                 f"{'429s':>5}")
+    lines.append(
+        f"{'stage':<9} {'busy%':>6} {'disk rd MB':>10} {'disk wr MB':>10} "
+        f"{'file rd MB':>10} {'file wr MB':>10} {'requests':>8} {'retries':>7} "
+        f"{'429s':>5}"
+    )
     for s in data["stages"]:
         io = s.get("io", {})
         req = s.get("requests", {})
@@ -306,26 +359,35 @@ def to_text(result: Any) -> str:
             f"{s['stage']:<9} {s.get('busy_fraction', 0) * 100:>5.0f}% "
             f"{_mb(io.get('read_bytes', 0)):>10} {_mb(io.get('write_bytes', 0)):>10} "
             f"{_mb(io.get('read_chars', 0)):>10} {_mb(io.get('write_chars', 0)):>10} "
-            f"{req.get('total', 0):>8} {req.get('retries', 0):>7} {req.get('throttled', 0):>5}")
+            f"{req.get('total', 0):>8} {req.get('retries', 0):>7} {req.get('throttled', 0):>5}"
+        )
     if data["queues"]:
         lines.append("")
-        lines.append(f"{'queue':<18} {'cap':>4} {'peak':>5} {'mean':>6} {'full':>5} "
-                     f"{'empty':>6}")
+        lines.append(f"{'queue':<18} {'cap':>4} {'peak':>5} {'mean':>6} {'full':>5} {'empty':>6}")
         for q in data["queues"]:
-            lines.append(f"{q['name']:<18} {q['capacity']:>4} {q['peak']:>5} {q['mean']:>6.1f} "
-                         f"{q['full_fraction'] * 100:>4.0f}% {q['empty_fraction'] * 100:>5.0f}%")
+            lines.append(
+                f"{q['name']:<18} {q['capacity']:>4} {q['peak']:>5} {q['mean']:>6.1f} "
+                f"{q['full_fraction'] * 100:>4.0f}% {q['empty_fraction'] * 100:>5.0f}%"
+            )
     req, tr = data["requests"], data["transfer"]
     lines.append("")
     hosts = ", ".join(f"{n} to {h}" for h, n in sorted(req["by_host"].items())) or "none"
-    paused = (f", {req['pauses']} pauses over a second ({req['paused_seconds']:.1f} s)"
-              if req.get("pauses") else "")
-    lines.append(f"requests: {req['total']} ({hosts}); {req['retries']} retries, "
-                 f"{req['throttled']} throttled (429){paused}")
-    lines.append(f"transfer: {human_bytes(tr['bytes_received'])} received, "
-                 f"{human_bytes(tr['bytes_sent'])} sent; avoided: {tr['layers_skipped']} layers "
-                 f"({human_bytes(tr['bytes_skipped'])}) already at the destination, "
-                 f"{tr['mounts']} blobs mounted, {data['images']['up_to_date']} images up to "
-                 f"date")
+    paused = (
+        f", {req['pauses']} pauses over a second ({req['paused_seconds']:.1f} s)"
+        if req.get("pauses")
+        else ""
+    )
+    lines.append(
+        f"requests: {req['total']} ({hosts}); {req['retries']} retries, "
+        f"{req['throttled']} throttled (429){paused}"
+    )
+    lines.append(
+        f"transfer: {human_bytes(tr['bytes_received'])} received, "
+        f"{human_bytes(tr['bytes_sent'])} sent; avoided: {tr['layers_skipped']} layers "
+        f"({human_bytes(tr['bytes_skipped'])}) already at the destination, "
+        f"{tr['mounts']} blobs mounted, {data['images']['up_to_date']} images up to "
+        f"date"
+    )
     kinds = data["images"]["failed_by_kind"]
     if kinds:
         lines.append("failures: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
@@ -333,14 +395,16 @@ def to_text(result: Any) -> str:
     lines.append(f"bottleneck: {verdict['reason']}")
     if len(data["image_results"]) > 1:
         lines.append("")
-        lines.append(f"{'result':<10} {'seconds':>8} {'MB':>9} {'layers':>6} {'skipped':>7}  "
-                     "image")
+        lines.append(f"{'result':<10} {'seconds':>8} {'MB':>9} {'layers':>6} {'skipped':>7}  image")
         for im in data["image_results"]:
-            lines.append(f"{im['result']:<10} {im['seconds']:>8.2f} {_mb(im.get('bytes', 0)):>9} "
-                         f"{im.get('layers', 0):>6} {im.get('skipped_layers', 0):>7}  "
-                         f"{im['source']}")
+            lines.append(
+                f"{im['result']:<10} {im['seconds']:>8.2f} {_mb(im.get('bytes', 0)):>9} "
+                f"{im.get('layers', 0):>6} {im.get('skipped_layers', 0):>7}  "
+                f"{im['source']}"
+            )
     lines.append(
         f"wall {data['wall_seconds']:.2f} s, {_mb(data['bytes'])} MB moved "
         f"({data['throughput_mb_s']} MB/s), peak memory of the process tree "
-        f"{_mb(data['peak_pss_total'])} MB (PSS)")
+        f"{_mb(data['peak_pss_total'])} MB (PSS)"
+    )
     return "\n".join(lines)

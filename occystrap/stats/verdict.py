@@ -30,24 +30,33 @@ def bottleneck(stages: list[dict[str, Any]], queues: list[dict[str, Any]]) -> di
         return {"stage": None, "kind": "unknown", "reason": "no stage reported"}
     top = max(by_name.values(), key=lambda s: s["busy_fraction"])
     if top["busy_fraction"] < BUSY_FLOOR:
-        return {"stage": None, "kind": "latency-bound",
-                "reason": f"no stage was busy {BUSY_FLOOR:.0%} of the time (the busiest, "
-                          f"{top['stage']}, {top['busy_fraction']:.0%}): round trips, start-up "
-                          f"and small images dominate; raise -J for many images"}
+        return {
+            "stage": None,
+            "kind": "latency-bound",
+            "reason": f"no stage was busy {BUSY_FLOOR:.0%} of the time (the busiest, "
+            f"{top['stage']}, {top['busy_fraction']:.0%}): round trips, start-up "
+            f"and small images dominate; raise -J for many images",
+        }
     order = [s["stage"] for s in stages]
     stage, notes = top, []
     while True:
         q = out_q.get(stage["stage"])
-        blocked = stage["wait_out_seconds"] / stage["wall_seconds"] if stage[
-            "wall_seconds"] else 0.0
-        if q is None or not (q["full_fraction"] >= BACKPRESSURE or blocked >= BACKPRESSURE
-                             or q["mean"] >= q["capacity"] / 2):
+        blocked = (
+            stage["wait_out_seconds"] / stage["wall_seconds"] if stage["wall_seconds"] else 0.0
+        )
+        if q is None or not (
+            q["full_fraction"] >= BACKPRESSURE
+            or blocked >= BACKPRESSURE
+            or q["mean"] >= q["capacity"] / 2
+        ):
             break
         nxt = order.index(stage["stage"]) + 1
         if nxt >= len(order) or order[nxt] not in by_name:
             break
-        notes.append(f"{stage['stage']} was blocked {blocked:.0%} of the time on its output "
-                     f"queue (full {q['full_fraction']:.0%} of samples)")
+        notes.append(
+            f"{stage['stage']} was blocked {blocked:.0%} of the time on its output "
+            f"queue (full {q['full_fraction']:.0%} of samples)"
+        )
         stage = by_name[order[nxt]]
     name = stage["stage"]
     busy = stage["busy_seconds"]
@@ -68,9 +77,16 @@ def bottleneck(stages: list[dict[str, Any]], queues: list[dict[str, Any]]) -> di
         where = "its output queue mostly empty"
     else:
         where = f"its output queue {q['mean']:.1f}/{q['capacity']} on average"
-    reason = (f"{name}: {stage['busy_fraction']:.0%} busy, {cpu_share:.0%} of that on CPU, "
-              f"{where} → {kind}")
+    reason = (
+        f"{name}: {stage['busy_fraction']:.0%} busy, {cpu_share:.0%} of that on CPU, "
+        f"{where} → {kind}"
+    )
     if notes:
         reason += " (" + "; ".join(notes) + ")"
-    return {"stage": name, "kind": kind, "reason": reason,
-            "busy_fraction": stage["busy_fraction"], "cpu_per_busy": round(cpu_share, 2)}
+    return {
+        "stage": name,
+        "kind": kind,
+        "reason": reason,
+        "busy_fraction": stage["busy_fraction"],
+        "cpu_per_busy": round(cpu_share, 2),
+    }

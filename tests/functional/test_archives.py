@@ -41,10 +41,17 @@ class Shape:
 def _shapes(work: Path) -> dict[str, Shape]:
     a = ab.make_image(work, 1, (200 << 10, 50 << 10), tags=["app:1"])
     b = ab.make_image(work, 2, (100 << 10,), tags=["other:2"])
-    empty = ab.make_image(work, 3, (100 << 10, 20 << 10), tags=["empty:1"],
-                          empty={1: "file", 3: "file"})
-    gz = ab.make_image(work, 4, (100 << 10, 20 << 10), compression="gzip",
-                       tags=["emptygz:1"], empty={1: "gzip", 3: "gzip"})
+    empty = ab.make_image(
+        work, 3, (100 << 10, 20 << 10), tags=["empty:1"], empty={1: "file", 3: "file"}
+    )
+    gz = ab.make_image(
+        work,
+        4,
+        (100 << 10, 20 << 10),
+        compression="gzip",
+        tags=["emptygz:1"],
+        empty={1: "gzip", 3: "gzip"},
+    )
     unnamed = ab.Image(a.config, a.layers, [], a.platform)
     broken = json.loads(b.config)
     broken["rootfs"]["diff_ids"][0] = "sha256:" + "0" * 64
@@ -56,24 +63,48 @@ def _shapes(work: Path) -> dict[str, Shape]:
         "legacy": Shape(ab.legacy_members([a, b]), [a, b]),
         "docker25": Shape(ab.docker25_members([a]), [a], kept={0: a.manifest()}),
         # 1: `docker save IMAGE_ID` on Docker 25.0.x; the manifest in blobs/ is still found
-        "manifests-null": Shape(ab.docker25_members([a], index_null=True, repo_tags_null=True),
-                                [unnamed], notes=['"manifests": null'],
-                                kept={0: a.manifest()}),
+        "manifests-null": Shape(
+            ab.docker25_members([a], index_null=True, repo_tags_null=True),
+            [unnamed],
+            notes=['"manifests": null'],
+            kept={0: a.manifest()},
+        ),
         # 2: two images in manifest.json, one in index.json
-        "unindexed": Shape(ab.docker25_members([a, b], indexed=lambda im: im is a), [a, b],
-                           kept={0: a.manifest()}),
+        "unindexed": Shape(
+            ab.docker25_members([a, b], indexed=lambda im: im is a), [a, b], kept={0: a.manifest()}
+        ),
         # 3: the OCI manifest in blobs/ disagrees with manifest.json and the config
-        "fewer-layers": Shape(ab.docker25_members([a], blob_manifest=lambda im: []), [a],
-                              notes=["it lists 0 layers, manifest.json 2"]),
-        "reordered": Shape(ab.docker25_members([a], blob_manifest=lambda im: [
-            x.descriptor() for x in reversed(im.layers)]), [a], notes=["its layer 0 is"]),
-        "other-sizes": Shape(ab.docker25_members([a], blob_manifest=lambda im: [
-            dict(x.descriptor(), size=x.size + 512) for x in im.layers]), [a],
-            notes=["its layer 0 is 225792 bytes"]),
+        "fewer-layers": Shape(
+            ab.docker25_members([a], blob_manifest=lambda im: []),
+            [a],
+            notes=["it lists 0 layers, manifest.json 2"],
+        ),
+        "reordered": Shape(
+            ab.docker25_members(
+                [a], blob_manifest=lambda im: [x.descriptor() for x in reversed(im.layers)]
+            ),
+            [a],
+            notes=["its layer 0 is"],
+        ),
+        "other-sizes": Shape(
+            ab.docker25_members(
+                [a],
+                blob_manifest=lambda im: [
+                    dict(x.descriptor(), size=x.size + 512) for x in im.layers
+                ],
+            ),
+            [a],
+            notes=["its layer 0 is 225792 bytes"],
+        ),
         # 3, impossible: fail those images, copy the rest
-        "contradictions": Shape(ab.docker25_members([a, bad, short]), [a],
-                                failed=["bad:1: layer 0 (blobs/sha256/",
-                                        "short:1: manifest.json lists 1 layers, its config"]),
+        "contradictions": Shape(
+            ab.docker25_members([a, bad, short]),
+            [a],
+            failed=[
+                "bad:1: layer 0 (blobs/sha256/",
+                "short:1: manifest.json lists 1 layers, its config",
+            ],
+        ),
         # 5: empty layers, a 0-byte layer.tar and the 32-byte gzip stream (twice each)
         "empty-file": Shape(ab.legacy_members([empty]), [empty]),
         "empty-gzip": Shape(ab.docker25_members([gz]), [gz], kept={0: gz.manifest()}),
@@ -83,8 +114,10 @@ def _shapes(work: Path) -> dict[str, Shape]:
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Shape, Path]]:
     work = tmp_path_factory.mktemp("archives")
-    return {name: (shape, Path(ab.write_archive(work / f"{name}.tar", shape.members)))
-            for name, shape in _shapes(work).items()}
+    return {
+        name: (shape, Path(ab.write_archive(work / f"{name}.tar", shape.members)))
+        for name, shape in _shapes(work).items()
+    }
 
 
 # -- independent readers ---------------------------------------------------------------------
@@ -114,14 +147,19 @@ def umoci_unpack(layout: Path, ref: str, tmp: Path) -> Path:
     if not os.access(UMOCI, os.X_OK):
         pytest.skip("umoci not installed (tools/setup.sh installs it)")
     bundle = tmp / f"bundle-{ref}"
-    r = subprocess.run([UMOCI, "unpack", "--rootless", "--image", f"{layout}:{ref}",
-                        str(bundle)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [UMOCI, "unpack", "--rootless", "--image", f"{layout}:{ref}", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     return bundle / "rootfs"
 
 
-def skopeo_round_trip(skopeo: Callable[..., subprocess.CompletedProcess[str]], source: str,
-                      tmp: Path, *flags: str) -> None:
+def skopeo_round_trip(
+    skopeo: Callable[..., subprocess.CompletedProcess[str]], source: str, tmp: Path, *flags: str
+) -> None:
     """skopeo copies `source` to a docker-archive and back to an OCI layout: reading a
     docker-archive checks every layer against the config's diff_ids."""
     archive, layout = tmp / "skopeo.tar", tmp / "skopeo-layout"
@@ -153,18 +191,29 @@ def copy(occystrap_cli, shape: Shape, archive: Path, dest: str, *flags: str) -> 
     assert "Traceback" not in r.stderr
     assert r.returncode == (1 if shape.failed else 0), r.stderr
     for fragment in shape.failed:
-        lines = [x for x in r.stderr.splitlines()
-                 if fragment in x and not x.startswith("  ")]
+        lines = [x for x in r.stderr.splitlines() if fragment in x and not x.startswith("  ")]
         assert len(lines) == 1, r.stderr
         assert lines[0].startswith(f"occystrap: error: tar://{archive}: ")
         assert lines[0].count(f"tar://{archive}") == 1
     for fragment in shape.notes:
-        assert any(x.startswith(f"note: tar://{archive}: ") and fragment in x
-                   for x in r.stderr.splitlines()), r.stderr
+        assert any(
+            x.startswith(f"note: tar://{archive}: ") and fragment in x
+            for x in r.stderr.splitlines()
+        ), r.stderr
 
 
-SHAPES = ["legacy", "docker25", "manifests-null", "unindexed", "fewer-layers", "reordered",
-          "other-sizes", "contradictions", "empty-file", "empty-gzip"]
+SHAPES = [
+    "legacy",
+    "docker25",
+    "manifests-null",
+    "unindexed",
+    "fewer-layers",
+    "reordered",
+    "other-sizes",
+    "contradictions",
+    "empty-file",
+    "empty-gzip",
+]
 
 
 @pytest.mark.parametrize("name", SHAPES)
@@ -207,8 +256,7 @@ def test_to_oci(name, shapes, occystrap_cli, skopeo, tmp_path):
 
 
 @pytest.mark.parametrize("name", SHAPES)
-def test_to_tar_loads_into_docker(name, shapes, occystrap_cli, skopeo, docker_engine,
-                                  tmp_path):
+def test_to_tar_loads_into_docker(name, shapes, occystrap_cli, skopeo, docker_engine, tmp_path):
     shape, archive = shapes[name]
     out = tmp_path / "out.tar"
     copy(occystrap_cli, shape, archive, f"tar://{out}")
@@ -230,8 +278,9 @@ def test_to_dir_expanded(name, shapes, occystrap_cli, tmp_path):
         assert r.returncode == 0, r.stderr
         our_check(occystrap_cli, f"dir://{out}")
         entry = json.loads((out / "manifest.json").read_text())[0]
-        assert json.loads((out / entry["Config"]).read_bytes())["rootfs"]["diff_ids"] == \
-            image.diff_ids
+        assert (
+            json.loads((out / entry["Config"]).read_bytes())["rootfs"]["diff_ids"] == image.diff_ids
+        )
         assert (out / "manifest" / "etc" / "os-release").is_file()
         assert (out / "manifest" / "etc" / "motd").exists() != whited_out(image)
         assert (out / "manifest" / "var" / "cache" / "old.txt").exists() != whited_out(image)
@@ -254,12 +303,19 @@ def test_to_registry(name, shapes, occystrap_cli, skopeo, registry, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["empty-file", "empty-gzip"])
-@pytest.mark.parametrize("flags", [("--compression", "gzip"), ("--compression", "zstd"),
-                                   ("-f", "normalize-timestamps"),
-                                   ("-f", "exclude:pattern=*.bin"),
-                                   ("-f", "search:pattern=etc/*")])
-def test_empty_layers_through_filters_and_compression(name, flags, shapes, occystrap_cli,
-                                                      skopeo, tmp_path):
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--compression", "gzip"),
+        ("--compression", "zstd"),
+        ("-f", "normalize-timestamps"),
+        ("-f", "exclude:pattern=*.bin"),
+        ("-f", "search:pattern=etc/*"),
+    ],
+)
+def test_empty_layers_through_filters_and_compression(
+    name, flags, shapes, occystrap_cli, skopeo, tmp_path
+):
     """Empty layers are layers: re-encoded, filtered, searched like any other."""
     shape, archive = shapes[name]
     layout = tmp_path / "layout"
@@ -290,8 +346,7 @@ def test_check_reports_the_contradictions(shapes, occystrap_cli):
     assert r.stdout.count(f"tar://{archive}") == 2
 
 
-def test_docker_source_goes_through_the_same_reader(shapes, occystrap_cli, docker_engine,
-                                                    tmp_path):
+def test_docker_source_goes_through_the_same_reader(shapes, occystrap_cli, docker_engine, tmp_path):
     """What an engine exports (its own `docker save`) is read by the same rules: an image
     with empty layers, loaded from an archive, comes back out whole."""
     shape, archive = shapes["empty-file"]
@@ -304,8 +359,9 @@ def test_docker_source_goes_through_the_same_reader(shapes, occystrap_cli, docke
     r = occystrap_cli("process", src, f"dir://{tmp_path / 'dir'}?expand=true")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "dir" / "manifest" / "etc" / "os-release").is_file()
-    r = occystrap_cli("process", f"docker://nope:1?socket={docker_engine}",
-                      f"tar://{tmp_path / 'x.tar'}")
+    r = occystrap_cli(
+        "process", f"docker://nope:1?socket={docker_engine}", f"tar://{tmp_path / 'x.tar'}"
+    )
     assert r.returncode == 1
     assert r.stderr.count("docker://nope:1") == 1, r.stderr
 
@@ -321,19 +377,31 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     attestation manifest: `partial` holds only linux/amd64's blobs (`docker save --platform
     linux/amd64`), `whole` both."""
     work = tmp_path_factory.mktemp("containerd")
-    images = [ab.make_image(work, 20, (100 << 10, 20 << 10), compression="gzip",
-                            tags=["multi:1"], platform=p, empty={2: "gzip"})
-              for p in PLATFORMS]
-    partial = ab.containerd_members(images, "multi:1",
-                                    present=lambda im: im.platform[1] == "amd64")
+    images = [
+        ab.make_image(
+            work,
+            20,
+            (100 << 10, 20 << 10),
+            compression="gzip",
+            tags=["multi:1"],
+            platform=p,
+            empty={2: "gzip"},
+        )
+        for p in PLATFORMS
+    ]
+    partial = ab.containerd_members(images, "multi:1", present=lambda im: im.platform[1] == "amd64")
     whole = ab.containerd_members(images, "multi:1")
-    return {"images": images, "index": ab.index_digest(whole),
-            "partial": Path(ab.write_archive(work / "partial.tar", partial)),
-            "whole": Path(ab.write_archive(work / "whole.tar", whole))}
+    return {
+        "images": images,
+        "index": ab.index_digest(whole),
+        "partial": Path(ab.write_archive(work / "partial.tar", partial)),
+        "whole": Path(ab.write_archive(work / "whole.tar", whole)),
+    }
 
 
-def test_containerd_archive_copies_the_platform_asked_for(containerd, occystrap_cli, skopeo,
-                                                          docker_engine, registry, tmp_path):
+def test_containerd_archive_copies_the_platform_asked_for(
+    containerd, occystrap_cli, skopeo, docker_engine, registry, tmp_path
+):
     amd64 = containerd["images"][0]
     archive = f"tar://{containerd['partial']}"
     want = amd64.manifest()
@@ -350,8 +418,9 @@ def test_containerd_archive_copies_the_platform_asked_for(containerd, occystrap_
     umoci_unpack(layout, "1", tmp_path)
     skopeo_round_trip(skopeo, f"oci:{layout}:1", tmp_path)
     dest = f"{registry.host}/containerd/multi:1"
-    r = occystrap_cli("--insecure", "--platform", "linux/amd64", "process", archive,
-                      f"registry://{dest}")
+    r = occystrap_cli(
+        "--insecure", "--platform", "linux/amd64", "process", archive, f"registry://{dest}"
+    )
     assert r.returncode == 0, r.stderr
     r = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}")
     assert r.stdout.encode() == want
@@ -360,15 +429,24 @@ def test_containerd_archive_copies_the_platform_asked_for(containerd, occystrap_
     assert (tmp_path / "dir" / "manifest" / "etc" / "os-release").is_file()
 
 
-@pytest.mark.parametrize("flags, dest", [
-    (("--platform", "linux/arm64"), "tar://{tmp}/out.tar"),
-    (("--all-platforms",), "oci://{tmp}/layout"),
-    ((), "registry://{registry}/containerd/whole:1"),  # a registry takes the whole index
-])
-def test_containerd_archive_names_the_platforms_it_lacks(containerd, occystrap_cli, registry,
-                                                         tmp_path, flags, dest):
-    r = occystrap_cli("--insecure", *flags, "process", f"tar://{containerd['partial']}",
-                      dest.format(tmp=tmp_path, registry=registry.host))
+@pytest.mark.parametrize(
+    "flags, dest",
+    [
+        (("--platform", "linux/arm64"), "tar://{tmp}/out.tar"),
+        (("--all-platforms",), "oci://{tmp}/layout"),
+        ((), "registry://{registry}/containerd/whole:1"),  # a registry takes the whole index
+    ],
+)
+def test_containerd_archive_names_the_platforms_it_lacks(
+    containerd, occystrap_cli, registry, tmp_path, flags, dest
+):
+    r = occystrap_cli(
+        "--insecure",
+        *flags,
+        "process",
+        f"tar://{containerd['partial']}",
+        dest.format(tmp=tmp_path, registry=registry.host),
+    )
     assert r.returncode == 1
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("occystrap: error:")]
     assert line.count(f"tar://{containerd['partial']}") == 1
@@ -377,8 +455,9 @@ def test_containerd_archive_names_the_platforms_it_lacks(containerd, occystrap_c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
 
 
-def test_containerd_archive_with_every_platform_copies_the_index(containerd, occystrap_cli,
-                                                                 skopeo, registry, tmp_path):
+def test_containerd_archive_with_every_platform_copies_the_index(
+    containerd, occystrap_cli, skopeo, registry, tmp_path
+):
     archive = f"tar://{containerd['whole']}"
     layout = tmp_path / "layout"
     r = occystrap_cli("--all-platforms", "process", archive, f"oci://{layout}")
@@ -390,31 +469,43 @@ def test_containerd_archive_with_every_platform_copies_the_index(containerd, occ
     r = occystrap_cli("--insecure", "process", archive, f"registry://{dest}")
     assert r.returncode == 0, r.stderr
     r = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}")
-    assert "sha256:" + hashlib.sha256(r.stdout.encode()).hexdigest() == \
-        containerd["index"]
+    assert "sha256:" + hashlib.sha256(r.stdout.encode()).hexdigest() == containerd["index"]
     for image in containerd["images"]:
-        r = skopeo("inspect", "--config", "--tls-verify=false",
-                   "--override-arch", image.platform[1], f"docker://{dest}")
+        r = skopeo(
+            "inspect",
+            "--config",
+            "--tls-verify=false",
+            "--override-arch",
+            image.platform[1],
+            f"docker://{dest}",
+        )
         assert json.loads(r.stdout)["rootfs"]["diff_ids"] == image.diff_ids
 
 
-def test_containerd_archive_all_platforms_into_a_tarball(containerd, occystrap_cli,
-                                                        docker_engine, tmp_path):
+def test_containerd_archive_all_platforms_into_a_tarball(
+    containerd, occystrap_cli, docker_engine, tmp_path
+):
     """A tarball holds images, not an index: --all-platforms copies each platform the
     archive has as an image, and names each one it lacks among the failed images."""
     out = tmp_path / "out.tar"
-    r = occystrap_cli("--all-platforms", "process", f"tar://{containerd['partial']}",
-                      f"tar://{out}")
+    r = occystrap_cli(
+        "--all-platforms", "process", f"tar://{containerd['partial']}", f"tar://{out}"
+    )
     assert r.returncode == 1
     assert "Summary: 1/2 images" in r.stderr, r.stderr
     failed = r.stderr.split("Failed images:", 1)[1]
     assert "lists linux/arm64/v8" in failed and "not in the archive" in failed
     amd64, arm64 = containerd["images"]
     docker_load(docker_engine, out, [amd64])
-    r = occystrap_cli("--all-platforms", "process", f"tar://{containerd['whole']}",
-                      f"tar://{tmp_path / 'both.tar'}")
+    r = occystrap_cli(
+        "--all-platforms",
+        "process",
+        f"tar://{containerd['whole']}",
+        f"tar://{tmp_path / 'both.tar'}",
+    )
     assert r.returncode == 0 and "Summary: 2/2 images" in r.stderr, r.stderr
     with tarfile.open(tmp_path / "both.tar") as tf:
         held = json.load(tf.extractfile("manifest.json"))
     assert sorted(x["Config"][13:] for x in held) == sorted(
-        im.config_hex for im in (amd64, arm64))  # and no attestation
+        im.config_hex for im in (amd64, arm64)
+    )  # and no attestation

@@ -36,8 +36,9 @@ def shapes(registry, tmp_path_factory):
     work = tmp_path_factory.mktemp("artifacts")
     found: dict[str, ab.Node] = {
         "art/attested:1.4": ab.attested_index(work, 1301, DEFAULT_PLATFORMS[:2], SIZES),
-        "art/attested-docker:1.4": ab.attested_index(work, 1302, DEFAULT_PLATFORMS[:2], SIZES,
-                                                     oci=False),
+        "art/attested-docker:1.4": ab.attested_index(
+            work, 1302, DEFAULT_PLATFORMS[:2], SIZES, oci=False
+        ),
         "art/charts/web:0.3.1": ab.helm_chart(work),
         "art/charts/web-plain:0.3.1": ab.helm_chart(work, "web-plain", provenance=False),
         "art/nested:1.0": ab.nested_index(work, 1303, [30_000]),
@@ -67,15 +68,23 @@ def signed(registry, tmp_path_factory):
     bundle = ab.referrer_index(work, index, seed=1314)
     for referrer in (sbom, bundle):
         ab.push(registry.url, "art/signed", None, referrer)
-    ab.push_raw(registry.url, "art/signed", tag_of(index.digest),
-                ab.referrers_index([sbom, bundle]))
+    ab.push_raw(
+        registry.url, "art/signed", tag_of(index.digest), ab.referrers_index([sbom, bundle])
+    )
     child = index.children[0]
     child_sbom = ab.sbom_artifact(work, child, seed=1312, artifact_type="application/vnd.x+json")
     ab.push(registry.url, "art/signed", None, child_sbom)
-    ab.push_raw(registry.url, "art/signed", tag_of(ab.digest_of(child)),
-                ab.referrers_index([child_sbom]))
-    return {"index": index, "sig": companions[".sig"], "companions": companions,
-            "sbom": sbom, "bundle": bundle, "child_sbom": child_sbom}
+    ab.push_raw(
+        registry.url, "art/signed", tag_of(ab.digest_of(child)), ab.referrers_index([child_sbom])
+    )
+    return {
+        "index": index,
+        "sig": companions[".sig"],
+        "companions": companions,
+        "sbom": sbom,
+        "bundle": bundle,
+        "child_sbom": child_sbom,
+    }
 
 
 ALL_REFERRERS = 6  # three companions, the SBOM, the bundle index, the child's SBOM
@@ -100,16 +109,26 @@ def assert_same_tree(skopeo, host: str, name: str, node: ab.Node) -> None:
         assert_same_tree(skopeo, host, name, child)
 
 
-SHAPES = ["art/attested:1.4", "art/attested-docker:1.4", "art/charts/web:0.3.1",
-          "art/charts/web-plain:0.3.1", "art/nested:1.0", "art/foreign:1.0", "art/empty:1.0"]
+SHAPES = [
+    "art/attested:1.4",
+    "art/attested-docker:1.4",
+    "art/charts/web:0.3.1",
+    "art/charts/web-plain:0.3.1",
+    "art/nested:1.0",
+    "art/foreign:1.0",
+    "art/empty:1.0",
+]
 
 
 @pytest.mark.parametrize("ref", SHAPES)
-def test_registry_to_registry_is_byte_exact(occystrap_cli, registry, mirror, shapes, skopeo,
-                                            ref):
+def test_registry_to_registry_is_byte_exact(occystrap_cli, registry, mirror, shapes, skopeo, ref):
     name, tag = ref.split(":")
-    r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/{ref}",
-                      f"registry://{mirror.host}/{ref}")
+    r = occystrap_cli(
+        "--insecure",
+        "process",
+        f"registry://{registry.host}/{ref}",
+        f"registry://{mirror.host}/{ref}",
+    )
     assert r.returncode == 0, r.stderr
     node = shapes[ref]
     assert raw(skopeo, f"{mirror.host}/{ref}") == node.manifest
@@ -122,12 +141,18 @@ def test_registry_to_registry_is_byte_exact(occystrap_cli, registry, mirror, sha
 
 
 @pytest.mark.parametrize("ref", SHAPES)
-def test_through_an_oci_layout_is_byte_exact(occystrap_cli, registry, mirror, shapes, skopeo,
-                                             tmp_path, ref):
+def test_through_an_oci_layout_is_byte_exact(
+    occystrap_cli, registry, mirror, shapes, skopeo, tmp_path, ref
+):
     layout = tmp_path / "layout"
     name, tag = ref.split(":")
-    r = occystrap_cli("--insecure", "--all-platforms", "process",
-                      f"registry://{registry.host}/{ref}", f"oci://{layout}")
+    r = occystrap_cli(
+        "--insecure",
+        "--all-platforms",
+        "process",
+        f"registry://{registry.host}/{ref}",
+        f"oci://{layout}",
+    )
     assert r.returncode == 0, r.stderr
     index = json.loads((layout / "index.json").read_text())
     assert [m["digest"] for m in index["manifests"]] == [ab.digest_of(shapes[ref])]
@@ -138,12 +163,14 @@ def test_through_an_oci_layout_is_byte_exact(occystrap_cli, registry, mirror, sh
     assert_same_tree(skopeo, mirror.host, f"via-oci/{name}", shapes[ref])
 
 
-@pytest.mark.parametrize("dest", ["tar://{tmp}/out.tar", "dir://{tmp}/out",
-                                  "tar://{tmp}/legacy.tar?format=v1.2"])
+@pytest.mark.parametrize(
+    "dest", ["tar://{tmp}/out.tar", "dir://{tmp}/out", "tar://{tmp}/legacy.tar?format=v1.2"]
+)
 def test_image_destinations_refuse_artifacts(occystrap_cli, registry, shapes, tmp_path, dest):
     dest = dest.format(tmp=tmp_path)
-    r = occystrap_cli("--insecure", "process",
-                      f"registry://{registry.host}/art/charts/web:0.3.1", dest)
+    r = occystrap_cli(
+        "--insecure", "process", f"registry://{registry.host}/art/charts/web:0.3.1", dest
+    )
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "Traceback" not in r.stderr
@@ -152,40 +179,60 @@ def test_image_destinations_refuse_artifacts(occystrap_cli, registry, shapes, tm
     assert not any(p.name.startswith(("out", "legacy")) for p in tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("ref", ["art/attested:1.4", "art/attested-docker:1.4",
-                                 "art/nested:1.0"])
-def test_attested_index_to_tar_and_dir_picks_the_platform_image(occystrap_cli, registry,
-                                                                shapes, skopeo, tmp_path,
-                                                                ref):
+@pytest.mark.parametrize("ref", ["art/attested:1.4", "art/attested-docker:1.4", "art/nested:1.0"])
+def test_attested_index_to_tar_and_dir_picks_the_platform_image(
+    occystrap_cli, registry, shapes, skopeo, tmp_path, ref
+):
     node = shapes[ref]
     amd64 = node.children[0] if ref != "art/nested:1.0" else node.children[0].children[0]
-    r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/{ref}",
-                      f"tar://{tmp_path / 'out.tar'}")
+    r = occystrap_cli(
+        "--insecure",
+        "process",
+        f"registry://{registry.host}/{ref}",
+        f"tar://{tmp_path / 'out.tar'}",
+    )
     assert r.returncode == 0, r.stderr
     assert ab.digest_of(amd64) in r.stderr
     got = skopeo("inspect", "--raw", f"docker-archive:{tmp_path / 'out.tar'}")
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["config"]["digest"] == amd64.config.digest
-    r = occystrap_cli("--insecure", "--platform", "linux/arm64", "process",
-                      f"registry://{registry.host}/{ref}", f"dir://{tmp_path / 'dir'}")
+    r = occystrap_cli(
+        "--insecure",
+        "--platform",
+        "linux/arm64",
+        "process",
+        f"registry://{registry.host}/{ref}",
+        f"dir://{tmp_path / 'dir'}",
+    )
     assert r.returncode == 0, r.stderr
     manifest = json.loads((tmp_path / "dir" / "manifest.json").read_text())
     assert "arm64" in (tmp_path / "dir" / manifest[0]["Config"]).read_text()
 
 
-def test_transformations_leave_attestations_out(occystrap_cli, registry, mirror, shapes,
-                                                skopeo):
+def test_transformations_leave_attestations_out(occystrap_cli, registry, mirror, shapes, skopeo):
     dest = f"{mirror.host}/zstd/attested:1.4"
-    r = occystrap_cli("--insecure", "-v", "--compression", "zstd", "process",
-                      f"registry://{registry.host}/art/attested:1.4", f"registry://{dest}")
+    r = occystrap_cli(
+        "--insecure",
+        "-v",
+        "--compression",
+        "zstd",
+        "process",
+        f"registry://{registry.host}/art/attested:1.4",
+        f"registry://{dest}",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("leaving out attestation manifest") == 2
     assert "2 attestation manifests left out" in r.stderr
     index = json.loads(raw(skopeo, dest))
     assert [m["platform"]["os"] for m in index["manifests"]] == ["linux", "linux"]
-    r = occystrap_cli("--insecure", "--compression", "zstd", "process",
-                      f"registry://{registry.host}/art/charts/web:0.3.1",
-                      f"registry://{mirror.host}/zstd/web:0.3.1")
+    r = occystrap_cli(
+        "--insecure",
+        "--compression",
+        "zstd",
+        "process",
+        f"registry://{registry.host}/art/charts/web:0.3.1",
+        f"registry://{mirror.host}/zstd/web:0.3.1",
+    )
     assert r.returncode == 1 and "--compression needs an image" in r.stderr
 
 
@@ -215,13 +262,13 @@ def test_info_check_and_search(occystrap_cli, registry, shapes):
 def test_index_nested_past_the_bound_is_refused(occystrap_cli, registry, shapes, tmp_path):
     node: ab.Node = shapes["art/charts/web-plain:0.3.1"]
     for _ in range(9):
-        body = json.dumps({"schemaVersion": 2, "mediaType": ab.OCI_INDEX,
-                           "manifests": [ab.descriptor(node)]}).encode()
+        body = json.dumps(
+            {"schemaVersion": 2, "mediaType": ab.OCI_INDEX, "manifests": [ab.descriptor(node)]}
+        ).encode()
         node = ab.BuiltTree(body, ab.OCI_INDEX, sha(body), [node])
     ab.push(registry.url, "art/deep", "1.0", node)
     for dest in (f"registry://{registry.host}/art/deep-copy:1.0", f"tar://{tmp_path}/x.tar"):
-        r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/art/deep:1.0",
-                          dest)
+        r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/art/deep:1.0", dest)
         assert r.returncode == 1
         assert "nested more than 8 levels deep" in r.stderr and "Traceback" not in r.stderr
 
@@ -234,8 +281,13 @@ def test_referrers_with_the_tag_schema(occystrap_cli, registry, mirror, signed, 
     destination's is written (read-modify-write); cosign's tags are copied as tags."""
     index = signed["index"]
     dest = f"{mirror.host}/ref/signed"
-    r = occystrap_cli("--insecure", "--referrers", "process",
-                      f"registry://{registry.host}/art/signed:2.0", f"registry://{dest}:2.0")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "process",
+        f"registry://{registry.host}/art/signed:2.0",
+        f"registry://{dest}:2.0",
+    )
     assert r.returncode == 0, r.stderr
     assert f"{ALL_REFERRERS} referrers copied" in r.stderr
     assert raw(skopeo, f"{dest}:2.0") == index.manifest
@@ -246,7 +298,8 @@ def test_referrers_with_the_tag_schema(occystrap_cli, registry, mirror, signed, 
     listing = json.loads(raw(skopeo, f"{dest}:{tag_of(index.digest)}"))
     assert [(m["digest"], m["artifactType"]) for m in listing["manifests"]] == [
         (signed["sbom"].digest, ab.SPDX),
-        (signed["bundle"].digest, "application/vnd.example.bundle.v1")]
+        (signed["bundle"].digest, "application/vnd.example.bundle.v1"),
+    ]
     assert listing["manifests"][0]["annotations"] == signed["sbom"].annotations
     child = json.loads(raw(skopeo, f"{dest}:{tag_of(ab.digest_of(index.children[0]))}"))
     assert [m["digest"] for m in child["manifests"]] == [signed["child_sbom"].digest]
@@ -255,9 +308,13 @@ def test_referrers_with_the_tag_schema(occystrap_cli, registry, mirror, signed, 
     # the two referrers tags; the destination one HEAD for the image, one per referrer, the
     # referrers tags to check; nothing is fetched or pushed.
     with FaultProxy(registry.port) as src, FaultProxy(mirror.port) as dst:
-        r = occystrap_cli("--insecure", "--referrers", "process",
-                          f"registry://{src.host}/art/signed:2.0",
-                          f"registry://{dst.host}/ref/signed:2.0")
+        r = occystrap_cli(
+            "--insecure",
+            "--referrers",
+            "process",
+            f"registry://{src.host}/art/signed:2.0",
+            f"registry://{dst.host}/ref/signed:2.0",
+        )
         src_requests, dest_requests = len(src.request_times), len(dst.request_times)
     assert r.returncode == 0, r.stderr
     assert "1 already up to date" in r.stderr
@@ -272,62 +329,90 @@ def test_a_rerun_repairs_the_referrers_tag(occystrap_cli, registry, mirror, sign
     or another tool copied it) is listed in the referrers tag all the same."""
     index, sbom = signed["index"], signed["sbom"]
     dest = f"{mirror.host}/ref/repaired"
-    copied = skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
-                    "--preserve-digests", f"docker://{registry.host}/art/signed@{sbom.digest}",
-                    f"docker://{dest}@{sbom.digest}")
+    copied = skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+        f"docker://{registry.host}/art/signed@{sbom.digest}",
+        f"docker://{dest}@{sbom.digest}",
+    )
     assert copied.returncode == 0, copied.stderr
-    r = occystrap_cli("--insecure", "--referrers", "process",
-                      f"registry://{registry.host}/art/signed:2.0", f"registry://{dest}:2.0")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "process",
+        f"registry://{registry.host}/art/signed:2.0",
+        f"registry://{dest}:2.0",
+    )
     assert r.returncode == 0, r.stderr
     listing = json.loads(raw(skopeo, f"{dest}:{tag_of(index.digest)}"))
-    assert {m["digest"] for m in listing["manifests"]} == {sbom.digest,
-                                                           signed["bundle"].digest}
+    assert {m["digest"] for m in listing["manifests"]} == {sbom.digest, signed["bundle"].digest}
 
 
 def test_a_referrers_tag_holding_something_else_is_left_alone(
-        occystrap_cli, registry, mirror, signed, shapes, skopeo):
+    occystrap_cli, registry, mirror, signed, shapes, skopeo
+):
     index = signed["index"]
     dest = f"{mirror.host}/ref/occupied"
     chart = shapes["art/charts/web-plain:0.3.1"]
     ab.push(mirror.url, "ref/occupied", tag_of(index.digest), chart)
-    r = occystrap_cli("--insecure", "--referrers", "process",
-                      f"registry://{registry.host}/art/signed:2.0", f"registry://{dest}:2.0")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "process",
+        f"registry://{registry.host}/art/signed:2.0",
+        f"registry://{dest}:2.0",
+    )
     assert r.returncode == 0, r.stderr
     assert f"referrers tag {tag_of(index.digest)}: it holds something other" in r.stderr
     assert raw(skopeo, f"{dest}:{tag_of(index.digest)}") == chart.manifest
 
 
-def test_publication_order_and_a_failing_referrer(occystrap_cli, registry, mirror, signed,
-                                                   skopeo):
+def test_publication_order_and_a_failing_referrer(occystrap_cli, registry, mirror, signed, skopeo):
     """Children, then the index by digest, then each referrer after its subject, the tag
     last; a referrer the destination refuses fails the image, and the tag never goes up."""
     from tests.referrersapi import ReferrersAPI
 
     index = signed["index"]
     with ReferrersAPI(mirror.port) as dst:
-        r = occystrap_cli("--insecure", "--referrers", "process",
-                          f"registry://{registry.host}/art/signed:2.0",
-                          f"registry://{dst.host}/ref/ordered:2.0")
+        r = occystrap_cli(
+            "--insecure",
+            "--referrers",
+            "process",
+            f"registry://{registry.host}/art/signed:2.0",
+            f"registry://{dst.host}/ref/ordered:2.0",
+        )
         assert r.returncode == 0, r.stderr
-        puts = [path.rsplit("/", 1)[1] for method, path in dst.requests
-                if method == "PUT" and "/manifests/" in path]
+        puts = [
+            path.rsplit("/", 1)[1]
+            for method, path in dst.requests
+            if method == "PUT" and "/manifests/" in path
+        ]
     assert puts[-1] == "2.0"
-    assert puts.index(index.digest) < min(puts.index(signed["sbom"].digest),
-                                          puts.index(tag_of(index.digest, ".sig")))
+    assert puts.index(index.digest) < min(
+        puts.index(signed["sbom"].digest), puts.index(tag_of(index.digest, ".sig"))
+    )
     assert puts.index(ab.digest_of(index.children[0])) < puts.index(index.digest)
-    assert puts.index(signed["bundle"].children[0].digest) < puts.index(
-        signed["bundle"].digest)
+    assert puts.index(signed["bundle"].children[0].digest) < puts.index(signed["bundle"].digest)
 
     with ReferrersAPI(mirror.port, refuse=frozenset({signed["sbom"].digest})) as dst:
-        r = occystrap_cli("--insecure", "--referrers", "process",
-                          f"registry://{registry.host}/art/signed:2.0",
-                          f"registry://{dst.host}/ref/refused:2.0")
+        r = occystrap_cli(
+            "--insecure",
+            "--referrers",
+            "process",
+            f"registry://{registry.host}/art/signed:2.0",
+            f"registry://{dst.host}/ref/refused:2.0",
+        )
     assert r.returncode == 1
     line = next(x for x in r.stderr.splitlines() if "error" in x)
-    assert line.startswith(f"occystrap: error: registry://{registry.host}/art/signed:2.0: "
-                           f"referrer {signed['sbom'].digest}")
-    missing = skopeo("inspect", "--raw", "--tls-verify=false",
-                     f"docker://{mirror.host}/ref/refused:2.0")
+    assert line.startswith(
+        f"occystrap: error: registry://{registry.host}/art/signed:2.0: "
+        f"referrer {signed['sbom'].digest}"
+    )
+    missing = skopeo(
+        "inspect", "--raw", "--tls-verify=false", f"docker://{mirror.host}/ref/refused:2.0"
+    )
     assert missing.returncode != 0
 
 
@@ -339,48 +424,69 @@ def test_referrers_beyond_the_depth_bound(occystrap_cli, registry, mirror, tmp_p
     for n in range(10):  # an SBOM of an SBOM of … ten deep
         sbom = ab.sbom_artifact(work, subject, seed=1341 + n)
         ab.push(registry.url, "art/deep-refs", None, sbom)
-        ab.push_raw(registry.url, "art/deep-refs", tag_of(ab.digest_of(subject)),
-                    ab.referrers_index([sbom]))
+        ab.push_raw(
+            registry.url, "art/deep-refs", tag_of(ab.digest_of(subject)), ab.referrers_index([sbom])
+        )
         subject = sbom
-    r = occystrap_cli("--insecure", "--referrers", "process",
-                      f"registry://{registry.host}/art/deep-refs:1.0",
-                      f"registry://{mirror.host}/ref/deep:1.0")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "process",
+        f"registry://{registry.host}/art/deep-refs:1.0",
+        f"registry://{mirror.host}/ref/deep:1.0",
+    )
     assert r.returncode == 0, r.stderr
     assert "8 referrers copied" in r.stderr and "more than 8 levels of referrers" in r.stderr
 
 
 def test_referrers_type_filter(occystrap_cli, registry, mirror, signed, skopeo):
     dest = f"{mirror.host}/ref/filtered"
-    r = occystrap_cli("--insecure", "--referrers-type", ab.SPDX, "process",
-                      f"registry://{registry.host}/art/signed:2.0", f"registry://{dest}:2.0")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers-type",
+        ab.SPDX,
+        "process",
+        f"registry://{registry.host}/art/signed:2.0",
+        f"registry://{dest}:2.0",
+    )
     assert r.returncode == 0, r.stderr
     assert "1 referrer copied" in r.stderr
     assert raw(skopeo, f"{dest}@{signed['sbom'].digest}") == signed["sbom"].manifest
-    missing = skopeo("inspect", "--raw", "--tls-verify=false",
-                     f"docker://{dest}:{tag_of(signed['index'].digest, '.sig')}")
+    missing = skopeo(
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        f"docker://{dest}:{tag_of(signed['index'].digest, '.sig')}",
+    )
     assert missing.returncode != 0
 
 
-def test_referrers_through_an_oci_layout(occystrap_cli, registry, mirror, signed, skopeo,
-                                         tmp_path):
+def test_referrers_through_an_oci_layout(occystrap_cli, registry, mirror, signed, skopeo, tmp_path):
     layout = tmp_path / "layout"
-    r = occystrap_cli("--insecure", "--referrers", "--all-platforms", "process",
-                      f"registry://{registry.host}/art/signed:2.0", f"oci://{layout}")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "--all-platforms",
+        "process",
+        f"registry://{registry.host}/art/signed:2.0",
+        f"oci://{layout}",
+    )
     assert r.returncode == 0, r.stderr
     entries = json.loads((layout / "index.json").read_text())["manifests"]
-    refs = {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
-            for m in entries}
-    assert refs == {"2.0", None, *(tag_of(signed["index"].digest, suffix)
-                                   for suffix in (".sig", ".att", ".sbom"))}
+    refs = {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name") for m in entries}
+    assert refs == {
+        "2.0",
+        None,
+        *(tag_of(signed["index"].digest, suffix) for suffix in (".sig", ".att", ".sbom")),
+    }
     dest = f"{mirror.host}/ref/from-oci"
-    r = occystrap_cli("--insecure", "--referrers", "process", f"oci://{layout}",
-                      f"registry://{dest}:2.0")
+    r = occystrap_cli(
+        "--insecure", "--referrers", "process", f"oci://{layout}", f"registry://{dest}:2.0"
+    )
     assert r.returncode == 0, r.stderr
     assert "Summary: 1/1 images" in r.stderr  # the referrers are not images of their own
-    assert raw(skopeo, f"{dest}@{signed['child_sbom'].digest}") == \
-        signed["child_sbom"].manifest
-    assert raw(skopeo, f"{dest}:{tag_of(signed['index'].digest, '.sig')}") == \
-        signed["sig"].manifest
+    assert raw(skopeo, f"{dest}@{signed['child_sbom'].digest}") == signed["child_sbom"].manifest
+    assert raw(skopeo, f"{dest}:{tag_of(signed['index'].digest, '.sig')}") == signed["sig"].manifest
 
 
 def test_referrers_api(occystrap_cli, registry, mirror, tmp_path, skopeo):
@@ -395,22 +501,29 @@ def test_referrers_api(occystrap_cli, registry, mirror, tmp_path, skopeo):
         ab.push(f"http://{src.host}", "art/api", "1.0", image)
         for sbom in sboms:
             ab.push(f"http://{src.host}", "art/api", None, sbom)  # recorded by the stand-in
-        r = occystrap_cli("--insecure", "--referrers", "process",
-                          f"registry://{src.host}/art/api:1.0",
-                          f"registry://{dst.host}/api/app:1.0")
+        r = occystrap_cli(
+            "--insecure",
+            "--referrers",
+            "process",
+            f"registry://{src.host}/art/api:1.0",
+            f"registry://{dst.host}/api/app:1.0",
+        )
         assert r.returncode == 0, r.stderr
         assert "3 referrers copied" in r.stderr
         assert ("GET", f"/v2/art/api/referrers/{image.digest}?page=1") in src.requests
         listed = httpx.get(f"http://{dst.host}/v2/api/app/referrers/{image.digest}").json()
         assert {m["digest"] for m in listed["manifests"]} == {s.digest for s in sboms}
     assert raw(skopeo, f"{mirror.host}/api/app@{sboms[2].digest}") == sboms[2].manifest
-    no_tag = skopeo("inspect", "--raw", "--tls-verify=false",
-                    f"docker://{mirror.host}/api/app:{tag_of(image.digest)}")
+    no_tag = skopeo(
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        f"docker://{mirror.host}/api/app:{tag_of(image.digest)}",
+    )
     assert no_tag.returncode != 0  # the registry indexes its referrers itself
 
 
-def test_broken_referrers_are_left_out_and_said(occystrap_cli, registry, mirror, tmp_path,
-                                                skopeo):
+def test_broken_referrers_are_left_out_and_said(occystrap_cli, registry, mirror, tmp_path, skopeo):
     """A referrers tag that lists a manifest the registry lacks, the subject itself (a loop)
     and an artifact whose blob is gone: the image and its good referrer are copied, the
     rest is named in the result line."""
@@ -424,14 +537,20 @@ def test_broken_referrers_are_left_out_and_said(occystrap_cli, registry, mirror,
     for referrer in (good, gone, blobless):
         ab.push(registry.url, name, None, referrer)
     loop = ab.BuiltManifest(image.manifest, ab.OCI_INDEX, image.digest, [])
-    ab.push_raw(registry.url, name, tag_of(image.digest),
-                ab.referrers_index([gone, good, blobless, loop]))
+    ab.push_raw(
+        registry.url, name, tag_of(image.digest), ab.referrers_index([gone, good, blobless, loop])
+    )
     # The registry checks what an index lists when it is pushed: break it afterwards.
     for path in (f"manifests/{gone.digest}", f"blobs/{blobless.blobs[1].digest}"):
         assert httpx.delete(f"{registry.url}/v2/{name}/{path}").status_code == 202
     dest = f"{mirror.host}/ref/broken"
-    r = occystrap_cli("--insecure", "--referrers", "process",
-                      f"registry://{registry.host}/art/broken-refs:1.0", f"registry://{dest}:1.0")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "process",
+        f"registry://{registry.host}/art/broken-refs:1.0",
+        f"registry://{dest}:1.0",
+    )
     assert r.returncode == 0, r.stderr
     assert "1 referrer copied" in r.stderr
     assert f"referrer {gone.digest[:19]} of {image.digest[:19]} not copied" in r.stderr
@@ -440,45 +559,77 @@ def test_broken_referrers_are_left_out_and_said(occystrap_cli, registry, mirror,
 
 
 def test_bulk_mirror_with_referrers(occystrap_cli, registry, mirror, signed, shapes, skopeo):
-    r = occystrap_cli("--insecure", "--referrers", "-J", "4", "process",
-                      f"registry://{registry.host}/art/sig*:*", f"registry://{mirror.host}/bulk")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "-J",
+        "4",
+        "process",
+        f"registry://{registry.host}/art/sig*:*",
+        f"registry://{mirror.host}/bulk",
+    )
     assert r.returncode == 0, r.stderr
     # the signature and the referrers tags travel with their image, not as images
     assert "Summary: 1/1 images" in r.stderr and f"{ALL_REFERRERS} referrers" in r.stderr
     index = signed["index"]
-    assert raw(skopeo, f"{mirror.host}/bulk/art/signed:{tag_of(index.digest, '.sig')}") == \
-        signed["sig"].manifest
-    r = occystrap_cli("--insecure", "--referrers", "process",
-                      f"registry://{registry.host}/art/sig*:*", f"registry://{mirror.host}/bulk")
+    assert (
+        raw(skopeo, f"{mirror.host}/bulk/art/signed:{tag_of(index.digest, '.sig')}")
+        == signed["sig"].manifest
+    )
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "process",
+        f"registry://{registry.host}/art/sig*:*",
+        f"registry://{mirror.host}/bulk",
+    )
     assert r.returncode == 0 and "1 already up to date" in r.stderr, r.stderr
 
 
-def test_referrers_need_a_registry_or_oci_destination(occystrap_cli, registry, signed,
-                                                      tmp_path):
-    r = occystrap_cli("--insecure", "--referrers", "process",
-                      f"registry://{registry.host}/art/signed:2.0", f"tar://{tmp_path}/x.tar")
+def test_referrers_need_a_registry_or_oci_destination(occystrap_cli, registry, signed, tmp_path):
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "process",
+        f"registry://{registry.host}/art/signed:2.0",
+        f"tar://{tmp_path}/x.tar",
+    )
     assert r.returncode == 2 and "--referrers needs a registry:// or oci://" in r.stderr
-    r = occystrap_cli("--insecure", "--referrers", "--compression", "gzip", "process",
-                      f"registry://{registry.host}/art/signed:2.0",
-                      f"oci://{tmp_path}/layout")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "--compression",
+        "gzip",
+        "process",
+        f"registry://{registry.host}/art/signed:2.0",
+        f"oci://{tmp_path}/layout",
+    )
     assert r.returncode == 2 and "cannot be combined with --compression" in r.stderr
-    r = occystrap_cli("--insecure", "--referrers", "--verify-full", "process",
-                      f"registry://{registry.host}/art/signed:2.0",
-                      f"oci://{tmp_path}/layout")
+    r = occystrap_cli(
+        "--insecure",
+        "--referrers",
+        "--verify-full",
+        "process",
+        f"registry://{registry.host}/art/signed:2.0",
+        f"oci://{tmp_path}/layout",
+    )
     assert r.returncode == 2 and "cannot be combined with --verify-full" in r.stderr
     assert not (tmp_path / "x.tar").exists() and not (tmp_path / "layout").exists()
 
 
-def test_mirror_spec_referrers_field(occystrap_cli, registry, mirror, signed, skopeo,
-                                     tmp_path):
+def test_mirror_spec_referrers_field(occystrap_cli, registry, mirror, signed, skopeo, tmp_path):
     spec = tmp_path / "mirror.yaml"
-    spec.write_text("mirrors:\n"
-                    f"  - source: registry://{registry.host}/art/signed:2.0\n"
-                    f"    destination: registry://{mirror.host}/spec\n"
-                    "    referrers: true\n")
+    spec.write_text(
+        "mirrors:\n"
+        f"  - source: registry://{registry.host}/art/signed:2.0\n"
+        f"    destination: registry://{mirror.host}/spec\n"
+        "    referrers: true\n"
+    )
     r = occystrap_cli("--insecure", "process", "--from-file", str(spec))
     assert r.returncode == 0, r.stderr
     assert f"{ALL_REFERRERS} referrers copied" in r.stderr
     index = signed["index"]
-    assert raw(skopeo, f"{mirror.host}/spec/art/signed:{tag_of(index.digest, '.sig')}") == \
-        signed["sig"].manifest
+    assert (
+        raw(skopeo, f"{mirror.host}/spec/art/signed:{tag_of(index.digest, '.sig')}")
+        == signed["sig"].manifest
+    )

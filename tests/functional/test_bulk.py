@@ -26,14 +26,18 @@ def bulk(registry, tmp_path_factory):
     work = tmp_path_factory.mktemp("bulk")
     images = {}
     for i in range(COUNT):
-        image = build_image(work / f"b{i}", seed=5000 + i, layer_sizes=[BASE, 20_000],
-                            special_entries=False, shared_base_key="bulk-base")
+        image = build_image(
+            work / f"b{i}",
+            seed=5000 + i,
+            layer_sizes=[BASE, 20_000],
+            special_entries=False,
+            shared_base_key="bulk-base",
+        )
         push_image(registry.url, f"bulk/app-{i:02d}", "1.0", image)
         images[f"bulk/app-{i:02d}"] = image
     # A seed no other test uses: this layer is corrupted in the worker's shared registry
     # storage, and any image with the same first layer would read the corrupt bytes.
-    broken = build_image(work / "broken", seed=990077, layer_sizes=[30_000],
-                         special_entries=False)
+    broken = build_image(work / "broken", seed=990077, layer_sizes=[30_000], special_entries=False)
     push_image(registry.url, "bulk/broken", "1.0", broken)
     blob = _registry_blob(registry, broken.layers[0].digest)
     data = bytearray(blob.read_bytes())
@@ -49,13 +53,13 @@ def mirror():
         yield reg
 
 
-def test_mirror_to_registry_dedups_and_reruns_cheaply(occystrap_cli, registry, mirror, bulk,
-                                                      tmp_path):
+def test_mirror_to_registry_dedups_and_reruns_cheaply(
+    occystrap_cli, registry, mirror, bulk, tmp_path
+):
     dest = f"registry://{mirror.host}/mirror"
     with FaultProxy(registry.port) as wire:  # counts what the source registry sends
         src = f"registry://{wire.host}/bulk/app-*:1.0"
-        r = occystrap_cli("--insecure", "-J", "6", "-j", "4", "process", src, dest,
-                          timeout=300)
+        r = occystrap_cli("--insecure", "-J", "6", "-j", "4", "process", src, dest, timeout=300)
         downloaded = wire.response_bytes
     assert r.returncode == 0, r.stderr
     assert f"Summary: {COUNT}/{COUNT} images" in r.stderr
@@ -69,8 +73,9 @@ def test_mirror_to_registry_dedups_and_reruns_cheaply(occystrap_cli, registry, m
     assert own + base <= downloaded < own + 2 * base + 2_000_000  # + manifests, configs
 
     with FaultProxy(registry.port) as wire:
-        r = occystrap_cli("--insecure", "process", f"registry://{wire.host}/bulk/app-*:1.0",
-                          dest, timeout=120)
+        r = occystrap_cli(
+            "--insecure", "process", f"registry://{wire.host}/bulk/app-*:1.0", dest, timeout=120
+        )
         assert wire.response_bytes < 1_000_000  # manifests and catalog only
     assert r.returncode == 0, r.stderr
     assert f"{COUNT} already up to date" in r.stderr
@@ -94,8 +99,13 @@ def test_bulk_into_one_layout_and_one_tarball(occystrap_cli, registry, bulk, tmp
 
 
 def test_one_broken_image_fails_alone(occystrap_cli, registry, bulk, tmp_path):
-    r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/bulk/*:1.0",
-                      f"oci://{tmp_path / 'layout'}", timeout=300)
+    r = occystrap_cli(
+        "--insecure",
+        "process",
+        f"registry://{registry.host}/bulk/*:1.0",
+        f"oci://{tmp_path / 'layout'}",
+        timeout=300,
+    )
     assert r.returncode == 1
     assert f"{COUNT}/{COUNT + 1} images" in r.stderr and "1 failed" in r.stderr
     # the failed image is named by itself, not by the pattern that found it
@@ -104,9 +114,16 @@ def test_one_broken_image_fails_alone(occystrap_cli, registry, bulk, tmp_path):
     index = json.loads((tmp_path / "layout" / "index.json").read_text())
     assert len(index["manifests"]) == COUNT
 
-    r = occystrap_cli("--insecure", "-J", "1", "process", "--fail-fast",
-                      f"registry://{registry.host}/bulk/*:1.0", f"oci://{tmp_path / 'ff'}",
-                      timeout=300)
+    r = occystrap_cli(
+        "--insecure",
+        "-J",
+        "1",
+        "process",
+        "--fail-fast",
+        f"registry://{registry.host}/bulk/*:1.0",
+        f"oci://{tmp_path / 'ff'}",
+        timeout=300,
+    )
     assert r.returncode == 1 and "--fail-fast" in r.stderr
 
 
@@ -114,9 +131,15 @@ def test_shards_cover_the_list_once(occystrap_cli, registry, bulk, tmp_path):
     seen = []
     for k in range(3):
         layout = tmp_path / f"shard{k}"
-        r = occystrap_cli("--insecure", "process", "--shard", f"{k}/3",
-                          f"registry://{registry.host}/bulk/app-*:1.0", f"oci://{layout}",
-                          timeout=300)
+        r = occystrap_cli(
+            "--insecure",
+            "process",
+            "--shard",
+            f"{k}/3",
+            f"registry://{registry.host}/bulk/app-*:1.0",
+            f"oci://{layout}",
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         index = json.loads((layout / "index.json").read_text())
         seen += [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]]
@@ -125,25 +148,40 @@ def test_shards_cover_the_list_once(occystrap_cli, registry, bulk, tmp_path):
 
 def test_from_file_list_and_spec(occystrap_cli, registry, mirror, bulk, tmp_path):
     listing = tmp_path / "images.txt"
-    listing.write_text(f"# two images\nregistry://{registry.host}/bulk/app-00:1.0\n\n"
-                       f"registry://{registry.host}/bulk/app-01:1.0  # and another\n")
-    r = occystrap_cli("--insecure", "process", "--from-file", str(listing),
-                      f"registry://{mirror.host}/listed")
+    listing.write_text(
+        f"# two images\nregistry://{registry.host}/bulk/app-00:1.0\n\n"
+        f"registry://{registry.host}/bulk/app-01:1.0  # and another\n"
+    )
+    r = occystrap_cli(
+        "--insecure", "process", "--from-file", str(listing), f"registry://{mirror.host}/listed"
+    )
     assert r.returncode == 0, r.stderr
     client = RegistryClient(mirror.host, insecure=True)
     assert client.head_manifest("listed/bulk/app-01", "1.0", ["*/*"]) is not None
 
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"mirrors": [
-        {"source": f"registry://{registry.host}/bulk/app-02",
-         "destination": f"registry://{mirror.host}/spec", "tags": ["1.0"]}]}))
+    spec.write_text(
+        json.dumps(
+            {
+                "mirrors": [
+                    {
+                        "source": f"registry://{registry.host}/bulk/app-02",
+                        "destination": f"registry://{mirror.host}/spec",
+                        "tags": ["1.0"],
+                    }
+                ]
+            }
+        )
+    )
     r = occystrap_cli("--insecure", "process", "--from-file", str(spec))
     assert r.returncode == 0, r.stderr
     assert client.head_manifest("spec/bulk/app-02", "1.0", ["*/*"]) is not None
 
     spec_yaml = tmp_path / "spec.yaml"
-    spec_yaml.write_text(f"# a YAML spec\nmirrors:\n  - source: registry://{registry.host}/"
-                         f"bulk/app-03:1.0\n    destination: registry://{mirror.host}/yaml\n")
+    spec_yaml.write_text(
+        f"# a YAML spec\nmirrors:\n  - source: registry://{registry.host}/"
+        f"bulk/app-03:1.0\n    destination: registry://{mirror.host}/yaml\n"
+    )
     r = occystrap_cli("--insecure", "process", "--from-file", str(spec_yaml))
     assert r.returncode == 0, r.stderr
     assert client.head_manifest("yaml/bulk/app-03", "1.0", ["*/*"]) is not None
@@ -164,9 +202,17 @@ def test_from_file_list_and_spec(occystrap_cli, registry, mirror, bulk, tmp_path
 
 def test_rate_limit_spaces_requests(occystrap_cli, registry, bulk, tmp_path):
     with FaultProxy(registry.port) as wire:
-        r = occystrap_cli("--insecure", "--rate-limit", "20", "-J", "4", "process",
-                          f"registry://{wire.host}/bulk/app-0*:1.0", f"oci://{tmp_path / 'l'}",
-                          timeout=300)
+        r = occystrap_cli(
+            "--insecure",
+            "--rate-limit",
+            "20",
+            "-J",
+            "4",
+            "process",
+            f"registry://{wire.host}/bulk/app-0*:1.0",
+            f"oci://{tmp_path / 'l'}",
+            timeout=300,
+        )
         times = sorted(wire.request_times)
     assert r.returncode == 0, r.stderr
     # every stage process shares one bucket: 20/s after a burst of 20, whatever -J and -j
@@ -176,22 +222,36 @@ def test_rate_limit_spaces_requests(occystrap_cli, registry, bulk, tmp_path):
     assert window <= 20 + 20 + 2
 
 
-def test_an_empty_share_is_success_and_flags_are_checked_first(occystrap_cli, registry,
-                                                               sample_images, tmp_path):
+def test_an_empty_share_is_success_and_flags_are_checked_first(
+    occystrap_cli, registry, sample_images, tmp_path
+):
     """A shard that gets no image has done its part (exit 0, and says so); a --stats-file
     in a missing directory and a user without a password are said before anything moves."""
     s = sample_images["docker"]
-    empty = next(k for k in range(8)
-                 if occystrap_cli("--insecure", "process", "--shard", f"{k}/8", s.uri,
-                                  f"oci://{tmp_path / f'probe{k}'}").stderr.find("0/0") >= 0)
-    r = occystrap_cli("--insecure", "process", "--shard", f"{empty}/8", s.uri,
-                      f"oci://{tmp_path / 'empty'}")
+    empty = next(
+        k
+        for k in range(8)
+        if occystrap_cli(
+            "--insecure", "process", "--shard", f"{k}/8", s.uri, f"oci://{tmp_path / f'probe{k}'}"
+        ).stderr.find("0/0")
+        >= 0
+    )
+    r = occystrap_cli(
+        "--insecure", "process", "--shard", f"{empty}/8", s.uri, f"oci://{tmp_path / 'empty'}"
+    )
     assert r.returncode == 0, r.stderr
     assert f"shard {empty}/8: none of the images falls to this share" in r.stderr
-    r = occystrap_cli("--insecure", "--stats-file", str(tmp_path / "no" / "such" / "s.json"),
-                      "process", s.uri, f"oci://{tmp_path / 'x'}")
+    r = occystrap_cli(
+        "--insecure",
+        "--stats-file",
+        str(tmp_path / "no" / "such" / "s.json"),
+        "process",
+        s.uri,
+        f"oci://{tmp_path / 'x'}",
+    )
     assert r.returncode == 2 and "is not a writable directory" in r.stderr
     assert not (tmp_path / "x").exists()
-    r = occystrap_cli("--insecure", "--dest-username", "someone", "process", s.uri,
-                      f"oci://{tmp_path / 'y'}")
+    r = occystrap_cli(
+        "--insecure", "--dest-username", "someone", "process", s.uri, f"oci://{tmp_path / 'y'}"
+    )
     assert r.returncode == 2 and "--dest-username without --dest-password" in r.stderr

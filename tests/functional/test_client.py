@@ -30,8 +30,7 @@ ACCEPT = [ib.DOCKER_MANIFEST, ib.DOCKER_MANIFEST_LIST, ib.OCI_MANIFEST, ib.OCI_I
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCCYSTRAP_BACKOFF_SCALE", "0.001")
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY"):
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -46,17 +45,20 @@ def _push_blob(registry: TestRegistry, name: str, data: bytes) -> str:
         started = http.post(f"/v2/{name}/blobs/uploads/")
         assert started.status_code == 202
         location = httpx.URL(started.headers["location"]).copy_add_param("digest", digest)
-        done = http.put(location, content=data,
-                        headers={"Content-Type": "application/octet-stream"})
+        done = http.put(
+            location, content=data, headers={"Content-Type": "application/octet-stream"}
+        )
         assert done.status_code == 201
     return digest
 
 
 # -- the real registry --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("key", ["docker", "oci", "index", "manifest_list"])
-def test_get_manifest_byte_exact(registry: TestRegistry, sample_images: dict[str, Sample],
-                                 key: str) -> None:
+def test_get_manifest_byte_exact(
+    registry: TestRegistry, sample_images: dict[str, Sample], key: str
+) -> None:
     sample = sample_images[key]
     with RegistryClient(registry.host, insecure=True) as client:
         by_tag = client.get_manifest(sample.name, sample.tag, ACCEPT)
@@ -83,29 +85,38 @@ def test_missing_things(registry: TestRegistry, sample_images: dict[str, Sample]
             client.download_blob(name, missing, None, os.devnull)
 
 
-def test_get_blob_and_download(registry: TestRegistry, sample_images: dict[str, Sample],
-                               tmp_path: Path) -> None:
+def test_get_blob_and_download(
+    registry: TestRegistry, sample_images: dict[str, Sample], tmp_path: Path
+) -> None:
     sample = sample_images["docker"]
     image = _image(sample)
     with RegistryClient(registry.host, insecure=True) as client:
-        assert client.get_blob(sample.name, image.config.digest) == Path(
-            image.config.path).read_bytes()
+        assert (
+            client.get_blob(sample.name, image.config.digest)
+            == Path(image.config.path).read_bytes()
+        )
         for layer in image.layers:
             progress: list[int] = []
             dest = tmp_path / layer.digest.replace(":", "_")
-            n = client.download_blob(sample.name, layer.digest, layer.size, str(dest),
-                                     progress.append)
+            n = client.download_blob(
+                sample.name, layer.digest, layer.size, str(dest), progress.append
+            )
             assert n == layer.size == sum(progress)
             assert sha256_file(dest) == layer.digest
 
 
-def test_parallel_downloads_share_one_client(registry: TestRegistry,
-                                             sample_images: dict[str, Sample],
-                                             tmp_path: Path) -> None:
-    blobs = [(s.name, b) for s in sample_images.values()
-             if isinstance(s.built, ib.BuiltImage) for b in s.built.blobs]
+def test_parallel_downloads_share_one_client(
+    registry: TestRegistry, sample_images: dict[str, Sample], tmp_path: Path
+) -> None:
+    blobs = [
+        (s.name, b)
+        for s in sample_images.values()
+        if isinstance(s.built, ib.BuiltImage)
+        for b in s.built.blobs
+    ]
     errors: list[BaseException] = []
     with RegistryClient(registry.host, insecure=True) as client:
+
         def work(i: int) -> None:
             try:
                 for j, (name, blob) in enumerate(blobs):
@@ -123,8 +134,9 @@ def test_parallel_downloads_share_one_client(registry: TestRegistry,
     assert not errors
 
 
-def test_wrong_size_is_a_digest_error(registry: TestRegistry, sample_images: dict[str, Sample],
-                                      tmp_path: Path) -> None:
+def test_wrong_size_is_a_digest_error(
+    registry: TestRegistry, sample_images: dict[str, Sample], tmp_path: Path
+) -> None:
     sample = sample_images["docker"]
     layer = _image(sample).layers[0]
     dest = tmp_path / "blob"
@@ -141,8 +153,9 @@ def test_resume_after_cut(registry: TestRegistry, tmp_path: Path) -> None:
         with RegistryClient(proxy.host, insecure=True) as client:
             progress: list[int] = []
             dest = tmp_path / "blob"
-            assert client.download_blob("resume/me", digest, len(data), str(dest),
-                                        progress.append) == len(data)
+            assert client.download_blob(
+                "resume/me", digest, len(data), str(dest), progress.append
+            ) == len(data)
         assert proxy.cuts_done == 2
     assert dest.read_bytes() == data
     assert sum(progress) == len(data)
@@ -166,8 +179,9 @@ def test_unreachable_registry() -> None:
 
 def test_basic_auth(auth_registry: TestRegistry, tmp_path: Path) -> None:
     data = os.urandom(4096)
-    with httpx.Client(base_url=auth_registry.url, trust_env=False,
-                      auth=(TEST_USER, TEST_PASSWORD)) as http:
+    with httpx.Client(
+        base_url=auth_registry.url, trust_env=False, auth=(TEST_USER, TEST_PASSWORD)
+    ) as http:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         started = http.post("/v2/basic/app/blobs/uploads/")
         location = httpx.URL(started.headers["location"]).copy_add_param("digest", digest)
@@ -220,8 +234,7 @@ class Scripted:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -252,6 +265,7 @@ def reply(status: int, body: bytes = b"", **headers: str) -> Handler:
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(body)
+
     return handle
 
 
@@ -261,6 +275,7 @@ def sequence(*handlers: Handler) -> Handler:
 
     def handle(h: BaseHTTPRequestHandler) -> None:
         (queue.pop(0) if len(queue) > 1 else queue[0])(h)
+
     return handle
 
 
@@ -270,8 +285,8 @@ MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 
 def test_retry_then_success(scripted: Scripted) -> None:
     scripted.routes[("GET", "/v2/x/manifests/1")] = sequence(
-        reply(503, Retry_After="0"), reply(429), reply(200, MANIFEST,
-                                                        Content_Type=ib.OCI_MANIFEST))
+        reply(503, Retry_After="0"), reply(429), reply(200, MANIFEST, Content_Type=ib.OCI_MANIFEST)
+    )
     with RegistryClient(scripted.host, insecure=True) as client:
         got = client.get_manifest("x", "1", ACCEPT)
     assert got.body == MANIFEST and got.digest == MANIFEST_DIGEST
@@ -292,12 +307,14 @@ def test_retries_exhausted_message(scripted: Scripted) -> None:
 def test_digest_checks(scripted: Scripted) -> None:
     wrong = "sha256:" + "a" * 64
     scripted.routes[("GET", "/v2/x/manifests/lies")] = reply(
-        200, MANIFEST, Content_Type=ib.OCI_MANIFEST + "; charset=utf-8",
-        Docker_Content_Digest=wrong)
+        200, MANIFEST, Content_Type=ib.OCI_MANIFEST + "; charset=utf-8", Docker_Content_Digest=wrong
+    )
     scripted.routes[("GET", f"/v2/x/manifests/{wrong}")] = reply(
-        200, MANIFEST, Content_Type=ib.OCI_MANIFEST)
+        200, MANIFEST, Content_Type=ib.OCI_MANIFEST
+    )
     scripted.routes[("GET", "/v2/x/manifests/ok")] = reply(
-        200, MANIFEST, Content_Type=ib.OCI_MANIFEST + "; charset=utf-8")
+        200, MANIFEST, Content_Type=ib.OCI_MANIFEST + "; charset=utf-8"
+    )
     with RegistryClient(scripted.host, insecure=True) as client:
         with pytest.raises(DigestError, match="registry says"):
             client.get_manifest("x", "lies", ACCEPT)
@@ -360,9 +377,9 @@ def test_token_refused_hides_secret(scripted: Scripted) -> None:
     realm = f"http://{scripted.host}/token"
     scripted.routes[("GET", "/token")] = reply(401, b"bad password hunter2")
     scripted.routes[("GET", "/v2/x/manifests/1")] = reply(
-        401, WWW_Authenticate=f'Bearer realm="{realm}",service="svc"')
-    with RegistryClient(scripted.host, insecure=True,
-                        credentials=Credentials("u", "hunter2")) as c:
+        401, WWW_Authenticate=f'Bearer realm="{realm}",service="svc"'
+    )
+    with RegistryClient(scripted.host, insecure=True, credentials=Credentials("u", "hunter2")) as c:
         with pytest.raises(AuthError, match=f"authentication to {scripted.host} failed") as info:
             c.get_manifest("x", "1", ACCEPT)
     assert "hunter2" not in str(info.value)
@@ -378,23 +395,25 @@ def test_refetch_token_once_then_fail(scripted: Scripted) -> None:
 
     scripted.routes[("GET", "/token")] = token
     scripted.routes[("GET", "/v2/x/manifests/1")] = reply(
-        401, WWW_Authenticate=f'Bearer realm="{realm}",service="svc"')
+        401, WWW_Authenticate=f'Bearer realm="{realm}",service="svc"'
+    )
     with RegistryClient(scripted.host, insecure=True) as c:
         with pytest.raises(AuthError, match="401"):
             c.get_manifest("x", "1", ACCEPT)
     assert count[0] == 2
 
 
-def test_redirect_drops_authorization_across_hosts(scripted: Scripted, other: Scripted,
-                                                   tmp_path: Path) -> None:
+def test_redirect_drops_authorization_across_hosts(
+    scripted: Scripted, other: Scripted, tmp_path: Path
+) -> None:
     data = os.urandom(300_000)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     blob = f"/v2/x/blobs/{digest}"
     scripted.routes[("GET", blob)] = reply(
-        307, Location=f"http://{other.host}/storage/abc?X-Signature=presigned-secret")
+        307, Location=f"http://{other.host}/storage/abc?X-Signature=presigned-secret"
+    )
     other.routes[("GET", "/storage/abc")] = reply(200, data)
-    with RegistryClient(scripted.host, insecure=True,
-                        credentials=Credentials("u", "pw")) as client:
+    with RegistryClient(scripted.host, insecure=True, credentials=Credentials("u", "pw")) as client:
         # Make the client send Basic credentials to the registry from the start.
         client._auth._scheme = "basic"
         assert client.download_blob("x", digest, len(data), str(tmp_path / "b")) == len(data)
@@ -403,22 +422,27 @@ def test_redirect_drops_authorization_across_hosts(scripted: Scripted, other: Sc
     assert other.log and all("Authorization" not in headers for _, _, headers in other.log)
 
 
-def test_api_requests_carry_their_own_credential_only(scripted: Scripted,
-                                                      other: Scripted) -> None:
+def test_api_requests_carry_their_own_credential_only(scripted: Scripted, other: Scripted) -> None:
     """get_api (Quay's REST API on the registry's host): no registry credential, a 401 is
     the caller's, and the caller's own Authorization never follows a redirect elsewhere."""
     scripted.routes[("GET", "/api/v1/repository")] = reply(401, b'{"error": "no"}')
     scripted.routes[("GET", "/api/v1/moved")] = reply(
-        302, Location=f"http://{other.host}/api/v1/elsewhere")
+        302, Location=f"http://{other.host}/api/v1/elsewhere"
+    )
     other.routes[("GET", "/api/v1/elsewhere")] = reply(200, b"{}")
-    with RegistryClient(scripted.host, insecure=True,
-                        credentials=Credentials("u", "registry-pw")) as client:
+    with RegistryClient(
+        scripted.host, insecure=True, credentials=Credentials("u", "registry-pw")
+    ) as client:
         client._auth._scheme = "basic"  # as after a first registry request
-        status, body = client.get_api(f"http://{scripted.host}/api/v1/repository?n=1",
-                                      {"Authorization": "Bearer api-token"}, 1000)
+        status, body = client.get_api(
+            f"http://{scripted.host}/api/v1/repository?n=1",
+            {"Authorization": "Bearer api-token"},
+            1000,
+        )
         assert (status, body) == (401, b'{"error": "no"}')
-        status, _ = client.get_api(f"http://{scripted.host}/api/v1/moved",
-                                   {"Authorization": "Bearer api-token"}, 1000)
+        status, _ = client.get_api(
+            f"http://{scripted.host}/api/v1/moved", {"Authorization": "Bearer api-token"}, 1000
+        )
         assert status == 200
     assert [h.get("Authorization") for _, _, h in scripted.log] == ["Bearer api-token"] * 2
     assert other.log and all("Authorization" not in h for _, _, h in other.log)
@@ -439,8 +463,9 @@ def test_restart_when_range_is_ignored(scripted: Scripted, tmp_path: Path) -> No
     scripted.routes[("GET", f"/v2/x/blobs/{digest}")] = sequence(cut, reply(200, data))
     progress: list[int] = []
     with RegistryClient(scripted.host, insecure=True) as client:
-        assert client.download_blob("x", digest, len(data), str(tmp_path / "b"),
-                                    progress.append) == len(data)
+        assert client.download_blob(
+            "x", digest, len(data), str(tmp_path / "b"), progress.append
+        ) == len(data)
     assert (tmp_path / "b").read_bytes() == data
     assert sum(progress) == len(data) and min(progress) < 0
     assert "Range" in scripted.log[-1][2]
@@ -468,8 +493,9 @@ def test_every_request_names_its_agent(registry, sample_images, tmp_path):
     with HTTPFaults(registry.port, []) as wire:
         client = RegistryClient(wire.host, insecure=True)
         s = sample_images["docker"]
-        body = client.get_manifest(s.name, s.tag, ["application/vnd.docker.distribution"
-                                                   ".manifest.v2+json"]).body
+        body = client.get_manifest(
+            s.name, s.tag, ["application/vnd.docker.distribution.manifest.v2+json"]
+        ).body
         layer = json.loads(body)["layers"][0]
         client.download_blob(s.name, layer["digest"], layer["size"], str(tmp_path / "b"))
         client.close()

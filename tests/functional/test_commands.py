@@ -46,7 +46,8 @@ def test_info_json(occystrap_cli, sample_images):
     assert image["config"]["cmd"] == ["-c", "echo hello"]
     assert image["config"]["labels"]["occystrap.test.seed"] == "2"
     assert [(x["digest"], x["size"], x["diff_id"]) for x in image["layers"]] == [
-        (lay.digest, lay.size, lay.diff_id) for lay in s.built.layers]
+        (lay.digest, lay.size, lay.diff_id) for lay in s.built.layers
+    ]
 
 
 @pytest.mark.parametrize("key", ["index", "manifest_list"])
@@ -56,8 +57,7 @@ def test_info_index_lists_platforms(occystrap_cli, sample_images, key):
     assert r.returncode == 0, r.stderr
     doc = _json(r.stdout)
     assert doc["digest"] == s.digest
-    assert [p["digest"] for p in doc["platforms"]] == [i.manifest_digest
-                                                        for i in s.built.images]
+    assert [p["digest"] for p in doc["platforms"]] == [i.manifest_digest for i in s.built.images]
     assert "linux/amd64" in [p["platform"] for p in doc["platforms"]]
     amd64 = next(p for p in doc["platforms"] if p["platform"] == "linux/amd64")
     assert doc["image"]["digest"] == amd64["digest"]
@@ -118,11 +118,11 @@ def test_check_corrupt_layer(occystrap_cli, registry, tmp_path):
     assert errors and all(image.layers[1].digest in ln for ln in errors), r.stdout
     assert "FAILED: 1 errors" in r.stdout
     assert "Traceback" not in r.stderr
-    doc = _json(occystrap_cli("--insecure", "--retries", "0", "check", "-O", "json",
-                              uri).stdout)
+    doc = _json(occystrap_cli("--insecure", "--retries", "0", "check", "-O", "json", uri).stdout)
     assert not doc["ok"]
     assert {f["layer"] for f in doc["findings"] if f["severity"] == "error"} == {
-        image.layers[1].digest}
+        image.layers[1].digest
+    }
 
 
 def test_check_local_corrupt_layer_and_bad_diff_id(occystrap_cli, sample_images, tmp_path):
@@ -177,15 +177,17 @@ def test_search_types_and_no_match(occystrap_cli, sample_images):
 def test_search_script_friendly_and_regex(occystrap_cli, sample_images):
     s = sample_images["docker"]
     layer1 = s.built.layers[1].digest
-    r = occystrap_cli("--insecure", "search", "--script-friendly", "--regex", s.uri,
-                      r"\.wh\.")
+    r = occystrap_cli("--insecure", "search", "--script-friendly", "--regex", s.uri, r"\.wh\.")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         f"library/app:1.0:{layer1}:etc/.wh.motd",
         f"library/app:1.0:{layer1}:var/cache/.wh..wh..opq",
     ]
-    doc = _json(occystrap_cli("--insecure", "search", "-O", "json", "--regex", s.uri,
-                              r"^usr/bin/(sh|ls)$").stdout)
+    doc = _json(
+        occystrap_cli(
+            "--insecure", "search", "-O", "json", "--regex", s.uri, r"^usr/bin/(sh|ls)$"
+        ).stdout
+    )
     assert doc["count"] == 2 and doc["layers"] == 1
     assert {m["type"] for m in doc["matches"]} == {"symlink", "hardlink"}
 

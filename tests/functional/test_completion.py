@@ -16,10 +16,12 @@ from tests.conftest import _clean_env, _cli_command
 
 
 def _complete(shell: str, words: str, cword: str) -> str:
-    env = _clean_env({"_OCCYSTRAP_COMPLETE": f"{shell}_complete", "COMP_WORDS": words,
-                      "COMP_CWORD": cword})
-    done = subprocess.run(_cli_command(), capture_output=True, text=True, env=env,
-                          timeout=60, check=False)
+    env = _clean_env(
+        {"_OCCYSTRAP_COMPLETE": f"{shell}_complete", "COMP_WORDS": words, "COMP_CWORD": cword}
+    )
+    done = subprocess.run(
+        _cli_command(), capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -27,8 +29,9 @@ def _complete(shell: str, words: str, cword: str) -> str:
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_scripts_are_generated(shell: str) -> None:
     env = _clean_env({"_OCCYSTRAP_COMPLETE": f"{shell}_source"})
-    done = subprocess.run(_cli_command(), capture_output=True, text=True, env=env,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        _cli_command(), capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert "_OCCYSTRAP_COMPLETE" in done.stdout and "occystrap" in done.stdout
 
@@ -42,18 +45,24 @@ def test_bash_completes_commands_options_and_choices(tmp_path: Path) -> None:
         'for line in "occystrap pro" "occystrap --compr" "occystrap --compression "; do\n'
         '  read -r -a COMP_WORDS <<< "$line"\n'
         '  [[ $line == *" " ]] && COMP_WORDS+=("")\n'
-        '  COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n'
-        '  COMPREPLY=()\n'
-        '  _occystrap_completion occystrap\n'
+        "  COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n"
+        "  COMPREPLY=()\n"
+        "  _occystrap_completion occystrap\n"
         '  echo "${COMPREPLY[*]}"\n'
-        'done\n')
+        "done\n"
+    )
     # the console script, as an installed occystrap is found by the generated function
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    done = subprocess.run([bash, str(script)], capture_output=True, text=True, timeout=60,
-                          env=_clean_env({"PATH": path}), check=False)
+    done = subprocess.run(
+        [bash, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env({"PATH": path}),
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["process", "--compression --compression-level",
-                                        "gzip zstd"]
+    assert done.stdout.splitlines() == ["process", "--compression --compression-level", "gzip zstd"]
 
 
 def test_zsh_and_fish_protocols() -> None:

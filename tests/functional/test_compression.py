@@ -18,19 +18,21 @@ def inspect(skopeo, *args: str) -> dict:
     return json.loads(r.stdout)
 
 
-@pytest.mark.parametrize("key, target", [("docker", "zstd"), ("zstd", "gzip"),
-                                         ("oci", "zstd")])
+@pytest.mark.parametrize("key, target", [("docker", "zstd"), ("zstd", "gzip"), ("oci", "zstd")])
 def test_registry_recompression(occystrap_cli, registry, sample_images, skopeo, key, target):
     s = sample_images[key]
     dest = f"{registry.host}/recompressed/{key}-{target}:1.0"
-    r = occystrap_cli("--insecure", "--compression", target, "process", s.uri,
-                      f"registry://{dest}")
+    r = occystrap_cli("--insecure", "--compression", target, "process", s.uri, f"registry://{dest}")
     assert r.returncode == 0, r.stderr
     assert "new manifest digest" in r.stderr
-    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
-                                 f"docker://{dest}").stdout)
-    want = mt.OCI_LAYER_ZSTD if target == "zstd" else (
-        mt.DOCKER_LAYER_GZIP if s.media_type == mt.DOCKER_MANIFEST else mt.OCI_LAYER_GZIP)
+    manifest = json.loads(
+        skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}").stdout
+    )
+    want = (
+        mt.OCI_LAYER_ZSTD
+        if target == "zstd"
+        else (mt.DOCKER_LAYER_GZIP if s.media_type == mt.DOCKER_MANIFEST else mt.OCI_LAYER_GZIP)
+    )
     assert {layer["mediaType"] for layer in manifest["layers"]} == {want}
     if target == "zstd":
         assert manifest["mediaType"] == mt.OCI_MANIFEST
@@ -40,12 +42,12 @@ def test_registry_recompression(occystrap_cli, registry, sample_images, skopeo, 
     assert inspect(skopeo, f"docker://{dest}")["Digest"] != s.digest
 
 
-def test_already_in_target_compression_stays_byte_exact(occystrap_cli, registry,
-                                                         sample_images, skopeo):
+def test_already_in_target_compression_stays_byte_exact(
+    occystrap_cli, registry, sample_images, skopeo
+):
     s = sample_images["zstd"]
     dest = f"{registry.host}/recompressed/same:1.0"
-    r = occystrap_cli("--insecure", "--compression", "zstd", "process", s.uri,
-                      f"registry://{dest}")
+    r = occystrap_cli("--insecure", "--compression", "zstd", "process", s.uri, f"registry://{dest}")
     assert r.returncode == 0, r.stderr
     assert inspect(skopeo, f"docker://{dest}")["Digest"] == s.digest
 
@@ -57,8 +59,9 @@ def test_recompressed_oci_and_tar(occystrap_cli, sample_images, tmp_path):
         assert r.returncode == 0, r.stderr
     index = json.loads((tmp_path / "layout" / "index.json").read_text())
     manifest_digest = index["manifests"][0]["digest"]
-    manifest = json.loads((tmp_path / "layout" / "blobs" / "sha256" /
-                           manifest_digest[7:]).read_bytes())
+    manifest = json.loads(
+        (tmp_path / "layout" / "blobs" / "sha256" / manifest_digest[7:]).read_bytes()
+    )
     for layer, built in zip(manifest["layers"], s.built.layers, strict=True):
         blob = (tmp_path / "layout" / "blobs" / "sha256" / layer["digest"][7:]).read_bytes()
         assert "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
@@ -68,32 +71,41 @@ def test_recompressed_oci_and_tar(occystrap_cli, sample_images, tmp_path):
         entries = json.load(tf.extractfile("manifest.json"))
         for path in entries[0]["Layers"]:
             data = tf.extractfile(path).read()
-            assert "sha256:" + hashlib.sha256(data).hexdigest() == "sha256:" + \
-                path.rsplit("/", 1)[1]
+            assert (
+                "sha256:" + hashlib.sha256(data).hexdigest() == "sha256:" + path.rsplit("/", 1)[1]
+            )
 
 
 def test_recompressed_index(occystrap_cli, registry, sample_images, skopeo):
     s = sample_images["index"]
     dest = f"{registry.host}/recompressed/multi:1.0"
-    r = occystrap_cli("--insecure", "--compression", "zstd", "process", s.uri,
-                      f"registry://{dest}")
+    r = occystrap_cli("--insecure", "--compression", "zstd", "process", s.uri, f"registry://{dest}")
     assert r.returncode == 0, r.stderr
-    index = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
-                              f"docker://{dest}").stdout)
+    index = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}").stdout)
     assert len(index["manifests"]) == len(s.built.images)
     old = {i.manifest_digest for i in s.built.images}
     for entry in index["manifests"]:
         assert entry["digest"] not in old
-        child = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
-                                  f"docker://{registry.host}/recompressed/multi@"
-                                  f"{entry['digest']}").stdout)
+        child = json.loads(
+            skopeo(
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                f"docker://{registry.host}/recompressed/multi@{entry['digest']}",
+            ).stdout
+        )
         assert {la["mediaType"] for la in child["layers"]} == {mt.OCI_LAYER_ZSTD}
 
 
-def test_compression_refused_for_uncompressed_destinations(occystrap_cli, sample_images,
-                                                           tmp_path):
-    r = occystrap_cli("--insecure", "--compression", "zstd", "process",
-                      sample_images["docker"].uri, f"dir://{tmp_path / 'd'}")
+def test_compression_refused_for_uncompressed_destinations(occystrap_cli, sample_images, tmp_path):
+    r = occystrap_cli(
+        "--insecure",
+        "--compression",
+        "zstd",
+        "process",
+        sample_images["docker"].uri,
+        f"dir://{tmp_path / 'd'}",
+    )
     assert r.returncode == 2
     assert "does not apply" in r.stderr
 
@@ -103,13 +115,25 @@ def test_layer_cache_maps_each_layer_to_its_own_blob(occystrap_cli, registry, tm
     the blob made from that very layer (the original occystrap mixed them up)."""
     from tools.imagebuilder import build_image, push_image
 
-    image = build_image(tmp_path / "build", seed=808,
-                        layer_sizes=[2_000_000, 20_000, 600_000, 5_000], special_entries=False)
+    image = build_image(
+        tmp_path / "build",
+        seed=808,
+        layer_sizes=[2_000_000, 20_000, 600_000, 5_000],
+        special_entries=False,
+    )
     push_image(registry.url, "cache/src", "1.0", image)
     cache = tmp_path / "cache.json"
     src = f"registry://{registry.host}/cache/src:1.0"
-    r = occystrap_cli("--insecure", "--compression", "zstd", "--layer-cache", str(cache),
-                      "process", src, f"oci://{tmp_path / 'layout'}")
+    r = occystrap_cli(
+        "--insecure",
+        "--compression",
+        "zstd",
+        "--layer-cache",
+        str(cache),
+        "process",
+        src,
+        f"oci://{tmp_path / 'layout'}",
+    )
     assert r.returncode == 0, r.stderr
     entries = json.loads(cache.read_text())["entries"]
     assert len(entries) == len(image.layers)
@@ -121,26 +145,36 @@ def test_layer_cache_maps_each_layer_to_its_own_blob(occystrap_cli, registry, tm
         assert entry["size"] == len(blob)
 
     # A second run into a new tag re-uses every re-encoded blob: nothing is recompressed.
-    r = occystrap_cli("--insecure", "--compression", "zstd", "--layer-cache", str(cache),
-                      "--stats", "json", "process", src, f"oci://{tmp_path / 'layout'}:again")
+    r = occystrap_cli(
+        "--insecure",
+        "--compression",
+        "zstd",
+        "--layer-cache",
+        str(cache),
+        "--stats",
+        "json",
+        "process",
+        src,
+        f"oci://{tmp_path / 'layout'}:again",
+    )
     assert r.returncode == 0, r.stderr
     assert f"{len(image.layers)} already present" in r.stderr
     stats = json.loads(r.stdout)
     compress = next(s for s in stats["stages"] if s["stage"] == "compress")
     assert compress["cpu_seconds"] < 1.0
     index = json.loads((tmp_path / "layout" / "index.json").read_text())
-    digests = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
-               for m in index["manifests"]}
+    digests = {
+        m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
+        for m in index["manifests"]
+    }
     assert digests["again"] == next(iter(d for ref, d in digests.items() if ref != "again"))
 
 
-def test_layer_cache_hit_needs_the_blob_to_exist(occystrap_cli, registry, sample_images,
-                                                 tmp_path):
+def test_layer_cache_hit_needs_the_blob_to_exist(occystrap_cli, registry, sample_images, tmp_path):
     """A cache entry whose blob is missing at the destination is a miss, not a broken copy."""
     cache = tmp_path / "cache.json"
     s = sample_images["docker"]
-    args = ["--insecure", "--compression", "zstd", "--layer-cache", str(cache), "process",
-            s.uri]
+    args = ["--insecure", "--compression", "zstd", "--layer-cache", str(cache), "process", s.uri]
     assert occystrap_cli(*args, f"oci://{tmp_path / 'one'}").returncode == 0
     r = occystrap_cli(*args, f"oci://{tmp_path / 'two'}")
     assert r.returncode == 0, r.stderr
@@ -156,8 +190,13 @@ def test_layer_cache_mounts_across_repositories(occystrap_cli, registry, skopeo,
     from tools.testregistry import TestRegistry
 
     for i in range(3):
-        image = build_image(tmp_path / f"b{i}", seed=8100 + i, layer_sizes=[300_000, 40_000],
-                            special_entries=False, shared_base_key="cache-mount-base")
+        image = build_image(
+            tmp_path / f"b{i}",
+            seed=8100 + i,
+            layer_sizes=[300_000, 40_000],
+            special_entries=False,
+            shared_base_key="cache-mount-base",
+        )
         push_image(registry.url, f"cache-mount/app-{i}", "1.0", image)
     cache = tmp_path / "cache.json"
     with TestRegistry() as mirror:
@@ -165,13 +204,16 @@ def test_layer_cache_mounts_across_repositories(occystrap_cli, registry, skopeo,
         src = f"registry://{registry.host}/cache-mount/app-*:1.0"
         r = occystrap_cli(*args, src, f"registry://{mirror.host}/first")
         assert r.returncode == 0, r.stderr
-        places = {p for e in json.loads(cache.read_text())["entries"].values()
-                  for p in e["places"]}
+        places = {p for e in json.loads(cache.read_text())["entries"].values() for p in e["places"]}
         assert places == {f"{mirror.host}/first/cache-mount/app-{i}" for i in range(3)}
         with FaultProxy(registry.port) as wire:
-            r = occystrap_cli(*args, "--stats", "json",
-                              f"registry://{wire.host}/cache-mount/app-*:1.0",
-                              f"registry://{mirror.host}/second")
+            r = occystrap_cli(
+                *args,
+                "--stats",
+                "json",
+                f"registry://{wire.host}/cache-mount/app-*:1.0",
+                f"registry://{mirror.host}/second",
+            )
             fetched = wire.response_bytes
         assert r.returncode == 0, r.stderr
         assert "Summary: 3/3 images" in r.stderr

@@ -13,8 +13,12 @@ from tools.imagebuilder import build_image, push_image
 
 @pytest.fixture(scope="module")
 def pushed(registry, tmp_path_factory) -> str:
-    image = build_image(tmp_path_factory.mktemp("ctr-image"), seed=1950,
-                        layer_sizes=[40_000, 10_000], special_entries=False)
+    image = build_image(
+        tmp_path_factory.mktemp("ctr-image"),
+        seed=1950,
+        layer_sizes=[40_000, 10_000],
+        special_entries=False,
+    )
     push_image(registry.url, "ctrd/app", "1", image)
     return f"{registry.host}/ctrd/app:1"
 
@@ -38,8 +42,13 @@ def test_docker_hub_style_name(occystrap_cli, containerd, pushed, skopeo, tmp_pa
     """A docker save tarball of `app:1` (skopeo's docker-archive, a real independent
     writer) through our tar://: containerd knows it as docker.io/library/app:1."""
     theirs, ours = tmp_path / "theirs.tar", tmp_path / "ours.tar"
-    done = skopeo("copy", "-q", "--src-tls-verify=false", f"docker://{pushed}",
-                  f"docker-archive:{theirs}:app:1")
+    done = skopeo(
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        f"docker://{pushed}",
+        f"docker-archive:{theirs}:app:1",
+    )
     assert done.returncode == 0, done.stderr
     r = occystrap_cli("process", f"tar://{theirs}", f"tar://{ours}")
     assert r.returncode == 0, r.stderr
@@ -61,12 +70,19 @@ def test_registry_name(occystrap_cli, containerd, pushed, tmp_path):
 
 def test_oci_layout_entries_get_the_full_name(occystrap_cli, pushed, skopeo, tmp_path):
     theirs = tmp_path / "theirs.tar"
-    done = skopeo("copy", "-q", "--src-tls-verify=false", f"docker://{pushed}",
-                  f"docker-archive:{theirs}:team/app:2")
+    done = skopeo(
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        f"docker://{pushed}",
+        f"docker-archive:{theirs}:team/app:2",
+    )
     assert done.returncode == 0, done.stderr
     layout = tmp_path / "layout"
     r = occystrap_cli("process", f"tar://{theirs}", f"oci://{layout}")
     assert r.returncode == 0, r.stderr
     [entry] = json.loads((layout / "index.json").read_text())["manifests"]
-    assert entry["annotations"] == {"io.containerd.image.name": "docker.io/team/app:2",
-                                    "org.opencontainers.image.ref.name": "2"}
+    assert entry["annotations"] == {
+        "io.containerd.image.name": "docker.io/team/app:2",
+        "org.opencontainers.image.ref.name": "2",
+    }

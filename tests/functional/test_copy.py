@@ -86,8 +86,10 @@ def test_oci_layout_byte_exact_and_shared(occystrap_cli, sample_images, tmp_path
         r = occystrap_cli("--insecure", "process", s.uri, f"oci://{layout}:{ref}")
         assert r.returncode == 0, r.stderr
     index = json.loads((layout / "index.json").read_text())
-    refs = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
-            for m in index["manifests"]}
+    refs = {
+        m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
+        for m in index["manifests"]
+    }
     assert refs == {"first": a.digest, "second": b.digest}
     # skopeo 1.9 lists only OCI-typed manifests from a layout; the Docker-typed one is kept
     # byte-exact (its digest is what a pinned reference names) and checked by hand.
@@ -96,8 +98,9 @@ def test_oci_layout_byte_exact_and_shared(occystrap_cli, sample_images, tmp_path
     for s in (a, b):
         assert (layout / "blobs" / "sha256" / s.digest[7:]).read_bytes() == s.manifest
         for blob in s.built.layers:
-            assert sha256((layout / "blobs" / "sha256" / blob.digest[7:]).read_bytes()) == \
-                blob.digest
+            assert (
+                sha256((layout / "blobs" / "sha256" / blob.digest[7:]).read_bytes()) == blob.digest
+            )
     assert_clean(tmp_path, {"layout", "home"})
 
 
@@ -131,8 +134,9 @@ def test_dir_layout(occystrap_cli, sample_images, tmp_path):
 def test_dir_unique_names_catalog(occystrap_cli, sample_images, tmp_path):
     out = tmp_path / "dir"
     for key in ("docker", "oci"):
-        r = occystrap_cli("--insecure", "process", sample_images[key].uri,
-                          f"dir://{out}?unique_names=true")
+        r = occystrap_cli(
+            "--insecure", "process", sample_images[key].uri, f"dir://{out}?unique_names=true"
+        )
         assert r.returncode == 0, r.stderr
     catalog = json.loads((out / "catalog.json").read_text())
     for key in ("docker", "oci"):
@@ -142,12 +146,15 @@ def test_dir_unique_names_catalog(occystrap_cli, sample_images, tmp_path):
         assert (out / catalog[name][s.tag]).exists()
 
 
-@pytest.mark.parametrize("key, platform, arch", [
-    ("index", None, "amd64"),
-    ("index", "linux/arm64", "arm64"),
-    ("index", "linux/arm/v7", "arm"),
-    ("manifest_list", "linux/arm64", "arm64"),
-])
+@pytest.mark.parametrize(
+    "key, platform, arch",
+    [
+        ("index", None, "amd64"),
+        ("index", "linux/arm64", "arm64"),
+        ("index", "linux/arm/v7", "arm"),
+        ("manifest_list", "linux/arm64", "arm64"),
+    ],
+)
 def test_platform_selection(occystrap_cli, sample_images, tmp_path, key, platform, arch):
     s = sample_images[key]
     want = child(s, arch)
@@ -160,8 +167,9 @@ def test_platform_selection(occystrap_cli, sample_images, tmp_path, key, platfor
 
 def test_platform_in_uri_options(occystrap_cli, sample_images, tmp_path):
     s = sample_images["index"]
-    r = occystrap_cli("--insecure", "process", f"{s.uri}?arch=arm64",
-                      f"oci://{tmp_path / 'layout'}")
+    r = occystrap_cli(
+        "--insecure", "process", f"{s.uri}?arch=arm64", f"oci://{tmp_path / 'layout'}"
+    )
     assert r.returncode == 0, r.stderr
     index = json.loads((tmp_path / "layout" / "index.json").read_text())
     assert index["manifests"][0]["digest"] == child(s, "arm64").manifest_digest
@@ -169,8 +177,9 @@ def test_platform_in_uri_options(occystrap_cli, sample_images, tmp_path):
 
 def test_no_matching_platform(occystrap_cli, sample_images, tmp_path):
     s = sample_images["index"]
-    r = occystrap_cli("--insecure", "--platform", "linux/s390x", "process", s.uri,
-                      f"tar://{tmp_path / 'x.tar'}")
+    r = occystrap_cli(
+        "--insecure", "--platform", "linux/s390x", "process", s.uri, f"tar://{tmp_path / 'x.tar'}"
+    )
     assert r.returncode == 1
     assert "linux/s390x" in r.stderr and "linux/arm64" in r.stderr
     assert "Traceback" not in r.stderr
@@ -196,13 +205,19 @@ def test_global_options_after_command(occystrap_cli, sample_images, tmp_path):
 def test_stats_json_file(occystrap_cli, sample_images, tmp_path):
     s = sample_images["docker"]
     stats = tmp_path / "stats.json"
-    r = occystrap_cli("--insecure", "--stats-file", str(stats), "process", s.uri,
-                      f"tar://{tmp_path / 'a.tar'}")
+    r = occystrap_cli(
+        "--insecure", "--stats-file", str(stats), "process", s.uri, f"tar://{tmp_path / 'a.tar'}"
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(stats.read_text())
     assert doc["schema"] == "occystrap.stats/2"
-    assert [st["stage"] for st in doc["stages"]] == ["resolve", "fetch", "verify", "compress",
-                                                     "write"]
+    assert [st["stage"] for st in doc["stages"]] == [
+        "resolve",
+        "fetch",
+        "verify",
+        "compress",
+        "write",
+    ]
     total = sum(b.size for b in s.built.layers)
     fetch = doc["stages"][1]
     # CPU time comes in clock ticks (10 ms): a fast fetch of a small image may show none
@@ -213,8 +228,14 @@ def test_stats_json_file(occystrap_cli, sample_images, tmp_path):
 
 
 def test_stats_text(occystrap_cli, sample_images, tmp_path):
-    r = occystrap_cli("--insecure", "--stats", "text", "process", sample_images["docker"].uri,
-                      f"dir://{tmp_path / 'd'}")
+    r = occystrap_cli(
+        "--insecure",
+        "--stats",
+        "text",
+        "process",
+        sample_images["docker"].uri,
+        f"dir://{tmp_path / 'd'}",
+    )
     assert r.returncode == 0, r.stderr
     for stage in ("resolve", "fetch", "verify", "compress", "write"):
         assert f"\n{stage} " in r.stderr
@@ -223,12 +244,20 @@ def test_stats_text(occystrap_cli, sample_images, tmp_path):
 
 def test_several_layers_many_threads(occystrap_cli, registry, tmp_path):
     """More layers than threads: a sequential writer must not stall on fetch slots."""
-    image = build_image(tmp_path / "build", seed=7712, layer_sizes=[30_000] * 12,
-                        special_entries=False)
+    image = build_image(
+        tmp_path / "build", seed=7712, layer_sizes=[30_000] * 12, special_entries=False
+    )
     push_image(registry.url, "many/layers", "1.0", image)
     for dest in (f"tar://{tmp_path / 'a.tar'}", f"tar://{tmp_path / 'b.tar'}?format=v1.2"):
-        r = occystrap_cli("--insecure", "-j", "2", "process",
-                          f"registry://{registry.host}/many/layers:1.0", dest, timeout=60)
+        r = occystrap_cli(
+            "--insecure",
+            "-j",
+            "2",
+            "process",
+            f"registry://{registry.host}/many/layers:1.0",
+            dest,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
     with tarfile.open(tmp_path / "a.tar") as tf:
         manifest = json.load(tf.extractfile("manifest.json"))
@@ -251,11 +280,17 @@ def test_https_by_default(occystrap_cli, sample_images, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["home"]
 
 
-@pytest.mark.parametrize("dest", ["oci://{tmp}/layout", "tar://{tmp}/a.tar",
-                                  "tar://{tmp}/b.tar?format=v1.2", "dir://{tmp}/dir",
-                                  "registry://{host}/twice/copy:1"])
-def test_an_image_that_lists_a_layer_twice(occystrap_cli, registry, sample_images, tmp_path,
-                                           dest):
+@pytest.mark.parametrize(
+    "dest",
+    [
+        "oci://{tmp}/layout",
+        "tar://{tmp}/a.tar",
+        "tar://{tmp}/b.tar?format=v1.2",
+        "dir://{tmp}/dir",
+        "registry://{host}/twice/copy:1",
+    ],
+)
+def test_an_image_that_lists_a_layer_twice(occystrap_cli, registry, sample_images, tmp_path, dest):
     """Old images repeat a layer (the empty one, often): each position is its own layer."""
     import hashlib
 
@@ -263,21 +298,45 @@ def test_an_image_that_lists_a_layer_twice(occystrap_cli, registry, sample_image
 
     s = sample_images["docker"]
     layers = [s.built.layers[0], s.built.layers[1], s.built.layers[0]]
-    config_bytes = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
-        "type": "layers", "diff_ids": [la.diff_id for la in layers]}}).encode()
+    config_bytes = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [la.diff_id for la in layers]},
+        }
+    ).encode()
     (tmp_path / "config").write_bytes(config_bytes)
-    config = Blob("sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(config_bytes),
-                  str(tmp_path / "config"), DOCKER_CONFIG)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-                           "config": config.descriptor(),
-                           "layers": [la.descriptor() for la in layers]}).encode()
-    push_image(registry.url, "twice/src", "1", BuiltImage(
-        manifest, DOCKER_MANIFEST, "sha256:" + hashlib.sha256(manifest).hexdigest(), config,
-        layers))
+    config = Blob(
+        "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
+        len(config_bytes),
+        str(tmp_path / "config"),
+        DOCKER_CONFIG,
+    )
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [la.descriptor() for la in layers],
+        }
+    ).encode()
+    push_image(
+        registry.url,
+        "twice/src",
+        "1",
+        BuiltImage(
+            manifest,
+            DOCKER_MANIFEST,
+            "sha256:" + hashlib.sha256(manifest).hexdigest(),
+            config,
+            layers,
+        ),
+    )
     target = dest.format(tmp=tmp_path, host=registry.host)
     for extra in ([], ["-f", "normalize-timestamps"]):
-        r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/twice/src:1",
-                          target, *extra)
+        r = occystrap_cli(
+            "--insecure", "process", f"registry://{registry.host}/twice/src:1", target, *extra
+        )
         assert r.returncode == 0, r.stderr
         check = target.split("?")[0] if "v1.2" in target else target
         r = occystrap_cli("--insecure", "check", check)

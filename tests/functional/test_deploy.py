@@ -42,16 +42,26 @@ MANIFESTS = REPO_ROOT / "deploy" / "mirror-job.yaml"
 TAG = "occystrap:deploy-test"
 IMAGES = 30
 INDEXES = 3  # of the 30, multi-platform (copied whole into a registry)
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json"])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 
 
-def docker(sock: str, *args: str, timeout: float = 120, check: bool = True
-           ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "DOCKER_HOST": f"unix://{sock}"})
+def docker(
+    sock: str, *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "DOCKER_HOST": f"unix://{sock}"},
+    )
     if check:
         assert r.returncode == 0, f"docker {' '.join(args[:3])}: {r.stderr[-2000:]}"
     return r
@@ -60,22 +70,29 @@ def docker(sock: str, *args: str, timeout: float = 120, check: bool = True
 @pytest.fixture(scope="module")
 def image(docker_engine: str) -> str:
     """The image of deploy/Containerfile, built from this checkout into the test engine."""
-    r = subprocess.run(["bash", "tools/build-image.sh", "--tag", TAG], cwd=REPO_ROOT,
-                       capture_output=True, text=True, timeout=1800,
-                       env={**os.environ, "DOCKER_HOST": f"unix://{docker_engine}"})
+    r = subprocess.run(
+        ["bash", "tools/build-image.sh", "--tag", TAG],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "DOCKER_HOST": f"unix://{docker_engine}"},
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     return TAG
 
 
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, dict[str, Any]]:
-    return {f"{d['kind']}/{d['metadata']['name']}": d
-            for d in yaml.safe_load_all(MANIFESTS.read_text())}
+    return {
+        f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(MANIFESTS.read_text())
+    }
 
 
 @pytest.fixture(scope="module")
-def catalog(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
-            ) -> tuple[str, dict[str, imagebuilder.Built]]:
+def catalog(
+    registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, dict[str, imagebuilder.Built]]:
     """30 images under a namespace of their own: name → what was pushed. They share a base
     layer (so the destination mounts it); a few are multi-platform indexes."""
     work = tmp_path_factory.mktemp("deploy-catalog")
@@ -84,15 +101,25 @@ def catalog(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
     for i in range(IMAGES):
         name = f"{ns}/app-{i:02d}"
         if i < INDEXES:
-            index = imagebuilder.build_index(work, 4200 + i, [("linux", "amd64", None),
-                                                ("linux", "arm64", "v8")],
-                                [96_000, 24_000], oci=i % 2 == 0, special_entries=False)
+            index = imagebuilder.build_index(
+                work,
+                4200 + i,
+                [("linux", "amd64", None), ("linux", "arm64", "v8")],
+                [96_000, 24_000],
+                oci=i % 2 == 0,
+                special_entries=False,
+            )
             imagebuilder.push_index(registry.url, name, "1.0", index)
             built[name] = index
         else:
-            img = imagebuilder.build_image(work, 4200 + i, [160_000, 40_000 + 1000 * i, 8_000],
-                              oci=i % 2 == 0, special_entries=False,
-                              shared_base_key="deploy-base")
+            img = imagebuilder.build_image(
+                work,
+                4200 + i,
+                [160_000, 40_000 + 1000 * i, 8_000],
+                oci=i % 2 == 0,
+                special_entries=False,
+                shared_base_key="deploy-base",
+            )
             imagebuilder.push_image(registry.url, name, "1.0", img)
             built[name] = img
     return ns, built
@@ -105,9 +132,16 @@ class Mirror:
     stats volume (the PersistentVolumeClaim) is one directory shared by all of them.
     """
 
-    def __init__(self, sock: str, image: str, root: Path, job: dict[str, Any], job_name: str,
-                 config_maps: dict[str, dict[str, str]], secrets: dict[str, dict[str, str]]
-                 ) -> None:
+    def __init__(
+        self,
+        sock: str,
+        image: str,
+        root: Path,
+        job: dict[str, Any],
+        job_name: str,
+        config_maps: dict[str, dict[str, str]],
+        secrets: dict[str, dict[str, str]],
+    ) -> None:
         self.sock, self.image, self.root, self.job_name = sock, image, root, job_name
         self.spec = kubelet.pod_spec(job)
         self.container = self.spec["containers"][0]
@@ -116,11 +150,16 @@ class Mirror:
         self.pods: dict[int, str] = {}
 
     def create(self, index: int) -> str:
-        env = kubelet.container_env(self.container, self.job_name, index, self.config_maps,
-                                    self.secrets)
-        volumes = kubelet.make_volumes(self.spec, self.root / f"pod-{self.job_name}-{index}",
-                                       self.config_maps, self.secrets,
-                                       {"occystrap-mirror-stats": self.stats_dir})
+        env = kubelet.container_env(
+            self.container, self.job_name, index, self.config_maps, self.secrets
+        )
+        volumes = kubelet.make_volumes(
+            self.spec,
+            self.root / f"pod-{self.job_name}-{index}",
+            self.config_maps,
+            self.secrets,
+            {"occystrap-mirror-stats": self.stats_dir},
+        )
         args = kubelet.docker_run_args(self.spec, self.container, self.image, env, volumes)
         cid = docker(self.sock, "create", *args).stdout.strip()
         self.pods[index] = cid
@@ -151,33 +190,61 @@ class Mirror:
         """`occystrap report merge -O json` in the image, over the stats volume, and the text
         form from this checkout's occystrap (one container fewer): (exit, JSON, text)."""
         files = self.stats_files(count)
-        as_json = docker(self.sock, "run", "--rm", "--network", "none", "--user", "65532:65532",
-                         "-v", f"{self.stats_dir}:/stats:ro", self.image, "report", "merge",
-                         "-O", "json", *[f"/stats/{p.name}" for p in files], check=False)
-        as_text = subprocess.run([sys.executable, "-m", "occystrap", "report", "merge",
-                                  *map(str, files)], capture_output=True, text=True,
-                                 timeout=60, cwd=REPO_ROOT)
+        as_json = docker(
+            self.sock,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "65532:65532",
+            "-v",
+            f"{self.stats_dir}:/stats:ro",
+            self.image,
+            "report",
+            "merge",
+            "-O",
+            "json",
+            *[f"/stats/{p.name}" for p in files],
+            check=False,
+        )
+        as_text = subprocess.run(
+            [sys.executable, "-m", "occystrap", "report", "merge", *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO_ROOT,
+        )
         assert as_json.returncode == as_text.returncode, as_text.stderr + as_json.stderr
         return as_json.returncode, json.loads(as_json.stdout), as_text.stdout
 
 
 @pytest.fixture
-def make_mirror(docker_engine: str, image: str, manifests: dict[str, dict[str, Any]],
-                tmp_path: Path) -> Any:
+def make_mirror(
+    docker_engine: str, image: str, manifests: dict[str, dict[str, Any]], tmp_path: Path
+) -> Any:
     """make(kind, job_name, images_txt, settings, secrets) → a Mirror of that Job's pods,
     with the ConfigMaps of deploy/mirror-job.yaml (the images list replaced, settings
     added). The stopped containers go with the engine's data root at the session's end
     (removing each on vfs costs seconds)."""
 
-    def make(kind: str, job_name: str, images_txt: str, settings: dict[str, str],
-             secrets: dict[str, dict[str, str]]) -> Mirror:
+    def make(
+        kind: str,
+        job_name: str,
+        images_txt: str,
+        settings: dict[str, str],
+        secrets: dict[str, dict[str, str]],
+    ) -> Mirror:
         config_maps = {
             "occystrap-mirror-images": {"images.txt": images_txt},
             "occystrap-mirror-settings": {
-                **manifests["ConfigMap/occystrap-mirror-settings"]["data"], **settings},
+                **manifests["ConfigMap/occystrap-mirror-settings"]["data"],
+                **settings,
+            },
         }
-        return Mirror(docker_engine, image, tmp_path, manifests[kind], job_name, config_maps,
-                      secrets)
+        return Mirror(
+            docker_engine, image, tmp_path, manifests[kind], job_name, config_maps, secrets
+        )
 
     return make
 
@@ -192,8 +259,9 @@ def _get(client: httpx.Client, path: str, accept: str | None = None) -> httpx.Re
     return r
 
 
-def assert_same_image(src: httpx.Client, dst: httpx.Client, name: str, dst_name: str,
-                      reference: str) -> None:
+def assert_same_image(
+    src: httpx.Client, dst: httpx.Client, name: str, dst_name: str, reference: str
+) -> None:
     """The destination holds the source's manifest bytes under `reference`, and every blob
     (children of an index too) hashes to its digest."""
     body = _get(src, f"/v2/{name}/manifests/{reference}", ACCEPT).content
@@ -206,8 +274,9 @@ def assert_same_image(src: httpx.Client, dst: httpx.Client, name: str, dst_name:
         assert "sha256:" + hashlib.sha256(data).hexdigest() == blob["digest"]
 
 
-def assert_whole_mirror(src: httpx.Client, dst: httpx.Client, prefix: str,
-                        built: dict[str, Any]) -> dict[str, list[str]]:
+def assert_whole_mirror(
+    src: httpx.Client, dst: httpx.Client, prefix: str, built: dict[str, Any]
+) -> dict[str, list[str]]:
     """Every image landed, byte-exact, under its own name below `prefix`, and nothing else
     did; returns what is visible there (repository → tags)."""
     visible = visible_images(dst, prefix)
@@ -257,10 +326,20 @@ def test_image_is_small_non_root_and_has_no_compiler(docker_engine: str, image: 
     assert info["Config"]["User"] == "65532:65532"
     assert info["Config"]["Entrypoint"] == ["/opt/occystrap/bin/occystrap"]
     assert info["Size"] < 250e6, f"{info['Size'] / 1e6:.0f} MB"
-    probe = docker(docker_engine, "run", "--rm", "--network", "none", "--entrypoint", "sh",
-                   image, "-c", "id -u; occystrap --version; for c in cc gcc c++ g++ clang "
-                   "ld make pip pip3; do command -v $c; done; ls /opt/occystrap/bin",
-                   check=False)
+    probe = docker(
+        docker_engine,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
+        "id -u; occystrap --version; for c in cc gcc c++ g++ clang "
+        "ld make pip pip3; do command -v $c; done; ls /opt/occystrap/bin",
+        check=False,
+    )
     lines = probe.stdout.splitlines()
     assert lines[0] == "65532" and lines[1].startswith("occystrap, version "), lines
     assert not [line for line in lines[2:] if line.startswith("/")], lines  # no compiler
@@ -268,24 +347,36 @@ def test_image_is_small_non_root_and_has_no_compiler(docker_engine: str, image: 
 
 
 def test_indexed_job_mirrors_every_image_once_and_reruns_as_a_no_op(
-        make_mirror: Any, manifests: dict[str, dict[str, Any]], registry: TestRegistry,
-        auth_registry: TestRegistry, catalog: tuple[str, dict[str, Any]]) -> None:
+    make_mirror: Any,
+    manifests: dict[str, dict[str, Any]],
+    registry: TestRegistry,
+    auth_registry: TestRegistry,
+    catalog: tuple[str, dict[str, Any]],
+) -> None:
     ns, built = catalog
     n = shard_count(manifests)
     assert n == 3
     prefix = f"mirror{uuid.uuid4().hex[:6]}"
     images_txt = f"# the test catalog\nregistry://{registry.host}/{ns}/*:1.0\n"
-    with FaultProxy(auth_registry.port) as wire, \
-            httpx.Client(base_url=registry.url, timeout=30) as src, \
-            httpx.Client(base_url=auth_registry.url, timeout=30,
-                         auth=(TEST_USER, TEST_PASSWORD)) as dst:
-        settings = {"MIRROR_DESTINATION": f"registry://{wire.host}/{prefix}",
-                    "OCCYSTRAP_INSECURE": "true"}
+    with (
+        FaultProxy(auth_registry.port) as wire,
+        httpx.Client(base_url=registry.url, timeout=30) as src,
+        httpx.Client(
+            base_url=auth_registry.url, timeout=30, auth=(TEST_USER, TEST_PASSWORD)
+        ) as dst,
+    ):
+        settings = {
+            "MIRROR_DESTINATION": f"registry://{wire.host}/{prefix}",
+            "OCCYSTRAP_INSECURE": "true",
+        }
         # Credentials as the Secret of env variables gives them.
-        creds = {"occystrap-registry-credentials": {"OCCYSTRAP_DEST_USERNAME": TEST_USER,
-                                                    "OCCYSTRAP_DEST_PASSWORD": TEST_PASSWORD}}
-        job = make_mirror("Job/occystrap-mirror", "occystrap-mirror", images_txt, settings,
-                          creds)
+        creds = {
+            "occystrap-registry-credentials": {
+                "OCCYSTRAP_DEST_USERNAME": TEST_USER,
+                "OCCYSTRAP_DEST_PASSWORD": TEST_PASSWORD,
+            }
+        }
+        job = make_mirror("Job/occystrap-mirror", "occystrap-mirror", images_txt, settings, creds)
         job.run_all(n)
         job.wait_all(n)
 
@@ -294,37 +385,43 @@ def test_indexed_job_mirrors_every_image_once_and_reruns_as_a_no_op(
         assert manifest_puts(wire.request_lines, prefix) == Counter(visible.keys())
         results = image_results(job.stats_files(n))
         assert sorted(im["destination"] for _, im in results) == sorted(
-            f"registry://{wire.host}/{prefix}/{name}:1.0" for name in built)
+            f"registry://{wire.host}/{prefix}/{name}:1.0" for name in built
+        )
         assert {im["result"] for _, im in results} == {"done"}
         assert {k for k, _ in results} == set(range(n))  # every shard had work
 
         code, merged, text = job.merge(n)
         assert code == 0, text
         assert merged["complete"] and merged["missing_shards"] == [] and not merged["failed"]
-        assert merged["images"] == {"total": IMAGES, "copied": IMAGES, "up_to_date": 0,
-                                    "failed": 0}
+        assert merged["images"] == {"total": IMAGES, "copied": IMAGES, "up_to_date": 0, "failed": 0}
         docs = [json.loads(p.read_text()) for p in job.stats_files(n)]
         assert merged["bytes"]["copied"] == sum(d["bytes"] for d in docs) > 0
         assert merged["bytes"]["sent"] == sum(d["transfer"]["bytes_sent"] for d in docs) > 0
         assert merged["bytes"]["mounts"] > 0  # the shared base, mounted across repositories
-        assert [s["wall_seconds"] for s in merged["shards"]] == [d["wall_seconds"]
-                                                                 for d in docs]
+        assert [s["wall_seconds"] for s in merged["shards"]] == [d["wall_seconds"] for d in docs]
         assert merged["wall_seconds"]["slowest_shard"] == max(d["wall_seconds"] for d in docs)
         assert f"mirror: {IMAGES} images from {n} of {n} shards: {IMAGES} copied" in text
         # Memory: every shard stayed under the memory its pod requests.
-        requested = kubelet.quantity_bytes(
-            job.container["resources"]["requests"]["memory"])
+        requested = kubelet.quantity_bytes(job.container["resources"]["requests"]["memory"])
         assert max(d["peak_pss_total"] for d in docs) < requested
 
         # The nightly CronJob's pods re-run the same mirror: nothing to copy, no blob moves.
         # This time the credentials come from the mounted docker config.
         before = len(wire.request_lines)
-        auth = {"auths": {wire.host: {"auth": base64.b64encode(
-            f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode()}}}
-        nightly = make_mirror("CronJob/occystrap-mirror-nightly",
-                              "occystrap-mirror-nightly-29000000", images_txt, settings,
-                              {"occystrap-docker-config": {".dockerconfigjson":
-                                                           json.dumps(auth)}})
+        auth = {
+            "auths": {
+                wire.host: {
+                    "auth": base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode()
+                }
+            }
+        }
+        nightly = make_mirror(
+            "CronJob/occystrap-mirror-nightly",
+            "occystrap-mirror-nightly-29000000",
+            images_txt,
+            settings,
+            {"occystrap-docker-config": {".dockerconfigjson": json.dumps(auth)}},
+        )
         nightly.run_all(n)
         nightly.wait_all(n)
         after = wire.request_lines[before:]
@@ -332,30 +429,39 @@ def test_indexed_job_mirrors_every_image_once_and_reruns_as_a_no_op(
         assert not [line for line in after if "/blobs/" in line and not line.startswith("HEAD")]
         code, merged, text = nightly.merge(n)
         assert code == 0, text
-        assert merged["images"] == {"total": IMAGES, "copied": 0, "up_to_date": IMAGES,
-                                    "failed": 0}
+        assert merged["images"] == {"total": IMAGES, "copied": 0, "up_to_date": IMAGES, "failed": 0}
         assert merged["bytes"]["sent"] == 0 and merged["bytes"]["received"] == 0
         # What the first run copied is what this one avoided; an index found up to date is
         # skipped after its HEAD, its children unread, so its layers are not counted.
         assert merged["bytes"]["avoided"] == sum(
-            im["bytes"] for _, im in results if not is_index(im["destination"]))
+            im["bytes"] for _, im in results if not is_index(im["destination"])
+        )
         assert visible_images(dst, prefix) == visible
 
 
 def test_a_killed_shard_restarts_and_completes_without_duplicates(
-        make_mirror: Any, manifests: dict[str, dict[str, Any]], registry: TestRegistry,
-        catalog: tuple[str, dict[str, Any]]) -> None:
+    make_mirror: Any,
+    manifests: dict[str, dict[str, Any]],
+    registry: TestRegistry,
+    catalog: tuple[str, dict[str, Any]],
+) -> None:
     ns, built = catalog
     n = shard_count(manifests)
     prefix = "mirror"
     images_txt = f"registry://{registry.host}/{ns}/*:1.0\n"
-    with TestRegistry() as target, FaultProxy(target.port) as wire, \
-            httpx.Client(base_url=registry.url, timeout=30) as src, \
-            httpx.Client(base_url=target.url, timeout=30) as dst:
+    with (
+        TestRegistry() as target,
+        FaultProxy(target.port) as wire,
+        httpx.Client(base_url=registry.url, timeout=30) as src,
+        httpx.Client(base_url=target.url, timeout=30) as dst,
+    ):
         # A request rate that makes each shard take several seconds, so the kill lands
         # mid-run; the setting is one of the settings ConfigMap's, as a user would set it.
-        settings = {"MIRROR_DESTINATION": f"registry://{wire.host}/{prefix}",
-                    "OCCYSTRAP_INSECURE": "true", "OCCYSTRAP_RATE_LIMIT": "15"}
+        settings = {
+            "MIRROR_DESTINATION": f"registry://{wire.host}/{prefix}",
+            "OCCYSTRAP_INSECURE": "true",
+            "OCCYSTRAP_RATE_LIMIT": "15",
+        }
         job = make_mirror("Job/occystrap-mirror", "occystrap-mirror", images_txt, settings, {})
         job.run_all(n)
         deadline = time.monotonic() + 120
@@ -366,8 +472,9 @@ def test_a_killed_shard_restarts_and_completes_without_duplicates(
         assert job.wait(0) == 137
         killed_at = len(wire.request_lines)
         first_attempt = job.logs(0)
-        copied_first = set(re.findall(rf"-> registry://{re.escape(wire.host)}/(\S+):1\.0 ",
-                                      first_attempt))
+        copied_first = set(
+            re.findall(rf"-> registry://{re.escape(wire.host)}/(\S+):1\.0 ", first_attempt)
+        )
         assert copied_first and "Summary:" not in first_attempt  # killed mid-run
         # Nothing half-written is visible: every tag there is a whole image.
         for repo, tags in visible_images(dst, prefix).items():
@@ -392,8 +499,11 @@ def test_a_killed_shard_restarts_and_completes_without_duplicates(
         assert Counter(im["destination"] for _, im in results).most_common(1)[0][1] == 1
         assert len(results) == IMAGES
         restarted = [im for k, im in results if k == 0]
-        assert {im["destination"].split("/", 3)[3].removesuffix(":1.0")
-                for im in restarted if im["result"] == "up_to_date"} >= copied_first
+        assert {
+            im["destination"].split("/", 3)[3].removesuffix(":1.0")
+            for im in restarted
+            if im["result"] == "up_to_date"
+        } >= copied_first
         code, merged, text = job.merge(n)
         assert code == 0 and merged["complete"], text
         im = merged["images"]

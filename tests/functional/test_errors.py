@@ -23,13 +23,16 @@ def assert_nothing_left(directory: Path) -> None:
     assert sorted(os.listdir(directory)) == ["home"], os.listdir(directory)
 
 
-@pytest.mark.parametrize("source, dest, fragment", [
-    ("ftp://x/y", "tar://a.tar", "unknown source"),
-    ("registry://127.0.0.1:1/Bad_Name:1", "tar://a.tar", "invalid repository name"),
-    ("registry://127.0.0.1:1/app@sha256:abc", "tar://a.tar", "invalid digest"),
-    ("registry://127.0.0.1:1/app:1", "/tmp/plain/path", "not a URI"),
-    ("registry://127.0.0.1:1/app:1", "s3://bucket/x", "unknown destination"),
-])
+@pytest.mark.parametrize(
+    "source, dest, fragment",
+    [
+        ("ftp://x/y", "tar://a.tar", "unknown source"),
+        ("registry://127.0.0.1:1/Bad_Name:1", "tar://a.tar", "invalid repository name"),
+        ("registry://127.0.0.1:1/app@sha256:abc", "tar://a.tar", "invalid digest"),
+        ("registry://127.0.0.1:1/app:1", "/tmp/plain/path", "not a URI"),
+        ("registry://127.0.0.1:1/app:1", "s3://bucket/x", "unknown destination"),
+    ],
+)
 def test_usage_errors_exit_2(occystrap_cli, tmp_path, source, dest, fragment):
     r = occystrap_cli("process", source, dest)
     assert r.returncode == 2
@@ -64,8 +67,14 @@ def test_unreachable_registry(occystrap_cli, tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = occystrap_cli("--insecure", "--retries", "0", "process",
-                      f"registry://127.0.0.1:{port}/app:1", f"tar://{tmp_path / 'a.tar'}")
+    r = occystrap_cli(
+        "--insecure",
+        "--retries",
+        "0",
+        "process",
+        f"registry://127.0.0.1:{port}/app:1",
+        f"tar://{tmp_path / 'a.tar'}",
+    )
     assert r.returncode == 1
     assert f"127.0.0.1:{port}" in one_error_line(r.stderr)
     assert_nothing_left(tmp_path)
@@ -74,8 +83,9 @@ def test_unreachable_registry(occystrap_cli, tmp_path):
 def test_unwritable_destination(occystrap_cli, sample_images, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    r = occystrap_cli("--insecure", "process", sample_images["docker"].uri,
-                      f"tar://{blocker / 'a.tar'}")
+    r = occystrap_cli(
+        "--insecure", "process", sample_images["docker"].uri, f"tar://{blocker / 'a.tar'}"
+    )
     assert r.returncode == 1
     assert str(blocker) in one_error_line(r.stderr)
     assert sorted(os.listdir(tmp_path)) == ["file", "home"]
@@ -83,14 +93,25 @@ def test_unwritable_destination(occystrap_cli, sample_images, tmp_path):
 
 def _registry_blob(registry, digest: str) -> Path:
     hexd = digest.split(":", 1)[1]
-    return (Path(registry.dir) / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
-            / hexd[:2] / hexd / "data")
+    return (
+        Path(registry.dir)
+        / "data"
+        / "docker"
+        / "registry"
+        / "v2"
+        / "blobs"
+        / "sha256"
+        / hexd[:2]
+        / hexd
+        / "data"
+    )
 
 
 def test_corrupt_blob_in_registry(occystrap_cli, registry, tmp_path):
     """The registry serves a layer whose bytes no longer match its digest."""
-    image = build_image(tmp_path / "build", seed=901, layer_sizes=[200_000, 300_000],
-                        special_entries=False)
+    image = build_image(
+        tmp_path / "build", seed=901, layer_sizes=[200_000, 300_000], special_entries=False
+    )
     push_image(registry.url, "corrupt/app", "1.0", image)
     blob = _registry_blob(registry, image.layers[1].digest)
     assert blob.exists(), f"registry storage layout changed: {blob}"
@@ -98,8 +119,9 @@ def test_corrupt_blob_in_registry(occystrap_cli, registry, tmp_path):
     data[1000] ^= 0xFF
     blob.write_bytes(bytes(data))
     for dest in ("tar://out.tar", "oci://layout", "dir://dir"):
-        r = occystrap_cli("--insecure", "process",
-                          f"registry://{registry.host}/corrupt/app:1.0", dest)
+        r = occystrap_cli(
+            "--insecure", "process", f"registry://{registry.host}/corrupt/app:1.0", dest
+        )
         assert r.returncode == 1, r.stderr
         line = one_error_line(r.stderr)
         assert image.layers[1].digest in line
@@ -115,14 +137,27 @@ def test_basic_auth(occystrap_cli, auth_registry, tmp_path):
     assert r.returncode == 1
     assert "auth" in one_error_line(r.stderr).lower()
 
-    r = occystrap_cli("--insecure", "--username", TEST_USER, "--password", "wrong-pw-123",
-                      "process", uri, f"tar://{tmp_path / 'bad.tar'}")
+    r = occystrap_cli(
+        "--insecure",
+        "--username",
+        TEST_USER,
+        "--password",
+        "wrong-pw-123",
+        "process",
+        uri,
+        f"tar://{tmp_path / 'bad.tar'}",
+    )
     assert r.returncode == 1
     assert "wrong-pw-123" not in r.stderr
     one_error_line(r.stderr)
 
-    r = occystrap_cli("--insecure", "process", uri, f"tar://{tmp_path / 'env.tar'}",
-                      env={"OCCYSTRAP_USERNAME": TEST_USER, "OCCYSTRAP_PASSWORD": TEST_PASSWORD})
+    r = occystrap_cli(
+        "--insecure",
+        "process",
+        uri,
+        f"tar://{tmp_path / 'env.tar'}",
+        env={"OCCYSTRAP_USERNAME": TEST_USER, "OCCYSTRAP_PASSWORD": TEST_PASSWORD},
+    )
     assert r.returncode == 0, r.stderr
     assert TEST_PASSWORD not in r.stderr + r.stdout
 
@@ -136,10 +171,16 @@ def test_docker_config_credentials(occystrap_cli, auth_registry, tmp_path):
     cfg_dir = tmp_path / "dockercfg"
     cfg_dir.mkdir()
     token = base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode()
-    (cfg_dir / "config.json").write_text(json.dumps({"auths": {auth_registry.host:
-                                                               {"auth": token}}}))
-    r = occystrap_cli("--insecure", "process", f"registry://{auth_registry.host}/private/cfg:1.0",
-                      f"oci://{tmp_path / 'layout'}", env={"DOCKER_CONFIG": str(cfg_dir)})
+    (cfg_dir / "config.json").write_text(
+        json.dumps({"auths": {auth_registry.host: {"auth": token}}})
+    )
+    r = occystrap_cli(
+        "--insecure",
+        "process",
+        f"registry://{auth_registry.host}/private/cfg:1.0",
+        f"oci://{tmp_path / 'layout'}",
+        env={"DOCKER_CONFIG": str(cfg_dir)},
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -154,9 +195,21 @@ def test_credentials_never_appear_in_any_output(occystrap_cli, auth_registry, tm
     uri = f"registry://{auth_registry.host}/private/grep:1.0"
     basic = base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode()
     for password in (TEST_PASSWORD, "not-the-password-42"):
-        r = occystrap_cli("--insecure", "--verbose", "--stats", "text", "--stats-file",
-                          str(stats), "--username", TEST_USER, "--password", password,
-                          "process", uri, f"oci://{tmp_path / 'layout'}")
+        r = occystrap_cli(
+            "--insecure",
+            "--verbose",
+            "--stats",
+            "text",
+            "--stats-file",
+            str(stats),
+            "--username",
+            TEST_USER,
+            "--password",
+            password,
+            "process",
+            uri,
+            f"oci://{tmp_path / 'layout'}",
+        )
         written = r.stdout + r.stderr + (stats.read_text() if stats.exists() else "")
         for secret in (password, basic):
             assert secret not in written
@@ -165,22 +218,73 @@ def test_credentials_never_appear_in_any_output(occystrap_cli, auth_registry, tm
     # --verbose, info and check, usage errors).
     layout = tmp_path / "layout2"
     runs = [
-        ("--insecure", "--verbose", "--stats", "json", "--stats-file", str(stats), "--username",
-         TEST_USER, "--password", TEST_PASSWORD, "process", f"{uri}?token=uri-s3cret-1",
-         f"oci://{layout}?token=uri-s3cret-2"),
-        ("--insecure", "--verbose", "--stats", "json", "process",
-         f"registry://{auth_registry.host}/private/missing:1.0?token=uri-s3cret-3",
-         f"dir://{tmp_path / 'out'}?sig=uri-s3cret-4"),
-        ("--insecure", "--username", TEST_USER, "--password", TEST_PASSWORD, "info",
-         "-O", "json", f"{uri}?token=uri-s3cret-5"),
-        ("--insecure", "--username", TEST_USER, "--password", TEST_PASSWORD, "check",
-         "-O", "json", f"{uri}?token=uri-s3cret-6"),
-        ("--insecure", "process", f"registry://u:uri-s3cret-7@{auth_registry.host}/p/g:1",
-         "tar://x.tar"),
-        ("--insecure", "process", f"registry://u:uri-s3cret-8@{auth_registry.host}/p/*:1",
-         "oci://x"),
-        ("--quay-url", "http://u:uri-s3cret-9@127.0.0.1:1", "--retries", "0", "process",
-         "quay://ns/app*:1?token=uri-s3cret-10", f"oci://{tmp_path / 'q'}"),
+        (
+            "--insecure",
+            "--verbose",
+            "--stats",
+            "json",
+            "--stats-file",
+            str(stats),
+            "--username",
+            TEST_USER,
+            "--password",
+            TEST_PASSWORD,
+            "process",
+            f"{uri}?token=uri-s3cret-1",
+            f"oci://{layout}?token=uri-s3cret-2",
+        ),
+        (
+            "--insecure",
+            "--verbose",
+            "--stats",
+            "json",
+            "process",
+            f"registry://{auth_registry.host}/private/missing:1.0?token=uri-s3cret-3",
+            f"dir://{tmp_path / 'out'}?sig=uri-s3cret-4",
+        ),
+        (
+            "--insecure",
+            "--username",
+            TEST_USER,
+            "--password",
+            TEST_PASSWORD,
+            "info",
+            "-O",
+            "json",
+            f"{uri}?token=uri-s3cret-5",
+        ),
+        (
+            "--insecure",
+            "--username",
+            TEST_USER,
+            "--password",
+            TEST_PASSWORD,
+            "check",
+            "-O",
+            "json",
+            f"{uri}?token=uri-s3cret-6",
+        ),
+        (
+            "--insecure",
+            "process",
+            f"registry://u:uri-s3cret-7@{auth_registry.host}/p/g:1",
+            "tar://x.tar",
+        ),
+        (
+            "--insecure",
+            "process",
+            f"registry://u:uri-s3cret-8@{auth_registry.host}/p/*:1",
+            "oci://x",
+        ),
+        (
+            "--quay-url",
+            "http://u:uri-s3cret-9@127.0.0.1:1",
+            "--retries",
+            "0",
+            "process",
+            "quay://ns/app*:1?token=uri-s3cret-10",
+            f"oci://{tmp_path / 'q'}",
+        ),
     ]
     for args in runs:
         if stats.exists():

@@ -41,8 +41,9 @@ def layer(tmp_path, name: str, *members: tarfile.TarInfo) -> str:
     return str(path)
 
 
-def entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 1
-          ) -> tarfile.TarInfo:
+def entry(
+    name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 1
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, link
     info.size = size if kind == tarfile.REGTYPE else 0
@@ -53,11 +54,23 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 
 def test_opaque_whiteout_touches_only_its_directory(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    apply_layer(str(root), layer(tmp_path, "l0", entry("usr/lib", tarfile.DIRTYPE),
-                                 entry("usr/lib/a"), entry("usr/lib64", tarfile.DIRTYPE),
-                                 entry("usr/lib64/b")), "test")
-    apply_layer(str(root), layer(tmp_path, "l1", entry("usr/lib/.wh..wh..opq"),
-                                 entry("usr/.wh.missing")), "test")  # a missing path is fine
+    apply_layer(
+        str(root),
+        layer(
+            tmp_path,
+            "l0",
+            entry("usr/lib", tarfile.DIRTYPE),
+            entry("usr/lib/a"),
+            entry("usr/lib64", tarfile.DIRTYPE),
+            entry("usr/lib64/b"),
+        ),
+        "test",
+    )
+    apply_layer(
+        str(root),
+        layer(tmp_path, "l1", entry("usr/lib/.wh..wh..opq"), entry("usr/.wh.missing")),
+        "test",
+    )  # a missing path is fine
     assert os.listdir(root / "usr" / "lib") == []
     assert os.listdir(root / "usr" / "lib64") == ["b"]
 
@@ -67,19 +80,23 @@ def test_symlink_planted_by_one_layer_cannot_redirect_a_later_write(tmp_path):
     root.mkdir()
     outside = tmp_path / "outside"
     outside.mkdir()
-    apply_layer(str(root), layer(tmp_path, "l0", entry("etc", tarfile.SYMTYPE, str(outside))),
-                "test")
+    apply_layer(
+        str(root), layer(tmp_path, "l0", entry("etc", tarfile.SYMTYPE, str(outside))), "test"
+    )
     apply_layer(str(root), layer(tmp_path, "l1", entry("etc/passwd")), "test")
     assert os.listdir(outside) == []  # the absolute link resolved inside the image
     assert (root / str(outside).lstrip("/") / "passwd").is_file()
 
 
-@pytest.mark.parametrize("evil", [
-    entry("../escape"),
-    entry("/abs/path"),
-    entry("a/../../escape"),
-    entry("hard", tarfile.LNKTYPE, "../../etc/passwd"),
-])
+@pytest.mark.parametrize(
+    "evil",
+    [
+        entry("../escape"),
+        entry("/abs/path"),
+        entry("a/../../escape"),
+        entry("hard", tarfile.LNKTYPE, "../../etc/passwd"),
+    ],
+)
 def test_escaping_members_are_refused(tmp_path, evil):
     root = tmp_path / "root"
     root.mkdir()
@@ -99,13 +116,18 @@ def test_secure_join_resolves_relative_links_inside(tmp_path):
 
 # -- modes: no setuid root shells in an expanded tree ------------------------------------------
 
+
 def test_unsafe_mode_bits_are_dropped_unless_asked(tmp_path):
-    members = [entry("bin", tarfile.DIRTYPE), entry("bin/su"), entry("tmp", tarfile.DIRTYPE),
-               entry("etc", tarfile.DIRTYPE), entry("etc/shared")]
+    members = [
+        entry("bin", tarfile.DIRTYPE),
+        entry("bin/su"),
+        entry("tmp", tarfile.DIRTYPE),
+        entry("etc", tarfile.DIRTYPE),
+        entry("etc/shared"),
+    ]
     members[1].mode, members[2].mode, members[4].mode = 0o6755, 0o1777, 0o666
     path = layer(tmp_path, "l0", *members)
-    for preserve, su, tmp, shared in ((False, 0o755, 0o755, 0o644),
-                                      (True, 0o6755, 0o1777, 0o666)):
+    for preserve, su, tmp, shared in ((False, 0o755, 0o755, 0o644), (True, 0o6755, 0o1777, 0o666)):
         root = tmp_path / f"root-{preserve}"
         root.mkdir()
         apply_layer(str(root), path, "test", preserve_modes=preserve)
@@ -120,8 +142,12 @@ def _as_nobody(program: Path) -> str | None:
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         return None
-    r = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                        str(program), "-u"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(program), "-u"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return r.stdout.strip() if r.returncode == 0 else f"failed: {r.stderr.strip()}"
 
 
@@ -132,8 +158,12 @@ def test_setuid_binary_in_a_layer_is_not_setuid_when_expanded(occystrap_cli, reg
     from tools.imagebuilder import push_image
 
     id_binary = Path(shutil.which("id") or "/usr/bin/id").read_bytes()
-    plain = hf.tar_of(("usr", 0o755, None), ("usr/bin", 0o755, None),
-                      ("usr/bin/id", 0o4755, id_binary), ("tmp", 0o1777, None))
+    plain = hf.tar_of(
+        ("usr", 0o755, None),
+        ("usr/bin", 0o755, None),
+        ("usr/bin/id", 0o4755, id_binary),
+        ("tmp", 0o1777, None),
+    )
     # Outside pytest's 0700 temp root, so nobody can reach the expanded file.
     work = Path(tempfile.mkdtemp(prefix="occystrap-expand-"))
     try:
@@ -141,15 +171,18 @@ def test_setuid_binary_in_a_layer_is_not_setuid_when_expanded(occystrap_cli, reg
         built = hf.image(work / "build", [(hf.gzipped(plain), hf.TAR_GZIP, plain)])
         push_image(registry.url, "hostile/setuid", "1.0", built)
         src = f"registry://{registry.host}/hostile/setuid:1.0"
-        for query, mode, euid in (("expand=true", 0o755, "65534"),
-                                  ("expand=true&preserve_modes=true", 0o4755, "0")):
+        for query, mode, euid in (
+            ("expand=true", 0o755, "65534"),
+            ("expand=true&preserve_modes=true", 0o4755, "0"),
+        ):
             out = work / query.replace("&", "-").replace("=", "_")
             r = occystrap_cli("--insecure", "process", src, f"dir://{out}?{query}")
             assert r.returncode == 0, r.stderr
             program = out / "manifest" / "usr" / "bin" / "id"
             assert stat.S_IMODE(os.stat(program).st_mode) == mode
-            assert stat.S_IMODE(os.stat(out / "manifest" / "tmp").st_mode) & 0o7022 == \
-                (0o1022 if "preserve" in query else 0)
+            assert stat.S_IMODE(os.stat(out / "manifest" / "tmp").st_mode) & 0o7022 == (
+                0o1022 if "preserve" in query else 0
+            )
             seen = _as_nobody(program)
             assert seen in (None, euid), seen
     finally:
@@ -157,7 +190,11 @@ def test_setuid_binary_in_a_layer_is_not_setuid_when_expanded(occystrap_cli, reg
 
 
 def test_preserve_modes_needs_expand(occystrap_cli, sample_images, tmp_path):
-    r = occystrap_cli("--insecure", "process", sample_images["docker"].uri,
-                      f"dir://{tmp_path / 'out'}?preserve_modes=true")
+    r = occystrap_cli(
+        "--insecure",
+        "process",
+        sample_images["docker"].uri,
+        f"dir://{tmp_path / 'out'}?preserve_modes=true",
+    )
     assert r.returncode == 2
     assert "?preserve_modes=true applies only with ?expand=true" in r.stderr

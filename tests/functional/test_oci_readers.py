@@ -21,8 +21,7 @@ UMOCI = shutil.which("umoci")
 def umoci(*args: str) -> subprocess.CompletedProcess[str]:
     if UMOCI is None:
         pytest.skip("umoci not installed (tools/setup.sh installs it)")
-    return subprocess.run([UMOCI, *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run([UMOCI, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def _index(layout: Path) -> dict:
@@ -38,8 +37,9 @@ def _blob(layout: Path, digest: str) -> bytes:
 def _unpack(layout: Path, ref: str, bundle: Path) -> None:
     done = umoci("unpack", "--rootless", "--image", f"{layout}:{ref}", str(bundle))
     assert done.returncode == 0, done.stderr
-    assert (bundle / "rootfs" / "etc" / "os-release").read_bytes().startswith(
-        b"NAME=occystrap-test")
+    assert (
+        (bundle / "rootfs" / "etc" / "os-release").read_bytes().startswith(b"NAME=occystrap-test")
+    )
 
 
 def test_umoci_refuses_the_byte_exact_layout(occystrap_cli, sample_images, tmp_path):
@@ -48,8 +48,12 @@ def test_umoci_refuses_the_byte_exact_layout(occystrap_cli, sample_images, tmp_p
     layout = tmp_path / "layout"
     r = occystrap_cli("--insecure", "process", sample.uri, f"oci://{layout}")
     assert r.returncode == 0, r.stderr
-    assert umoci("unpack", "--rootless", "--image", f"{layout}:1.0",
-                 str(tmp_path / "bundle")).returncode != 0
+    assert (
+        umoci(
+            "unpack", "--rootless", "--image", f"{layout}:1.0", str(tmp_path / "bundle")
+        ).returncode
+        != 0
+    )
 
 
 def test_docker_manifest_converted(occystrap_cli, sample_images, skopeo, tmp_path):
@@ -67,15 +71,17 @@ def test_docker_manifest_converted(occystrap_cli, sample_images, skopeo, tmp_pat
     assert ours["config"]["mediaType"] == ib.OCI_CONFIG
     assert [la["mediaType"] for la in ours["layers"]] == [ib.OCI_LAYER_GZIP] * 3
     # config and layers keep their bytes: same digests and sizes as the source's
-    assert [(d["digest"], d["size"]) for d in [ours["config"], *ours["layers"]]] == \
-        [(d["digest"], d["size"]) for d in [source["config"], *source["layers"]]]
+    assert [(d["digest"], d["size"]) for d in [ours["config"], *ours["layers"]]] == [
+        (d["digest"], d["size"]) for d in [source["config"], *source["layers"]]
+    ]
     _unpack(layout, "1.0", tmp_path / "bundle")
     # the same document as skopeo's own conversion, but for the config: skopeo re-encodes
     # it through the OCI config struct (new digest, Docker-only fields dropped); we keep its
     # bytes, and so the image ID (docs/conventions.md)
     theirs = tmp_path / "skopeo-layout"
-    done = skopeo("copy", "-q", "--src-tls-verify=false", f"docker://{sample.ref}",
-                  f"oci:{theirs}:1.0")
+    done = skopeo(
+        "copy", "-q", "--src-tls-verify=false", f"docker://{sample.ref}", f"oci:{theirs}:1.0"
+    )
     assert done.returncode == 0, done.stderr
     [their_entry] = _index(theirs)["manifests"]
     their_manifest = json.loads(_blob(theirs, their_entry["digest"]))
@@ -91,16 +97,18 @@ def test_docker_manifest_converted(occystrap_cli, sample_images, skopeo, tmp_pat
 def test_manifest_list_converted(occystrap_cli, sample_images, skopeo, tmp_path):
     sample = sample_images["manifest_list"]
     layout = tmp_path / "layout"
-    r = occystrap_cli("--insecure", "--all-platforms", "process", sample.uri,
-                      f"oci://{layout}?media_types=oci")
+    r = occystrap_cli(
+        "--insecure", "--all-platforms", "process", sample.uri, f"oci://{layout}?media_types=oci"
+    )
     assert r.returncode == 0, r.stderr
     [entry] = _index(layout)["manifests"]
     assert entry["mediaType"] == ib.OCI_INDEX
     index = json.loads(_blob(layout, entry["digest"]))
     assert index["mediaType"] == ib.OCI_INDEX
     source = json.loads(sample.manifest)
-    assert [m["platform"] for m in index["manifests"]] == \
-        [m["platform"] for m in source["manifests"]]
+    assert [m["platform"] for m in index["manifests"]] == [
+        m["platform"] for m in source["manifests"]
+    ]
     for child in index["manifests"]:
         assert child["mediaType"] == ib.OCI_MANIFEST
         manifest = _blob(layout, child["digest"])  # present, and its digest checks out
@@ -114,13 +122,18 @@ def test_manifest_list_converted(occystrap_cli, sample_images, skopeo, tmp_path)
 
 
 @pytest.mark.parametrize("platform", ["linux/amd64", "linux/arm64/v8"])
-def test_platform_of_a_manifest_list_for_umoci(occystrap_cli, sample_images, tmp_path,
-                                               platform):
+def test_platform_of_a_manifest_list_for_umoci(occystrap_cli, sample_images, tmp_path, platform):
     """umoci takes one image per reference (an index is "ambiguous" to it): each platform
     of a Docker manifest list, converted, unpacks."""
     layout = tmp_path / "layout"
-    r = occystrap_cli("--insecure", "--platform", platform, "process",
-                      sample_images["manifest_list"].uri, f"oci://{layout}:img?media_types=oci")
+    r = occystrap_cli(
+        "--insecure",
+        "--platform",
+        platform,
+        "process",
+        sample_images["manifest_list"].uri,
+        f"oci://{layout}:img?media_types=oci",
+    )
     assert r.returncode == 0, r.stderr
     _unpack(layout, "img", tmp_path / "bundle")
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
@@ -163,11 +176,17 @@ def test_tarball_oci_part_converted(occystrap_cli, sample_images, skopeo, tmp_pa
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("uri", ["oci://{tmp}/l?media_types=docker",
-                                 "dir://{tmp}/d?media_types=oci",
-                                 "tar://{tmp}/t.tar?format=v1.2&media_types=oci"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "oci://{tmp}/l?media_types=docker",
+        "dir://{tmp}/d?media_types=oci",
+        "tar://{tmp}/t.tar?format=v1.2&media_types=oci",
+    ],
+)
 def test_media_types_option_is_checked(occystrap_cli, sample_images, tmp_path, uri):
-    r = occystrap_cli("--insecure", "process", sample_images["docker"].uri,
-                      uri.format(tmp=tmp_path))
+    r = occystrap_cli(
+        "--insecure", "process", sample_images["docker"].uri, uri.format(tmp=tmp_path)
+    )
     assert r.returncode == 2 and "media_types" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -28,8 +28,9 @@ def get_blob(url: str, name: str, digest: str, auth=None) -> bytes:
 
 
 @pytest.mark.parametrize("key", ["docker", "oci", "zstd"])
-def test_copy_between_repositories_is_byte_exact(occystrap_cli, registry, sample_images,
-                                                 skopeo, key):
+def test_copy_between_repositories_is_byte_exact(
+    occystrap_cli, registry, sample_images, skopeo, key
+):
     s = sample_images[key]
     dest = f"{registry.host}/mirror/{key}:copy"
     r = occystrap_cli("--insecure", "process", s.uri, f"registry://{dest}")
@@ -48,16 +49,25 @@ def test_rerun_is_skipped_with_one_head(occystrap_cli, registry, sample_images):
     assert "up to date" in r.stderr and "1 already up to date" in r.stderr
 
 
-def test_copy_between_registries_with_auth(occystrap_cli, registry, auth_registry,
-                                           sample_images, skopeo):
+def test_copy_between_registries_with_auth(
+    occystrap_cli, registry, auth_registry, sample_images, skopeo
+):
     s = sample_images["oci"]
     dest = f"{auth_registry.host}/mirror/app:1.0"
     r = occystrap_cli("--insecure", "process", s.uri, f"registry://{dest}")
     assert r.returncode == 1
     assert "auth" in r.stderr.lower() and "Traceback" not in r.stderr
 
-    r = occystrap_cli("--insecure", "--dest-username", TEST_USER, "--dest-password",
-                      TEST_PASSWORD, "process", s.uri, f"registry://{dest}")
+    r = occystrap_cli(
+        "--insecure",
+        "--dest-username",
+        TEST_USER,
+        "--dest-password",
+        TEST_PASSWORD,
+        "process",
+        s.uri,
+        f"registry://{dest}",
+    )
     assert r.returncode == 0, r.stderr
     assert TEST_PASSWORD not in r.stderr
     assert raw_manifest(skopeo, dest, f"{TEST_USER}:{TEST_PASSWORD}").encode() == s.manifest
@@ -69,32 +79,38 @@ def test_copy_between_registries_with_auth(occystrap_cli, registry, auth_registr
 
 def test_dest_credentials_from_environment(occystrap_cli, auth_registry, sample_images):
     s = sample_images["docker"]
-    r = occystrap_cli("--insecure", "process", s.uri,
-                      f"registry://{auth_registry.host}/mirror/env",
-                      env={"OCCYSTRAP_DEST_USERNAME": TEST_USER,
-                           "OCCYSTRAP_DEST_PASSWORD": TEST_PASSWORD})
+    r = occystrap_cli(
+        "--insecure",
+        "process",
+        s.uri,
+        f"registry://{auth_registry.host}/mirror/env",
+        env={"OCCYSTRAP_DEST_USERNAME": TEST_USER, "OCCYSTRAP_DEST_PASSWORD": TEST_PASSWORD},
+    )
     assert r.returncode == 0, r.stderr
 
 
-def test_pinned_digest_without_tag_pushes_by_digest(occystrap_cli, registry, sample_images,
-                                                    skopeo):
+def test_pinned_digest_without_tag_pushes_by_digest(occystrap_cli, registry, sample_images, skopeo):
     s = sample_images["oci"]
     src = f"registry://{s.host}/{s.name}@{s.digest}"
     r = occystrap_cli("--insecure", "process", src, f"registry://{registry.host}/mirror/pinned")
     assert r.returncode == 0, r.stderr
-    assert raw_manifest(skopeo, f"{registry.host}/mirror/pinned@{s.digest}").encode() == \
-        s.manifest
+    assert raw_manifest(skopeo, f"{registry.host}/mirror/pinned@{s.digest}").encode() == s.manifest
 
 
 def test_interrupted_upload_resumes(occystrap_cli, registry, tmp_path):
     """The connection to the destination is cut mid-blob; the copy still lands whole."""
-    image = build_image(tmp_path / "build", seed=404, layer_sizes=[3_000_000],
-                        special_entries=False)
+    image = build_image(
+        tmp_path / "build", seed=404, layer_sizes=[3_000_000], special_entries=False
+    )
     push_image(registry.url, "resume/src", "1.0", image)
     with FaultProxy(registry.port, cut_request_after=1_000_000, cuts=1) as proxy:
-        r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/resume/src:1.0",
-                          f"registry://{proxy.host}/resume/dst:1.0",
-                          env={"OCCYSTRAP_BACKOFF_SCALE": "0.01"})
+        r = occystrap_cli(
+            "--insecure",
+            "process",
+            f"registry://{registry.host}/resume/src:1.0",
+            f"registry://{proxy.host}/resume/dst:1.0",
+            env={"OCCYSTRAP_BACKOFF_SCALE": "0.01"},
+        )
         assert proxy.cuts_done == 1
     assert r.returncode == 0, r.stderr
     with open(image.layers[0].path, "rb") as f:
@@ -109,8 +125,7 @@ def test_same_registry_copy_mounts_blobs(occystrap_cli, registry, sample_images)
 
 
 @pytest.mark.parametrize("key", ["index", "manifest_list"])
-def test_index_is_copied_whole_into_a_registry(occystrap_cli, registry, sample_images, skopeo,
-                                               key):
+def test_index_is_copied_whole_into_a_registry(occystrap_cli, registry, sample_images, skopeo, key):
     s = sample_images[key]
     dest = f"{registry.host}/mirror/{key}:1.0"
     r = occystrap_cli("--insecure", "process", s.uri, f"registry://{dest}")
@@ -127,8 +142,9 @@ def test_platform_flag_copies_one_image(occystrap_cli, registry, sample_images, 
     s = sample_images["index"]
     arm = next(i for i in s.built.images if i.platform[1] == "arm64")
     dest = f"{registry.host}/mirror/one-platform:1.0"
-    r = occystrap_cli("--insecure", "--platform", "linux/arm64", "process", s.uri,
-                      f"registry://{dest}")
+    r = occystrap_cli(
+        "--insecure", "--platform", "linux/arm64", "process", s.uri, f"registry://{dest}"
+    )
     assert r.returncode == 0, r.stderr
     assert raw_manifest(skopeo, dest).encode() == arm.manifest
 
@@ -141,15 +157,21 @@ def test_all_platforms_into_oci_layout(occystrap_cli, sample_images, tmp_path, s
     index = json.loads((layout / "index.json").read_text())
     assert [m["digest"] for m in index["manifests"]] == [s.digest]
     for child in s.built.images:
-        assert (layout / "blobs" / "sha256" / child.manifest_digest[7:]).read_bytes() == \
-            child.manifest
+        assert (
+            layout / "blobs" / "sha256" / child.manifest_digest[7:]
+        ).read_bytes() == child.manifest
     r = skopeo("inspect", "--override-arch", "arm64", f"oci:{layout}:1.0")
     assert r.returncode == 0, r.stderr
 
 
 def test_all_platforms_refused_for_tar(occystrap_cli, sample_images, tmp_path):
-    r = occystrap_cli("--insecure", "--all-platforms", "process", sample_images["index"].uri,
-                      f"tar://{tmp_path / 'a.tar'}")
+    r = occystrap_cli(
+        "--insecure",
+        "--all-platforms",
+        "process",
+        sample_images["index"].uri,
+        f"tar://{tmp_path / 'a.tar'}",
+    )
     assert r.returncode == 1
     assert "--platform" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
@@ -166,11 +188,18 @@ def test_tls_registry_needs_its_ca(occystrap_cli, tls_registry, sample_images, t
     assert "--ca-file" in r.stderr and "--no-tls-verify" in r.stderr
     r = occystrap_cli("--ca-file", tls_registry.ca_file, "process", src, dest)
     assert r.returncode == 0, r.stderr
-    r = occystrap_cli("--ca-file", tls_registry.ca_file, "process",
-                      f"registry://{tls_registry.host}/tls/app:1.0",
-                      f"tar://{tmp_path / 'from-tls.tar'}")
+    r = occystrap_cli(
+        "--ca-file",
+        tls_registry.ca_file,
+        "process",
+        f"registry://{tls_registry.host}/tls/app:1.0",
+        f"tar://{tmp_path / 'from-tls.tar'}",
+    )
     assert r.returncode == 0, r.stderr
-    r = occystrap_cli("--no-tls-verify", "process",
-                      f"registry://{tls_registry.host}/tls/app:1.0",
-                      f"oci://{tmp_path / 'layout'}")
+    r = occystrap_cli(
+        "--no-tls-verify",
+        "process",
+        f"registry://{tls_registry.host}/tls/app:1.0",
+        f"oci://{tmp_path / 'layout'}",
+    )
     assert r.returncode == 0, r.stderr

@@ -37,8 +37,7 @@ MiB = 2**20
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCCYSTRAP_BACKOFF_SCALE", "0.001")
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY"):
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -60,12 +59,10 @@ def _http(reg: TestRegistry, auth: tuple[str, str] | None = None) -> httpx.Clien
     verify: ssl.SSLContext | bool = (
         ssl.create_default_context(cafile=reg.ca_file) if reg.ca_file else True
     )
-    return httpx.Client(base_url=reg.url, auth=auth, verify=verify, trust_env=False,
-                        timeout=60)
+    return httpx.Client(base_url=reg.url, auth=auth, verify=verify, trust_env=False, timeout=60)
 
 
-def _fetch(reg: TestRegistry, name: str, digest: str,
-           auth: tuple[str, str] | None = None) -> bytes:
+def _fetch(reg: TestRegistry, name: str, digest: str, auth: tuple[str, str] | None = None) -> bytes:
     with _http(reg, auth) as http:
         got = http.get(f"/v2/{name}/blobs/{digest}")
     assert got.status_code == 200, got.text
@@ -100,8 +97,9 @@ def _still_open(reg: TestRegistry, urls: list[str]) -> list[str]:
         return [p for p, u in latest.items() if http.get(u).status_code == 204]
 
 
-def _record(monkeypatch: pytest.MonkeyPatch, client: RegistryClient,
-            urls: list[str] | None = None) -> list[str]:
+def _record(
+    monkeypatch: pytest.MonkeyPatch, client: RegistryClient, urls: list[str] | None = None
+) -> list[str]:
     """Log the method (and URL) of every request the client makes through its request path."""
     methods: list[str] = []
     original = client._request
@@ -118,6 +116,7 @@ def _record(monkeypatch: pytest.MonkeyPatch, client: RegistryClient,
 
 # -- the real registry --------------------------------------------------------------------------
 
+
 def test_blob_exists(registry: TestRegistry, tmp_path: Path) -> None:
     path, data, digest = _blob(tmp_path, 1000, 1)
     with RegistryClient(registry.host, insecure=True) as client:
@@ -127,8 +126,9 @@ def test_blob_exists(registry: TestRegistry, tmp_path: Path) -> None:
         assert client.blob_exists("push/other", digest) is None
 
 
-def test_monolithic_upload_byte_exact(registry: TestRegistry, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_monolithic_upload_byte_exact(
+    registry: TestRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, data, digest = _blob(tmp_path, 300 * KiB + 7, 2)
     progress: list[int] = []
     with RegistryClient(registry.host, insecure=True) as client:
@@ -152,14 +152,16 @@ def test_upload_region_of_bigger_file(registry: TestRegistry, tmp_path: Path) ->
 
 
 @pytest.mark.usefixtures("small_chunks")
-def test_chunked_upload(registry: TestRegistry, tmp_path: Path,
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunked_upload(
+    registry: TestRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, data, digest = _blob(tmp_path, 1 * MiB + 100 * KiB + 5, 4)
     progress: list[int] = []
     with RegistryClient(registry.host, insecure=True) as client:
         methods = _record(monkeypatch, client)
-        client.upload_blob("push/chunked", digest, len(data), str(path),
-                           on_progress=progress.append)
+        client.upload_blob(
+            "push/chunked", digest, len(data), str(path), on_progress=progress.append
+        )
     assert methods == ["POST"] + ["PATCH"] * 5 + ["PUT"]
     assert sum(progress) == len(data)
     assert _fetch(registry, "push/chunked", digest) == data
@@ -176,8 +178,9 @@ def test_chunked_upload_from_offset(registry: TestRegistry, tmp_path: Path) -> N
     assert _fetch(registry, "push/chunked-offset", digest) == data
 
 
-def test_wrong_digest_is_digest_error(registry: TestRegistry, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_digest_is_digest_error(
+    registry: TestRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, data, _ = _blob(tmp_path, 4 * KiB, 6)
     claimed = "sha256:" + hashlib.sha256(b"something else").hexdigest()
     urls: list[str] = []
@@ -222,14 +225,15 @@ def test_put_manifest(registry: TestRegistry, tmp_path: Path) -> None:
             client.upload_blob(name, blob.digest, blob.size, blob.path)
         digest = client.put_manifest(name, "v1", image.manifest, image.manifest_media_type)
         assert digest == image.manifest_digest
-        assert client.put_manifest(name, digest, image.manifest,
-                                   image.manifest_media_type) == digest
+        assert (
+            client.put_manifest(name, digest, image.manifest, image.manifest_media_type) == digest
+        )
         with pytest.raises(DigestError, match="hashes to"):
-            client.put_manifest(name, "sha256:" + "0" * 64, image.manifest,
-                                image.manifest_media_type)
+            client.put_manifest(
+                name, "sha256:" + "0" * 64, image.manifest, image.manifest_media_type
+            )
     with _http(registry) as http:
-        got = http.get(f"/v2/{name}/manifests/v1",
-                       headers={"Accept": image.manifest_media_type})
+        got = http.get(f"/v2/{name}/manifests/v1", headers={"Accept": image.manifest_media_type})
     assert got.status_code == 200
     assert got.content == image.manifest
     assert got.headers["docker-content-digest"] == image.manifest_digest
@@ -238,8 +242,9 @@ def test_put_manifest(registry: TestRegistry, tmp_path: Path) -> None:
 def test_put_manifest_missing_blob_is_clear(registry: TestRegistry, tmp_path: Path) -> None:
     image = ib.build_image(tmp_path / "img", seed=12, layer_sizes=[4 * KiB])
     with RegistryClient(registry.host, insecure=True) as client:
-        with pytest.raises(RegistryError,
-                           match=r"^manifest push/nothing:v1 to .*: PUT .* 400 .*BLOB_UNKNOWN"):
+        with pytest.raises(
+            RegistryError, match=r"^manifest push/nothing:v1 to .*: PUT .* 400 .*BLOB_UNKNOWN"
+        ):
             client.put_manifest("push/nothing", "v1", image.manifest, image.manifest_media_type)
 
 
@@ -268,9 +273,11 @@ def test_basic_auth_push(auth_registry: TestRegistry, tmp_path: Path) -> None:
 
 # -- broken connections -------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("small_chunks")
-def test_upload_cut_mid_chunk_recovers(registry: TestRegistry, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_cut_mid_chunk_recovers(
+    registry: TestRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The connection dies in the middle of a PATCH body.
 
     distribution 2.8 cancels a session whose stored size no longer matches its state after a
@@ -303,8 +310,9 @@ def test_interrupted_monolithic_put_falls_back(registry: TestRegistry, tmp_path:
     assert _fetch(registry, "push/mono-cut", digest) == data
 
 
-def test_upload_gives_up_and_cleans_up(registry: TestRegistry, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_gives_up_and_cleans_up(
+    registry: TestRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     size = 2 * MiB
     path, _, digest = _blob(tmp_path, size, 16)
     urls: list[str] = []
@@ -318,6 +326,7 @@ def test_upload_gives_up_and_cleans_up(registry: TestRegistry, tmp_path: Path,
 
 
 # -- TLS ----------------------------------------------------------------------------------------
+
 
 def test_tls_with_ca_file(tls_registry: TestRegistry, tmp_path: Path) -> None:
     assert tls_registry.url.startswith("https://") and tls_registry.ca_file
@@ -338,8 +347,7 @@ def test_tls_chunked(tls_registry: TestRegistry, tmp_path: Path) -> None:
     assert _fetch(tls_registry, "push/tls-chunked", digest) == data
 
 
-def test_tls_default_verification_fails_clearly(tls_registry: TestRegistry,
-                                                tmp_path: Path) -> None:
+def test_tls_default_verification_fails_clearly(tls_registry: TestRegistry, tmp_path: Path) -> None:
     path, data, digest = _blob(tmp_path, 1000, 19)
     with RegistryClient(tls_registry.host, retries=3) as client:
         with pytest.raises(RegistryError, match="certificate verification failed"):
@@ -356,6 +364,7 @@ def test_tls_verify_off(tls_registry: TestRegistry, tmp_path: Path) -> None:
 
 
 # -- a scripted registry ------------------------------------------------------------------------
+
 
 @pytest.fixture
 def scripted() -> Iterator[Scripted]:
@@ -376,7 +385,8 @@ def _drain(h: BaseHTTPRequestHandler) -> None:
 def test_foreign_upload_location_refused(scripted: Scripted, tmp_path: Path) -> None:
     path, data, digest = _blob(tmp_path, 100, 21)
     scripted.routes[("POST", "/v2/x/blobs/uploads/")] = reply(
-        202, Location="http://127.0.0.2:1/v2/x/blobs/uploads/u?_state=secret-state")
+        202, Location="http://127.0.0.2:1/v2/x/blobs/uploads/u?_state=secret-state"
+    )
     with RegistryClient(scripted.host, insecure=True) as client:
         with pytest.raises(RegistryError, match="upload location on another server") as info:
             client.upload_blob("x", digest, len(data), str(path))
@@ -389,7 +399,8 @@ def test_relative_location_with_query_and_hard_error(scripted: Scripted, tmp_pat
     400 is final (one attempt) and its JSON error is in the message."""
     path, data, digest = _blob(tmp_path, 100, 22)
     scripted.routes[("POST", "/v2/x/blobs/uploads/")] = reply(
-        202, Location="/v2/x/blobs/uploads/u1?_state=abc")
+        202, Location="/v2/x/blobs/uploads/u1?_state=abc"
+    )
 
     def put(h: BaseHTTPRequestHandler) -> None:
         _drain(h)
@@ -425,6 +436,7 @@ def test_bearer_push_and_mount_scopes(scripted: Scripted, tmp_path: Path) -> Non
                 reply(401, WWW_Authenticate=f'Bearer realm="{realm}",service="svc"')(h)
             else:
                 answer(h)
+
         return handle
 
     digest = "sha256:" + "a" * 64
@@ -442,8 +454,9 @@ def test_bearer_push_and_mount_scopes(scripted: Scripted, tmp_path: Path) -> Non
     assert "scope=repository%3Adst%3Apull%2Cpush" in tokens[1]
     assert "scope=repository%3Asrc%3Apull" in tokens[1]
     expected = "Basic " + base64.b64encode(b"u:pw").decode()
-    assert all(headers.get("Authorization") != expected
-               for m, _, headers in scripted.log if m != "GET")
+    assert all(
+        headers.get("Authorization") != expected for m, _, headers in scripted.log if m != "GET"
+    )
 
 
 class ResumableUploads:
@@ -466,13 +479,18 @@ class ResumableUploads:
         server.routes[("PUT", base + "u1")] = self._put
         server.routes[("DELETE", base + "u1")] = reply(204)
 
-    def _progress(self, status: int, drain: bool = True
-                  ) -> Callable[[BaseHTTPRequestHandler], None]:
+    def _progress(
+        self, status: int, drain: bool = True
+    ) -> Callable[[BaseHTTPRequestHandler], None]:
         def handle(h: BaseHTTPRequestHandler) -> None:
             if drain:
                 _drain(h)
-            reply(status, Location=f"/v2/x/blobs/uploads/u1?_state={len(self.data)}",
-                  Range=f"0-{max(len(self.data) - 1, 0)}")(h)
+            reply(
+                status,
+                Location=f"/v2/x/blobs/uploads/u1?_state={len(self.data)}",
+                Range=f"0-{max(len(self.data) - 1, 0)}",
+            )(h)
+
         return handle
 
     def _patch(self, h: BaseHTTPRequestHandler) -> None:
@@ -507,8 +525,9 @@ class ResumableUploads:
 
 
 @pytest.mark.usefixtures("small_chunks")
-def test_resume_after_lost_answer(scripted: Scripted, tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_lost_answer(
+    scripted: Scripted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     size = 2 * MiB + 5
     path, data, digest = _blob(tmp_path, size, 24)
     uploads = ResumableUploads(scripted, drop_answer_to=3)
@@ -522,8 +541,9 @@ def test_resume_after_lost_answer(scripted: Scripted, tmp_path: Path,
 
 
 @pytest.mark.usefixtures("small_chunks")
-def test_interrupted_upload_resumes_via_proxy(scripted: Scripted, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_upload_resumes_via_proxy(
+    scripted: Scripted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The connection dies mid-chunk; the registry kept what arrived, so the client sends
     only the rest: in all, the blob once plus headers, not a second copy of anything."""
     size = 4 * MiB + 3

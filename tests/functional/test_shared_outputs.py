@@ -29,10 +29,22 @@ def pair(registry, tmp_path_factory):
     """shared/good:1.0 and shared/bad:1.0 share their base layer; bad's second layer is
     corrupt in the registry's storage."""
     work = tmp_path_factory.mktemp("shared-outputs")
-    good = build_image(work / "good", seed=4242, layer_sizes=[60_000, 30_000], oci=True,
-                       special_entries=False, shared_base_key="shared-outputs")
-    bad = build_image(work / "bad", seed=4343, layer_sizes=[60_000, 1_000_000], oci=True,
-                      special_entries=False, shared_base_key="shared-outputs")
+    good = build_image(
+        work / "good",
+        seed=4242,
+        layer_sizes=[60_000, 30_000],
+        oci=True,
+        special_entries=False,
+        shared_base_key="shared-outputs",
+    )
+    bad = build_image(
+        work / "bad",
+        seed=4343,
+        layer_sizes=[60_000, 1_000_000],
+        oci=True,
+        special_entries=False,
+        shared_base_key="shared-outputs",
+    )
     assert good.layers[0].digest == bad.layers[0].digest
     push_image(registry.url, "shared/good", "1.0", good)
     push_image(registry.url, "shared/bad", "1.0", bad)
@@ -46,9 +58,14 @@ def pair(registry, tmp_path_factory):
 def _run(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     home = cwd / "home"
     home.mkdir(exist_ok=True)
-    return subprocess.Popen([*_cli_command(), "--insecure", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=_clean_env({"HOME": str(home)}))
+    return subprocess.Popen(
+        [*_cli_command(), "--insecure", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_clean_env({"HOME": str(home)}),
+    )
 
 
 def _race(registry, slow, tmp_path, dest_x: str, dest_y: str, delay: float) -> None:
@@ -79,20 +96,19 @@ def _existing(occystrap_cli, sample, dest: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def test_oci_failing_and_succeeding_runs_race(occystrap_cli, registry, sample_images, pair,
-                                              tmp_path, skopeo):
+def test_oci_failing_and_succeeding_runs_race(
+    occystrap_cli, registry, sample_images, pair, tmp_path, skopeo
+):
     _existing(occystrap_cli, sample_images["oci"], f"oci://{tmp_path / 'kept'}:before")
     with FaultProxy(registry.port, rate=1_000_000) as slow:
         for n, delay in enumerate(DELAYS):
             # even rounds: a layout new to both runs (X creates it); odd: one that exists
             layout = tmp_path / (f"fresh-{n}" if n % 2 == 0 else "kept")
-            _race(registry, slow, tmp_path, f"oci://{layout}:x{n}", f"oci://{layout}:y{n}",
-                  delay)
+            _race(registry, slow, tmp_path, f"oci://{layout}:x{n}", f"oci://{layout}:y{n}", delay)
             assert (layout / "index.json").exists(), f"round {n}: the layout went"
     for layout in sorted(tmp_path.glob("fresh-*")) + [tmp_path / "kept"]:
         index = json.loads((layout / "index.json").read_text())
-        refs = [m["annotations"]["org.opencontainers.image.ref.name"]
-                for m in index["manifests"]]
+        refs = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
         assert refs and all(r[0] in "yb" for r in refs), refs  # y<n>, and "before"
         for ref in refs:
             out = tmp_path / f"check-{layout.name}-{ref}"
@@ -101,14 +117,16 @@ def test_oci_failing_and_succeeding_runs_race(occystrap_cli, registry, sample_im
         assert not [n for n in os.listdir(layout) if ".occystrap-" in n], os.listdir(layout)
 
 
-def test_unique_names_dir_failing_and_succeeding_runs_race(occystrap_cli, registry,
-                                                           sample_images, pair, tmp_path):
+def test_unique_names_dir_failing_and_succeeding_runs_race(
+    occystrap_cli, registry, sample_images, pair, tmp_path
+):
     _existing(occystrap_cli, sample_images["oci"], f"dir://{tmp_path / 'kept'}?unique_names=true")
     with FaultProxy(registry.port, rate=1_000_000) as slow:
         for n, delay in enumerate(DELAYS[:6]):
             out = tmp_path / (f"fresh-{n}" if n % 2 == 0 else "kept")
             dest = f"dir://{out}?unique_names=true"
             _race(registry, slow, tmp_path, dest, dest, delay)
-            _check_dir_image(out, f"manifest-{registry.host.replace(':', '_')}_shared_good"
-                                  "_1.0.json")
+            _check_dir_image(
+                out, f"manifest-{registry.host.replace(':', '_')}_shared_good_1.0.json"
+            )
             assert not [n for n in os.listdir(out) if ".occystrap-" in n], os.listdir(out)

@@ -18,14 +18,19 @@ from tools.imagebuilder import build_image, push_image
 def test_stats_file_schema_2(occystrap_cli, sample_images, tmp_path):
     s = sample_images["docker"]
     path = tmp_path / "stats.json"
-    r = occystrap_cli("--insecure", "--stats-file", str(path), "process", s.uri,
-                      f"dir://{tmp_path / 'd'}")
+    r = occystrap_cli(
+        "--insecure", "--stats-file", str(path), "process", s.uri, f"dir://{tmp_path / 'd'}"
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(path.read_text())
     assert doc["schema"] == "occystrap.stats/2"
     total = sum(b.size for b in s.built.layers)
-    assert [q["name"] for q in doc["queues"]] == ["resolve>fetch", "fetch>verify",
-                                                  "verify>compress", "compress>write"]
+    assert [q["name"] for q in doc["queues"]] == [
+        "resolve>fetch",
+        "fetch>verify",
+        "verify>compress",
+        "compress>write",
+    ]
     assert all(q["capacity"] == 64 and q["samples"] > 0 for q in doc["queues"])
     fetch = doc["stages"][1]
     assert fetch["requests"]["by_host"] == {s.host: len(s.built.layers)}
@@ -41,7 +46,8 @@ def test_stats_file_schema_2(occystrap_cli, sample_images, tmp_path):
     (image,) = doc["image_results"]
     assert image["result"] == "done" and image["bytes"] == total and image["seconds"] > 0
     assert r.stderr.splitlines()[-1].startswith(
-        f"Summary: 1/1 images, {len(s.built.layers)} layers")
+        f"Summary: 1/1 images, {len(s.built.layers)} layers"
+    )
 
 
 def test_retries_and_skips_are_counted(occystrap_cli, registry, tmp_path):
@@ -49,10 +55,15 @@ def test_retries_and_skips_are_counted(occystrap_cli, registry, tmp_path):
     push_image(registry.url, "stats/retry", "1", image)
     with FaultProxy(registry.port, cut_after=1 << 20, cuts=2) as proxy:
         path = tmp_path / "s.json"
-        r = occystrap_cli("--insecure", "--stats-file", str(path), "process",
-                          f"registry://{proxy.host}/stats/retry:1",
-                          f"registry://{registry.host}/stats/copy:1",
-                          env={"OCCYSTRAP_BACKOFF_SCALE": "0"})
+        r = occystrap_cli(
+            "--insecure",
+            "--stats-file",
+            str(path),
+            "process",
+            f"registry://{proxy.host}/stats/retry:1",
+            f"registry://{registry.host}/stats/copy:1",
+            env={"OCCYSTRAP_BACKOFF_SCALE": "0"},
+        )
     assert r.returncode == 0, r.stderr
     doc = json.loads(path.read_text())
     assert doc["requests"]["retries"] >= 2
@@ -62,9 +73,14 @@ def test_retries_and_skips_are_counted(occystrap_cli, registry, tmp_path):
     assert summary.startswith("Summary: 1/1 images") and "retries" in summary
     assert int(summary.rsplit(", ", 1)[1].split()[0]) >= 2
     # again: up to date, every byte avoided
-    r = occystrap_cli("--insecure", "--stats-file", str(path), "process",
-                      f"registry://{registry.host}/stats/retry:1",
-                      f"registry://{registry.host}/stats/copy:1")
+    r = occystrap_cli(
+        "--insecure",
+        "--stats-file",
+        str(path),
+        "process",
+        f"registry://{registry.host}/stats/retry:1",
+        f"registry://{registry.host}/stats/copy:1",
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(path.read_text())
     assert doc["images"]["up_to_date"] == 1
@@ -90,10 +106,23 @@ def test_progress_on_a_tty(registry, sample_images, tmp_path):
     # can end before its first tick).
     wire = FaultProxy(registry.port, rate=2_000_000)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "occystrap", "--insecure", "-j", "1", "process",
-         s.uri.replace(registry.host, wire.host), f"dir://{tmp_path / 'd'}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=secondary, cwd=REPO_ROOT,
-        env=_clean_env({"HOME": str(tmp_path)}))
+        [
+            sys.executable,
+            "-m",
+            "occystrap",
+            "--insecure",
+            "-j",
+            "1",
+            "process",
+            s.uri.replace(registry.host, wire.host),
+            f"dir://{tmp_path / 'd'}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        cwd=REPO_ROOT,
+        env=_clean_env({"HOME": str(tmp_path)}),
+    )
     os.close(secondary)
     seen = b""
     while True:

@@ -17,16 +17,19 @@ def _answer(status: int, body: bytes = b"", **headers: str) -> Answer:
     return Answer(MockResponse(status, headers, body), URL)
 
 
-@pytest.mark.parametrize(("body", "code", "detail"), [
-    (UNKNOWN, "MANIFEST_UNKNOWN", " (MANIFEST_UNKNOWN manifest unknown)"),
-    (b'{"errors": [{"code": "DENIED"}]}', "DENIED", " (DENIED)"),
-    (b'{"errors": []}', "", ""),
-    (b'{"errors": ["text"]}', "", ""),
-    (b'{"errors": [{"code": 5}]}', "", " (5)"),
-    (b"<html>bad gateway</html>", "", ""),
-    (b"\xff\xfe", "", ""),
-    (b'{"errors": [{"code": "X", "message": "' + b"m" * 500 + b'"}]}', "X", None),
-])
+@pytest.mark.parametrize(
+    ("body", "code", "detail"),
+    [
+        (UNKNOWN, "MANIFEST_UNKNOWN", " (MANIFEST_UNKNOWN manifest unknown)"),
+        (b'{"errors": [{"code": "DENIED"}]}', "DENIED", " (DENIED)"),
+        (b'{"errors": []}', "", ""),
+        (b'{"errors": ["text"]}', "", ""),
+        (b'{"errors": [{"code": 5}]}', "", " (5)"),
+        (b"<html>bad gateway</html>", "", ""),
+        (b"\xff\xfe", "", ""),
+        (b'{"errors": [{"code": "X", "message": "' + b"m" * 500 + b'"}]}', "X", None),
+    ],
+)
 def test_error_code_and_detail(body: bytes, code: str, detail: str | None) -> None:
     assert answers.error_code(body) == code
     if detail is None:
@@ -38,11 +41,15 @@ def test_error_code_and_detail(body: bytes, code: str, detail: str | None) -> No
 def test_check_status_passes_ok_and_raises_by_status() -> None:
     answers.check_status(_answer(206), "GET", URL, "r.test", "nf", ok=(200, 206))
     with pytest.raises(NotFoundError, match="^manifest app:1 not found$") as nf:
-        answers.check_status(_answer(404, UNKNOWN), "GET", URL, "r.test",
-                             "manifest app:1 not found")
+        answers.check_status(
+            _answer(404, UNKNOWN), "GET", URL, "r.test", "manifest app:1 not found"
+        )
     assert (nf.value.status, nf.value.host) == (404, "r.test")
-    with pytest.raises(AuthError, match=r"^authentication to r.test failed: GET "
-                                        r"https://r.test/v2/app/manifests/1: 403 Mock$"):
+    with pytest.raises(
+        AuthError,
+        match=r"^authentication to r.test failed: GET "
+        r"https://r.test/v2/app/manifests/1: 403 Mock$",
+    ):
         answers.check_status(_answer(403), "GET", URL, "r.test", "nf")
     with pytest.raises(RegistryError, match=r"unexpected 500 Mock \(MANIFEST_UNKNOWN") as caught:
         answers.check_status(_answer(500, UNKNOWN), "GET", URL, "r.test", "nf")
@@ -56,13 +63,19 @@ def test_head_answers_have_no_body_to_read() -> None:
 
 def test_refuse() -> None:
     invalid = b'{"errors": [{"code": "DIGEST_INVALID", "message": "bad"}]}'
-    with pytest.raises(DigestError, match=r"^blob x: the registry refused the digest: 400 Mock "
-                                          r"\(DIGEST_INVALID bad\)$"):
+    with pytest.raises(
+        DigestError,
+        match=r"^blob x: the registry refused the digest: 400 Mock "
+        r"\(DIGEST_INVALID bad\)$",
+    ):
         answers.refuse(_answer(400, invalid), "PUT", URL, "r.test", "blob x")
     with pytest.raises(AuthError, match="^authentication to r.test failed: blob x: PATCH"):
         answers.refuse(_answer(401), "PATCH", URL, "r.test", "blob x")
-    with pytest.raises(RegistryError, match=r"^blob x: POST https://r.test/v2/app/manifests/1 "
-                                            r"answered 413 Mock$"):
+    with pytest.raises(
+        RegistryError,
+        match=r"^blob x: POST https://r.test/v2/app/manifests/1 "
+        r"answered 413 Mock$",
+    ):
         answers.refuse(_answer(413), "POST", URL, "r.test", "blob x")
 
 

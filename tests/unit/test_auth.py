@@ -20,13 +20,25 @@ HUB_REALM = "https://auth.docker.io/token"
         (
             'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
             'scope="repository:library/alpine:pull"',
-            [Challenge("bearer", {"realm": HUB_REALM, "service": "registry.docker.io",
-                                  "scope": "repository:library/alpine:pull"})],
+            [
+                Challenge(
+                    "bearer",
+                    {
+                        "realm": HUB_REALM,
+                        "service": "registry.docker.io",
+                        "scope": "repository:library/alpine:pull",
+                    },
+                )
+            ],
         ),
         (  # parameter order does not matter, nor does spacing around '=' and ','
             'Bearer scope="repository:a:pull" , service = "reg" ,realm="https://r/t"',
-            [Challenge("bearer", {"scope": "repository:a:pull", "service": "reg",
-                                  "realm": "https://r/t"})],
+            [
+                Challenge(
+                    "bearer",
+                    {"scope": "repository:a:pull", "service": "reg", "realm": "https://r/t"},
+                )
+            ],
         ),
         (  # commas inside a quoted value
             'Bearer realm="https://r/t",scope="repository:a:pull,push"',
@@ -42,13 +54,18 @@ HUB_REALM = "https://auth.docker.io/token"
         ),
         (  # several challenges in one header
             'Basic realm="Registry Realm", Bearer realm="https://r/t",service="reg"',
-            [Challenge("basic", {"realm": "Registry Realm"}),
-             Challenge("bearer", {"realm": "https://r/t", "service": "reg"})],
+            [
+                Challenge("basic", {"realm": "Registry Realm"}),
+                Challenge("bearer", {"realm": "https://r/t", "service": "reg"}),
+            ],
         ),
         (  # a challenge without parameters between two others
             'Negotiate, Basic realm="x", Bearer realm="y"',
-            [Challenge("negotiate", {}), Challenge("basic", {"realm": "x"}),
-             Challenge("bearer", {"realm": "y"})],
+            [
+                Challenge("negotiate", {}),
+                Challenge("basic", {"realm": "x"}),
+                Challenge("bearer", {"realm": "y"}),
+            ],
         ),
         (  # token68 form
             "Negotiate abc+/def==, Basic realm=x",
@@ -57,8 +74,17 @@ HUB_REALM = "https://auth.docker.io/token"
         (  # error parameters as sent with insufficient_scope
             'Bearer realm="https://r/t",service="reg",scope="repository:a:pull",'
             'error="insufficient_scope"',
-            [Challenge("bearer", {"realm": "https://r/t", "service": "reg",
-                                  "scope": "repository:a:pull", "error": "insufficient_scope"})],
+            [
+                Challenge(
+                    "bearer",
+                    {
+                        "realm": "https://r/t",
+                        "service": "reg",
+                        "scope": "repository:a:pull",
+                        "error": "insufficient_scope",
+                    },
+                )
+            ],
         ),
         ("", []),
         ("   ,  ,", []),
@@ -68,7 +94,6 @@ HUB_REALM = "https://auth.docker.io/token"
 )
 def test_parse_challenges(header: str, expected: list[Challenge]) -> None:
     assert parse_challenges(header) == expected
-
 
 
 class _Clock:
@@ -128,6 +153,7 @@ def test_token_cache_threads() -> None:
 
 
 # -- hostile challenges and tokens ------------------------------------------------------------
+
 
 def test_https_registry_with_plain_http_realm_is_a_downgrade() -> None:
     realm = "http://auth.example:8080/token?x=1"

@@ -77,8 +77,12 @@ def test_tls_source_commands_trust_the_ca_and_keep_the_destination_plain() -> No
 
 
 def test_wan_limits_take_the_link_or_the_loopback_limit() -> None:
-    local = {"resources": {"read": 1.0}, "workflows": {"oci": 1.0, "noop": 0.001},
-             "packed_bytes": 500e6, "all_bytes": 500e6}
+    local = {
+        "resources": {"read": 1.0},
+        "workflows": {"oci": 1.0, "noop": 0.001},
+        "packed_bytes": 500e6,
+        "all_bytes": 500e6,
+    }
     got = wan_limits(local, Wan(delay_ms=25, rate_mb_s=100))
     assert got["workflows"]["oci"] == pytest.approx(5.0 + 0.15)  # 500 MB at 100 MB/s
     assert got["workflows"]["noop"] == pytest.approx(0.15)  # three round trips

@@ -28,8 +28,7 @@ def _tar(*entries: tuple[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _check(plain: bytes, *, gz: bool = True, diff_id: str | None = None,
-           digest: str | None = None):
+def _check(plain: bytes, *, gz: bool = True, diff_id: str | None = None, digest: str | None = None):
     blob = gzip.compress(plain) if gz else plain
     layer = Descriptor(DOCKER_LAYER_GZIP if gz else OCI_LAYER, digest or _sha(blob), len(blob))
     return check_layer_stream(io.BytesIO(blob), layer, diff_id or _sha(plain), False)
@@ -43,21 +42,29 @@ REG, DIR = tarfile.REGTYPE, tarfile.DIRTYPE
 
 
 def test_good_layer_with_whiteouts():
-    plain = _tar(("etc", DIR), ("etc/.wh.motd", REG), ("var/cache", DIR),
-                 ("var/cache/.wh..wh..opq", REG), ("var/cache/new.txt", REG))
+    plain = _tar(
+        ("etc", DIR),
+        ("etc/.wh.motd", REG),
+        ("var/cache", DIR),
+        ("var/cache/.wh..wh..opq", REG),
+        ("var/cache/new.txt", REG),
+    )
     found = _check(plain)
     assert _problems(found) == []
     assert "1 whiteouts, 1 opaque markers" in found[-1].message
 
 
-@pytest.mark.parametrize("entries, severity, fragment", [
-    ([("etc/.wh.", REG)], ERROR, "names nothing"),
-    ([("etc/.wh..wh.plnk", REG)], ERROR, "unknown whiteout metadata"),
-    ([("var/.wh..wh..opq", DIR)], WARNING, "not a regular file"),
-    ([("etc/motd", REG), ("etc/.wh.motd", REG)], WARNING, "which the same layer adds"),
-    ([("../escape", REG)], ERROR, "leaves the root"),
-    ([("/abs", REG)], WARNING, "absolute path"),
-])
+@pytest.mark.parametrize(
+    "entries, severity, fragment",
+    [
+        ([("etc/.wh.", REG)], ERROR, "names nothing"),
+        ([("etc/.wh..wh.plnk", REG)], ERROR, "unknown whiteout metadata"),
+        ([("var/.wh..wh..opq", DIR)], WARNING, "not a regular file"),
+        ([("etc/motd", REG), ("etc/.wh.motd", REG)], WARNING, "which the same layer adds"),
+        ([("../escape", REG)], ERROR, "leaves the root"),
+        ([("/abs", REG)], WARNING, "absolute path"),
+    ],
+)
 def test_whiteout_and_path_problems(entries, severity, fragment):
     problems = _problems(_check(_tar(*entries)))
     assert len(problems) == 1, problems
@@ -73,9 +80,14 @@ def test_wrong_diff_id_and_digest():
 def test_not_a_tar_and_not_gzip():
     problems = _problems(_check(b"\x01" * 700, gz=False))
     assert "tar" in [p[1] for p in problems]
-    problems = _problems(check_layer_stream(io.BytesIO(b"not gzip at all"),
-                                            Descriptor(DOCKER_LAYER_GZIP, _sha(b"x"), 15),
-                                            None, True))
+    problems = _problems(
+        check_layer_stream(
+            io.BytesIO(b"not gzip at all"),
+            Descriptor(DOCKER_LAYER_GZIP, _sha(b"x"), 15),
+            None,
+            True,
+        )
+    )
     assert problems and all(p[0] == ERROR for p in problems)
 
 
@@ -88,8 +100,11 @@ def test_truncated_gzip():
 
 
 def _config(n_layers: int, diff_ids: int, history: list[dict] | None):
-    doc: dict = {"os": "linux", "architecture": "amd64",
-                 "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64] * diff_ids}}
+    doc: dict = {
+        "os": "linux",
+        "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64] * diff_ids},
+    }
     if history is not None:
         doc["history"] = history
     layers = [Descriptor(DOCKER_LAYER_GZIP, "sha256:" + "1" * 64, 1)] * n_layers

@@ -35,25 +35,51 @@ def _config(tmp_path: Path, doc: object) -> str:
 @pytest.mark.parametrize(
     ("host", "auths", "expected"),
     [
-        ("reg.example.com", {"reg.example.com": {"auth": _auth("bob", "pw")}},
-         Credentials("bob", "pw")),
-        ("reg.example.com", {"https://reg.example.com": {"auth": _auth("bob", "p:w")}},
-         Credentials("bob", "p:w")),
-        ("reg.example.com:5000", {"http://reg.example.com:5000": {"auth": _auth("a", "b")}},
-         Credentials("a", "b")),
-        ("reg.example.com", {"https://reg.example.com/v1/": {"auth": _auth("a", "b")}},
-         Credentials("a", "b")),
-        ("reg.example.com", {"https://reg.example.com/v2/": {"auth": _auth("a", "b")}},
-         Credentials("a", "b")),
-        ("registry-1.docker.io", {"https://index.docker.io/v1/": {"auth": _auth("hub", "x")}},
-         Credentials("hub", "x")),
-        ("docker.io", {"https://index.docker.io/v1/": {"auth": _auth("hub", "x")}},
-         Credentials("hub", "x")),
-        ("reg.example.com", {"reg.example.com": {"username": "u", "password": "p"}},
-         Credentials("u", "p")),
-        ("reg.example.com",
-         {"reg.example.com": {"auth": _auth("u", ""), "identitytoken": "refresh-me"}},
-         Credentials("u", None, "refresh-me")),
+        (
+            "reg.example.com",
+            {"reg.example.com": {"auth": _auth("bob", "pw")}},
+            Credentials("bob", "pw"),
+        ),
+        (
+            "reg.example.com",
+            {"https://reg.example.com": {"auth": _auth("bob", "p:w")}},
+            Credentials("bob", "p:w"),
+        ),
+        (
+            "reg.example.com:5000",
+            {"http://reg.example.com:5000": {"auth": _auth("a", "b")}},
+            Credentials("a", "b"),
+        ),
+        (
+            "reg.example.com",
+            {"https://reg.example.com/v1/": {"auth": _auth("a", "b")}},
+            Credentials("a", "b"),
+        ),
+        (
+            "reg.example.com",
+            {"https://reg.example.com/v2/": {"auth": _auth("a", "b")}},
+            Credentials("a", "b"),
+        ),
+        (
+            "registry-1.docker.io",
+            {"https://index.docker.io/v1/": {"auth": _auth("hub", "x")}},
+            Credentials("hub", "x"),
+        ),
+        (
+            "docker.io",
+            {"https://index.docker.io/v1/": {"auth": _auth("hub", "x")}},
+            Credentials("hub", "x"),
+        ),
+        (
+            "reg.example.com",
+            {"reg.example.com": {"username": "u", "password": "p"}},
+            Credentials("u", "p"),
+        ),
+        (
+            "reg.example.com",
+            {"reg.example.com": {"auth": _auth("u", ""), "identitytoken": "refresh-me"}},
+            Credentials("u", None, "refresh-me"),
+        ),
         ("reg.example.com", {"reg.example.com": {}}, None),
         ("reg.example.com", {"other.example.com": {"auth": _auth("a", "b")}}, None),
         ("quay.io", {"https://index.docker.io/v1/": {"auth": _auth("hub", "x")}}, None),
@@ -173,14 +199,24 @@ def _home(tmp_path: Path) -> dict[str, str]:
 
 def test_first_file_that_knows_the_host_wins(tmp_path: Path) -> None:
     env = _home(tmp_path)
-    _write(tmp_path / ".docker" / "config.json",
-           {"auths": {"r.example": {"auth": _auth("docker", "d")},
-                      "only.docker": {"auth": _auth("docker", "d")}}})
-    _write(tmp_path / ".config" / "containers" / "auth.json",
-           {"auths": {"r.example": {"auth": _auth("xdg-config", "c")}}})
+    _write(
+        tmp_path / ".docker" / "config.json",
+        {
+            "auths": {
+                "r.example": {"auth": _auth("docker", "d")},
+                "only.docker": {"auth": _auth("docker", "d")},
+            }
+        },
+    )
+    _write(
+        tmp_path / ".config" / "containers" / "auth.json",
+        {"auths": {"r.example": {"auth": _auth("xdg-config", "c")}}},
+    )
     assert credentials_for("r.example", None, None, env=env) == Credentials("xdg-config", "c")
-    _write(tmp_path / "run" / "containers" / "auth.json",
-           {"auths": {"r.example": {"auth": _auth("podman", "p")}}})
+    _write(
+        tmp_path / "run" / "containers" / "auth.json",
+        {"auths": {"r.example": {"auth": _auth("podman", "p")}}},
+    )
     credentials.CACHE.clear()
     assert credentials_for("r.example", None, None, env=env) == Credentials("podman", "p")
     # a host the earlier files do not know falls through to docker's config
@@ -193,18 +229,23 @@ def test_first_file_that_knows_the_host_wins(tmp_path: Path) -> None:
 
 def test_legacy_dockercfg(tmp_path: Path) -> None:
     _write(tmp_path / ".dockercfg", {"https://r.example": {"auth": _auth("old", "o")}})
-    assert credentials_for("r.example", None, None, env=_home(tmp_path)) == Credentials("old",
-                                                                                        "o")
+    assert credentials_for("r.example", None, None, env=_home(tmp_path)) == Credentials("old", "o")
 
 
 def test_podman_spellings(tmp_path: Path) -> None:
     """podman writes Docker Hub as `docker.io` and may scope an entry to a namespace."""
-    path = _config(tmp_path, {"auths": {
-        "docker.io": {"auth": _auth("hub", "h")},
-        "quay.io/team/app": {"auth": _auth("scoped", "s")},
-    }})
-    assert credentials_for("registry-1.docker.io", None, None, env={},
-                           authfile=path) == Credentials("hub", "h")
+    path = _config(
+        tmp_path,
+        {
+            "auths": {
+                "docker.io": {"auth": _auth("hub", "h")},
+                "quay.io/team/app": {"auth": _auth("scoped", "s")},
+            }
+        },
+    )
+    assert credentials_for(
+        "registry-1.docker.io", None, None, env={}, authfile=path
+    ) == Credentials("hub", "h")
     # credentials are per host here: a namespace-scoped entry is not used for the host
     assert credentials_for("quay.io", None, None, env={}, authfile=path) is None
 
@@ -216,8 +257,10 @@ def test_podman_spellings(tmp_path: Path) -> None:
     ("stdout", "expected"),
     [
         (b'{"ServerURL":"r","Username":"bob","Secret":"pw"}', HelperAnswer("bob", "pw", False)),
-        (b'{"ServerURL":"r","Username":"<token>","Secret":"refresh"}',
-         HelperAnswer(None, "refresh", True)),
+        (
+            b'{"ServerURL":"r","Username":"<token>","Secret":"refresh"}',
+            HelperAnswer(None, "refresh", True),
+        ),
         # docker-credential-helpers 0.6 (Debian 12) answers an unknown server like this
         (b'{"ServerURL":"r","Username":"","Secret":""}', None),
     ],
@@ -250,19 +293,25 @@ def _no_helpers_on(tmp_path: Path) -> dict[str, str]:
     ("doc", "helper", "origin"),
     [
         ({"credsStore": "desktop"}, "docker-credential-desktop", "credsStore"),
-        ({"credsStore": "desktop", "credHelpers": {"r.example:5000": "ecr-login"}},
-         "docker-credential-ecr-login", "credHelpers"),
+        (
+            {"credsStore": "desktop", "credHelpers": {"r.example:5000": "ecr-login"}},
+            "docker-credential-ecr-login",
+            "credHelpers",
+        ),
         # docker matches credHelpers by host, whatever spelling the key has
-        ({"credHelpers": {"https://r.example:5000": "gcloud"}}, "docker-credential-gcloud",
-         "credHelpers"),
+        (
+            {"credHelpers": {"https://r.example:5000": "gcloud"}},
+            "docker-credential-gcloud",
+            "credHelpers",
+        ),
     ],
 )
-def test_missing_helper_is_one_clear_line(tmp_path: Path, doc: dict[str, object], helper: str,
-                                          origin: str) -> None:
+def test_missing_helper_is_one_clear_line(
+    tmp_path: Path, doc: dict[str, object], helper: str, origin: str
+) -> None:
     path = _config(tmp_path, {**doc, "auths": {"r.example:5000": {}}})
     with pytest.raises(AuthError) as info:
-        credentials_for("r.example:5000", None, None, env=_no_helpers_on(tmp_path),
-                        authfile=path)
+        credentials_for("r.example:5000", None, None, env=_no_helpers_on(tmp_path), authfile=path)
     message = str(info.value)
     assert "\n" not in message
     assert helper in message and "r.example:5000" in message and origin in message
@@ -270,24 +319,34 @@ def test_missing_helper_is_one_clear_line(tmp_path: Path, doc: dict[str, object]
 
 
 def test_helpers_off_uses_the_entries(tmp_path: Path) -> None:
-    path = _config(tmp_path, {"credsStore": "desktop",
-                              "credHelpers": {"r.example": "ecr-login"},
-                              "auths": {"r.example": {"auth": _auth("a", "b")}}})
-    assert credentials_for("r.example", None, None, env=_no_helpers_on(tmp_path),
-                           authfile=path, helpers=False) == Credentials("a", "b")
+    path = _config(
+        tmp_path,
+        {
+            "credsStore": "desktop",
+            "credHelpers": {"r.example": "ecr-login"},
+            "auths": {"r.example": {"auth": _auth("a", "b")}},
+        },
+    )
+    assert credentials_for(
+        "r.example", None, None, env=_no_helpers_on(tmp_path), authfile=path, helpers=False
+    ) == Credentials("a", "b")
 
 
 def test_helper_in_a_host_not_asked_for_is_not_run(tmp_path: Path) -> None:
-    path = _config(tmp_path, {"credHelpers": {"gcr.io": "gcloud"},
-                              "auths": {"r.example": {"auth": _auth("a", "b")}}})
-    assert credentials_for("r.example", None, None, env=_no_helpers_on(tmp_path),
-                           authfile=path) == Credentials("a", "b")
+    path = _config(
+        tmp_path,
+        {"credHelpers": {"gcr.io": "gcloud"}, "auths": {"r.example": {"auth": _auth("a", "b")}}},
+    )
+    assert credentials_for(
+        "r.example", None, None, env=_no_helpers_on(tmp_path), authfile=path
+    ) == Credentials("a", "b")
 
 
 @pytest.mark.parametrize("name", ["../../bin/sh", "", 7])
 def test_helper_names_are_checked(tmp_path: Path, name: object) -> None:
-    path = _config(tmp_path, {"credsStore": name} if name != "" else {"credHelpers":
-                                                                       {"r.example": ""}})
+    path = _config(
+        tmp_path, {"credsStore": name} if name != "" else {"credHelpers": {"r.example": ""}}
+    )
     with pytest.raises(AuthError) as info:
         credentials_for("r.example", None, None, env=_no_helpers_on(tmp_path), authfile=path)
     assert path in str(info.value) and "\n" not in str(info.value)
@@ -304,5 +363,4 @@ def test_errors_are_cached_and_raised_again(tmp_path: Path) -> None:
     with pytest.raises(AuthError, match="not installed"):
         credentials_for("r.example", None, None, env=env, authfile=path)
     # flags need no lookup, whatever the files say
-    assert credentials_for("r.example", "u", "p", env=env, authfile=path) == Credentials("u",
-                                                                                        "p")
+    assert credentials_for("r.example", "u", "p", env=env, authfile=path) == Credentials("u", "p")

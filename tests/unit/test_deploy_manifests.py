@@ -72,18 +72,25 @@ def test_every_reference_is_defined() -> None:
     assert refs and refs <= defined, refs - defined
     names = {v["name"] for v in kubelet.pod_spec(JOBS[0])["volumes"]}
     assert {m["name"] for m in container["volumeMounts"]} == names
-    claims = {v["persistentVolumeClaim"]["claimName"]
-              for v in kubelet.pod_spec(JOBS[0])["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"occystrap-mirror-stats"} and "PersistentVolumeClaim/" + claims.pop() in \
-        BY_NAME
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in kubelet.pod_spec(JOBS[0])["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert (
+        claims == {"occystrap-mirror-stats"} and "PersistentVolumeClaim/" + claims.pop() in BY_NAME
+    )
     for kind in ("ConfigMap/occystrap-mirror-images", "ConfigMap/occystrap-mirror-settings"):
         assert kind in BY_NAME
 
 
 def test_settings_are_occystrap_options() -> None:
     """Every OCCYSTRAP_* key of the settings ConfigMap is a variable occystrap reads."""
-    known = set(re.findall(r"OCCYSTRAP_[A-Z_]+", CliRunner().invoke(
-        cli, ["--help"], terminal_width=200).output))
+    known = set(
+        re.findall(
+            r"OCCYSTRAP_[A-Z_]+", CliRunner().invoke(cli, ["--help"], terminal_width=200).output
+        )
+    )
     settings = BY_NAME["ConfigMap/occystrap-mirror-settings"]["data"]
     used = {k for k in settings if k.startswith("OCCYSTRAP_")}
     assert used and used <= known, used - known
@@ -96,7 +103,8 @@ def test_pods_run_as_the_image_user_with_bounded_memory() -> None:
     pod = kubelet.pod_spec(JOBS[0])
     sc = pod["securityContext"]
     assert sc["runAsNonRoot"] and (sc["runAsUser"], sc["runAsGroup"]) == tuple(
-        map(int, user.groups()))
+        map(int, user.groups())
+    )
     container = pod["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"]
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/stats", "/config"}

@@ -66,24 +66,45 @@ class Archive:
         return ArchiveReader(self, self.meta).read()
 
 
-def image(archive: Archive, seed: str, *, gz: bool = False, diff_ids: list[str] | None = None,
-          layers: int = 2) -> tuple[str, list[str], list[dict]]:
+def image(
+    archive: Archive,
+    seed: str,
+    *,
+    gz: bool = False,
+    diff_ids: list[str] | None = None,
+    layers: int = 2,
+) -> tuple[str, list[str], list[dict]]:
     """Blobs for one image; returns (config digest, layer members, layer descriptors)."""
     plain = [layer_tar(f"{seed}-{n}") for n in range(layers)]
     blobs = [gzip.compress(p, mtime=0) if gz else p for p in plain]
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
-        "type": "layers", "diff_ids": diff_ids or [sha(p) for p in plain]}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids or [sha(p) for p in plain]},
+        }
+    ).encode()
     config_digest = archive.blob(config)
-    descriptors = [{"mediaType": GZIP if gz else PLAIN, "digest": archive.blob(b),
-                    "size": len(b)} for b in blobs]
+    descriptors = [
+        {"mediaType": GZIP if gz else PLAIN, "digest": archive.blob(b), "size": len(b)}
+        for b in blobs
+    ]
     return config_digest, [f"blobs/sha256/{d['digest'][7:]}" for d in descriptors], descriptors
 
 
 def manifest(archive: Archive, config_digest: str, layers: list[dict]) -> dict:
-    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                  "digest": config_digest, "size": 1},
-                       "layers": layers}).encode()
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": 1,
+            },
+            "layers": layers,
+        }
+    ).encode()
     return {"mediaType": OCI_MANIFEST, "digest": archive.blob(body), "size": len(body)}
 
 
@@ -92,18 +113,30 @@ def label(offer) -> str:
 
 
 def named(descriptor: dict, tag: str) -> dict:
-    return {**descriptor, "annotations": {"io.containerd.image.name": normalized_name(tag),
-                                          "org.opencontainers.image.ref.name": tag.split(":")[1]}}
+    return {
+        **descriptor,
+        "annotations": {
+            "io.containerd.image.name": normalized_name(tag),
+            "org.opencontainers.image.ref.name": tag.split(":")[1],
+        },
+    }
 
 
-def write(archive: Archive, items: list[tuple[str, list[str], list[str] | None]],
-          index: list[dict] | None | str = "absent") -> None:
-    archive.meta["manifest.json"] = json.dumps([
-        {"Config": f"blobs/sha256/{c[7:]}", "RepoTags": tags, "Layers": members}
-        for c, members, tags in items]).encode()
+def write(
+    archive: Archive,
+    items: list[tuple[str, list[str], list[str] | None]],
+    index: list[dict] | None | str = "absent",
+) -> None:
+    archive.meta["manifest.json"] = json.dumps(
+        [
+            {"Config": f"blobs/sha256/{c[7:]}", "RepoTags": tags, "Layers": members}
+            for c, members, tags in items
+        ]
+    ).encode()
     if index != "absent":
-        archive.meta["index.json"] = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                                 "manifests": index}).encode()
+        archive.meta["index.json"] = json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index}
+        ).encode()
 
 
 def test_agreeing_index_keeps_the_manifest_and_names_by_repotag():
@@ -116,12 +149,15 @@ def test_agreeing_index_keeps_the_manifest_and_names_by_repotag():
     assert r.notes == [] and r.rebuilt == {}
 
 
-@pytest.mark.parametrize("change, why", [
-    (lambda ls: [], "it lists 0 layers, manifest.json 2"),
-    (lambda ls: ls[::-1], "its layer 0 is sha256:"),
-    (lambda ls: [{**x, "size": x["size"] + 1} for x in ls], "its layer 0 is 10241 bytes"),
-    (lambda ls: [{**x, "mediaType": GZIP} for x in ls], "but blobs/sha256/"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda ls: [], "it lists 0 layers, manifest.json 2"),
+        (lambda ls: ls[::-1], "its layer 0 is sha256:"),
+        (lambda ls: [{**x, "size": x["size"] + 1} for x in ls], "its layer 0 is 10241 bytes"),
+        (lambda ls: [{**x, "mediaType": GZIP} for x in ls], "but blobs/sha256/"),
+    ],
+)
 def test_disagreeing_manifest_is_rebuilt_from_manifest_json(change, why):
     a = Archive()
     config, members, layers = image(a, "a")
@@ -177,8 +213,9 @@ def test_missing_layer_member_fails_that_image():
     config, members, _ = image(a, "a")
     write(a, [(config, [members[0], "blobs/sha256/" + "f" * 64], ["app:1"])])
     (offer,) = a.reading().offers
-    assert offer.error == (f"tar:///srv/app.tar: app:1: blobs/sha256/"
-                           f"{'f' * 64}: not in the archive")
+    assert offer.error == (
+        f"tar:///srv/app.tar: app:1: blobs/sha256/{'f' * 64}: not in the archive"
+    )
 
 
 def test_index_only_image_is_offered_with_a_note():
@@ -205,10 +242,22 @@ def test_nested_index_remembers_the_absent_platforms():
     a = Archive()
     config, members, layers = image(a, "amd", gz=True)
     present = manifest(a, config, layers)
-    absent = {"mediaType": OCI_MANIFEST, "digest": sha(b"arm64 manifest"), "size": 14,
-              "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {**present, "platform": {"os": "linux", "architecture": "amd64"}}, absent]}).encode()
+    absent = {
+        "mediaType": OCI_MANIFEST,
+        "digest": sha(b"arm64 manifest"),
+        "size": 14,
+        "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+    }
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {**present, "platform": {"os": "linux", "architecture": "amd64"}},
+                absent,
+            ],
+        }
+    ).encode()
     top = {"mediaType": OCI_INDEX, "digest": a.blob(index), "size": len(index)}
     write(a, [(config, members, ["multi:1"])], [named(top, "multi:1")])
     r = a.reading()
@@ -222,8 +271,7 @@ def test_oci_archive_without_manifest_json():
     a = Archive()
     config, _, layers = image(a, "a")
     d = manifest(a, config, layers)
-    a.meta["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [named(d, "x:1")]}
-                                      ).encode()
+    a.meta["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [named(d, "x:1")]}).encode()
     assert [o.reference for o in a.reading().offers] == [d["digest"]]
     a.meta["index.json"] = b'{"schemaVersion": 2, "manifests": null}'
     with pytest.raises(ManifestError, match="index.json"):
@@ -237,14 +285,22 @@ def test_disagreement_none_when_equal():
     a = Archive()
     config, members, layers = image(a, "a")
     from occystrap.mediatypes import parse
+
     body = a.read(f"blobs/sha256/{manifest(a, config, layers)['digest'][7:]}")
     item = Item(1, [], config_digest=config)
     item.layers = [ArchiveLayer(m, *a.digest_of(m)) for m in members]
     assert disagreement(parse(body, OCI_MANIFEST), item) is None
 
 
-@pytest.mark.parametrize("data, kind", [(b"", "none"), (b"\x1f\x8b\x08", "gzip"),
-                                        (b"\x28\xb5\x2f\xfd\x00", "zstd"), (b"etc/", "none")])
+@pytest.mark.parametrize(
+    "data, kind",
+    [
+        (b"", "none"),
+        (b"\x1f\x8b\x08", "gzip"),
+        (b"\x28\xb5\x2f\xfd\x00", "zstd"),
+        (b"etc/", "none"),
+    ],
+)
 def test_compression_of_file(tmp_path, data, kind):
     path = tmp_path / "blob"
     path.write_bytes(data)
@@ -259,8 +315,9 @@ def test_index_only_image_that_contradicts_itself_fails():
     d2 = manifest(a, c2, [{**x, "size": x["size"] + 1} for x in l2])
     write(a, [(c1, m1, ["app:1"])], [named(d1, "app:1"), named(d2, "extra:1")])
     offers = a.reading().offers
-    assert offers[1].error.startswith("tar:///srv/app.tar: extra:1: its layer"
-                                      " 0 is 10241 bytes, blobs/sha256/")
+    assert offers[1].error.startswith(
+        "tar:///srv/app.tar: extra:1: its layer 0 is 10241 bytes, blobs/sha256/"
+    )
 
 
 def test_oci_archive_entry_whose_manifest_is_absent_fails_alone():
@@ -268,12 +325,14 @@ def test_oci_archive_entry_whose_manifest_is_absent_fails_alone():
     config, _, layers = image(a, "a")
     d = manifest(a, config, layers)
     gone = {"mediaType": OCI_MANIFEST, "digest": sha(b"gone"), "size": 4}
-    a.meta["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [
-        named(d, "x:1"), named(gone, "y:1")]}).encode()
+    a.meta["index.json"] = json.dumps(
+        {"schemaVersion": 2, "manifests": [named(d, "x:1"), named(gone, "y:1")]}
+    ).encode()
     offers = a.reading().offers
     assert offers[0].error is None
-    assert offers[1].error == (f"tar:///srv/app.tar: blobs/sha256/{gone['digest'][7:]}: not in "
-                               "the archive")
+    assert offers[1].error == (
+        f"tar:///srv/app.tar: blobs/sha256/{gone['digest'][7:]}: not in the archive"
+    )
 
 
 def test_index_entry_without_its_manifest():
@@ -297,11 +356,13 @@ def test_oci_archive_index_with_a_broken_child_fails_alone():
     d = manifest(a, config, layers)
     liar = {"mediaType": OCI_MANIFEST, "digest": sha(b"other bytes"), "size": 11}
     a.files[f"blobs/sha256/{liar['digest'][7:]}"] = b'{"schemaVersion": 2}'
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                        "manifests": [d, liar]}).encode()
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [d, liar]}
+    ).encode()
     top = {"mediaType": OCI_INDEX, "digest": a.blob(index), "size": len(index)}
-    a.meta["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [named(top, "m:1")]}
-                                      ).encode()
+    a.meta["index.json"] = json.dumps(
+        {"schemaVersion": 2, "manifests": [named(top, "m:1")]}
+    ).encode()
     (offer,) = a.reading().offers
     assert offer.error.startswith(f"tar:///srv/app.tar: index {top['digest']}: blobs/sha256/")
     assert "hashes to" in offer.error

@@ -30,14 +30,18 @@ def _docs() -> str:
     return "\n".join(p.read_text() for p in sorted(DOCS.glob("*.md")))
 
 
-@pytest.mark.parametrize("command", [(), ("process",), ("info",), ("check",), ("search",)],
-                         ids=["occystrap", "process", "info", "check", "search"])
+@pytest.mark.parametrize(
+    "command",
+    [(), ("process",), ("info",), ("check",), ("search",)],
+    ids=["occystrap", "process", "info", "check", "search"],
+)
 def test_every_option_is_documented(command: tuple[str, ...]) -> None:
     docs = _docs()
     options = _options(_help(*command))
     assert "--help" in options and len(options) > 1  # parsing found the option list
-    missing = sorted(o for o in options if f"`{o}" not in docs and f" {o}" not in docs
-                     and f"/ {o}" not in docs)
+    missing = sorted(
+        o for o in options if f"`{o}" not in docs and f" {o}" not in docs and f"/ {o}" not in docs
+    )
     assert not missing, f"options in --help but not in docs/: {missing}"
 
 
@@ -67,12 +71,17 @@ def _exists(name: str) -> bool:
     if "/" in name:
         return (ROOT / name).is_file() or (ROOT / "occystrap" / name).is_file()
     return any(ROOT.glob(f"occystrap/**/{name}")) or any(
-        (ROOT / top).glob(f"**/{name}") for top in ("tests", "tools", "bench"))
+        (ROOT / top).glob(f"**/{name}") for top in ("tests", "tools", "bench")
+    )
 
 
 def test_docs_name_modules_that_exist() -> None:
     """A module moved or renamed is renamed in the docs too."""
     pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
-    missing = sorted(f"{page.name}: {name}" for page in pages
-                     for name in _named_files(page.read_text()) if not _exists(name))
+    missing = sorted(
+        f"{page.name}: {name}"
+        for page in pages
+        for name in _named_files(page.read_text())
+        if not _exists(name)
+    )
     assert not missing, f"the docs name files that do not exist: {missing}"

@@ -41,8 +41,9 @@ def _cut_first(times: int, at: int):
             return None
         left[0] -= 1
         start = int((request.headers.get("range") or "bytes=0-")[6:-1])
-        return MockResponse(200 if not start else 206, _range_headers(start), DATA[start:],
-                            cut_after=at)
+        return MockResponse(
+            200 if not start else 206, _range_headers(start), DATA[start:], cut_after=at
+        )
 
     return fault
 
@@ -56,8 +57,7 @@ def test_broken_body_resumes_with_range(tmp_path: Path) -> None:
     dest = tmp_path / "blob"
     progress: list[int] = []
     before = COUNTERS.snapshot()
-    assert client.download_blob("app", DIGEST, len(DATA), str(dest), progress.append) == len(
-        DATA)
+    assert client.download_blob("app", DIGEST, len(DATA), str(dest), progress.append) == len(DATA)
     assert dest.read_bytes() == DATA and sum(progress) == len(DATA) and min(progress) > 0
     ranges = [r.headers.get("range") for r in transport.requests]
     assert ranges == [None, f"bytes={100 * KiB}-", f"bytes={200 * KiB}-"]
@@ -105,13 +105,17 @@ def test_blob_longer_than_its_descriptor_is_not_read(tmp_path: Path) -> None:
 def test_retries_spent_name_the_request(tmp_path: Path) -> None:
     def fault(request: MockRequest) -> MockResponse | None:
         start = int((request.headers.get("range") or "bytes=0-")[6:-1])
-        return MockResponse(206 if start else 200, _range_headers(start), DATA[start:],
-                            cut_after=10 * KiB)
+        return MockResponse(
+            206 if start else 200, _range_headers(start), DATA[start:], cut_after=10 * KiB
+        )
 
     client, transport = _client(fault, retries=1)
     dest = tmp_path / "blob"
-    with pytest.raises(TransientError, match=f"GET https://{HOST}/v2/app/blobs/{DIGEST}: "
-                                             "ConnectionResetError: .* after 2 attempts"):
+    with pytest.raises(
+        TransientError,
+        match=f"GET https://{HOST}/v2/app/blobs/{DIGEST}: "
+        "ConnectionResetError: .* after 2 attempts",
+    ):
         client.download_blob("app", DIGEST, len(DATA), str(dest))
     assert dest.stat().st_size == 0 and len(transport.requests) == 2
 

@@ -23,8 +23,10 @@ from tools.archivebuilder import (
     EMPTY_TAR_DIFF_ID,
 )
 
-EMPTY = {"file": (b"", OCI_LAYER, "none", EMPTY_FILE_DIGEST, EMPTY_FILE_DIGEST),
-         "gzip": (EMPTY_GZIP, OCI_LAYER_GZIP, "gzip", EMPTY_GZIP_DIGEST, EMPTY_TAR_DIFF_ID)}
+EMPTY = {
+    "file": (b"", OCI_LAYER, "none", EMPTY_FILE_DIGEST, EMPTY_FILE_DIGEST),
+    "gzip": (EMPTY_GZIP, OCI_LAYER_GZIP, "gzip", EMPTY_GZIP_DIGEST, EMPTY_TAR_DIFF_ID),
+}
 
 
 def test_the_empty_gzip_layer_is_what_buildkit_writes():
@@ -48,23 +50,31 @@ def test_an_empty_stream_has_no_members():
 @pytest.mark.parametrize("kind", EMPTY)
 def test_check(kind):
     data, media_type, _, digest, diff_id = EMPTY[kind]
-    found = check_layer_stream(io.BytesIO(data), Descriptor(media_type, digest, len(data)),
-                               diff_id, False)
+    found = check_layer_stream(
+        io.BytesIO(data), Descriptor(media_type, digest, len(data)), diff_id, False
+    )
     assert [f for f in found if f.severity == ERROR] == []
     assert "0 entries" in found[-1].message
 
 
 @pytest.mark.parametrize("kind", EMPTY)
-@pytest.mark.parametrize("specs, target", [((), "gzip"), ((), "zstd"),
-                                           (("exclude:pattern=*.bin",), "gzip"),
-                                           (("normalize-timestamps",), "none"),
-                                           (("search:pattern=*",), "none")])
+@pytest.mark.parametrize(
+    "specs, target",
+    [
+        ((), "gzip"),
+        ((), "zstd"),
+        (("exclude:pattern=*.bin",), "gzip"),
+        (("normalize-timestamps",), "none"),
+        (("search:pattern=*",), "none"),
+    ],
+)
 def test_filters_and_compression(kind, specs, target, tmp_path):
     data, _, compression, _, diff_id = EMPTY[kind]
     path, out = tmp_path / "layer", tmp_path / "out"
     path.write_bytes(data)
-    result = filter_layer(str(path), -1, 0, compression, FilterChain.parse(list(specs)),
-                          str(out), target, None)
+    result = filter_layer(
+        str(path), -1, 0, compression, FilterChain.parse(list(specs)), str(out), target, None
+    )
     assert result.input_diff_id == diff_id
     assert layerio.decompress_file(str(out), target)[0] == result.diff_id
 
@@ -82,8 +92,10 @@ def test_expand(kind, tmp_path):
 
 
 def test_fast_check_compares_uncompressed_digests_with_diff_ids():
-    layers = [Descriptor(OCI_LAYER, EMPTY_FILE_DIGEST, 0),
-              Descriptor(OCI_LAYER_GZIP, EMPTY_GZIP_DIGEST, 32)]
+    layers = [
+        Descriptor(OCI_LAYER, EMPTY_FILE_DIGEST, 0),
+        Descriptor(OCI_LAYER_GZIP, EMPTY_GZIP_DIGEST, 32),
+    ]
     config = {"rootfs": {"type": "layers", "diff_ids": [EMPTY_FILE_DIGEST, EMPTY_TAR_DIFF_ID]}}
     assert check_plain_layers(config, layers) == []
     config["rootfs"]["diff_ids"] = [EMPTY_TAR_DIFF_ID, EMPTY_TAR_DIFF_ID]

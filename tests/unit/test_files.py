@@ -46,9 +46,9 @@ def test_move_file_within_a_filesystem(tmp_path: Path) -> None:
     assert dst.read_bytes() == b"blob" and not src.exists()
 
 
-def test_move_file_across_filesystems_copies_then_removes(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_move_file_across_filesystems_copies_then_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A rename across filesystems fails with EXDEV (the spool on another disk than the
     output): the bytes are copied to `dst.partial`, renamed, and the source goes."""
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -88,19 +88,27 @@ def test_remove_paths_files_trees_links_and_the_missing(tmp_path: Path) -> None:
 
 
 def test_update_json_locked_creates_then_changes(tmp_path: Path) -> None:
-    files.update_json_locked(str(tmp_path), "catalog.json", dict,
-                             lambda doc: doc.update(a=1), "tok")
-    files.update_json_locked(str(tmp_path), "catalog.json", dict,
-                             lambda doc: doc.update(b=2), "tok")
+    files.update_json_locked(
+        str(tmp_path), "catalog.json", dict, lambda doc: doc.update(a=1), "tok"
+    )
+    files.update_json_locked(
+        str(tmp_path), "catalog.json", dict, lambda doc: doc.update(b=2), "tok"
+    )
     assert json.loads((tmp_path / "catalog.json").read_text()) == {"a": 1, "b": 2}
 
 
 def test_update_json_locked_loses_no_update_between_threads(tmp_path: Path) -> None:
     """The flock is per open file description, so threads of one process serialise on it as
     runs in separate processes do."""
+
     def add(n: int) -> None:
-        files.update_json_locked(str(tmp_path), "index.json", lambda: {"entries": []},
-                                 lambda doc: doc["entries"].append(n), f"t{n}")
+        files.update_json_locked(
+            str(tmp_path),
+            "index.json",
+            lambda: {"entries": []},
+            lambda doc: doc["entries"].append(n),
+            f"t{n}",
+        )
 
     threads = [threading.Thread(target=add, args=(n,)) for n in range(8)]
     for t in threads:

@@ -21,28 +21,43 @@ from occystrap.filters.search import Search
 from occystrap.layers.rewrite import rewrite_config
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("normalize-timestamps", NormalizeTimestamps(0, False)),
-    ("normalize_timestamps:ts=0", NormalizeTimestamps(0, False)),  # 0 is a number, not False
-    ("Normalize-Timestamps:timestamp=1700000000,config=true",
-     NormalizeTimestamps(1700000000, True)),
-    ("exclude:pattern=/tmp/*", Exclude(("tmp/*",))),
-    ("exclude:pattern=a;b/*,./c", Exclude(("a", "b/*", "c"))),
-    ("search:pattern=1", Search("1", False, False)),  # "1" is a glob, not True
-    ("search:regex=a{1,3}$,script_friendly=yes", Search("a{1,3}$", True, True)),
-    ("search:pattern=\\.so$,regex=true", Search("\\.so$", True, False)),
-    ("search:pattern=*.so,script-friendly=true", Search("*.so", False, True)),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("normalize-timestamps", NormalizeTimestamps(0, False)),
+        ("normalize_timestamps:ts=0", NormalizeTimestamps(0, False)),  # 0 is a number, not False
+        (
+            "Normalize-Timestamps:timestamp=1700000000,config=true",
+            NormalizeTimestamps(1700000000, True),
+        ),
+        ("exclude:pattern=/tmp/*", Exclude(("tmp/*",))),
+        ("exclude:pattern=a;b/*,./c", Exclude(("a", "b/*", "c"))),
+        ("search:pattern=1", Search("1", False, False)),  # "1" is a glob, not True
+        ("search:regex=a{1,3}$,script_friendly=yes", Search("a{1,3}$", True, True)),
+        ("search:pattern=\\.so$,regex=true", Search("\\.so$", True, False)),
+        ("search:pattern=*.so,script-friendly=true", Search("*.so", False, True)),
+    ],
+)
 def test_parse_filter(spec, expected):
     assert parse_filter(spec) == expected
 
 
-@pytest.mark.parametrize("spec", [
-    "normalize-timestamps:ts=-1", "normalize-timestamps:config=maybe",
-    "normalize-timestamps:ts=1,timestamp=2", "exclude:pattern=", "exclude:pattern=a,pattern=b",
-    "search", "search:pattern=a,regex=b", "inspect", "inspect:path=x", "exclude:nokey",
-    "unknown:x=1",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "normalize-timestamps:ts=-1",
+        "normalize-timestamps:config=maybe",
+        "normalize-timestamps:ts=1,timestamp=2",
+        "exclude:pattern=",
+        "exclude:pattern=a,pattern=b",
+        "search",
+        "search:pattern=a,regex=b",
+        "inspect",
+        "inspect:path=x",
+        "exclude:nokey",
+        "unknown:x=1",
+    ],
+)
 def test_bad_specs(spec):
     with pytest.raises(UsageError):
         parse_filter(spec)
@@ -56,26 +71,34 @@ def test_chain_properties():
     assert not FilterChain()
 
 
-@pytest.mark.parametrize("path, patterns, dropped", [
-    ("tmp/x", ("tmp",), True),  # a directory pattern takes its contents
-    ("tmp", ("tmp/*",), False),  # ...but tmp/* keeps the directory itself
-    ("tmp/a/b", ("tmp/*",), True),
-    ("usr/lib/x.pyc", ("*.pyc",), True),  # * crosses /
-    ("etc/.wh.motd", ("etc/motd",), True),  # the whiteout of an excluded path
-    ("var/cache/.wh..wh..opq", ("var/cache/.wh.",), False),
-    ("usr/lib64/x", ("usr/lib",), False),
-    ("tmpfile", ("tmp",), False),
-])
+@pytest.mark.parametrize(
+    "path, patterns, dropped",
+    [
+        ("tmp/x", ("tmp",), True),  # a directory pattern takes its contents
+        ("tmp", ("tmp/*",), False),  # ...but tmp/* keeps the directory itself
+        ("tmp/a/b", ("tmp/*",), True),
+        ("usr/lib/x.pyc", ("*.pyc",), True),  # * crosses /
+        ("etc/.wh.motd", ("etc/motd",), True),  # the whiteout of an excluded path
+        ("var/cache/.wh..wh..opq", ("var/cache/.wh.",), False),
+        ("usr/lib64/x", ("usr/lib",), False),
+        ("tmpfile", ("tmp",), False),
+    ],
+)
 def test_exclude_matches(path, patterns, dropped):
     assert Exclude(patterns).matches(path) is dropped
 
 
 def test_history_pairs_entries_with_layers():
-    config = {"history": [{"created": "t0", "created_by": "FROM"},
-                          {"created": "t1", "created_by": "ENV", "empty_layer": True},
-                          {"created": "t2", "created_by": "RUN", "comment": "c"}]}
-    rows = history(config, [("sha256:a", 10), ("sha256:b", 20), ("sha256:c", 30)],
-                   "sha256:cfg", ["x:1"])
+    config = {
+        "history": [
+            {"created": "t0", "created_by": "FROM"},
+            {"created": "t1", "created_by": "ENV", "empty_layer": True},
+            {"created": "t2", "created_by": "RUN", "comment": "c"},
+        ]
+    }
+    rows = history(
+        config, [("sha256:a", 10), ("sha256:b", 20), ("sha256:c", 30)], "sha256:cfg", ["x:1"]
+    )
     assert [r["CreatedBy"] for r in rows] == ["", "RUN", "ENV", "FROM"]
     assert [r.get("Layer") for r in rows] == ["sha256:c", "sha256:b", None, "sha256:a"]
     assert [r["Size"] for r in rows] == [30, 20, 0, 10]
@@ -84,11 +107,16 @@ def test_history_pairs_entries_with_layers():
 
 
 def test_rewrite_config_sets_diff_ids_and_times():
-    body = json.dumps({"created": "2024-01-01T00:00:00Z", "rootfs": {"type": "layers",
-                       "diff_ids": ["sha256:old"]},
-                       "history": [{"created": "2024-01-01T00:00:00Z"}]}).encode()
-    out, digest = rewrite_config(body, ["sha256:new"], NormalizeTimestamps(86400, True)
-                                 .rewrite_config)
+    body = json.dumps(
+        {
+            "created": "2024-01-01T00:00:00Z",
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:old"]},
+            "history": [{"created": "2024-01-01T00:00:00Z"}],
+        }
+    ).encode()
+    out, digest = rewrite_config(
+        body, ["sha256:new"], NormalizeTimestamps(86400, True).rewrite_config
+    )
     doc = json.loads(out)
     assert doc["rootfs"]["diff_ids"] == ["sha256:new"]
     assert doc["created"] == doc["history"][0]["created"] == rfc3339(86400)
@@ -109,8 +137,13 @@ def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mtime: float = 1e9,
-           pax: dict[str, str] | None = None) -> tarfile.TarInfo:
+def _entry(
+    name: str,
+    kind: bytes = tarfile.REGTYPE,
+    link: str = "",
+    mtime: float = 1e9,
+    pax: dict[str, str] | None = None,
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mtime = kind, link, mtime
     info.pax_headers = pax or {}
@@ -119,14 +152,20 @@ def _entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mtime: floa
 
 @pytest.fixture
 def layer(tmp_path: Path) -> tuple[Path, str]:
-    raw = _tar([
-        _entry("etc", tarfile.DIRTYPE),
-        _entry("etc/passwd", mtime=1e9 + 0.5, pax={"atime": "5", "ctime": "6",
-                                                 "SCHILY.xattr.user.x": "\udcff\x01"}),
-        _entry("bin/tool"),
-        _entry("bin/alias", tarfile.LNKTYPE, link="bin/tool"),
-        _entry("cache/a"),
-    ], {"etc/passwd": b"root:x:0:0\n", "bin/tool": b"\x7fELF" * 100, "cache/a": b"a"})
+    raw = _tar(
+        [
+            _entry("etc", tarfile.DIRTYPE),
+            _entry(
+                "etc/passwd",
+                mtime=1e9 + 0.5,
+                pax={"atime": "5", "ctime": "6", "SCHILY.xattr.user.x": "\udcff\x01"},
+            ),
+            _entry("bin/tool"),
+            _entry("bin/alias", tarfile.LNKTYPE, link="bin/tool"),
+            _entry("cache/a"),
+        ],
+        {"etc/passwd": b"root:x:0:0\n", "bin/tool": b"\x7fELF" * 100, "cache/a": b"a"},
+    )
     path = tmp_path / "layer.tar.gz"
     path.write_bytes(gzip.compress(raw, mtime=0))
     return path, "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -157,17 +196,25 @@ def test_normalize_rewrites_times_and_keeps_the_rest(layer, tmp_path):
     assert passwd.pax_headers == {"SCHILY.xattr.user.x": "\udcff\x01", "hdrcharset": "BINARY"}
     assert got["bin/alias"].islnk() and got["bin/alias"].linkname == "bin/tool"
     again = tmp_path / "again.gz"
-    assert filter_layer(str(path), -1, 0, "gzip", chain, str(again), "gzip",
-                        None).digest == result.digest
+    assert (
+        filter_layer(str(path), -1, 0, "gzip", chain, str(again), "gzip", None).digest
+        == result.digest
+    )
 
 
 def test_a_kept_hard_link_to_an_excluded_file_takes_its_data(tmp_path):
     """exclude drops bin/tool but not its links: the first link becomes the file, the
     second links to the first. Nothing is left in the scratch space."""
-    raw = _tar([_entry("bin/tool"), _entry("bin/alias", tarfile.LNKTYPE, link="bin/tool"),
-                _entry("bin/alias2", tarfile.LNKTYPE, link="bin/tool"),
-                _entry("cache/a"), _entry("other", tarfile.LNKTYPE, link="cache/a")],
-               {"bin/tool": b"\x7fELF" * 1000, "cache/a": b"a"})
+    raw = _tar(
+        [
+            _entry("bin/tool"),
+            _entry("bin/alias", tarfile.LNKTYPE, link="bin/tool"),
+            _entry("bin/alias2", tarfile.LNKTYPE, link="bin/tool"),
+            _entry("cache/a"),
+            _entry("other", tarfile.LNKTYPE, link="cache/a"),
+        ],
+        {"bin/tool": b"\x7fELF" * 1000, "cache/a": b"a"},
+    )
     path = tmp_path / "layer.tar"
     path.write_bytes(raw)
     out = tmp_path / "out.tar"
@@ -200,8 +247,9 @@ def test_a_region_of_a_bigger_file(layer, tmp_path):
     blob = path.read_bytes()
     big = tmp_path / "big"
     big.write_bytes(b"x" * 1000 + blob + b"y" * 1000)
-    result = filter_layer(str(big), 1000, len(blob), "gzip", FilterChain((Search("*"),)),
-                          None, "gzip", None)
+    result = filter_layer(
+        str(big), 1000, len(blob), "gzip", FilterChain((Search("*"),)), None, "gzip", None
+    )
     assert result.input_diff_id == diff_id and len(result.hits[0]) == 5
 
 
@@ -209,8 +257,16 @@ def test_not_a_tar_is_an_error(tmp_path):
     path = tmp_path / "bad.gz"
     path.write_bytes(gzip.compress(b"not a tar" * 100))
     with pytest.raises(tarfile.TarError):
-        filter_layer(str(path), -1, 0, "gzip", FilterChain((NormalizeTimestamps(),)),
-                     str(tmp_path / "out"), "gzip", None)
+        filter_layer(
+            str(path),
+            -1,
+            0,
+            "gzip",
+            FilterChain((NormalizeTimestamps(),)),
+            str(tmp_path / "out"),
+            "gzip",
+            None,
+        )
 
 
 @pytest.mark.parametrize("fmt", ["gnu", "posix"])
@@ -230,12 +286,15 @@ def test_sparse_files_become_regular_files_with_their_data(tmp_path, fmt):
         f.seek(3 << 20)
         f.write(b"and the end")
     layer = tmp_path / "layer.tar"
-    subprocess.run(["tar", f"--format={fmt}", "--sparse", "-cf", str(layer), "-C", str(src),
-                    "holes"], check=True)
+    subprocess.run(
+        ["tar", f"--format={fmt}", "--sparse", "-cf", str(layer), "-C", str(src), "holes"],
+        check=True,
+    )
     assert any(m.issparse() for m in tarfile.open(layer).getmembers())
     out = tmp_path / "out.tar"
-    filter_layer(str(layer), -1, 0, "none", FilterChain((NormalizeTimestamps(),)), str(out),
-                 "none", None)
+    filter_layer(
+        str(layer), -1, 0, "none", FilterChain((NormalizeTimestamps(),)), str(out), "none", None
+    )
     with tarfile.open(out) as tar:
         member = tar.getmember("holes")
         assert member.isfile() and not member.issparse()
@@ -245,13 +304,19 @@ def test_sparse_files_become_regular_files_with_their_data(tmp_path, fmt):
 def test_a_bad_header_in_the_middle_is_an_error_not_the_end(tmp_path):
     """tarfile alone would stop at the bad header and call the rest the end of the archive:
     the rewritten layer would silently lose every member after it."""
-    raw = bytearray(_tar([_entry(n, mtime=10**9) for n in "abc"],  # plain ustar headers
-                         {"a": b"1", "b": b"2", "c": b"3"}))
-    raw[1024 + 148:1024 + 156] = b"0000000\0"  # b's header checksum
+    raw = bytearray(
+        _tar(
+            [_entry(n, mtime=10**9) for n in "abc"],  # plain ustar headers
+            {"a": b"1", "b": b"2", "c": b"3"},
+        )
+    )
+    raw[1024 + 148 : 1024 + 156] = b"0000000\0"  # b's header checksum
     path = tmp_path / "bad.tar"
     path.write_bytes(bytes(raw))
-    for chain, out in ((FilterChain((NormalizeTimestamps(),)), str(tmp_path / "out")),
-                       (FilterChain((Search("*"),)), None)):
+    for chain, out in (
+        (FilterChain((NormalizeTimestamps(),)), str(tmp_path / "out")),
+        (FilterChain((Search("*"),)), None),
+    ):
         with pytest.raises(tarfile.TarError, match="bad tar header at offset 1024"):
             filter_layer(str(path), -1, 0, "none", chain, out, "none", None)
 
@@ -261,13 +326,15 @@ def test_search_reports_names_that_are_not_utf8(tmp_path):
     raw = _tar([info], {info.name: b"x"})
     path = tmp_path / "latin.tar"
     path.write_bytes(raw)
-    result = filter_layer(str(path), -1, 0, "none", FilterChain((Search("caf*"),)), None,
-                          "none", None)
+    result = filter_layer(
+        str(path), -1, 0, "none", FilterChain((Search("caf*"),)), None, "none", None
+    )
     assert [h.path for h in result.hits[0]] == ["caf\\xe9"]
     from occystrap.messages import SearchHits, decode, encode
 
-    hits = SearchHits(image_id=0, top=0, position=0, name="n", tag="t", index=0, layer="l",
-                      hits=result.hits[0])
+    hits = SearchHits(
+        image_id=0, top=0, position=0, name="n", tag="t", index=0, layer="l", hits=result.hits[0]
+    )
     assert decode(encode(hits)) == hits  # it can travel
 
 
@@ -275,18 +342,37 @@ def test_a_rewritten_layer_loses_what_described_the_old_blob():
     from occystrap.layers.rewrite import NewDescriptor, rewrite_manifest
 
     oci = "application/vnd.oci.image.manifest.v1+json"
-    body = json.dumps({"schemaVersion": 2, "mediaType": oci,
-                       "config": {"digest": "sha256:c", "size": 1, "mediaType": "x"},
-                       "layers": [{"digest": "sha256:old", "size": 1, "mediaType": "m",
-                                   "annotations": {"io.github.containers.zstd-chunked"
-                                                   ".manifest-position": "1:2:3:4"},
-                                   "urls": ["https://example.invalid/blob"]},
-                                  {"digest": "sha256:same", "size": 2, "mediaType": "m",
-                                   "annotations": {"keep": "me"}}]}).encode()
-    out, _, _ = rewrite_manifest(body, oci,
-                                 [NewDescriptor("sha256:new", 5, "m"),
-                                  NewDescriptor("sha256:same", 2, "m")], None,
-                                 NewDescriptor("sha256:c2", 9, "x"))
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": oci,
+            "config": {"digest": "sha256:c", "size": 1, "mediaType": "x"},
+            "layers": [
+                {
+                    "digest": "sha256:old",
+                    "size": 1,
+                    "mediaType": "m",
+                    "annotations": {
+                        "io.github.containers.zstd-chunked.manifest-position": "1:2:3:4"
+                    },
+                    "urls": ["https://example.invalid/blob"],
+                },
+                {
+                    "digest": "sha256:same",
+                    "size": 2,
+                    "mediaType": "m",
+                    "annotations": {"keep": "me"},
+                },
+            ],
+        }
+    ).encode()
+    out, _, _ = rewrite_manifest(
+        body,
+        oci,
+        [NewDescriptor("sha256:new", 5, "m"), NewDescriptor("sha256:same", 2, "m")],
+        None,
+        NewDescriptor("sha256:c2", 9, "x"),
+    )
     doc = json.loads(out)
     assert doc["layers"][0] == {"digest": "sha256:new", "size": 5, "mediaType": "m"}
     assert doc["layers"][1]["annotations"] == {"keep": "me"}

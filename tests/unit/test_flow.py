@@ -25,11 +25,13 @@ def _no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCCYSTRAP_BACKOFF_SCALE", "0")
 
 
-def _client(handler, retries: int = 3, credentials: Credentials | None = None
-            ) -> tuple[RegistryClient, MockTransport]:
+def _client(
+    handler, retries: int = 3, credentials: Credentials | None = None
+) -> tuple[RegistryClient, MockTransport]:
     transport = MockTransport(handler)
-    return RegistryClient(HOST, transport=transport, retries=retries,
-                          credentials=credentials), transport
+    return RegistryClient(
+        HOST, transport=transport, retries=retries, credentials=credentials
+    ), transport
 
 
 def test_bearer_challenge_then_token_then_answer() -> None:
@@ -37,8 +39,9 @@ def test_bearer_challenge_then_token_then_answer() -> None:
         if request.url.startswith("https://auth.test/"):
             return MockResponse(200, {}, b'{"token": "tok", "expires_in": 300}')
         if request.headers.get("authorization") != "Bearer tok":
-            return MockResponse(401, {"WWW-Authenticate":
-                                      'Bearer realm="https://auth.test/t",service="r"'})
+            return MockResponse(
+                401, {"WWW-Authenticate": 'Bearer realm="https://auth.test/t",service="r"'}
+            )
         return MockResponse(200, {"Content-Type": ACCEPT[0]}, MANIFEST)
 
     client, transport = _client(handler)
@@ -46,8 +49,11 @@ def test_bearer_challenge_then_token_then_answer() -> None:
     assert client.get_manifest("app", "1", ACCEPT).body == MANIFEST
     assert client.get_manifest("app", "2", ACCEPT).body == MANIFEST  # token reused
     assert [r.url.split("?")[0] for r in transport.requests] == [
-        f"https://{HOST}/v2/app/manifests/1", "https://auth.test/t",
-        f"https://{HOST}/v2/app/manifests/1", f"https://{HOST}/v2/app/manifests/2"]
+        f"https://{HOST}/v2/app/manifests/1",
+        "https://auth.test/t",
+        f"https://{HOST}/v2/app/manifests/1",
+        f"https://{HOST}/v2/app/manifests/2",
+    ]
     counted = dict(COUNTERS.requests)
     assert counted.get(HOST, 0) - before.get(HOST, 0) == 3
     assert counted.get("auth.test") == before.get("auth.test")  # tokens are not counted
@@ -83,8 +89,11 @@ def test_redirect_keeps_credentials_on_the_registry() -> None:
 
 
 def test_retryable_status_then_success() -> None:
-    answers = [MockResponse(503, {"Retry-After": "0"}), MockResponse(429),
-               MockResponse(200, {}, MANIFEST)]
+    answers = [
+        MockResponse(503, {"Retry-After": "0"}),
+        MockResponse(429),
+        MockResponse(200, {}, MANIFEST),
+    ]
     client, transport = _client(lambda r: answers.pop(0))
     before = COUNTERS.snapshot()
     assert client.get_manifest("app", "1", ACCEPT).body == MANIFEST
@@ -95,12 +104,14 @@ def test_retryable_status_then_success() -> None:
 
 
 def test_retries_spent_on_a_status() -> None:
-    client, transport = _client(lambda r: MockResponse(503, reason="Service Unavailable"),
-                                retries=2)
+    client, transport = _client(
+        lambda r: MockResponse(503, reason="Service Unavailable"), retries=2
+    )
     with pytest.raises(TransientError) as caught:
         client.get_manifest("app", "1", ACCEPT)
-    assert str(caught.value) == (f"GET https://{HOST}/v2/app/manifests/1: 503 Service "
-                                 "Unavailable after 3 attempts")
+    assert str(caught.value) == (
+        f"GET https://{HOST}/v2/app/manifests/1: 503 Service Unavailable after 3 attempts"
+    )
     assert (caught.value.status, caught.value.host, caught.value.retryable) == (503, HOST, False)
 
 
@@ -109,9 +120,12 @@ def test_retries_spent_on_connection_failures() -> None:
         raise ConnectionRefusedError(111, "Connection refused")
 
     client, transport = _client(handler, retries=1)
-    with pytest.raises(TransientError, match=rf"^cannot reach registry {HOST}: "
-                                             r"ConnectionRefusedError: .* \(HEAD https://r.test"
-                                             r"/v2/app/manifests/1, 2 attempts\)$"):
+    with pytest.raises(
+        TransientError,
+        match=rf"^cannot reach registry {HOST}: "
+        r"ConnectionRefusedError: .* \(HEAD https://r.test"
+        r"/v2/app/manifests/1, 2 attempts\)$",
+    ):
         client.head_manifest("app", "1", ACCEPT)
     assert len(transport.requests) == 2
 
@@ -123,9 +137,12 @@ def test_tls_failure_is_not_retried() -> None:
         raise error
 
     client, transport = _client(handler)
-    with pytest.raises(RegistryError, match=f"cannot reach registry {HOST}: TLS certificate "
-                                            "verification failed \\(self-signed certificate\\); "
-                                            "for a registry with its own CA use --ca-file"):
+    with pytest.raises(
+        RegistryError,
+        match=f"cannot reach registry {HOST}: TLS certificate "
+        "verification failed \\(self-signed certificate\\); "
+        "for a registry with its own CA use --ca-file",
+    ):
         client.blob_exists("app", "sha256:" + "a" * 64)
     assert len(transport.requests) == 1
 
@@ -138,10 +155,13 @@ def test_body_that_breaks_is_retried_as_a_whole_request() -> None:
 
 
 def test_api_requests_get_no_registry_credentials_and_read_their_own_401() -> None:
-    client, transport = _client(lambda r: MockResponse(401, {}, b'{"error": "no"}'),
-                                credentials=Credentials("u", "p"))
-    assert client.get_api(f"https://{HOST}/api/v1/x", {"Authorization": "Bearer api"},
-                          100) == (401, b'{"error": "no"}')
+    client, transport = _client(
+        lambda r: MockResponse(401, {}, b'{"error": "no"}'), credentials=Credentials("u", "p")
+    )
+    assert client.get_api(f"https://{HOST}/api/v1/x", {"Authorization": "Bearer api"}, 100) == (
+        401,
+        b'{"error": "no"}',
+    )
     assert [r.headers.get("authorization") for r in transport.requests] == ["Bearer api"]
 
 

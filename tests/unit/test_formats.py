@@ -20,40 +20,79 @@ def digest(data: bytes) -> str:
 
 def make_plan(tmp_path, layers: list[bytes], image_id=0, tag="1.0"):
     config = json.dumps({"rootfs": {"diff_ids": [digest(b) for b in layers]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(b),
-                    "size": len(b)} for b in layers]}).encode()
-    plan = ImagePlan(image_id=image_id, source="registry://h/a:1.0", host="h", name="a",
-                     insecure=False, repo_tag=f"h/a:{tag}", tag=tag, manifest=manifest,
-                     manifest_media_type="application/vnd.oci.image.manifest.v1+json",
-                     manifest_digest=digest(manifest), config=config,
-                     config_digest=digest(config),
-                     config_media_type="application/vnd.oci.image.config.v1+json",
-                     diff_ids=[digest(b) for b in layers], layer_count=len(layers))
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest(b),
+                    "size": len(b),
+                }
+                for b in layers
+            ],
+        }
+    ).encode()
+    plan = ImagePlan(
+        image_id=image_id,
+        source="registry://h/a:1.0",
+        host="h",
+        name="a",
+        insecure=False,
+        repo_tag=f"h/a:{tag}",
+        tag=tag,
+        manifest=manifest,
+        manifest_media_type="application/vnd.oci.image.manifest.v1+json",
+        manifest_digest=digest(manifest),
+        config=config,
+        config_digest=digest(config),
+        config_media_type="application/vnd.oci.image.config.v1+json",
+        diff_ids=[digest(b) for b in layers],
+        layer_count=len(layers),
+    )
     descs = []
     for i, data in enumerate(layers):
         path = tmp_path / f"spool-{image_id}-{i}"
         path.write_bytes(data)
-        descs.append(LayerDesc(image_id=image_id, index=i, digest=digest(data), size=len(data),
-                               media_type="application/vnd.oci.image.layer.v1.tar",
-                               compression="none", path=str(path)))
+        descs.append(
+            LayerDesc(
+                image_id=image_id,
+                index=i,
+                digest=digest(data),
+                size=len(data),
+                media_type="application/vnd.oci.image.layer.v1.tar",
+                compression="none",
+                path=str(path),
+            )
+        )
     return plan, descs
 
 
 def test_messages_roundtrip():
-    msg = LayerDesc(image_id=1, index=2, digest="sha256:" + "0" * 64, size=3, media_type="m",
-                    compression="gzip", path="/x")
+    msg = LayerDesc(
+        image_id=1,
+        index=2,
+        digest="sha256:" + "0" * 64,
+        size=3,
+        media_type="m",
+        compression="gzip",
+        path="/x",
+    )
     assert decode(encode(msg)) == msg
 
 
 def fetch_in_place(planner: TarPlanner, plan: ImagePlan, descs: list[LayerDesc]) -> None:
     """What resolve and fetch do for tar://: plan regions, then write each blob into its own."""
     spooled = {d.index: open(d.path, "rb").read() for d in descs}
-    regions = planner.plan_image(plan.config_digest, len(plan.config), plan.manifest_digest,
-                                 len(plan.manifest), descs)
+    regions = planner.plan_image(
+        plan.config_digest, len(plan.config), plan.manifest_digest, len(plan.manifest), descs
+    )
     plan.regions, plan.tar_end = regions, planner.end
     for d in descs:
         with open(d.path, "r+b") as f:

@@ -20,7 +20,11 @@ def test_places_accumulate_most_recent_last_and_bounded(tmp_path):
     cache = LayerCache(str(path))
     k = key(SRC, "zstd", None)
     cache.record([(k, NEW, "reg:5000/a")])
-    cache.record([(k, NEW, "reg:5000/b"), ])
+    cache.record(
+        [
+            (k, NEW, "reg:5000/b"),
+        ]
+    )
     cache.record([(k, NEW, "reg:5000/a")])  # seen again: moves to the end
     hit = LayerCache(str(path)).lookup(SRC, "zstd", None)
     assert hit is not None and hit.descriptor == NEW
@@ -53,8 +57,16 @@ def test_a_new_blob_for_a_key_forgets_the_old_places(tmp_path):
 
 def test_damaged_entries_and_files(tmp_path):
     path = tmp_path / "cache.json"
-    path.write_text(json.dumps({"version": 1, "entries": {key(SRC, "zstd", None): {
-        "digest": "md5:x", "size": 1, "mediaType": "x"}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "entries": {
+                    key(SRC, "zstd", None): {"digest": "md5:x", "size": 1, "mediaType": "x"}
+                },
+            }
+        )
+    )
     assert LayerCache(str(path)).lookup(SRC, "zstd", None) is None  # a miss, not an error
     path.write_text("{not json")
     with pytest.raises(UsageError, match="cannot read it"):

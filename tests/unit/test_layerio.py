@@ -17,12 +17,15 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("compressed, compression", [
-    (gzip.compress(DATA), "gzip"),
-    (gzip.compress(DATA[:1000]) + gzip.compress(DATA[1000:]) + b"\0" * 512, "gzip"),
-    (zstandard.ZstdCompressor().compress(DATA), "zstd"),
-    (DATA, "none"),
-])
+@pytest.mark.parametrize(
+    "compressed, compression",
+    [
+        (gzip.compress(DATA), "gzip"),
+        (gzip.compress(DATA[:1000]) + gzip.compress(DATA[1000:]) + b"\0" * 512, "gzip"),
+        (zstandard.ZstdCompressor().compress(DATA), "zstd"),
+        (DATA, "none"),
+    ],
+)
 def test_decompressed_chunks(compressed, compression):
     assert b"".join(decompressed_chunks(io.BytesIO(compressed), compression)) == DATA
 
@@ -40,9 +43,18 @@ def test_decompress_a_region_of_a_file(tmp_path):
 
 
 def layer(path, size, diff_id=None, fetched=None, offset=-1):
-    return LayerDesc(image_id=0, index=0, digest=sha(b"c"), size=size, media_type="m",
-                     compression="gzip", path=str(path), diff_id=diff_id,
-                     fetched_size=size if fetched is None else fetched, offset=offset)
+    return LayerDesc(
+        image_id=0,
+        index=0,
+        digest=sha(b"c"),
+        size=size,
+        media_type="m",
+        compression="gzip",
+        path=str(path),
+        diff_id=diff_id,
+        fetched_size=size if fetched is None else fetched,
+        offset=offset,
+    )
 
 
 def test_check_layer(tmp_path):
@@ -57,10 +69,13 @@ def test_check_layer(tmp_path):
     assert "spool file holds" in check_layer(layer(path, len(blob)), full=False)
 
 
-@pytest.mark.parametrize("compressed, compression", [
-    (gzip.compress(DATA)[:20] + b"\xff" * 200 + gzip.compress(DATA)[220:], "gzip"),
-    (b"\x28\xb5\x2f\xfd" + b"\xff" * 64, "zstd"),
-])
+@pytest.mark.parametrize(
+    "compressed, compression",
+    [
+        (gzip.compress(DATA)[:20] + b"\xff" * 200 + gzip.compress(DATA)[220:], "gzip"),
+        (b"\x28\xb5\x2f\xfd" + b"\xff" * 64, "zstd"),
+    ],
+)
 def test_corrupt_streams_are_value_errors(compressed, compression):
     """Not a zlib or zstd exception that callers would not expect: a ValueError they report."""
     with pytest.raises(ValueError, match=f"corrupt {compression} stream"):
@@ -79,7 +94,7 @@ def test_layer_sink_gzip(tmp_path, level):
     for n in range(2):
         sink = LayerSink(str(tmp_path / f"out{n}"), "gzip", level)
         for i in range(0, len(DATA), 1 << 20):
-            sink.write(DATA[i:i + (1 << 20)])
+            sink.write(DATA[i : i + (1 << 20)])
         digest, size, diff_id = sink.close()
         blob = (tmp_path / f"out{n}").read_bytes()
         assert gzip.decompress(blob) == DATA and diff_id == sha(DATA)
@@ -88,5 +103,8 @@ def test_layer_sink_gzip(tmp_path, level):
     assert outs[0] == outs[1]
     if level is not None:
         z = zlib.compressobj(level, zlib.DEFLATED, 31)
-        assert outs[0] == b"".join(z.compress(DATA[i:i + (1 << 20)])
-                                   for i in range(0, len(DATA), 1 << 20)) + z.flush()
+        assert (
+            outs[0]
+            == b"".join(z.compress(DATA[i : i + (1 << 20)]) for i in range(0, len(DATA), 1 << 20))
+            + z.flush()
+        )

@@ -30,8 +30,11 @@ def _imports(tree: ast.Module, known: set[str]) -> set[str]:
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name in known}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found |= {name for name in [node.module, *(f"{node.module}.{a.name}"
-                                                      for a in node.names)] if name in known}
+            found |= {
+                name
+                for name in [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                if name in known
+            }
     return found
 
 
@@ -42,7 +45,7 @@ def test_no_import_cycle() -> None:
 
     def visit(module: str, path: list[str]) -> None:
         if module in path:
-            cycle = path[path.index(module):] + [module]
+            cycle = path[path.index(module) :] + [module]
             raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
         if module in done:
             return
@@ -55,7 +58,9 @@ def test_no_import_cycle() -> None:
 
 
 def test_no_module_far_past_400_lines() -> None:
-    long = sorted((len(p.read_text().splitlines()), str(p.relative_to(PACKAGE)))
-                  for p in PACKAGE.rglob("*.py"))
+    long = sorted(
+        (len(p.read_text().splitlines()), str(p.relative_to(PACKAGE)))
+        for p in PACKAGE.rglob("*.py")
+    )
     over = [f"{name}: {n}" for n, name in long if n > MAX_LINES]
     assert not over, f"split these by concern: {over}"

@@ -23,19 +23,21 @@ DIGEST = f"sha256:{HEX}"
 
 def test_blob_paths() -> None:
     assert blob_rel(DIGEST) == f"blobs/sha256/{HEX}" == f"{BLOBS}/{HEX}"
-    assert blob_path("/srv/layout", DIGEST) == os.path.join("/srv/layout", "blobs", "sha256",
-                                                            HEX)
+    assert blob_path("/srv/layout", DIGEST) == os.path.join("/srv/layout", "blobs", "sha256", HEX)
 
 
-@pytest.mark.parametrize("digest", [
-    "sha256:../../../etc/passwd",
-    "sha256:" + "AB" * 32,  # upper case is not the canonical form
-    "sha256:" + "ab" * 31,
-    "sha512:" + "ab" * 64,  # never read or written
-    HEX,
-    "",
-    f"{DIGEST}/x",
-])
+@pytest.mark.parametrize(
+    "digest",
+    [
+        "sha256:../../../etc/passwd",
+        "sha256:" + "AB" * 32,  # upper case is not the canonical form
+        "sha256:" + "ab" * 31,
+        "sha512:" + "ab" * 64,  # never read or written
+        HEX,
+        "",
+        f"{DIGEST}/x",
+    ],
+)
 def test_a_digest_becomes_a_path_only_when_well_formed(digest: str) -> None:
     with pytest.raises(ManifestError, match="malformed digest"):
         blob_rel(digest)
@@ -45,10 +47,14 @@ def test_a_digest_becomes_a_path_only_when_well_formed(digest: str) -> None:
 
 def test_index_entry_has_only_what_is_given() -> None:
     assert index_entry("m", DIGEST, 12) == {"mediaType": "m", "digest": DIGEST, "size": 12}
-    assert index_entry("m", DIGEST, 12, {}, "") == {"mediaType": "m", "digest": DIGEST,
-                                                    "size": 12}
-    entry = index_entry("m", DIGEST, 12, {REF_NAME: "1.0", IMAGE_NAME: "docker.io/a/b:1.0"},
-                        "application/vnd.example")
+    assert index_entry("m", DIGEST, 12, {}, "") == {"mediaType": "m", "digest": DIGEST, "size": 12}
+    entry = index_entry(
+        "m",
+        DIGEST,
+        12,
+        {REF_NAME: "1.0", IMAGE_NAME: "docker.io/a/b:1.0"},
+        "application/vnd.example",
+    )
     # key order as the layouts have always been written (a tarball's index.json is not
     # sorted): descriptor, then artifactType, then annotations
     assert list(entry) == ["mediaType", "digest", "size", "artifactType", "annotations"]
@@ -57,7 +63,10 @@ def test_index_entry_has_only_what_is_given() -> None:
 
 def test_empty_index_is_a_new_document_each_time() -> None:
     first = empty_index()
-    assert first == {"schemaVersion": 2,
-                     "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+    assert first == {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [],
+    }
     first["manifests"] = ["x"]
     assert empty_index()["manifests"] == []

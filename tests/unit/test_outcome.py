@@ -7,8 +7,15 @@ from occystrap.outcome import RunResult, merge
 
 
 def _done(i: int) -> ImageDone:
-    return ImageDone(image_id=i, source=f"s{i}", destination=f"d{i}", manifest_digest="m",
-                     layers=1, bytes=10, skipped_layers=0)
+    return ImageDone(
+        image_id=i,
+        source=f"s{i}",
+        destination=f"d{i}",
+        manifest_digest="m",
+        layers=1,
+        bytes=10,
+        skipped_layers=0,
+    )
 
 
 def _failed(i: int, kind: str) -> ImageFailed:
@@ -21,14 +28,27 @@ def test_one_result_is_itself() -> None:
 
 
 def test_several_runs_add_up() -> None:
-    first = RunResult(done=[_done(0)], failed=[_failed(1, "NotFoundError")], wall_seconds=2.0,
-                      sources=2, peak_pss_total=90, image_seconds={0: 1.0},
-                      notices=[Notice(text="a")],
-                      reports={"fetch": StageReport(stage="fetch", retries=2)})
-    second = RunResult(done=[_done(0), _done(1)], failed=[_failed(2, "AuthError")],
-                       wall_seconds=3.5, sources=1, peak_pss_total=70, error="interrupted",
-                       interrupted=True, terminated=True,
-                       reports={"write": StageReport(stage="write", retries=1)})
+    first = RunResult(
+        done=[_done(0)],
+        failed=[_failed(1, "NotFoundError")],
+        wall_seconds=2.0,
+        sources=2,
+        peak_pss_total=90,
+        image_seconds={0: 1.0},
+        notices=[Notice(text="a")],
+        reports={"fetch": StageReport(stage="fetch", retries=2)},
+    )
+    second = RunResult(
+        done=[_done(0), _done(1)],
+        failed=[_failed(2, "AuthError")],
+        wall_seconds=3.5,
+        sources=1,
+        peak_pss_total=70,
+        error="interrupted",
+        interrupted=True,
+        terminated=True,
+        reports={"write": StageReport(stage="write", retries=1)},
+    )
     third = RunResult(error="later", wall_seconds=0.5)
     merged = merge([first, second, third])
     assert [d.source for d in merged.done] == ["s0", "s0", "s1"]
@@ -40,4 +60,3 @@ def test_several_runs_add_up() -> None:
     assert merged.notices == [Notice(text="a")]
     assert merged.reports == {}  # the last run's measurements
     assert merged.failures_by_kind() == {"AuthError": 1, "NotFoundError": 1}
-

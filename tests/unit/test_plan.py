@@ -23,13 +23,16 @@ def _dest(uri: str) -> Destination:
     return Destination(parse_location(uri, role="destination"), "tok")
 
 
-@pytest.mark.parametrize(("uri", "config", "whole"), [
-    ("registry://127.0.0.1:5000/a:1", Config(), True),  # a mirror serves every platform
-    ("registry://127.0.0.1:5000/a:1", Config(platform_given=True), False),
-    ("oci:///srv/layout", Config(), False),
-    ("oci:///srv/layout", Config(all_platforms=True), True),
-    ("tar:///tmp/a.tar", Config(all_platforms=True), True),  # resolve then refuses it
-])
+@pytest.mark.parametrize(
+    ("uri", "config", "whole"),
+    [
+        ("registry://127.0.0.1:5000/a:1", Config(), True),  # a mirror serves every platform
+        ("registry://127.0.0.1:5000/a:1", Config(platform_given=True), False),
+        ("oci:///srv/layout", Config(), False),
+        ("oci:///srv/layout", Config(all_platforms=True), True),
+        ("tar:///tmp/a.tar", Config(all_platforms=True), True),  # resolve then refuses it
+    ],
+)
 def test_copies_whole_index(uri: str, config: Config, whole: bool) -> None:
     assert copies_whole_index(config, _dest(uri)) is whole
 
@@ -54,16 +57,26 @@ def test_an_uncompressed_layer_must_be_its_diff_id() -> None:
 
 
 def test_layerless_plan() -> None:
-    body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                       "manifests": []}).encode()
+    body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}).encode()
     got = resolved_from_bytes(body, mt.OCI_INDEX, "test")
     ref = ImageRef("127.0.0.1:5000", "a", tag="1")
-    plan = layerless_plan(7, ref, "registry://127.0.0.1:5000/a:1", got, True,
-                          ImageRef("h", "mirror/a", tag="2"), up_to_date=True)
+    plan = layerless_plan(
+        7,
+        ref,
+        "registry://127.0.0.1:5000/a:1",
+        got,
+        True,
+        ImageRef("h", "mirror/a", tag="2"),
+        up_to_date=True,
+    )
     assert (plan.image_id, plan.manifest, plan.manifest_digest) == (7, body, got.digest)
     assert (plan.layer_count, plan.config, plan.diff_ids) == (0, b"", [])
     assert (plan.dest_name, plan.dest_tag, plan.up_to_date, plan.insecure) == (
-        "mirror/a", "2", True, True)
+        "mirror/a",
+        "2",
+        True,
+        True,
+    )
     plain = layerless_plan(8, ref, "x", got, False, None)
     assert (plain.dest_name, plain.dest_tag) == ("", None)
 

@@ -50,6 +50,7 @@ value = st.text(alphabet=st.characters(codec="ascii", exclude_categories=("Cc",)
 def test_challenge_parameters_survive_any_order_and_quoting(params, rnd):
     items = list(params.items())
     rnd.shuffle(items)
+
     def quote(v: str) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -49,35 +49,81 @@ class Recorder(Writer):
 
 
 def _layer(image_id: int, index: int, data: bytes) -> LayerDesc:
-    return LayerDesc(image_id=image_id, index=index, digest=_digest(data), size=len(data),
-                     media_type=mt.OCI_LAYER_GZIP, compression="gzip")
+    return LayerDesc(
+        image_id=image_id,
+        index=index,
+        digest=_digest(data),
+        size=len(data),
+        media_type=mt.OCI_LAYER_GZIP,
+        compression="gzip",
+    )
 
 
 def _image(image_id: int, layers: list[LayerDesc], **extra: object) -> ImagePlan:
     config = json.dumps({"rootfs": {"diff_ids": [la.digest for la in layers]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": mt.OCI_CONFIG, "digest": _digest(config), "size": len(config)},
-        "layers": [{"mediaType": la.media_type, "digest": la.digest, "size": la.size}
-                   for la in layers]}).encode()
-    return ImagePlan(image_id=image_id, source="registry://h/a:1", host="h", name="a",
-                     insecure=False, repo_tag="h/a:1", tag="1", manifest=manifest,
-                     manifest_media_type=mt.OCI_MANIFEST, manifest_digest=_digest(manifest),
-                     config=config, config_digest=_digest(config),
-                     config_media_type=mt.OCI_CONFIG,
-                     diff_ids=[la.digest for la in layers], layer_count=len(layers),
-                     **extra)  # type: ignore[arg-type]
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": _digest(config), "size": len(config)},
+            "layers": [
+                {"mediaType": la.media_type, "digest": la.digest, "size": la.size} for la in layers
+            ],
+        }
+    ).encode()
+    return ImagePlan(
+        image_id=image_id,
+        source="registry://h/a:1",
+        host="h",
+        name="a",
+        insecure=False,
+        repo_tag="h/a:1",
+        tag="1",
+        manifest=manifest,
+        manifest_media_type=mt.OCI_MANIFEST,
+        manifest_digest=_digest(manifest),
+        config=config,
+        config_digest=_digest(config),
+        config_media_type=mt.OCI_CONFIG,
+        diff_ids=[la.digest for la in layers],
+        layer_count=len(layers),
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def _index(image_id: int, children: list[ImagePlan]) -> ImagePlan:
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-        {"mediaType": c.manifest_media_type, "digest": c.manifest_digest,
-         "size": len(c.manifest)} for c in children]}).encode()
-    return ImagePlan(image_id=image_id, source="registry://h/a:1", host="h", name="a",
-                     insecure=False, repo_tag="h/a:1", tag="1", manifest=manifest,
-                     manifest_media_type=mt.OCI_INDEX, manifest_digest=_digest(manifest),
-                     config=b"", config_digest="", config_media_type="", diff_ids=[],
-                     layer_count=0, children=[c.image_id for c in children])
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": c.manifest_media_type,
+                    "digest": c.manifest_digest,
+                    "size": len(c.manifest),
+                }
+                for c in children
+            ],
+        }
+    ).encode()
+    return ImagePlan(
+        image_id=image_id,
+        source="registry://h/a:1",
+        host="h",
+        name="a",
+        insecure=False,
+        repo_tag="h/a:1",
+        tag="1",
+        manifest=manifest,
+        manifest_media_type=mt.OCI_INDEX,
+        manifest_digest=_digest(manifest),
+        config=b"",
+        config_digest="",
+        config_media_type="",
+        diff_ids=[],
+        layer_count=0,
+        children=[c.image_id for c in children],
+    )
 
 
 class Run:
@@ -85,11 +131,11 @@ class Run:
         self.writer = Recorder()
         self.published: list[tuple[int, str]] = []
         self.written: list[int] = []
-        self.publisher = Publisher(self.writer, FilterChain(), self.on_published,
-                                   self.on_written)
+        self.publisher = Publisher(self.writer, FilterChain(), self.on_published, self.on_written)
 
-    def on_published(self, node: Node, plan: ImagePlan, layers: list[LayerDesc],
-                     where: str) -> None:
+    def on_published(
+        self, node: Node, plan: ImagePlan, layers: list[LayerDesc], where: str
+    ) -> None:
         self.published.append((plan.image_id, where))
 
     def on_written(self, plan: ImagePlan, layers: list[LayerDesc], where: str) -> None:
@@ -156,9 +202,15 @@ def test_with_new_digests_keeps_an_untouched_plan() -> None:
 def test_with_new_digests_for_a_re_encoded_layer() -> None:
     layers = [_layer(0, 0, b"a")]
     plan = _image(0, layers)
-    recoded = LayerDesc(image_id=0, index=0, digest=_digest(b"zstd bytes"), size=10,
-                        media_type=mt.OCI_LAYER_ZSTD, compression="zstd",
-                        source_digest=layers[0].digest)
+    recoded = LayerDesc(
+        image_id=0,
+        index=0,
+        digest=_digest(b"zstd bytes"),
+        size=10,
+        media_type=mt.OCI_LAYER_ZSTD,
+        compression="zstd",
+        source_digest=layers[0].digest,
+    )
     new = with_new_digests(plan, [recoded], {})
     assert new.manifest_digest == _digest(new.manifest) != plan.manifest_digest
     doc = json.loads(new.manifest)

@@ -14,8 +14,7 @@ D = "sha256:" + "a" * 64
         (f"ghcr.io/org/app@{D}", "ghcr.io", "org/app", None, D),
         (f"ghcr.io/org/app:v1@{D}", "ghcr.io", "org/app", "v1", D),
         ("docker.io/busybox", "registry-1.docker.io", "library/busybox", "latest", None),
-        ("index.docker.io/library/busybox:1", "registry-1.docker.io", "library/busybox", "1",
-         None),
+        ("index.docker.io/library/busybox:1", "registry-1.docker.io", "library/busybox", "1", None),
         ("docker.io/grafana/grafana:10", "registry-1.docker.io", "grafana/grafana", "10", None),
         ("localhost:5000/a/b/c:x_y.z-1", "localhost:5000", "a/b/c", "x_y.z-1", None),
         ("[::1]:5000/app:1", "[::1]:5000", "app", "1", None),
@@ -49,8 +48,10 @@ def test_reference_prefers_digest():
 
 
 def test_repo_tag():
-    assert parse_image_ref("127.0.0.1:5000/library/app:1.0").repo_tag == \
-        "127.0.0.1:5000/library/app:1.0"
+    assert (
+        parse_image_ref("127.0.0.1:5000/library/app:1.0").repo_tag
+        == "127.0.0.1:5000/library/app:1.0"
+    )
     assert parse_image_ref("docker.io/busybox:1").repo_tag == "busybox:1"
     assert parse_image_ref(f"h.io/a@{D}").repo_tag is None
 
@@ -81,20 +82,22 @@ def test_registry_destination_keeps_source_tag_unless_given():
 
 
 def test_parse_source_options():
-    loc = parse_location("registry://h.io/a:1?insecure=true&arch=arm64&variant=8",
-                         role="source")
+    loc = parse_location("registry://h.io/a:1?insecure=true&arch=arm64&variant=8", role="source")
     assert loc.ref.name == "a"
     assert loc.options == {"insecure": True, "arch": "arm64", "variant": 8}
 
 
-@pytest.mark.parametrize("text, role, option", [
-    ("registry://h.io/a:1?retries=5", "source", "retries"),
-    ("oci:///srv/x?media_type=oci", "destination", "media_type"),
-    ("tar:///srv/x.tar?fromat=v1.2", "destination", "fromat"),
-    ("dir:///srv/x?expnad=true", "destination", "expnad"),
-    ("registry://h.io/a?media_types=oci", "destination", "media_types"),
-    ("tar:///srv/x.tar?referrers=true", "source", "referrers"),
-])
+@pytest.mark.parametrize(
+    "text, role, option",
+    [
+        ("registry://h.io/a:1?retries=5", "source", "retries"),
+        ("oci:///srv/x?media_type=oci", "destination", "media_type"),
+        ("tar:///srv/x.tar?fromat=v1.2", "destination", "fromat"),
+        ("dir:///srv/x?expnad=true", "destination", "expnad"),
+        ("registry://h.io/a?media_types=oci", "destination", "media_types"),
+        ("tar:///srv/x.tar?referrers=true", "source", "referrers"),
+    ],
+)
 def test_unknown_options_are_usage_errors(text, role, option):
     """A misspelt option is said, not silently ignored (a `?media_type=oci` typo would
     write the Docker-typed layout the user tried to avoid)."""
@@ -111,8 +114,11 @@ def test_every_option_read_is_known():
 
     known = set().union(*URI_OPTIONS.values())
     root = pathlib.Path(__file__).resolve().parents[2] / "occystrap"
-    read = {m for path in root.rglob("*.py")
-            for m in re.findall(r'option\("([a-z_]+)"', path.read_text())}
+    read = {
+        m
+        for path in root.rglob("*.py")
+        for m in re.findall(r'option\("([a-z_]+)"', path.read_text())
+    }
     assert read <= known, read - known
 
 

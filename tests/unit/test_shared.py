@@ -130,5 +130,10 @@ def test_unique_names_directory_shared_by_two_runs(tmp_path):
         assert (root / rel).exists(), rel
     assert not (root / digest(b"x-only")[7:]).exists()
     assert sorted(os.listdir(root)) == sorted(
-        ["catalog.json", "manifest-h_a_y.json", manifest[0]["Config"],
-         *[rel.split("/")[0] for rel in manifest[0]["Layers"]]])
+        [
+            "catalog.json",
+            "manifest-h_a_y.json",
+            manifest[0]["Config"],
+            *[rel.split("/")[0] for rel in manifest[0]["Layers"]],
+        ]
+    )

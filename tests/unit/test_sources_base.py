@@ -55,28 +55,35 @@ class Manifests:
 
 
 def _image(source: Manifests, n: int) -> tuple[str, int, str]:
-    return source.add({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                       "config": {"mediaType": mt.OCI_CONFIG, "size": n,
-                                  "digest": "sha256:" + f"{n:x}" * 64},
-                       "layers": []})
+    return source.add(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "size": n, "digest": "sha256:" + f"{n:x}" * 64},
+            "layers": [],
+        }
+    )
 
 
-def _index(source: Manifests, entries: list[tuple[tuple[str, int, str], str | None]]
-           ) -> tuple[str, int, str]:
+def _index(
+    source: Manifests, entries: list[tuple[tuple[str, int, str], str | None]]
+) -> tuple[str, int, str]:
     manifests = []
     for (digest, size, media_type), platform in entries:
         d: dict[str, object] = {"mediaType": media_type, "digest": digest, "size": size}
         if platform:
             os_, arch, *variant = platform.split("/")
-            d["platform"] = {"os": os_, "architecture": arch,
-                             **({"variant": variant[0]} if variant else {})}
+            d["platform"] = {
+                "os": os_,
+                "architecture": arch,
+                **({"variant": variant[0]} if variant else {}),
+            }
         manifests.append(d)
     return source.add({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests})
 
 
 def test_resolved_from_bytes_checks_the_digest_asked_for() -> None:
-    body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                       "manifests": []}).encode()
+    body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}).encode()
     got = resolved_from_bytes(body, "application/json", "here", expect=_digest(body))
     assert (got.digest, got.media_type) == (_digest(body), mt.OCI_INDEX)
     with pytest.raises(DigestError, match="here: manifest sha256:0+ hashes to"):
@@ -98,8 +105,9 @@ def test_check_depth() -> None:
 def test_platform_in_a_flat_index() -> None:
     source = Manifests()
     amd64, arm64 = _image(source, 1), _image(source, 2)
-    top = source.fetch_manifest(_index(source, [(amd64, "linux/amd64"),
-                                                (arm64, "linux/arm64/v8")])[0])
+    top = source.fetch_manifest(
+        _index(source, [(amd64, "linux/amd64"), (arm64, "linux/arm64/v8")])[0]
+    )
     src: ImageSource = source
     assert platform_manifest(src, top, Platform("linux", "arm64")).digest == arm64[0]
     with pytest.raises(PlatformError, match=r"available: linux/amd64, linux/arm64/v8"):

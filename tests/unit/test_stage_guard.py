@@ -17,8 +17,15 @@ def test_guard_fails_the_image_and_raises_at_the_end(tmp_path):
     io = Stage(Wiring("compress", None, out, control))
     spool = tmp_path / "layer"
     spool.write_bytes(b"x")
-    layer = LayerDesc(image_id=7, index=0, digest="sha256:" + "a" * 64, size=1,
-                      media_type="m", compression="gzip", path=str(spool))
+    layer = LayerDesc(
+        image_id=7,
+        index=0,
+        digest="sha256:" + "a" * 64,
+        size=1,
+        media_type="m",
+        compression="gzip",
+        path=str(spool),
+    )
 
     def buggy(la: LayerDesc) -> None:
         raise KeyError(la.image_id)

@@ -23,17 +23,37 @@ from occystrap.stats.sampler import QueueStats, Sampler
 from occystrap.stats.verdict import bottleneck
 
 
-def _stage(name: str, busy: float, cpu: float = 0.0, wait_out: float = 0.0,
-           wall: float = 10.0, requests: int = 0) -> dict[str, Any]:
-    return {"stage": name, "busy_seconds": busy, "busy_fraction": busy / wall,
-            "cpu_seconds": cpu, "wait_out_seconds": wait_out, "wall_seconds": wall,
-            "requests": {"total": requests}}
+def _stage(
+    name: str,
+    busy: float,
+    cpu: float = 0.0,
+    wait_out: float = 0.0,
+    wall: float = 10.0,
+    requests: int = 0,
+) -> dict[str, Any]:
+    return {
+        "stage": name,
+        "busy_seconds": busy,
+        "busy_fraction": busy / wall,
+        "cpu_seconds": cpu,
+        "wait_out_seconds": wait_out,
+        "wall_seconds": wall,
+        "requests": {"total": requests},
+    }
 
 
-def _queue(src: str, dst: str, mean: float = 0.0, full: float = 0.0,
-           empty: float = 1.0) -> dict[str, Any]:
-    return {"name": f"{src}>{dst}", "from": src, "to": dst, "capacity": 64, "mean": mean,
-            "full_fraction": full, "empty_fraction": empty}
+def _queue(
+    src: str, dst: str, mean: float = 0.0, full: float = 0.0, empty: float = 1.0
+) -> dict[str, Any]:
+    return {
+        "name": f"{src}>{dst}",
+        "from": src,
+        "to": dst,
+        "capacity": 64,
+        "mean": mean,
+        "full_fraction": full,
+        "empty_fraction": empty,
+    }
 
 
 NAMES = ("resolve", "fetch", "verify", "compress", "write")
@@ -44,8 +64,13 @@ def _queues(**over: dict[str, float]) -> list[dict[str, Any]]:
 
 
 def test_busy_fetch_with_an_empty_output_queue_is_network_bound() -> None:
-    stages = [_stage("resolve", 0.5, requests=3), _stage("fetch", 9.2, cpu=2.0, requests=40),
-              _stage("verify", 0.1), _stage("compress", 0.2), _stage("write", 1.0)]
+    stages = [
+        _stage("resolve", 0.5, requests=3),
+        _stage("fetch", 9.2, cpu=2.0, requests=40),
+        _stage("verify", 0.1),
+        _stage("compress", 0.2),
+        _stage("write", 1.0),
+    ]
     verdict = bottleneck(stages, _queues())
     assert verdict["stage"] == "fetch" and verdict["kind"] == "network-bound"
     assert verdict["reason"].startswith("fetch: 92% busy")
@@ -53,9 +78,13 @@ def test_busy_fetch_with_an_empty_output_queue_is_network_bound() -> None:
 
 
 def test_a_full_output_queue_blames_the_stage_downstream() -> None:
-    stages = [_stage("resolve", 0.5), _stage("fetch", 9.5, cpu=1.0, wait_out=6.0, requests=9),
-              _stage("verify", 0.1), _stage("compress", 3.0, cpu=2.9, wait_out=0.0),
-              _stage("write", 0.5)]
+    stages = [
+        _stage("resolve", 0.5),
+        _stage("fetch", 9.5, cpu=1.0, wait_out=6.0, requests=9),
+        _stage("verify", 0.1),
+        _stage("compress", 3.0, cpu=2.9, wait_out=0.0),
+        _stage("write", 0.5),
+    ]
     queues = _queues(fetch={"mean": 60, "full": 0.7, "empty": 0.0})
     verdict = bottleneck(stages, queues)
     # fetch is blocked on verify; verify's output is not backed up, so verify is the limit
@@ -64,11 +93,17 @@ def test_a_full_output_queue_blames_the_stage_downstream() -> None:
 
 
 def test_blame_walks_down_a_chain_of_full_queues() -> None:
-    stages = [_stage("resolve", 0.1), _stage("fetch", 9.0, wait_out=5.0, requests=1),
-              _stage("verify", 8.0, wait_out=5.0), _stage("compress", 9.0, cpu=8.9),
-              _stage("write", 0.5)]
-    queues = _queues(fetch={"mean": 64, "full": 0.9, "empty": 0.0},
-                     verify={"mean": 64, "full": 0.9, "empty": 0.0})
+    stages = [
+        _stage("resolve", 0.1),
+        _stage("fetch", 9.0, wait_out=5.0, requests=1),
+        _stage("verify", 8.0, wait_out=5.0),
+        _stage("compress", 9.0, cpu=8.9),
+        _stage("write", 0.5),
+    ]
+    queues = _queues(
+        fetch={"mean": 64, "full": 0.9, "empty": 0.0},
+        verify={"mean": 64, "full": 0.9, "empty": 0.0},
+    )
     verdict = bottleneck(stages, queues)
     assert verdict["stage"] == "compress" and verdict["kind"] == "CPU-bound"
 
@@ -89,8 +124,14 @@ def test_queue_stats() -> None:
     for depth in (0, 0, 2, 4, 4):
         q.add(depth)
     d = q.to_dict()
-    assert d == {"capacity": 4, "peak": 4, "mean": 2.0, "full_fraction": 0.4,
-                 "empty_fraction": 0.4, "samples": 5}
+    assert d == {
+        "capacity": 4,
+        "peak": 4,
+        "mean": 2.0,
+        "full_fraction": 0.4,
+        "empty_fraction": 0.4,
+        "samples": 5,
+    }
 
 
 class _FakeQueue:
@@ -98,15 +139,21 @@ class _FakeQueue:
         self.depth = 0
 
     def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(capacity=64, depth=self.depth, sent=0, received=0,
-                                 blocked_seconds=0.0, waiting_seconds=0.0, open_senders=1)
+        return ChannelStatistics(
+            capacity=64,
+            depth=self.depth,
+            sent=0,
+            received=0,
+            blocked_seconds=0.0,
+            waiting_seconds=0.0,
+            open_senders=1,
+        )
 
 
 def test_sampler_series_rows() -> None:
     moved = [0, 0, 0, 0, 0]
     q = _FakeQueue()
-    sampler = Sampler({}, channels={"fetch>verify": q}, moved=moved, stages=NAMES,
-                      interval=1.0)
+    sampler = Sampler({}, channels={"fetch>verify": q}, moved=moved, stages=NAMES, interval=1.0)
     q.depth = 7
     moved[1] = 5_000_000
     sampler.sample()
@@ -124,54 +171,99 @@ def test_sampler_series_rows() -> None:
 
 
 def _result(**kw: Any) -> SimpleNamespace:
-    base: dict[str, Any] = dict(done=[], failed=[], reports={}, memory={}, peak_pss_total=0,
-                                wall_seconds=3.2, queues={}, series=[], progress={},
-                                image_seconds={}, sources=1)
+    base: dict[str, Any] = dict(
+        done=[],
+        failed=[],
+        reports={},
+        memory={},
+        peak_pss_total=0,
+        wall_seconds=3.2,
+        queues={},
+        series=[],
+        progress={},
+        image_seconds={},
+        sources=1,
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 
 
 def _done(i: int, size: int, layers: int, up_to_date: bool = False) -> ImageDone:
-    return ImageDone(image_id=i, source=f"registry://h/i{i}:1", destination="tar:///x",
-                     manifest_digest="sha256:" + "0" * 64, layers=layers, bytes=size,
-                     skipped_layers=0, up_to_date=up_to_date)
+    return ImageDone(
+        image_id=i,
+        source=f"registry://h/i{i}:1",
+        destination="tar:///x",
+        manifest_digest="sha256:" + "0" * 64,
+        layers=layers,
+        bytes=size,
+        skipped_layers=0,
+        up_to_date=up_to_date,
+    )
 
 
 def test_summary_line_in_the_original_style() -> None:
-    result = _result(done=[_done(1, 2_100_000_000, 10)],
-                     reports={"fetch": StageReport(stage="fetch", retries=2),
-                              "write": StageReport(stage="write", retries=1)})
+    result = _result(
+        done=[_done(1, 2_100_000_000, 10)],
+        reports={
+            "fetch": StageReport(stage="fetch", retries=2),
+            "write": StageReport(stage="write", retries=1),
+        },
+    )
     assert report.summary_line(result) == "Summary: 1/1 images, 10 layers, 2.1 GB, 3.2 s, 3 retries"
     failed = ImageFailed(image_id=2, source="registry://h/x:1", stage="resolve", reason="404")
     result = _result(done=[_done(1, 0, 3, up_to_date=True)], failed=[failed])
-    assert report.summary_line(result) == ("Summary: 1/2 images (1 already up to date), 3 layers, "
-                                          "0 B, 3.2 s, 0 retries, 1 failed")
+    assert report.summary_line(result) == (
+        "Summary: 1/2 images (1 already up to date), 3 layers, 0 B, 3.2 s, 0 retries, 1 failed"
+    )
 
 
 def test_to_dict_schema_2_aggregates_requests_and_skips() -> None:
     reports = {
-        "resolve": StageReport(stage="resolve", wall_seconds=2.0, busy_seconds=0.2,
-                               requests={"r.example": 4}, throttled=1, retries=1),
-        "fetch": StageReport(stage="fetch", wall_seconds=2.0, busy_seconds=1.8, cpu_seconds=0.3,
-                             requests={"r.example": 10, "cdn.example": 10},
-                             bytes_received=5_000_000),
-        "write": StageReport(stage="write", wall_seconds=2.0, layers_skipped=2,
-                             bytes_skipped=7_000),
+        "resolve": StageReport(
+            stage="resolve",
+            wall_seconds=2.0,
+            busy_seconds=0.2,
+            requests={"r.example": 4},
+            throttled=1,
+            retries=1,
+        ),
+        "fetch": StageReport(
+            stage="fetch",
+            wall_seconds=2.0,
+            busy_seconds=1.8,
+            cpu_seconds=0.3,
+            requests={"r.example": 10, "cdn.example": 10},
+            bytes_received=5_000_000,
+        ),
+        "write": StageReport(
+            stage="write", wall_seconds=2.0, layers_skipped=2, bytes_skipped=7_000
+        ),
     }
     failed = ImageFailed(image_id=2, source="registry://h/x:1", stage="fetch", reason="boom")
-    result = _result(done=[_done(1, 5_000_000, 3)], failed=[failed], reports=reports,
-                     image_seconds={1: 1.5, 2: 0.25},
-                     queues={"fetch>verify": QueueStats(64).to_dict()})
+    result = _result(
+        done=[_done(1, 5_000_000, 3)],
+        failed=[failed],
+        reports=reports,
+        image_seconds={1: 1.5, 2: 0.25},
+        queues={"fetch>verify": QueueStats(64).to_dict()},
+    )
     doc = schema.to_dict(result)
     assert doc["schema"] == "occystrap.stats/2"
-    assert doc["requests"] == {"total": 24, "by_host": {"r.example": 14, "cdn.example": 10},
-                               "retries": 1, "throttled": 1, "pauses": 0,
-                               "paused_seconds": 0.0}
+    assert doc["requests"] == {
+        "total": 24,
+        "by_host": {"r.example": 14, "cdn.example": 10},
+        "retries": 1,
+        "throttled": 1,
+        "pauses": 0,
+        "paused_seconds": 0.0,
+    }
     assert doc["transfer"]["bytes_received"] == 5_000_000
     assert doc["transfer"]["layers_skipped"] == 2 and doc["transfer"]["bytes_skipped"] == 7_000
     assert doc["queues"][0]["from"] == "fetch" and doc["queues"][0]["to"] == "verify"
-    assert [(i["result"], i["seconds"]) for i in doc["image_results"]] == [("done", 1.5),
-                                                                          ("failed", 0.25)]
+    assert [(i["result"], i["seconds"]) for i in doc["image_results"]] == [
+        ("done", 1.5),
+        ("failed", 0.25),
+    ]
     fetch = doc["stages"][1]
     assert fetch["busy_fraction"] == 0.9 and fetch["requests"]["total"] == 20
     assert doc["bottleneck"]["stage"] == "fetch"
@@ -183,11 +275,27 @@ def test_to_dict_schema_2_aggregates_requests_and_skips() -> None:
 def test_progress_display_draws_and_clears() -> None:
     out = io.StringIO()
     display = progress.ProgressDisplay(out, interval=0.0)
-    result = _result(sources=2, progress={
-        1: Progress(image_id=1, source="registry://h/a:1", done=10_000_000, total=40_000_000,
-                    layers_done=1, layers=4),
-        2: Progress(image_id=2, source="registry://h/b:1", done=5_000_000, total=5_000_000,
-                    layers_done=2, layers=2)})
+    result = _result(
+        sources=2,
+        progress={
+            1: Progress(
+                image_id=1,
+                source="registry://h/a:1",
+                done=10_000_000,
+                total=40_000_000,
+                layers_done=1,
+                layers=4,
+            ),
+            2: Progress(
+                image_id=2,
+                source="registry://h/b:1",
+                done=5_000_000,
+                total=5_000_000,
+                layers_done=2,
+                layers=2,
+            ),
+        },
+    )
     display.update(result)
     text = out.getvalue()
     assert "registry://h/a:1" in text and "25%" in text
@@ -250,9 +358,16 @@ def test_human_bytes() -> None:
 def test_stats_chart(tmp_path) -> None:
     from tools import stats_chart
 
-    rows = [{"t": t, "seconds": 1.0, "pss_total": 1,
-             "stages": {s: {"bytes": 1, "mb_s": t * 10.0} for s in stats_chart.STAGES},
-             "queues": {}} for t in (1.0, 2.0, 3.0)]
+    rows = [
+        {
+            "t": t,
+            "seconds": 1.0,
+            "pss_total": 1,
+            "stages": {s: {"bytes": 1, "mb_s": t * 10.0} for s in stats_chart.STAGES},
+            "queues": {},
+        }
+        for t in (1.0, 2.0, 3.0)
+    ]
     src = tmp_path / "s.json"
     src.write_text(json.dumps({"schema": "occystrap.stats/2", "series": rows}))
     out = tmp_path / "c.png"

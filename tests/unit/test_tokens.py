@@ -23,13 +23,22 @@ REALM = "https://auth.test/token"
 
 
 def test_anonymous_get_with_repeated_scopes() -> None:
-    request = token_request("r.test", REALM + "?account=x", "reg", "repository:a:pull,push "
-                            "repository:b:pull", None, registry_https=True)
+    request = token_request(
+        "r.test",
+        REALM + "?account=x",
+        "reg",
+        "repository:a:pull,push repository:b:pull",
+        None,
+        registry_https=True,
+    )
     parts = urllib.parse.urlsplit(request.url)
     assert request.method == "GET" and request.body is None
     assert urllib.parse.parse_qsl(parts.query) == [
-        ("account", "x"), ("service", "reg"), ("scope", "repository:a:pull,push"),
-        ("scope", "repository:b:pull")]
+        ("account", "x"),
+        ("service", "reg"),
+        ("scope", "repository:a:pull,push"),
+        ("scope", "repository:b:pull"),
+    ]
     assert "Authorization" not in request.headers
     assert request.headers["Accept-Encoding"] == "identity"
 
@@ -42,14 +51,23 @@ def test_basic_credentials_on_the_get_never_in_the_repr() -> None:
 
 
 def test_identity_token_is_an_oauth2_refresh_grant() -> None:
-    request = token_request("r.test", REALM, "reg", "repository:a:pull repository:b:pull",
-                            Credentials("<token>", None, "refresh-secret"))
+    request = token_request(
+        "r.test",
+        REALM,
+        "reg",
+        "repository:a:pull repository:b:pull",
+        Credentials("<token>", None, "refresh-secret"),
+    )
     assert request.method == "POST"
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     form = dict(urllib.parse.parse_qsl((request.body or b"").decode()))
-    assert form == {"grant_type": "refresh_token", "refresh_token": "refresh-secret",
-                    "client_id": "occystrap", "service": "reg",
-                    "scope": "repository:a:pull repository:b:pull"}
+    assert form == {
+        "grant_type": "refresh_token",
+        "refresh_token": "refresh-secret",
+        "client_id": "occystrap",
+        "service": "reg",
+        "scope": "repository:a:pull repository:b:pull",
+    }
     assert "refresh-secret" not in repr(request)
 
 
@@ -61,16 +79,19 @@ def test_plain_http_realm_of_an_https_registry_is_refused() -> None:
 REQ = TokenRequest("GET", REALM, {}, None, "r.test", "auth.test")
 
 
-@pytest.mark.parametrize(("status", "body", "kind", "words"), [
-    (401, b"", AuthError, "token server auth.test answered 401 Mock"),
-    (503, b"", TransientError, "token server auth.test for r.test: 503 Mock"),
-    (404, b"", RegistryError, "unexpected 404 Mock"),
-    (200, b"<html>", RegistryError, "answer is not JSON"),
-    (200, b'{"token": ""}', RegistryError, "answer holds no token"),
-    (200, b"[1]", RegistryError, "answer holds no token"),
-    (200, b'{"token": "bad token"}', AuthError, "not a valid header value"),
-    (200, b"x" * (2**20 + 1), RegistryError, "larger than 1 MiB"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "words"),
+    [
+        (401, b"", AuthError, "token server auth.test answered 401 Mock"),
+        (503, b"", TransientError, "token server auth.test for r.test: 503 Mock"),
+        (404, b"", RegistryError, "unexpected 404 Mock"),
+        (200, b"<html>", RegistryError, "answer is not JSON"),
+        (200, b'{"token": ""}', RegistryError, "answer holds no token"),
+        (200, b"[1]", RegistryError, "answer holds no token"),
+        (200, b'{"token": "bad token"}', AuthError, "not a valid header value"),
+        (200, b"x" * (2**20 + 1), RegistryError, "larger than 1 MiB"),
+    ],
+)
 def test_unusable_answers(status: int, body: bytes, kind: type, words: str) -> None:
     with pytest.raises(kind, match=words) as caught:
         read_token_answer(REQ, status, "Mock", {"retry-after": "3"}, body)
@@ -81,7 +102,9 @@ def test_unusable_answers(status: int, body: bytes, kind: type, words: str) -> N
 
 def test_good_answers() -> None:
     assert read_token_answer(REQ, 200, "OK", {}, b'{"token": "t1", "expires_in": 300}') == (
-        "t1", 300.0)
+        "t1",
+        300.0,
+    )
     assert read_token_answer(REQ, 200, "OK", {}, b'{"access_token": "t2"}') == ("t2", None)
 
 
@@ -114,8 +137,7 @@ class Fetcher:
 def test_authenticator_bearer_flow() -> None:
     auth, fetch = Authenticator("r.test", None, registry_https=True), Fetcher()
     assert auth.header("repository:a:pull", fetch) is None  # nothing known before a challenge
-    auth.on_unauthorized(f'Bearer realm="{REALM}",service="reg"', "repository:a:pull", None,
-                         fetch)
+    auth.on_unauthorized(f'Bearer realm="{REALM}",service="reg"', "repository:a:pull", None, fetch)
     assert len(fetch.requests) == 1 and "scope=repository%3Aa%3Apull" in fetch.requests[0].url
     assert auth.header("repository:a:pull", fetch) == "Bearer tok1"  # cached
     assert auth.header("repository:b:pull", fetch) == "Bearer tok2"  # known realm, new scope

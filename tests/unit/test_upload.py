@@ -54,7 +54,7 @@ def test_small_blob_goes_up_in_one_put(tmp_path: Path) -> None:
 
 def test_region_of_a_larger_file(tmp_path: Path) -> None:
     src, data, _ = _blob(tmp_path, 30 * KiB)
-    part = data[5 * KiB: 25 * KiB]
+    part = data[5 * KiB : 25 * KiB]
     registry = BlobRegistry()
     client, _ = _client(registry)
     client.upload_blob("app", digest_of(part), len(part), src, offset=5 * KiB)
@@ -110,7 +110,14 @@ def test_broken_monolithic_put_continues_in_chunks(tmp_path: Path) -> None:
     client.upload_blob("app", digest, len(data), src)
     assert registry.blobs[("app", digest)] == data
     assert [r.method for r in transport.requests] == [
-        "POST", "PUT", "GET", "PATCH", "PATCH", "PATCH", "PUT"]
+        "POST",
+        "PUT",
+        "GET",
+        "PATCH",
+        "PATCH",
+        "PATCH",
+        "PUT",
+    ]
 
 
 def test_lost_session_is_cancelled_and_restarted(tmp_path: Path) -> None:
@@ -121,15 +128,17 @@ def test_lost_session_is_cancelled_and_restarted(tmp_path: Path) -> None:
     assert registry.blobs[("app", digest)] == data
     assert registry.deleted == ["s1"]  # the lost one, tidied; s2 carried the blob
     assert [r.path for r in transport.requests if r.method == "POST"] == [
-        "/v2/app/blobs/uploads/"] * 2
+        "/v2/app/blobs/uploads/"
+    ] * 2
 
 
 def test_retries_spent_cancel_the_session(tmp_path: Path) -> None:
     src, data, digest = _blob(tmp_path, 100 * KiB)
     registry = BlobRegistry(break_patch=set(range(1, 100)))
     client, _ = _client(registry, retries=2)
-    with pytest.raises(TransientError, match=f"blob {digest} to {HOST}/app: PATCH .* after 3 "
-                                             "attempts") as caught:
+    with pytest.raises(
+        TransientError, match=f"blob {digest} to {HOST}/app: PATCH .* after 3 attempts"
+    ) as caught:
         client.upload_blob("app", digest, len(data), src)
     assert not caught.value.retryable and caught.value.attempts == 3
     assert registry.deleted == ["s1"] and not registry.sessions

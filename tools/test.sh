@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash tools/setup.sh
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .  # `ruff format .` fixes it
 .venv/bin/mypy occystrap  # settings in pyproject.toml
 exec .venv/bin/python -m pytest -n auto --dist loadscope -q "$@"

@@ -12,7 +12,12 @@ from occystrap import mediatypes as mt
 from occystrap.destinations.base import Writer
 from occystrap.filters import FilterChain
 from occystrap.messages import ImagePlan, LayerDesc
+from occystrap.reference import ImageRef
+from occystrap.sources import resolved_from_bytes
+from occystrap.stages.plan import layerless_plan
 from occystrap.stages.publish import Node, Publisher, with_new_digests
+
+REF = ImageRef("h", "a", tag="1")
 
 
 def _digest(body: bytes) -> str:
@@ -87,8 +92,8 @@ def _image(image_id: int, layers: list[LayerDesc], **extra: object) -> ImagePlan
         config_media_type=mt.OCI_CONFIG,
         diff_ids=[la.digest for la in layers],
         layer_count=len(layers),
-        **extra,
-    )  # type: ignore[arg-type]
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 def _index(image_id: int, children: list[ImagePlan]) -> ImagePlan:
@@ -106,23 +111,9 @@ def _index(image_id: int, children: list[ImagePlan]) -> ImagePlan:
             ],
         }
     ).encode()
-    return ImagePlan(
-        image_id=image_id,
-        source="registry://h/a:1",
-        host="h",
-        name="a",
-        insecure=False,
-        repo_tag="h/a:1",
-        tag="1",
-        manifest=manifest,
-        manifest_media_type=mt.OCI_INDEX,
-        manifest_digest=_digest(manifest),
-        config=b"",
-        config_digest="",
-        config_media_type="",
-        diff_ids=[],
-        layer_count=0,
-        children=[c.image_id for c in children],
+    got = resolved_from_bytes(manifest, mt.OCI_INDEX, "test")
+    return layerless_plan(
+        image_id, REF, "registry://h/a:1", got, False, None, children=[c.image_id for c in children]
     )
 
 

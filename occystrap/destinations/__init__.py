@@ -12,37 +12,44 @@ writer imports, so this module (which imports every writer) stays out of a cycle
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from occystrap.config import Config
 from occystrap.destinations.base import Planner, Writer
-from occystrap.destinations.directory import DirectoryWriter
-from occystrap.destinations.docker import EngineWriter
-from occystrap.destinations.dockerarchive import DockerArchiveWriter
-from occystrap.destinations.oci import OCILayoutWriter
-from occystrap.destinations.registry import RegistryWriter
 from occystrap.destinations.shared import journal_path
-from occystrap.engine import Engine, docker_socket
 from occystrap.errors import UsageError
 from occystrap.files import remove_paths, unlink_quietly
 from occystrap.mediatypes import ACCEPT
 from occystrap.reference import ImageRef, Location
-from occystrap.registry.client import RegistryClient
-from occystrap.registry.clients import ClientPool
 
-__all__ = ["WRITERS", "Destination", "Planner", "Probe", "Writer"]
+if TYPE_CHECKING:
+    from occystrap.registry.client import RegistryClient
+    from occystrap.registry.clients import ClientPool
 
-#: the writer of each destination scheme
-WRITERS: dict[str, type[Writer]] = {
-    "dir": DirectoryWriter,
-    "tar": DockerArchiveWriter,
-    "oci": OCILayoutWriter,
-    "registry": RegistryWriter,
-    "docker": EngineWriter,
+__all__ = ["WRITERS", "Destination", "Planner", "Probe", "Writer", "writer_class"]
+
+#: the writer of each destination scheme (module, class): imported when a run needs it, so
+#: a run pays only for its own destination's modules (the supervisor imports it before
+#: the stages fork, so they share it)
+WRITERS: dict[str, tuple[str, str]] = {
+    "dir": ("occystrap.destinations.directory", "DirectoryWriter"),
+    "tar": ("occystrap.destinations.dockerarchive", "DockerArchiveWriter"),
+    "oci": ("occystrap.destinations.oci", "OCILayoutWriter"),
+    "registry": ("occystrap.destinations.registry", "RegistryWriter"),
+    "docker": ("occystrap.destinations.docker", "EngineWriter"),
 }
+
+
+def writer_class(scheme: str) -> type[Writer]:
+    """The Writer class of a destination scheme, imported on first use."""
+    module, name = WRITERS[scheme]
+    cls: type[Writer] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class Destination:
 
     @property
     def writer_class(self) -> type[Writer]:
-        return WRITERS[self.location.scheme]
+        return writer_class(self.location.scheme)
 
     @property
     def is_registry(self) -> bool:
@@ -148,8 +155,12 @@ class Destination:
         clean-up does not remove it before this run publishes (see destinations/shared.py)."""
         scheme = self.location.scheme
         if scheme == "oci":
+            from occystrap.destinations.oci import OCILayoutWriter
+
             return OCILayoutWriter.has_blob(self.path, digest, size, self.token)
         if scheme == "dir":
+            from occystrap.destinations.directory import DirectoryWriter
+
             return DirectoryWriter.has_layer(self.path, digest, self.token)
         return False
 
@@ -159,12 +170,18 @@ class Destination:
         made."""
         scheme = self.location.scheme
         convert = self.oci_media_types
+        # Each writer's module is imported here, for the one scheme this run writes to.
         if scheme == "docker":
+            from occystrap.destinations.docker import EngineWriter
+            from occystrap.engine import Engine, docker_socket
+
             name = self.location.path or None
             if name and ":" not in name.rsplit("/", 1)[-1]:
                 name += ":latest"
             return EngineWriter(Engine(docker_socket(self.location)), self.token, name)
         if scheme == "registry":
+            from occystrap.destinations.registry import RegistryWriter
+
             assert self.location.ref is not None
             return RegistryWriter(
                 self.location.ref,
@@ -176,6 +193,8 @@ class Destination:
         if scheme == "tar":
             # Re-encoded or filtered layers have sizes nobody knows in advance: no in-place
             # planning.
+            from occystrap.destinations.dockerarchive import DockerArchiveWriter
+
             return DockerArchiveWriter(
                 self.path,
                 self.legacy_tar,
@@ -184,6 +203,8 @@ class Destination:
                 oci_media_types=convert,
             )
         if scheme == "oci":
+            from occystrap.destinations.oci import OCILayoutWriter
+
             return OCILayoutWriter(
                 self.path, self.location.tag, self.token, oci_media_types=convert
             )
@@ -195,6 +216,8 @@ class Destination:
                 raise UsageError(
                     f"{self.location}: ?preserve_modes=true applies only with ?expand=true"
                 )
+            from occystrap.destinations.directory import DirectoryWriter
+
             return DirectoryWriter(
                 self.path, unique, self.token, expand=expand, preserve_modes=preserve
             )
@@ -232,6 +255,8 @@ class Probe:
         self._client: RegistryClient | None = None
         if dest.is_registry:
             assert dest.location.ref is not None
+            from occystrap.registry.clients import ClientPool
+
             self._pool = ClientPool(config, pool_size=4, role="dest")
             self._client = self._pool.get(
                 dest.location.ref.host, dest.location.insecure(config.insecure)

@@ -12,11 +12,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-import zstandard
-from isal import isal_zlib
-
 from occystrap.errors import DigestError
 from occystrap.reference import digest_of_hash
+
+# isal and zstandard are imported where a layer is first decoded or encoded: a run that
+# only moves blobs (registry, oci://, tar:// as fetched) never loads them.
 
 CHUNK = 1 << 20
 ISAL_LEVEL = 2  # gzip without --compression-level (see LayerSink)
@@ -30,6 +30,9 @@ def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
 def decompressed_chunks(f: BinaryIO, compression: str) -> Iterator[bytes]:
     """Yield the uncompressed bytes of a layer in bounded chunks. A stream that is not what
     it says (corrupt deflate data, a bad zstd frame) is a ValueError, like a truncated one."""
+    import zstandard
+    from isal import isal_zlib
+
     try:
         yield from _decompressed(f, compression)
     # isal's stub declares `error` an instance of Exception; it is the class IsalError
@@ -38,6 +41,9 @@ def decompressed_chunks(f: BinaryIO, compression: str) -> Iterator[bytes]:
 
 
 def _decompressed(f: BinaryIO, compression: str) -> Iterator[bytes]:
+    import zstandard
+    from isal import isal_zlib
+
     if compression == "none":
         yield from _read_chunks(f)
     elif compression == "gzip":
@@ -122,6 +128,9 @@ class LayerSink:
         self.plain_size = 0
         self._compress: Callable[[bytes], bytes] | None
         self._flush: Callable[[], bytes] | None
+        import zstandard
+        from isal import isal_zlib
+
         if compression == "gzip" and level is None:
             igz = isal_zlib.compressobj(ISAL_LEVEL, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS)
             self._compress, self._flush = igz.compress, igz.flush

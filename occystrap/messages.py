@@ -98,6 +98,10 @@ class LayerDesc(msgspec.Struct, tag=True):
     # registry://: present in this other repository of the destination (the layer cache
     # said so, a HEAD confirmed it): mounted at write time, no bytes move
     mount_from: str = ""
+    # registry://: an announcement sent when the download starts, before its bytes: the
+    # write stage uploads the spool file as it grows, and commits the blob only when this
+    # layer's own (final) message says fetch verified it; never counted as the layer
+    streaming: bool = False
 
 
 class ImageFailed(msgspec.Struct, tag=True):

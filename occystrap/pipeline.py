@@ -160,6 +160,18 @@ def _warm_credentials(sources: Sequence[Location], dest_location: Location, conf
     credentials.warm(sorted(wanted, key=lambda w: w[0]), config.authfile, config.credential_helpers)
 
 
+def streams(dest: Destination, config: Config) -> bool:
+    """Is a blob uploaded while it downloads? Into a registry, when nothing changes the
+    bytes on the way (no --compression, no filters) and no layer waits for a full check
+    (--verify-full decompresses the whole layer first)."""
+    return (
+        dest.location.scheme == "registry"
+        and not config.compression
+        and not config.filters
+        and not config.verify_full
+    )
+
+
 def _speaks_tls(sources: Sequence[Location], dest_location: Location, config: Config) -> bool:
     """Will any registry of this run be reached over TLS? Loading the CA store costs some
     20 ms; a run of plain-HTTP registries and local paths never needs it."""
@@ -213,7 +225,7 @@ def run(
     )
     makers: dict[str, Callable[[Wiring], Stage]] = {
         "resolve": lambda w: Resolve(w, sources, dest, config, admit, spool, planner, cache),
-        "fetch": lambda w: Fetch(w, config, spool),
+        "fetch": lambda w: Fetch(w, config, spool, stream=streams(dest, config)),
         "verify": lambda w: Verify(w, config),
         "compress": lambda w: Compress(
             w, dest.needs_uncompressed, config.compression, config.compression_level, config.filters

@@ -97,6 +97,13 @@ class Writer(ABC):
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         """Take ownership of `layer.path` (move it in, or copy and delete it)."""
 
+    def stream_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        """Fetch began downloading `layer` into `layer.path` (an announcement, sent only to
+        a destination that uploads while bytes arrive: pipeline.streams). The layer's own
+        message follows through `add_layer`; until then `layer.path` is fetch's to grow
+        and to remove. Nothing to do for other destinations."""
+        return None
+
     def place(self, plan: ImagePlan) -> str | None:
         """Where the image's blobs are published, as the layer cache records it
         (`HOST/REPOSITORY`), or None for destinations other images cannot mount from."""

@@ -4,7 +4,9 @@ Byte-exact: the manifest bytes pushed are the source's, so the destination serve
 digest and a pinned reference keeps working after a mirror. Per blob the cheapest path wins:
 resolve has already HEADed the destination (present layers never reach here); a blob that
 lives in another repository of the same registry is mounted; the rest is uploaded from the
-spool file, whose bytes fetch verified.
+spool file, whose bytes fetch verified. A big blob is uploaded while it downloads
+(`stream_layer`, destinations/inflight.py): its chunks follow the spool file as it grows and
+the committing PUT waits for the layer's own message, which says fetch verified it.
 
 The registry client is made on first use, in the write process: connection pools are never
 shared across a fork.
@@ -20,8 +22,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from occystrap.config import Config
 from occystrap.destinations.base import Writer
+from occystrap.destinations.inflight import BlobInFlight, StreamCancelled
 from occystrap.destinations.referrerstags import ReferrersTags
-from occystrap.errors import DestinationError
+from occystrap.errors import DestinationError, DigestError
 from occystrap.files import unlink_quietly, write_atomic
 from occystrap.messages import ImagePlan, LayerDesc
 from occystrap.reference import ImageRef, hex_of
@@ -61,19 +64,24 @@ class RegistryWriter(Writer):
         self._top: dict[int, int] = {}
         self._lock = threading.Lock()
         self._failed: list[tuple[ImagePlan, BaseException]] = []  # uploads, for failed_early
+        # spool path → (image, blob in flight, its upload): announced, not yet verified
+        self._inflight: dict[str, tuple[int, BlobInFlight, Future[None]]] = {}
 
     def _client(self) -> RegistryClient:
         if self._clients is None:
             self._clients = ClientPool(self.config, self.config.parallel, role="dest")
         return self._clients.get(self.dest.host, self.insecure)
 
-    def _submit(self, plan: ImagePlan, fn: Callable[..., None], *args: object) -> None:
+    def _submit(self, plan: ImagePlan, fn: Callable[..., None], *args: object) -> Future[None]:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.config.parallel, thread_name_prefix="upload")
+            # one thread more than -j: a blob in flight holds a thread while it waits for
+            # its bytes, and must not keep the finished blobs behind it from uploading
+            self._pool = ThreadPoolExecutor(self.config.parallel + 1, thread_name_prefix="upload")
         fut = self._pool.submit(fn, *args)
         with self._lock:
             self._uploads.setdefault(plan.image_id, []).append(fut)
         fut.add_done_callback(lambda done: self._note_failure(plan, done))
+        return fut
 
     def _note_failure(self, plan: ImagePlan, fut: Future[None]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
@@ -86,7 +94,14 @@ class RegistryWriter(Writer):
         return failed
 
     def _push_blob(
-        self, plan: ImagePlan, digest: str, size: int, path: str, offset: int, check_first: bool
+        self,
+        plan: ImagePlan,
+        digest: str,
+        size: int,
+        path: str,
+        offset: int,
+        check_first: bool,
+        growing: BlobInFlight | None = None,
     ) -> None:
         client = self._client()
         name = plan.dest_name or self.dest.name
@@ -106,6 +121,9 @@ class RegistryWriter(Writer):
                 and client.mount_blob(name, digest, plan.name)
             ):
                 how = "mounted"
+            elif growing is not None:
+                self._upload_growing(client, name, growing)
+                how = "streamed"  # uploaded while it downloaded
             else:
                 client.upload_blob(name, digest, size, path, offset=max(offset, 0))
                 how = "uploaded"
@@ -118,12 +136,26 @@ class RegistryWriter(Writer):
                 mine.set_exception(exc)
             raise
         finally:
-            if offset < 0:
+            if offset < 0 and growing is None:  # a blob in flight: see add_layer
                 unlink_quietly(path)
         with self._lock:
             self._counts.setdefault(self._top.get(plan.image_id, plan.image_id), Counter())[
                 how
             ] += 1
+
+    @staticmethod
+    def _upload_growing(client: RegistryClient, name: str, blob: BlobInFlight) -> None:
+        """Upload a blob while fetch downloads it. Should the bytes sent turn out not to be
+        the blob's (fetch restarted a download whose server ignored Range, say: the
+        registry then refuses the digest), the verified spool file goes up once more from
+        its start."""
+        try:
+            client.upload_blob(name, blob.digest, blob.size, blob.path, growing=blob)
+        except StreamCancelled:
+            raise
+        except DigestError:
+            blob.verified()
+            client.upload_blob(name, blob.digest, blob.size, blob.path)
 
     def _mount_cached(self, plan: ImagePlan, layer: LayerDesc) -> None:
         """A re-encoded blob the layer cache placed in another repository of this registry
@@ -170,7 +202,26 @@ class RegistryWriter(Writer):
             plan, self._push_blob, plan, plan.config_digest, len(plan.config), path, -1, True
         )
 
+    def stream_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        """Fetch started downloading `layer` into `layer.path`: start its upload now (the
+        checks of `_push_blob` first: a blob mounted or present needs none of its bytes)."""
+        blob = BlobInFlight(layer.path, layer.digest, layer.size)
+        fut = self._submit(
+            plan, self._push_blob, plan, layer.digest, layer.size, layer.path, -1, False, blob
+        )
+        with self._lock:
+            self._inflight[layer.path] = (plan.image_id, blob, fut)
+
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
+        with self._lock:
+            streamed = self._inflight.pop(layer.path, None) if layer.path else None
+        if streamed is not None:
+            # Announced before: its upload is under way; fetch (and verify) now vouch for
+            # every byte, so it may commit. The spool file goes when the upload is done.
+            _, blob, fut = streamed
+            blob.verify()
+            fut.add_done_callback(lambda _: unlink_quietly(layer.path))
+            return
         if layer.mount_from:
             self._submit(plan, self._mount_cached, plan, layer)
             return
@@ -242,11 +293,19 @@ class RegistryWriter(Writer):
         # re-run finds them with a HEAD instead of uploading them again.
         with self._lock:
             futures = self._uploads.pop(plan.image_id, [])
+            streams = [k for k, v in self._inflight.items() if v[0] == plan.image_id]
+            cancelled = [self._inflight.pop(k)[1] for k in streams]
         self._tags.forget(plan.image_id)
+        for blob in cancelled:  # fetch removes the spool file of a failed image
+            blob.cancel()
         for fut in futures:
             fut.cancel()
 
     def close(self, ok: bool) -> None:
+        with self._lock:
+            left, self._inflight = list(self._inflight.values()), {}
+        for _, blob, _ in left:  # never verified: nothing may wait for it any more
+            blob.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._clients is not None:

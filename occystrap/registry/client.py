@@ -30,7 +30,7 @@ from occystrap.registry.download import BlobDownload
 from occystrap.registry.paging import PageGuard
 from occystrap.registry.retry import Budget
 from occystrap.registry.session import RegistrySession
-from occystrap.registry.upload import Progress, UploadSession
+from occystrap.registry.upload import Growing, Progress, UploadSession
 from occystrap.registry.urls import (
     CATALOG,
     blob_url,
@@ -257,6 +257,7 @@ class RegistryClient(RegistrySession):
         src: str,
         offset: int = 0,
         on_progress: Callable[[int], None] | None = None,
+        growing: Growing | None = None,
     ) -> None:
         """Upload bytes [offset, offset+size) of `src` as blob `digest`, streaming from disk.
 
@@ -271,22 +272,26 @@ class RegistryClient(RegistrySession):
 
         `on_progress(n)` gets the bytes sent; after a resume from an earlier point it gets the
         negative difference, so a progress total stays honest.
+
+        `growing`: `src` is still being downloaded (upload.Growing): its chunks go up as
+        they arrive and the final PUT waits until the download is verified.
         """
         blob_url(self.base_url, name, digest)
         what = f"blob {digest} to {self.host}/{name}"
         if size < 0 or offset < 0:
             raise ValueError("size and offset must not be negative")
-        try:
-            available = os.stat(src).st_size
-        except OSError as exc:
-            raise DestinationError(f"cannot read {src}: {exc.strerror}") from None
-        if available < offset + size:
-            raise DigestError(
-                f"{what}: {src} holds {available} bytes, fewer than the blob's "
-                f"end at byte {offset + size}",
-                host=self.host,
-            )
-        self._upload_session(name, digest).upload(size, src, offset, Progress(on_progress))
+        if growing is None:  # a file still growing is checked by the digest at the end
+            try:
+                available = os.stat(src).st_size
+            except OSError as exc:
+                raise DestinationError(f"cannot read {src}: {exc.strerror}") from None
+            if available < offset + size:
+                raise DigestError(
+                    f"{what}: {src} holds {available} bytes, fewer than the blob's "
+                    f"end at byte {offset + size}",
+                    host=self.host,
+                )
+        self._upload_session(name, digest).upload(size, src, offset, Progress(on_progress), growing)
 
     def _upload_session(self, name: str, digest: str) -> UploadSession:
         return UploadSession(

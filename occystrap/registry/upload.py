@@ -23,6 +23,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from occystrap.errors import DigestError, OccystrapError, RegistryError, TransientError
 from occystrap.registry.answers import refuse
@@ -46,7 +47,21 @@ log = logging.getLogger(__name__)
 # tests can shrink them.
 CHUNKED_THRESHOLD = 256 * 2**20
 CHUNK_SIZE = 32 * 2**20
+# A blob uploaded while it downloads goes up in smaller chunks, so the upload trails the
+# download by one chunk at most.
+STREAM_CHUNK = 8 * 2**20
 UPLOAD_CONTENT_TYPE = "application/octet-stream"
+
+
+class Growing(Protocol):
+    """A source file still being written (destinations/inflight.py's BlobInFlight): the
+    upload sends only bytes already there, and commits only once they are verified."""
+
+    def ready(self, end: int) -> None:
+        """Block until bytes [0, end) are in the file (raise to abandon the upload)."""
+
+    def verified(self) -> None:
+        """Block until every byte is in and its digest was checked (raise to abandon)."""
 
 
 @dataclass(frozen=True)
@@ -103,12 +118,18 @@ class UploadSession:
 
     # -- the whole upload ------------------------------------------------------------------
 
-    def upload(self, size: int, src: str, offset: int, progress: Progress) -> None:
+    def upload(
+        self, size: int, src: str, offset: int, progress: Progress, growing: Growing | None = None
+    ) -> None:
         """Bytes [offset, offset+size) of `src` as the blob (see the module docstring).
+        With `growing`, `src` is still being written: chunks of STREAM_CHUNK go up as their
+        bytes arrive, and the committing PUT waits for `growing.verified()`.
         Raises DigestError (the file is short, or the registry refused the digest),
-        TransientError (retries spent), AuthError, RegistryError."""
+        TransientError (retries spent), AuthError, RegistryError, and whatever `growing`
+        raises to abandon it."""
         self.open()
-        monolithic = size <= CHUNKED_THRESHOLD
+        monolithic = size <= CHUNKED_THRESHOLD and growing is None
+        step = STREAM_CHUNK if growing is not None else CHUNK_SIZE
 
         def attempt() -> None:
             nonlocal monolithic
@@ -121,8 +142,12 @@ class UploadSession:
                 self._put_whole(size, src, offset, progress)
             else:
                 while self.done < size:
-                    chunk = min(max(self.min_chunk, CHUNK_SIZE), size - self.done)
+                    chunk = min(max(self.min_chunk, step), size - self.done)
+                    if growing is not None:
+                        growing.ready(offset + self.done + chunk)
                     self._patch(FileRegion(src, offset + self.done, chunk, progress.add))
+                if growing is not None:
+                    growing.verified()
                 self._finish()
             self._broken = False
 

@@ -60,7 +60,9 @@ class Accounting:
         self._lock = threading.Lock()
 
     def received(self, msg: Message) -> None:
-        """Count a message the stage received."""
+        """Count a message the stage received (a streaming announcement is not a layer)."""
+        if isinstance(msg, LayerDesc) and msg.streaming:
+            return
         with self._lock:
             if isinstance(msg, LayerDesc):
                 self.report.bytes_in += msg.size
@@ -78,7 +80,7 @@ class Accounting:
         """Count a message the stage sent downstream: a layer that left counts what
         streaming did not (a local copy, a restart, or all of it in a stage that does not
         stream)."""
-        if not isinstance(msg, LayerDesc):
+        if not isinstance(msg, LayerDesc) or msg.streaming:
             return
         with self._lock:
             self.report.bytes_out += msg.size

@@ -205,7 +205,7 @@ class Stage:
     def drop(self, layer: LayerDesc) -> None:
         """A layer of a failed image: its spool file goes, the message stops here. A layer
         written in place into a tarball stays: the writer disowns its region."""
-        if layer.path and layer.offset < 0:
+        if layer.path and layer.offset < 0 and not layer.streaming:  # fetch owns it still
             unlink_quietly(layer.path)
 
     # -- bugs in worker threads ------------------------------------------------------------

@@ -15,11 +15,8 @@ import tarfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import zstandard
-
 from occystrap.files import unlink_quietly
 from occystrap.filters import FilterChain
-from occystrap.filters.layer import filter_layer
 from occystrap.layers.rewrite import layer_media_type
 from occystrap.mediatypes import DOCKER_MANIFEST
 from occystrap.messages import ImagePlan, LayerDesc, SearchHits
@@ -71,6 +68,8 @@ class Compress(Stage):
         if layer.image_id in self.failed:
             self.drop(layer)
             return False
+        import zstandard  # with the codecs: only a run that converts layers loads them
+
         try:
             diff_id = work()
         except (ValueError, OSError, EOFError, zstandard.ZstdError, tarfile.TarError) as exc:
@@ -101,6 +100,7 @@ class Compress(Stage):
         new_blob = chain.rewrites or (encoding != layer.compression and not uncompress)
         out = f"{layer.path}.filtered" if new_blob or uncompress else None
         made = []
+        from occystrap.filters.layer import filter_layer  # the codecs, on first need
 
         def work() -> str:
             made.append(
@@ -158,7 +158,7 @@ class Compress(Stage):
             self.labels[plan.image_id] = (top, name, tag)
 
     def on_layer(self, layer: LayerDesc) -> None:
-        if layer.present:
+        if layer.present or layer.streaming:
             self.put(layer)
         elif self.chain or self.uncompress or wants_recompression(layer, self.target):
             self.pool.submit(self.guard, self.convert_layer, layer)

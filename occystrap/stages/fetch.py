@@ -15,6 +15,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import msgspec
+
 from occystrap.config import Config
 from occystrap.errors import OccystrapError
 from occystrap.files import unlink_quietly
@@ -22,6 +24,10 @@ from occystrap.layers.codec import copy_blob
 from occystrap.messages import ImageFailed, ImagePlan, LayerDesc
 from occystrap.registry.clients import ClientPool
 from occystrap.stages.base import Stage, Wiring, error_kind
+
+# Downloads at least this big are announced before their bytes (`LayerDesc.streaming`) when
+# the destination uploads while they arrive; a smaller blob is over before it would pay.
+STREAM_MIN = 16 * 2**20
 
 
 @dataclass
@@ -160,10 +166,13 @@ class Fetch(Stage):
     watches_failures = True
     tracks_progress = True
 
-    def __init__(self, wiring: Wiring, config: Config, spool: str) -> None:
+    def __init__(self, wiring: Wiring, config: Config, spool: str, stream: bool = False) -> None:
+        """`stream`: announce each big download as it starts (a registry destination that
+        takes the bytes as they are: it uploads while they arrive)."""
         super().__init__(wiring)
         self.config = config
         self.spool = spool
+        self.stream = stream
         self.clients = ClientPool(config, pool_size=config.parallel * config.image_parallel)
         self.images: dict[int, _Image] = {}
         self.busy = _BusyClock()
@@ -249,6 +258,8 @@ class Fetch(Stage):
                     if layer.local_path:
                         got = take_local(layer, path, in_place)
                     else:
+                        if self.stream and not in_place and layer.size >= STREAM_MIN:
+                            self.put(msgspec.structs.replace(layer, path=path, streaming=True))
                         client = self.clients.get(plan.host, plan.insecure)
                         got = client.download_blob(
                             plan.name,

@@ -80,6 +80,9 @@ class Verify(Stage):
             self.put(layer)
 
     def on_layer(self, layer: LayerDesc) -> None:
+        if layer.streaming:  # an announcement: its bytes are checked when they are all in
+            self.put(layer)
+            return
         if self.pool is not None and not layer.present:
             self.pool.submit(self.guard, self.handle, layer)
         else:

@@ -157,12 +157,30 @@ class Write(Stage):
             self.step(plan, lambda: self.publisher.begin(plan))
 
     def on_layer(self, layer: LayerDesc) -> None:
+        if layer.streaming:
+            self.on_announced(layer)
+            return
+
         def take() -> Node:
             node = self.publisher.nodes[layer.image_id]
             self.publisher.add_layer(node, layer)
             return node
 
         self.step(layer, take)
+
+    def on_announced(self, layer: LayerDesc) -> None:
+        """A download has begun (a blob in flight): the writer may start on it. Not a layer
+        of the image yet (the publisher counts the layer's own message)."""
+        node = self.publisher.nodes.get(layer.image_id)
+        if node is None or layer.image_id in self.failed:
+            return
+        try:
+            self.writer.stream_layer(node.plan, layer)
+        except Exception as exc:  # noqa: BLE001 - _describe raises a bug again
+            reason, kind = _describe(exc, f"layer {layer.digest}")
+            top = self.publisher.nodes.get(self.publisher.top_of(layer.image_id))
+            source = top.plan.source if top is not None else node.plan.source
+            self.fail_tree(layer.image_id, source, "write", reason, kind)
 
     def on_failed(self, failed: ImageFailed) -> None:
         # marked failed by fail_tree, with the image's whole tree

@@ -1,0 +1,83 @@
+"""registry → registry streaming (issue 17): a big blob goes up while it comes down, against
+the real registry behind two fault proxies (one throttles the source, the other records
+what reaches the destination). The upload never commits bytes fetch has not verified."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+
+from tests.faultproxy import FaultProxy
+from tools.imagebuilder import build_image, push_image
+
+MB = 1_000_000
+
+
+def _blob_status(url: str, name: str, digest: str) -> int:
+    return httpx.head(f"{url}/v2/{name}/blobs/{digest}").status_code
+
+
+def test_big_blob_uploads_while_it_downloads(occystrap_cli, registry, tmp_path):
+    image = build_image(
+        tmp_path / "build", seed=1701, layer_sizes=[24 * MB, 200_000], special_entries=False
+    )
+    push_image(registry.url, "stream/src", "1.0", image)
+    big = max(image.layers, key=lambda la: la.size)
+    assert big.size >= 16 * 2**20  # fetch.STREAM_MIN
+    # the source at 16 MB/s: the big layer takes about 1.5 s to come down
+    with FaultProxy(registry.port, rate=16 * MB) as source, FaultProxy(registry.port) as dest:
+        r = occystrap_cli(
+            "--insecure",
+            "process",
+            f"registry://{source.host}/stream/src:1.0",
+            f"registry://{dest.host}/stream/dst:1.0",
+        )
+        assert r.returncode == 0, r.stderr
+        got = [
+            t
+            for t, line in zip(source.request_times, source.request_lines, strict=True)
+            if line == f"GET /v2/stream/src/blobs/{big.digest}"
+        ]
+        patches = [
+            t
+            for t, line in zip(dest.request_times, dest.request_lines, strict=True)
+            if line.startswith("PATCH /v2/stream/dst/blobs/uploads/")
+        ]
+    assert "1 blobs streamed" in r.stderr, r.stderr
+    assert len(got) == 1 and len(patches) >= 2
+    # the first chunk went up well before the download (≥ 1.5 s) could have ended
+    assert patches[0] - got[0] < 1.2, (patches[0] - got[0], r.stderr)
+    with open(big.path, "rb") as f:
+        body = httpx.get(f"{registry.url}/v2/stream/dst/blobs/{big.digest}").content
+        assert body == f.read()
+
+
+def test_a_corrupt_download_never_commits(occystrap_cli, registry, tmp_path):
+    """The registry serves a big blob whose bytes no longer match its digest: the chunks
+    that went up are abandoned (the session deleted) and no PUT commits the digest."""
+    from tests.functional.test_errors import _registry_blob
+
+    image = build_image(tmp_path / "build", seed=1702, layer_sizes=[20 * MB], special_entries=False)
+    push_image(registry.url, "stream/corrupt", "1.0", image)
+    layer = image.layers[0]
+    blob = _registry_blob(registry, layer.digest)
+    data = bytearray(blob.read_bytes())
+    data[random.Random(1).randrange(len(data) - MB, len(data))] ^= 0xFF  # late in the blob
+    blob.write_bytes(bytes(data))
+    with FaultProxy(registry.port, rate=20 * MB) as source, FaultProxy(registry.port) as dest:
+        r = occystrap_cli(
+            "--insecure",
+            "process",
+            f"registry://{source.host}/stream/corrupt:1.0",
+            f"registry://{dest.host}/stream/corrupt-dst:1.0",
+        )
+        lines = list(dest.request_lines)
+    assert r.returncode == 1, r.stderr
+    assert layer.digest in r.stderr
+    assert any(line.startswith("PATCH") for line in lines), lines  # it was streaming
+    quoted = layer.digest.replace(":", "%3A")
+    commits = [line for line in lines if line.startswith("PUT") and quoted in line]
+    assert commits == [], commits  # the layer's digest was never committed
+    assert any(line.startswith("DELETE") for line in lines), lines  # the session tidied
+    assert _blob_status(registry.url, "stream/corrupt-dst", layer.digest) == 404

@@ -1,0 +1,116 @@
+"""A blob uploaded while it downloads (destinations/inflight.py with registry/upload.py's
+`growing` path), against the mock transport: chunks go up only once their bytes are in the
+file, the committing PUT waits for the verdict, and a cancelled blob never commits."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from occystrap.destinations.inflight import BlobInFlight, StreamCancelled
+from occystrap.reference import digest_of
+from occystrap.registry import upload
+from occystrap.registry.client import RegistryClient
+from tests.mocktransport import BlobRegistry, MockTransport
+
+KiB = 2**10
+HOST = "registry.test"
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCCYSTRAP_BACKOFF_SCALE", "0")
+    monkeypatch.setattr(upload, "STREAM_CHUNK", 16 * KiB)
+
+
+def _writer(path: Path, data: bytes, piece: int, pause: float) -> threading.Thread:
+    """Append `data` to `path` a piece at a time, as fetch does."""
+
+    def run() -> None:
+        with open(path, "wb") as f:
+            for at in range(0, len(data), piece):
+                f.write(data[at : at + piece])
+                f.flush()
+                time.sleep(pause)
+
+    return threading.Thread(target=run)
+
+
+def test_chunks_follow_the_file_and_the_put_waits_for_the_verdict(tmp_path: Path) -> None:
+    data = random.Random(3).randbytes(100 * KiB)
+    path = tmp_path / "spool"
+    blob = BlobInFlight(str(path), digest_of(data), len(data))
+    registry = BlobRegistry()
+    transport = MockTransport(registry)
+    client = RegistryClient(HOST, transport=transport, retries=0)
+    sizes_seen: list[int] = []
+    real_ready = blob.ready
+
+    def ready(end: int) -> None:
+        real_ready(end)
+        sizes_seen.append(path.stat().st_size - end)  # never negative: the bytes are in
+
+    blob.ready = ready  # type: ignore[method-assign]
+    writer = _writer(path, data, 10 * KiB, 0.01)
+    uploader = threading.Thread(
+        target=client.upload_blob,
+        args=("app", blob.digest, blob.size, str(path)),
+        kwargs={"growing": blob},
+    )
+    uploader.start()
+    writer.start()
+    writer.join()
+    time.sleep(0.1)
+    # every byte is in the file, but fetch has not vouched for it: no commit yet
+    assert ("app", blob.digest) not in registry.blobs
+    assert [r.method for r in transport.requests][-1] == "PATCH"
+    blob.verify()
+    uploader.join(5)
+    assert registry.blobs[("app", blob.digest)] == data
+    assert min(sizes_seen) >= 0 and len(sizes_seen) == 7  # 6 × 16 KiB + 4 KiB
+    assert [r.method for r in transport.requests][-1] == "PUT"
+
+
+def test_a_cancelled_blob_never_commits(tmp_path: Path) -> None:
+    data = random.Random(4).randbytes(64 * KiB)
+    path = tmp_path / "spool"
+    path.write_bytes(data[: 20 * KiB])  # the download stalls here
+    blob = BlobInFlight(str(path), digest_of(data), len(data))
+    registry = BlobRegistry()
+    transport = MockTransport(registry)
+    client = RegistryClient(HOST, transport=transport, retries=0)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            client.upload_blob("app", blob.digest, blob.size, str(path), growing=blob)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            failure.append(exc)
+
+    uploader = threading.Thread(target=run)
+    uploader.start()
+    time.sleep(0.1)
+    blob.cancel()
+    uploader.join(5)
+    assert not uploader.is_alive()
+    assert isinstance(failure[0], StreamCancelled)
+    assert ("app", blob.digest) not in registry.blobs
+    methods = [r.method for r in transport.requests]
+    assert methods == ["POST", "PATCH", "DELETE"]  # the one whole chunk, then tidied away
+    assert "PUT" not in methods
+
+
+def test_ready_and_verified_wait_for_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    blob = BlobInFlight(str(path), "sha256:" + "0" * 64, 10)
+    later = threading.Timer(0.05, lambda: path.write_bytes(b"x" * 10))
+    later.start()
+    blob.ready(10)  # returns once the file (made late) holds 10 bytes
+    assert path.stat().st_size == 10
+    threading.Timer(0.05, blob.verify).start()
+    blob.verified()
+    assert blob.is_verified and not blob.is_cancelled

@@ -61,14 +61,16 @@ class BlobInFlight:
 
     # -- the uploader's side ---------------------------------------------------------------
 
-    def ready(self, end: int) -> None:
-        """Wait until the spool file holds bytes [0, end). Raises StreamCancelled."""
+    def ready(self, end: int) -> int:
+        """Wait until the spool file holds bytes [0, end); returns how many it holds.
+        Raises StreamCancelled."""
         wait = FIRST_WAIT
         while True:
             if self._cancelled.is_set():
                 raise StreamCancelled(f"blob {self.digest}: its image failed while it downloaded")
-            if self._verified.is_set() or self._held() >= end:
-                return
+            held = self._held()
+            if held >= end:
+                return held
             self._cancelled.wait(wait)
             wait = min(wait * 2, LONGEST_WAIT)
 

@@ -81,22 +81,41 @@ class FileRegion:
     Plain HTTP uses sendfile (the kernel copies page cache to socket); TLS reads 1 MiB at a
     time into one reused buffer, since sendfile cannot encrypt. Either way memory stays flat
     however big the blob or the tarball it lives in. `on_progress(n)` after each piece.
+
+    `growing(need)`: the file is still being written (a blob in flight): before each piece,
+    block until it holds at least `need` bytes (a file offset) and return how many it holds;
+    whatever it raises abandons the request.
     """
 
     path: str
     offset: int
     size: int
     on_progress: Callable[[int], None] | None = None
+    growing: Callable[[int], int] | None = None
+
+    def _opened(self) -> None:
+        """A growing file may not exist yet: wait for its first byte to send."""
+        if self.growing is not None and self.size:
+            self.growing(self.offset + 1)
+
+    def _limit(self, pos: int, end: int, piece: int) -> int:
+        """How far the next piece from `pos` may go: `piece` bytes, less when the file is
+        still growing and holds fewer."""
+        stop = min(pos + piece, end)
+        if self.growing is not None:
+            stop = min(stop, self.growing(pos + 1))
+        return stop
 
     def send(self, sock: socket.socket | None) -> None:
         if sock is None:
             raise ConnectionError("connection closed before the body was sent")
         report = self.on_progress
         pos, end = self.offset, self.offset + self.size
+        self._opened()
         with open(self.path, "rb") as f:
             if not isinstance(sock, ssl.SSLSocket):
                 while pos < end:
-                    n = sock.sendfile(f, pos, min(SENDFILE_SLICE, end - pos))
+                    n = sock.sendfile(f, pos, self._limit(pos, end, SENDFILE_SLICE) - pos)
                     if not n:
                         raise ShortSource(f"{self.path} ends before byte {end}")
                     pos += n
@@ -107,7 +126,7 @@ class FileRegion:
             view = memoryview(buffer)
             f.seek(pos)
             while pos < end:
-                n = f.readinto(view[: min(len(buffer), end - pos)])
+                n = f.readinto(view[: self._limit(pos, end, len(buffer)) - pos])
                 if not n:
                     raise ShortSource(f"{self.path} ends before byte {end}")
                 sock.sendall(view[:n])
@@ -119,10 +138,11 @@ class FileRegion:
         """The same bytes for httpx (the proxy path), in 1 MiB pieces."""
         report = self.on_progress
         pos, end = self.offset, self.offset + self.size
+        self._opened()
         with open(self.path, "rb") as f:
             f.seek(pos)
             while pos < end:
-                data = f.read(min(BLOB_BUFFER, end - pos))
+                data = f.read(self._limit(pos, end, BLOB_BUFFER) - pos)
                 if not data:
                     raise ShortSource(f"{self.path} ends before byte {end}")
                 pos += len(data)

@@ -169,6 +169,11 @@ class HTTPTransport:
                     conn, reused = None, False
                     continue
                 raise failure(exc) from None if isinstance(exc, ValueError) else exc
+            except BaseException:
+                # The body's source gave up mid-request (a blob in flight whose image
+                # failed): the connection is half-way through a request, never to be reused.
+                self._discard(conn)
+                raise
             if method == "HEAD":
                 response.read()
             return PooledResponse(response, conn, self._release, url)

@@ -91,6 +91,7 @@ class LayerDesc(msgspec.Struct, tag=True):
     # `local_owned` means it is our own spool copy (already hashed), free to move or delete
     local_path: str = ""
     local_owned: bool = False
+    local_offset: int = 0  # where in `local_path` the blob starts (a member of a tar file)
     uncompressed_size: int = -1  # known once a filter has read the layer
     # a foreign (non-distributable) layer the source does not serve: the manifest keeps its
     # descriptor, no bytes are copied (`present` is set too)

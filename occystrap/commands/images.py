@@ -17,6 +17,7 @@ from occystrap import mediatypes
 from occystrap.config import Config
 from occystrap.errors import DigestError, UsageError
 from occystrap.files import unlink_quietly
+from occystrap.layers.codec import copy_blob
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.reference import Location
 from occystrap.registry.clients import ClientPool
@@ -147,7 +148,16 @@ def layer_file(image: Image, layer: Descriptor, tmpdir: str) -> LayerFile:
             raise DigestError(
                 f"layer {layer.digest}: the archive's bytes hash to {blob.digest_seen}"
             )
-        return LayerFile(blob.path, verified=blob.digest_seen is not None)
+        if blob.size < 0:
+            return LayerFile(blob.path, verified=blob.digest_seen is not None)
+        # a member of a tar file read in place: its region, copied out (checked again)
+        dest = os.path.join(tmpdir, layer.digest.replace(":", "-"))
+        try:
+            copy_blob(blob.path, dest, layer.digest, blob.size, None, True, blob.offset)
+        except BaseException:
+            LayerFile(dest, False, True).discard()
+            raise
+        return LayerFile(dest, verified=True, temporary=True)
     assert isinstance(source, RegistrySource)  # the one image source that is not local
     dest = os.path.join(tmpdir, layer.digest.replace(":", "-"))
     try:

@@ -175,6 +175,24 @@ class LayerSink:
         self._out.close()
 
 
+def hash_region(path: str, offset: int, size: int) -> str:
+    """The sha256 digest of bytes [offset, offset + size) of `path`, read into one reused
+    buffer (hashlib and the read release the GIL: regions hash side by side in threads).
+    Raises EOFError when the file ends first."""
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    left = size
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while left and (n := f.readinto(view[: min(CHUNK, left)])):
+            h.update(view[:n])
+            left -= n
+    if left:
+        raise EOFError(f"{path} ends {left} bytes before the end of the region at {offset}")
+    return digest_of_hash(h)
+
+
 def copy_blob(
     src: str,
     dst: str,

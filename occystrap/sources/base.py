@@ -42,7 +42,11 @@ class BlobFile:
 
     path: str
     owned: bool  # our own spool copy: may be moved instead of copied
-    digest_seen: str | None = None  # the sha256 measured when it was spooled
+    digest_seen: str | None = None  # the sha256 measured when it was spooled or indexed
+    # a region of `path` (a member of an uncompressed tar archive, read in place): bytes
+    # [offset, offset + size); size -1 is the whole file
+    offset: int = 0
+    size: int = -1
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """tar://PATH[#NAME:TAG] as a source: what `docker save` writes (legacy, or Docker ≥25's OCI
 layout with `manifest.json` at the end), skopeo's docker-archive, and our own tar://.
 
-One pass over the archive (it may be a pipe, `tar:///dev/stdin`): the metadata files are kept
-(small, capped), every other regular member is spooled to a file while it is hashed, so no
-layer is ever held in memory and the metadata may come last. Member names and links are
+One pass over the archive: the metadata files are kept (small, capped) and the metadata may
+come last. An uncompressed archive in a regular file is read in place: the pass reads only
+the tar headers (seeking over member data), and the members are then hashed side by side, one
+thread per core, where they lie; fetch later copies each layer's region (checking its digest
+again: the file is the user's). A pipe (`tar:///dev/stdin`), a compressed archive or an
+engine's export stream is read once, every regular member spooled to a file while it is
+hashed. Either way no layer is ever held in memory. Member names and links are
 checked as they stream by: an absolute path, a `..` or a link that leaves the archive is
 refused, whatever Python's tarfile would allow. What the metadata means, and what happens
 when its files disagree, is `dockersave`'s business; messages name the archive and the
@@ -16,7 +20,9 @@ import hashlib
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from occystrap import mediatypes as mt
@@ -27,6 +33,7 @@ from occystrap.errors import (
     NotFoundError,
     UsageError,
 )
+from occystrap.layers.codec import hash_region
 from occystrap.mediatypes import ImageIndex
 from occystrap.oci import blob_rel
 from occystrap.reference import DIGEST_RE, digest_of_hash
@@ -38,6 +45,8 @@ from occystrap.sources.local import MAX_METADATA
 METADATA = frozenset({"manifest.json", "index.json", "oci-layout", "repositories"})
 CHUNK = 1 << 20
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+# what tarfile's "r|*" would decompress: such an archive is read as a stream, not in place
+_COMPRESSED = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
 
 
 def safe_name(name: str, where: str) -> str:
@@ -62,15 +71,33 @@ def _check_room(spool: str, size: int, what: str) -> None:
         )
 
 
-def compression_of_file(path: str) -> str:
-    """`gzip`, `zstd` or `none`, from the file's first bytes (a layer.tar says nothing
-    else about itself)."""
+def compression_of_file(path: str, offset: int = 0) -> str:
+    """`gzip`, `zstd` or `none`, from the first bytes of the file (or of its region at
+    `offset`): a layer.tar says nothing else about itself."""
     with open(path, "rb") as f:
+        f.seek(offset)
         head = f.read(4)
     for magic, compression in _MAGIC.items():
         if head.startswith(magic):
             return compression
     return "none"
+
+
+def readable_in_place(path: str) -> bool:
+    """A regular file holding an uncompressed tar (anything else is read as a stream)."""
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return False
+            head = f.read(6)
+    except OSError:
+        return False  # the streaming open says why, in its words
+    return not head.startswith(_COMPRESSED)
+
+
+def size_of(blob: BlobFile) -> int:
+    """The bytes of a blob: its region's, or its whole file's."""
+    return blob.size if blob.size >= 0 else os.path.getsize(blob.path)
 
 
 class TarballSource:
@@ -101,11 +128,17 @@ class TarballSource:
     # -- the one pass ------------------------------------------------------------------------
 
     def _read(self, spool: str) -> None:
+        in_place = self.fileobj is None and readable_in_place(self.path)
+        regions: dict[str, tuple[int, int]] = {}  # member → (offset, size), read in place
         try:
             if self.fileobj is not None:
                 archive = tarfile.open(fileobj=self.fileobj, mode="r|*")  # noqa: SIM115
             else:
-                archive = tarfile.open(self.path, mode="r|*")  # noqa: SIM115 - closed below
+                archive = (  # noqa: SIM115 - closed below
+                    tarfile.open(self.path, mode="r:")  # headers only, seeking over data
+                    if in_place
+                    else tarfile.open(self.path, mode="r|*")
+                )
         except FileNotFoundError:
             raise NotFoundError(f"{self.where}: no such file") from None
         except (tarfile.TarError, OSError) as exc:
@@ -133,12 +166,36 @@ class TarballSource:
                         self._meta[name] = source.read()
                         continue
                     count += 1
+                    if in_place and not member.issparse():
+                        regions[name] = (member.offset_data, member.size)
+                        continue
                     _check_room(spool, member.size, f"{self.where}: member {name}")
                     self._files[name] = self._spool(source, os.path.join(spool, f"src-{count}"))
         except tarfile.TarError as exc:
             raise ManifestError(f"{self.where}: damaged archive: {exc}") from None
         finally:
             archive.close()
+        if regions:
+            self._index(regions)
+
+    def _index(self, regions: dict[str, tuple[int, int]]) -> None:
+        """Hash the members read in place, side by side (reads and sha256 release the GIL);
+        a member that runs past the end of the file is a damaged archive."""
+        end = os.path.getsize(self.path)
+        for name, (offset, size) in regions.items():
+            if offset + size > end:
+                raise ManifestError(
+                    f"{self.where}: damaged archive: member {name} ends past the end of the file"
+                )
+        threads = max(1, min(len(regions), os.cpu_count() or 2, 8))
+        with ThreadPoolExecutor(threads, thread_name_prefix="index") as pool:
+            digests = pool.map(lambda r: hash_region(self.path, *r), regions.values())
+            for (name, (offset, size)), digest in zip(regions.items(), digests, strict=True):
+                blob = self._by_digest.get(digest)
+                if blob is None:  # the same bytes twice: the first region serves both
+                    blob = BlobFile(self.path, False, digest, offset, size)
+                    self._by_digest[digest] = blob
+                self._files[name] = blob
 
     def _spool(self, source: object, path: str) -> BlobFile:
         h = hashlib.sha256()
@@ -167,24 +224,26 @@ class TarballSource:
 
     def _read_member(self, name: str, cap: int = MAX_METADATA) -> bytes:
         blob = self._member(name)
-        if os.path.getsize(blob.path) > cap:
+        size = size_of(blob)
+        if size > cap:
             raise ManifestError(f"{self.where}: {name}: larger than {cap // 2**20} MiB; refused")
         with open(blob.path, "rb") as f:
-            return f.read()
+            f.seek(blob.offset)
+            return f.read(size)
 
     # -- what dockersave.ArchiveReader reads through ------------------------------------------
 
     def digest_of(self, name: str) -> tuple[str, int, str]:
         blob = self._member(safe_name(name, self.where))
         assert blob.digest_seen is not None
-        return blob.digest_seen, os.path.getsize(blob.path), compression_of_file(blob.path)
+        return blob.digest_seen, size_of(blob), compression_of_file(blob.path, blob.offset)
 
     def read(self, name: str) -> bytes:
         return self._read_member(safe_name(name, self.where))
 
     def blob_members(self) -> list[tuple[str, int]]:
         return [
-            (name, os.path.getsize(blob.path))
+            (name, size_of(blob))
             for name, blob in self._files.items()
             if name.startswith("blobs/sha256/")
         ]

@@ -146,7 +146,8 @@ class SharedBlobs:
 def take_local(layer: LayerDesc, path: str, in_place: bool) -> int:
     """A local source's layer into the spool (or its tarball region). Our own spool copy
     (a tar:// source's, hashed as it was read) is hard-linked, no bytes moved; anything
-    else is copied and hashed on the way."""
+    else (a file of a layout, a member of a tar file read in place) is copied and hashed
+    on the way: those files are the user's and may have changed since resolve read them."""
     if layer.local_owned and not in_place:
         os.link(layer.local_path, path)
         return os.path.getsize(path)
@@ -157,6 +158,7 @@ def take_local(layer: LayerDesc, path: str, in_place: bool) -> int:
         layer.size,
         layer.offset if in_place else None,
         verify=not layer.local_owned,
+        src_offset=layer.local_offset,
     )
 
 

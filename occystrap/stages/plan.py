@@ -329,3 +329,4 @@ class TreePlanner:
                 f"layer {layer.digest}: the archive's bytes hash to {blob.digest_seen}"
             )
         layer.local_path, layer.local_owned = blob.path, blob.owned
+        layer.local_offset = blob.offset

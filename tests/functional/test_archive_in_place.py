@@ -1,0 +1,82 @@
+"""tar:// sources read in place (issue 17): an uncompressed archive in a regular file is
+indexed from its headers and its members hashed where they lie, nothing spooled; a
+compressed archive or a pipe is still read once as a stream. Both give the same images."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from occystrap.errors import ManifestError
+from occystrap.sources.tarball import TarballSource
+from tests.conftest import sha256_file
+from tools import archivebuilder as ab
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> tuple[Path, ab.Image]:
+    image = ab.make_image(tmp_path / "build", 11, (300 << 10, 80 << 10), tags=["app:1"])
+    path = tmp_path / "app.tar"
+    ab.write_archive(path, ab.legacy_members([image]))
+    return path, image
+
+
+def _spool(tmp_path: Path) -> str:
+    spool = tmp_path / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    return str(spool)
+
+
+def test_an_uncompressed_archive_is_read_in_place(archive, tmp_path):
+    path, image = archive
+    spool = _spool(tmp_path)
+    source = TarballSource(str(path), None, spool)
+    assert os.listdir(spool) == []  # nothing copied
+    [entry] = source.entries()
+    manifest = source.fetch_manifest(entry.reference)
+    layers = manifest.parsed.layers  # type: ignore[union-attr]
+    assert len(layers) == len(image.layers)
+    for layer in layers:
+        blob = source.blob_file(layer.digest)
+        assert blob.path == str(path) and blob.offset > 0 and blob.size == layer.size
+        with open(path, "rb") as f:
+            f.seek(blob.offset)
+            assert ab.sha256_digest(f.read(blob.size)) == layer.digest
+
+
+def test_a_compressed_archive_is_spooled_and_reads_the_same(archive, tmp_path):
+    path, _ = archive
+    packed = tmp_path / "app.tar.gz"
+    with open(path, "rb") as f, gzip.open(packed, "wb", compresslevel=1) as out:
+        shutil.copyfileobj(f, out)
+    in_place = TarballSource(str(path), None, _spool(tmp_path / "a"))
+    spool = _spool(tmp_path / "b")
+    streamed = TarballSource(str(packed), None, spool)
+    assert os.listdir(spool)  # the members were spooled
+    [a], [b] = in_place.entries(), streamed.entries()
+    assert in_place.fetch_manifest(a.reference).manifest == (
+        streamed.fetch_manifest(b.reference).manifest
+    )
+
+
+def test_a_truncated_archive_is_one_line(archive, tmp_path):
+    path, _ = archive
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - (200 << 10))  # inside the last big member
+    with pytest.raises(ManifestError) as caught:
+        TarballSource(str(path), None, _spool(tmp_path))
+    assert str(caught.value).startswith(f"tar://{path}: ")
+
+
+def test_a_copy_from_an_archive_read_in_place(archive, tmp_path, occystrap_cli):
+    """The layers fetch copies out of their regions are the archive's, byte for byte."""
+    path, image = archive
+    r = occystrap_cli("process", f"tar://{path}", f"oci://{tmp_path / 'layout'}")
+    assert r.returncode == 0, r.stderr
+    for layer in image.layers:
+        hexd = layer.digest.split(":", 1)[1]
+        assert sha256_file(tmp_path / "layout" / "blobs" / "sha256" / hexd) == layer.digest

@@ -5,8 +5,14 @@ digest and a pinned reference keeps working after a mirror. Per blob the cheapes
 resolve has already HEADed the destination (present layers never reach here); a blob that
 lives in another repository of the same registry is mounted; the rest is uploaded from the
 spool file, whose bytes fetch verified. A big blob is uploaded while it downloads
-(`stream_layer`, destinations/inflight.py): its chunks follow the spool file as it grows and
-the committing PUT waits for the layer's own message, which says fetch verified it.
+(`stream_layer`, destinations/inflight.py): one PATCH whose body follows the spool file as it
+grows, and a committing PUT that waits for the layer's own message, which says fetch
+verified it.
+
+A blob in flight waits on the write stage's thread (for that message), and that thread waits
+on uploads when it publishes an image. So a blob in flight has a thread of its own, never one
+of the `-j` pool's, and no other upload ever waits on an unverified one: a second image
+needing the same blob uploads (or mounts) it itself instead.
 
 The registry client is made on first use, in the write process: connection pools are never
 shared across a fork.
@@ -59,25 +65,54 @@ class RegistryWriter(Writer):
         self._pool: ThreadPoolExecutor | None = None
         self._uploads: dict[int, list[Future[None]]] = {}
         self._counts: dict[int, Counter[str]] = {}  # per top-level image: how blobs went
-        self._placed: dict[str, Future[str]] = {}  # digest → repository it went to this run
+        # digest → (repository it went to this run, the blob in flight when it is streamed)
+        self._placed: dict[str, tuple[Future[str], BlobInFlight | None]] = {}
         self._tags = ReferrersTags()
         self._top: dict[int, int] = {}
         self._lock = threading.Lock()
         self._failed: list[tuple[ImagePlan, BaseException]] = []  # uploads, for failed_early
         # spool path → (image, blob in flight, its upload): announced, not yet verified
         self._inflight: dict[str, tuple[int, BlobInFlight, Future[None]]] = {}
+        self._streams: list[threading.Thread] = []
 
     def _client(self) -> RegistryClient:
         if self._clients is None:
-            self._clients = ClientPool(self.config, self.config.parallel, role="dest")
+            # -j uploads, and a connection for each blob in flight (one PATCH holds it for
+            # the whole download; fetch has up to -j × -J downloads at once)
+            streams = self.config.parallel * self.config.image_parallel
+            self._clients = ClientPool(self.config, self.config.parallel + streams, role="dest")
         return self._clients.get(self.dest.host, self.insecure)
 
     def _submit(self, plan: ImagePlan, fn: Callable[..., None], *args: object) -> Future[None]:
         if self._pool is None:
-            # one thread more than -j: a blob in flight holds a thread while it waits for
-            # its bytes, and must not keep the finished blobs behind it from uploading
-            self._pool = ThreadPoolExecutor(self.config.parallel + 1, thread_name_prefix="upload")
-        fut = self._pool.submit(fn, *args)
+            self._pool = ThreadPoolExecutor(self.config.parallel, thread_name_prefix="upload")
+        return self._track(plan, self._pool.submit(fn, *args))
+
+    def _start_stream(
+        self, plan: ImagePlan, fn: Callable[..., None], *args: object
+    ) -> Future[None]:
+        """Run `fn` on a thread of its own (see the module docstring: a pool's thread could
+        be the one that a finished blob's upload needs while this one waits for bytes)."""
+        fut: Future[None] = Future()
+
+        def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the future's reader
+                fut.set_exception(exc)
+            else:
+                fut.set_result(None)
+
+        thread = threading.Thread(target=run, name="stream", daemon=True)
+        with self._lock:
+            self._streams = [t for t in self._streams if t.is_alive()]
+            self._streams.append(thread)
+        thread.start()
+        return self._track(plan, fut)
+
+    def _track(self, plan: ImagePlan, fut: Future[None]) -> Future[None]:
         with self._lock:
             self._uploads.setdefault(plan.image_id, []).append(fut)
         fut.add_done_callback(lambda done: self._note_failure(plan, done))
@@ -108,9 +143,9 @@ class RegistryWriter(Writer):
         mine: Future[str] | None = None
         try:
             with self._lock:
-                earlier = self._placed.get(digest)
-                if earlier is None:
-                    self._placed[digest] = mine = Future()
+                earlier = self._earlier(digest)
+                if digest not in self._placed:
+                    self._placed[digest] = (mine := Future(), growing)
             if earlier is not None and self._mount_from(client, name, digest, earlier):
                 how = "mounted"
             elif check_first and client.blob_exists(name, digest) is not None:
@@ -122,8 +157,7 @@ class RegistryWriter(Writer):
             ):
                 how = "mounted"
             elif growing is not None:
-                self._upload_growing(client, name, growing)
-                how = "streamed"  # uploaded while it downloaded
+                how = self._upload_growing(client, name, growing)
             else:
                 client.upload_blob(name, digest, size, path, offset=max(offset, 0))
                 how = "uploaded"
@@ -143,12 +177,23 @@ class RegistryWriter(Writer):
                 how
             ] += 1
 
+    def _earlier(self, digest: str) -> Future[str] | None:
+        """The upload of `digest` this run made or is making, if waiting for it cannot
+        deadlock: not a blob in flight still unverified (its end waits on the write stage's
+        thread, which may be waiting on the caller). Called with the lock held."""
+        placed = self._placed.get(digest)
+        if placed is None:
+            return None
+        fut, stream = placed
+        return fut if stream is None or stream.is_verified else None
+
     @staticmethod
-    def _upload_growing(client: RegistryClient, name: str, blob: BlobInFlight) -> None:
-        """Upload a blob while fetch downloads it. Should the bytes sent turn out not to be
-        the blob's (fetch restarted a download whose server ignored Range, say: the
-        registry then refuses the digest), the verified spool file goes up once more from
-        its start."""
+    def _upload_growing(client: RegistryClient, name: str, blob: BlobInFlight) -> str:
+        """Upload a blob while fetch downloads it; returns how it went ("streamed", or
+        "uploaded" when it had to go up again). Should the bytes sent turn out not to be the
+        blob's (fetch restarted a download whose server ignored Range, say: the registry
+        then refuses the digest), the verified spool file goes up once more from its
+        start."""
         try:
             client.upload_blob(name, blob.digest, blob.size, blob.path, growing=blob)
         except StreamCancelled:
@@ -156,6 +201,8 @@ class RegistryWriter(Writer):
         except DigestError:
             blob.verified()
             client.upload_blob(name, blob.digest, blob.size, blob.path)
+            return "uploaded"
+        return "streamed"
 
     def _mount_cached(self, plan: ImagePlan, layer: LayerDesc) -> None:
         """A re-encoded blob the layer cache placed in another repository of this registry
@@ -206,7 +253,7 @@ class RegistryWriter(Writer):
         """Fetch started downloading `layer` into `layer.path`: start its upload now (the
         checks of `_push_blob` first: a blob mounted or present needs none of its bytes)."""
         blob = BlobInFlight(layer.path, layer.digest, layer.size)
-        fut = self._submit(
+        fut = self._start_stream(
             plan, self._push_blob, plan, layer.digest, layer.size, layer.path, -1, False, blob
         )
         with self._lock:
@@ -306,6 +353,10 @@ class RegistryWriter(Writer):
             left, self._inflight = list(self._inflight.values()), {}
         for _, blob, _ in left:  # never verified: nothing may wait for it any more
             blob.cancel()
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for thread in streams:
+            thread.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._clients is not None:

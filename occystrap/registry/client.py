@@ -273,8 +273,8 @@ class RegistryClient(RegistrySession):
         `on_progress(n)` gets the bytes sent; after a resume from an earlier point it gets the
         negative difference, so a progress total stays honest.
 
-        `growing`: `src` is still being downloaded (upload.Growing): its chunks go up as
-        they arrive and the final PUT waits until the download is verified.
+        `growing`: `src` is still being downloaded (upload.Growing): one PATCH sends its
+        bytes as they arrive, and the final PUT waits until the download is verified.
         """
         blob_url(self.base_url, name, digest)
         what = f"blob {digest} to {self.host}/{name}"

@@ -60,8 +60,8 @@ def test_big_blob_uploads_while_it_downloads(occystrap_cli, registry, tmp_path):
 
 
 def test_a_corrupt_download_never_commits(occystrap_cli, registry, tmp_path):
-    """The registry serves a big blob whose bytes no longer match its digest: the chunks
-    that went up are abandoned (the session deleted) and no PUT commits the digest."""
+    """The registry serves a big blob whose bytes no longer match its digest: the PATCH
+    that went up is abandoned (the session deleted) and no PUT commits the digest."""
     from tests.functional.test_errors import _registry_blob
 
     image = build_image(tmp_path / "build", seed=1702, layer_sizes=[20 * MB], special_entries=False)
@@ -87,3 +87,45 @@ def test_a_corrupt_download_never_commits(occystrap_cli, registry, tmp_path):
     assert commits == [], commits  # the layer's digest was never committed
     assert any(line.startswith("DELETE") for line in lines), lines  # the session tidied
     assert _blob_status(registry.url, "stream/corrupt-dst", layer.digest) == 404
+
+
+def test_streams_of_several_images_at_once_finish(occystrap_cli, registry, tmp_path):
+    """Blobs in flight wait on the write stage, which waits on uploads when it publishes: with
+    one upload thread (-j 1) and three images in flight, two streaming and one small, and two
+    more sharing a streamed base layer, every image still lands (it once hung here)."""
+    images = {
+        "b": build_image(tmp_path / "b", seed=11, layer_sizes=[20 * MB], special_entries=False),
+        "c": build_image(tmp_path / "c", seed=12, layer_sizes=[20 * MB], special_entries=False),
+        "a": build_image(tmp_path / "a", seed=13, layer_sizes=[200_000], special_entries=False),
+    }
+    for name, seed in (("d", 14), ("e", 15)):
+        images[name] = build_image(
+            tmp_path / name,
+            seed=seed,
+            layer_sizes=[20 * MB, 100_000],
+            special_entries=False,
+            shared_base_key="base",
+        )
+    assert images["d"].layers[0].digest == images["e"].layers[0].digest
+    for name, image in images.items():
+        push_image(registry.url, f"many/{name}", "1.0", image)
+    with FaultProxy(registry.port, rate=8 * MB) as source, FaultProxy(registry.port) as dest:
+        listing = tmp_path / "list.txt"
+        listing.write_text("".join(f"registry://{source.host}/many/{n}:1.0\n" for n in images))
+        r = occystrap_cli(
+            "--insecure",
+            "-j",
+            "1",
+            "-J",
+            "3",
+            "process",
+            "--from-file",
+            str(listing),
+            f"registry://{dest.host}/out",
+            timeout=90,
+        )
+    assert r.returncode == 0, r.stderr
+    assert "blobs streamed" in r.stderr, r.stderr
+    for name, image in images.items():
+        for layer in image.layers:
+            assert _blob_status(registry.url, f"out/many/{name}", layer.digest) == 200, name

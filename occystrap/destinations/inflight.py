@@ -71,6 +71,8 @@ class BlobInFlight:
             held = self._held()
             if held >= end:
                 return held
+            if self._verified.is_set():  # complete, yet short or gone: removed under us
+                raise StreamCancelled(f"blob {self.digest}: its spool file is gone")
             self._cancelled.wait(wait)
             wait = min(wait * 2, LONGEST_WAIT)
 

@@ -73,12 +73,15 @@ class RegistryWriter(Writer):
         self._failed: list[tuple[ImagePlan, BaseException]] = []  # uploads, for failed_early
         # spool path → (image, blob in flight, its upload): announced, not yet verified
         self._inflight: dict[str, tuple[int, BlobInFlight, Future[None]]] = {}
+        # image → every blob it streams, verified or not: cancelled when the image fails
+        self._streaming: dict[int, list[BlobInFlight]] = {}
         self._streams: list[threading.Thread] = []
 
     def _client(self) -> RegistryClient:
         if self._clients is None:
-            # -j uploads, and a connection for each blob in flight (one PATCH holds it for
-            # the whole download; fetch has up to -j × -J downloads at once)
+            # the proxy transport's httpx pool (the direct one has no cap): -j uploads, and a
+            # connection for each blob in flight (one PATCH holds it for the whole download;
+            # fetch has up to -j × -J downloads at once)
             streams = self.config.parallel * self.config.image_parallel
             self._clients = ClientPool(self.config, self.config.parallel + streams, role="dest")
         return self._clients.get(self.dest.host, self.insecure)
@@ -148,6 +151,8 @@ class RegistryWriter(Writer):
                     self._placed[digest] = (mine := Future(), growing)
             if earlier is not None and self._mount_from(client, name, digest, earlier):
                 how = "mounted"
+            elif growing is not None and growing.is_cancelled:  # failed while it waited
+                raise StreamCancelled(f"blob {digest}: its image failed")
             elif check_first and client.blob_exists(name, digest) is not None:
                 how = "present"
             elif (
@@ -258,6 +263,7 @@ class RegistryWriter(Writer):
         )
         with self._lock:
             self._inflight[layer.path] = (plan.image_id, blob, fut)
+            self._streaming.setdefault(plan.image_id, []).append(blob)
 
     def add_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:
         with self._lock:
@@ -269,6 +275,13 @@ class RegistryWriter(Writer):
             blob.verify()
             fut.add_done_callback(lambda _: unlink_quietly(layer.path))
             return
+        with self._lock:
+            siblings = [b for _, b, _ in self._inflight.values() if b.digest == layer.digest]
+        for blob in siblings:
+            # Another image's download of this blob, shared by fetch: this layer's message
+            # vouches for the same bytes, now complete in that blob's spool file. Verified,
+            # the stream may commit, and the upload below can wait for it and mount.
+            blob.verify()
         if layer.mount_from:
             self._submit(plan, self._mount_cached, plan, layer)
             return
@@ -292,6 +305,8 @@ class RegistryWriter(Writer):
             futures = self._uploads.pop(plan.image_id, [])
         for fut in futures:
             fut.result()  # the first failed upload fails the image
+        with self._lock:
+            self._streaming.pop(plan.image_id, None)  # its streams are done
 
     def stage_image(self, plan: ImagePlan) -> None:
         if plan.up_to_date:
@@ -340,8 +355,9 @@ class RegistryWriter(Writer):
         # re-run finds them with a HEAD instead of uploading them again.
         with self._lock:
             futures = self._uploads.pop(plan.image_id, [])
-            streams = [k for k, v in self._inflight.items() if v[0] == plan.image_id]
-            cancelled = [self._inflight.pop(k)[1] for k in streams]
+            for key in [k for k, v in self._inflight.items() if v[0] == plan.image_id]:
+                del self._inflight[key]
+            cancelled = self._streaming.pop(plan.image_id, [])
         self._tags.forget(plan.image_id)
         for blob in cancelled:  # fetch removes the spool file of a failed image
             blob.cancel()
@@ -350,8 +366,9 @@ class RegistryWriter(Writer):
 
     def close(self, ok: bool) -> None:
         with self._lock:
-            left, self._inflight = list(self._inflight.values()), {}
-        for _, blob, _ in left:  # never verified: nothing may wait for it any more
+            left = [b for blobs in self._streaming.values() for b in blobs]
+            self._inflight, self._streaming = {}, {}
+        for blob in left:  # nothing may wait for it any more (the run is over)
             blob.cancel()
         with self._lock:
             streams, self._streams = self._streams, []

@@ -46,7 +46,7 @@ METADATA = frozenset({"manifest.json", "index.json", "oci-layout", "repositories
 CHUNK = 1 << 20
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 # what tarfile's "r|*" would decompress: such an archive is read as a stream, not in place
-_COMPRESSED = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
+_COMPRESSED = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00")
 
 
 def safe_name(name: str, where: str) -> str:
@@ -86,9 +86,9 @@ def compression_of_file(path: str, offset: int = 0) -> str:
 def readable_in_place(path: str) -> bool:
     """A regular file holding an uncompressed tar (anything else is read as a stream)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # never opened: a FIFO's writer would lose its one reader
         with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return False
             head = f.read(6)
     except OSError:
         return False  # the streaming open says why, in its words
@@ -144,8 +144,18 @@ class TarballSource:
         except (tarfile.TarError, OSError) as exc:
             raise UsageError(f"{self.where}: not a readable tar archive: {exc}") from None
         count = 0
+        last = -1  # the header offset of the member before: in place, each must be further on
         try:
             for member in archive:
+                if in_place:
+                    # a negative size makes tarfile seek back and read one header forever
+                    # (CVE-2025-8194 in Pythons before 3.11.14): refuse it, as "r|*" does
+                    if member.size < 0 or member.offset <= last:
+                        raise ManifestError(
+                            f"{self.where}: damaged archive: member {member.name!r} at byte "
+                            f"{member.offset} has a bad size or position"
+                        )
+                    last = member.offset
                 if member.isdir():
                     continue  # nothing read is a directory (`./` of `tar -C dir -cf x .`)
                 name = safe_name(member.name, self.where)

@@ -328,5 +328,10 @@ class TreePlanner:
             raise DigestError(
                 f"layer {layer.digest}: the archive's bytes hash to {blob.digest_seen}"
             )
+        if blob.size >= 0 and blob.size != layer.size:
+            raise DigestError(
+                f"layer {layer.digest}: the manifest says {layer.size} bytes, the archive's "
+                f"member holds {blob.size}"
+            )
         layer.local_path, layer.local_owned = blob.path, blob.owned
         layer.local_offset = blob.offset

@@ -80,3 +80,52 @@ def test_a_copy_from_an_archive_read_in_place(archive, tmp_path, occystrap_cli):
     for layer in image.layers:
         hexd = layer.digest.split(":", 1)[1]
         assert sha256_file(tmp_path / "layout" / "blobs" / "sha256" / hexd) == layer.digest
+
+
+def _negative_size_member(path: Path) -> None:
+    """An archive whose second member's size field is -512 in base-256 (the header is
+    otherwise valid): tarfile before 3.11.14 seeks back and rereads it forever."""
+    import tarfile
+
+    info = tarfile.TarInfo("a")
+    info.size = 3
+    first = info.tobuf(tarfile.USTAR_FORMAT) + b"abc".ljust(512, b"\0")
+    header = bytearray(tarfile.TarInfo("b").tobuf(tarfile.USTAR_FORMAT))
+    header[124:136] = b"\xff" * 10 + (-512 & 0xFFFF).to_bytes(2, "big")  # base-256: -512
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    path.write_bytes(first + bytes(header) + b"\0" * 1024)
+
+
+def test_a_member_of_negative_size_is_one_line(tmp_path):
+    path = tmp_path / "neg.tar"
+    _negative_size_member(path)
+    with pytest.raises(ManifestError) as caught:
+        TarballSource(str(path), None, _spool(tmp_path))
+    assert "damaged archive" in str(caught.value)
+
+
+def test_a_named_pipe_is_read_as_a_stream(archive, tmp_path):
+    """`docker save x > fifo &` then tar://fifo: never opened twice (its writer would lose its
+    reader), read once and spooled."""
+    import threading
+
+    path, _ = archive
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with open(fifo, "wb") as out:
+                out.write(path.read_bytes())
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    spool = _spool(tmp_path)
+    source = TarballSource(str(fifo), None, spool)
+    thread.join(10)
+    assert errors == [] and os.listdir(spool)
+    assert len(source.entries()) == 1

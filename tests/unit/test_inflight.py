@@ -114,3 +114,12 @@ def test_ready_and_verified_wait_for_the_file(tmp_path: Path) -> None:
     threading.Timer(0.05, blob.verify).start()
     blob.verified()
     assert blob.is_verified and not blob.is_cancelled
+
+
+def test_a_verified_blob_whose_file_went_raises(tmp_path: Path) -> None:
+    """Verified means complete: a file that is then short or gone was removed under the
+    upload (its image failed while publishing), so waiting for it would never end."""
+    blob = BlobInFlight(str(tmp_path / "gone"), "sha256:" + "0" * 64, 10)
+    blob.verify()
+    with pytest.raises(StreamCancelled):
+        blob.ready(10)

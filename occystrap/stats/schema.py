@@ -18,6 +18,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from occystrap.messages import STAGES, StageReport
+from occystrap.stats.imagetable import image_lines
 from occystrap.stats.verdict import bottleneck
 
 SCHEMA = "occystrap.stats/2"
@@ -393,15 +394,7 @@ def to_text(result: Any) -> str:
         lines.append("failures: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
     verdict = data["bottleneck"]
     lines.append(f"bottleneck: {verdict['reason']}")
-    if len(data["image_results"]) > 1:
-        lines.append("")
-        lines.append(f"{'result':<10} {'seconds':>8} {'MB':>9} {'layers':>6} {'skipped':>7}  image")
-        for im in data["image_results"]:
-            lines.append(
-                f"{im['result']:<10} {im['seconds']:>8.2f} {_mb(im.get('bytes', 0)):>9} "
-                f"{im.get('layers', 0):>6} {im.get('skipped_layers', 0):>7}  "
-                f"{im['source']}"
-            )
+    lines += image_lines(data["image_results"])
     lines.append(
         f"wall {data['wall_seconds']:.2f} s, {_mb(data['bytes'])} MB moved "
         f"({data['throughput_mb_s']} MB/s), peak memory of the process tree "

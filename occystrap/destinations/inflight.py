@@ -59,6 +59,11 @@ class BlobInFlight:
     def is_cancelled(self) -> bool:
         return self._cancelled.is_set()
 
+    @property
+    def complete(self) -> bool:
+        """Does the spool file hold all `size` bytes yet?"""
+        return self._held() >= self.size
+
     # -- the uploader's side ---------------------------------------------------------------
 
     def ready(self, end: int) -> int:

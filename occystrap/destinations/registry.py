@@ -279,9 +279,12 @@ class RegistryWriter(Writer):
             siblings = [b for _, b, _ in self._inflight.values() if b.digest == layer.digest]
         for blob in siblings:
             # Another image's download of this blob, shared by fetch: this layer's message
-            # vouches for the same bytes, now complete in that blob's spool file. Verified,
-            # the stream may commit, and the upload below can wait for it and mount.
-            blob.verify()
+            # vouches for the same bytes, complete in that blob's spool file (the check of
+            # its size leaves alone a download of the same digest still under way, from
+            # another source). Verified, the stream may commit, and the upload below can
+            # wait for it and mount.
+            if blob.complete:
+                blob.verify()
         if layer.mount_from:
             self._submit(plan, self._mount_cached, plan, layer)
             return

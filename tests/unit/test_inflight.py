@@ -123,3 +123,13 @@ def test_a_verified_blob_whose_file_went_raises(tmp_path: Path) -> None:
     blob.verify()
     with pytest.raises(StreamCancelled):
         blob.ready(10)
+
+
+def test_complete_says_whether_every_byte_is_in(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    blob = BlobInFlight(str(path), "sha256:" + "0" * 64, 10)
+    assert not blob.complete  # not even opened
+    path.write_bytes(b"x" * 9)
+    assert not blob.complete
+    path.write_bytes(b"x" * 10)
+    assert blob.complete

@@ -15,7 +15,7 @@ from typing import Any
 
 from occystrap import mediatypes
 from occystrap.config import Config
-from occystrap.errors import DigestError, UsageError
+from occystrap.errors import UsageError
 from occystrap.files import unlink_quietly
 from occystrap.layers.codec import copy_blob
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
@@ -28,6 +28,7 @@ from occystrap.sources import (
     Source,
     check_depth,
     is_local,
+    local_blob,
     open_source,
     platform_manifest,
 )
@@ -140,28 +141,28 @@ class LayerFile:
 
 def layer_file(image: Image, layer: Descriptor, tmpdir: str) -> LayerFile:
     """The layer's compressed bytes in a file. A registry layer is downloaded into `tmpdir`
-    (DigestError when its bytes do not match); a local source's file is used in place."""
+    (DigestError when its bytes do not match), as is a member of a tar file read in place
+    (copied out and checked again); any other local source's file is used where it is."""
     source = image.source
+    dest = os.path.join(tmpdir, layer.digest.replace(":", "-"))
     if is_local(source):
-        blob = source.blob_file(layer.digest)
-        if blob.digest_seen is not None and blob.digest_seen != layer.digest:
-            raise DigestError(
-                f"layer {layer.digest}: the archive's bytes hash to {blob.digest_seen}"
-            )
+        blob = local_blob(source, layer.digest, layer.size)
         if blob.size < 0:
             return LayerFile(blob.path, verified=blob.digest_seen is not None)
-        # a member of a tar file read in place: its region, copied out (checked again)
-        dest = os.path.join(tmpdir, layer.digest.replace(":", "-"))
-        try:
-            copy_blob(blob.path, dest, layer.digest, blob.size, None, True, blob.offset)
-        except BaseException:
-            LayerFile(dest, False, True).discard()
-            raise
-        return LayerFile(dest, verified=True, temporary=True)
-    assert isinstance(source, RegistrySource)  # the one image source that is not local
-    dest = os.path.join(tmpdir, layer.digest.replace(":", "-"))
+        path, offset = blob.path, blob.offset
+
+        def fill() -> None:
+            copy_blob(path, dest, layer.digest, layer.size, None, True, offset)
+
+    else:
+        assert isinstance(source, RegistrySource)  # the one image source that is not local
+        client, name = source.client, source.ref.name
+
+        def fill() -> None:
+            client.download_blob(name, layer.digest, layer.size, dest)
+
     try:
-        source.client.download_blob(source.ref.name, layer.digest, layer.size, dest)
+        fill()
     except BaseException:
         LayerFile(dest, False, True).discard()
         raise

@@ -97,6 +97,21 @@ class LocalSource(ImageSource, Protocol):
         ...
 
 
+def local_blob(source: LocalSource, digest: str, size: int) -> BlobFile:
+    """Where a local source holds layer `digest` of `size` bytes (the manifest's). Raises
+    NotFoundError when it has none, DigestError when what the source measured is another
+    blob (bytes that hash otherwise, or an archive member of another size)."""
+    blob = source.blob_file(digest)
+    if blob.digest_seen is not None and blob.digest_seen != digest:
+        raise DigestError(f"layer {digest}: the archive's bytes hash to {blob.digest_seen}")
+    if blob.size >= 0 and blob.size != size:
+        raise DigestError(
+            f"layer {digest}: the manifest says {size} bytes, the archive's member holds "
+            f"{blob.size}"
+        )
+    return blob
+
+
 def is_local(source: ImageSource) -> TypeGuard[LocalSource]:
     """Whether fetch can take the source's layers from files rather than download them."""
     return source.local

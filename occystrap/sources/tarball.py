@@ -46,7 +46,7 @@ METADATA = frozenset({"manifest.json", "index.json", "oci-layout", "repositories
 CHUNK = 1 << 20
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 # what tarfile's "r|*" would decompress: such an archive is read as a stream, not in place
-_COMPRESSED = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00")
+_COMPRESSED = (*_MAGIC, b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00")
 
 
 def safe_name(name: str, where: str) -> str:

@@ -17,12 +17,20 @@ from typing import Any
 from occystrap import mediatypes
 from occystrap.config import Config
 from occystrap.destinations import Destination, Planner
-from occystrap.errors import DestinationError, DigestError, ManifestError
+from occystrap.errors import DestinationError, ManifestError
 from occystrap.layers.cache import Hit, LayerCache
 from occystrap.mediatypes import Descriptor, ImageIndex, ImageManifest
 from occystrap.messages import ImagePlan, LayerDesc
 from occystrap.reference import ImageRef
-from occystrap.sources import ImageSource, LocalSource, Resolved, check_depth, is_local, serves
+from occystrap.sources import (
+    ImageSource,
+    LocalSource,
+    Resolved,
+    check_depth,
+    is_local,
+    local_blob,
+    serves,
+)
 
 log = logging.getLogger(__name__)
 
@@ -323,15 +331,6 @@ class TreePlanner:
     @staticmethod
     def locate(layer: LayerDesc, source: LocalSource) -> None:
         """Point a layer of a local source at the file that holds its bytes."""
-        blob = source.blob_file(layer.digest)
-        if blob.digest_seen is not None and blob.digest_seen != layer.digest:
-            raise DigestError(
-                f"layer {layer.digest}: the archive's bytes hash to {blob.digest_seen}"
-            )
-        if blob.size >= 0 and blob.size != layer.size:
-            raise DigestError(
-                f"layer {layer.digest}: the manifest says {layer.size} bytes, the archive's "
-                f"member holds {blob.size}"
-            )
+        blob = local_blob(source, layer.digest, layer.size)
         layer.local_path, layer.local_owned = blob.path, blob.owned
         layer.local_offset = blob.offset

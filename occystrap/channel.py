@@ -29,11 +29,12 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
 from typing import cast
+
+import msgspec
 
 from occystrap import messages
 from occystrap.messages import Message
@@ -52,8 +53,7 @@ class ClosedChannel(Exception):
     """`send` on an end this process has already closed."""
 
 
-@dataclass(frozen=True)
-class ChannelStatistics:
+class ChannelStatistics(msgspec.Struct, frozen=True):
     """One channel's figures at the moment of asking (any process may ask).
 
     `capacity`: messages it holds before `send` blocks (None: unbounded).

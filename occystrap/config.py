@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from occystrap.filters import FilterChain
 from occystrap.mediatypes import Platform
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     parallel: int = 4
     image_parallel: int = 3
     retries: int = 3

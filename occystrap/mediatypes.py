@@ -12,7 +12,6 @@ is a separate question, answered by `artifact_type()`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -83,8 +82,7 @@ class _ManifestDoc(msgspec.Struct, rename="camel"):
     annotations: dict[str, str] | None = None
 
 
-@dataclass(frozen=True)
-class ImageManifest:
+class ImageManifest(msgspec.Struct, frozen=True):
     """A single manifest: an image, or an artifact (see `artifact_type`)."""
 
     media_type: str
@@ -95,8 +93,7 @@ class ImageManifest:
     annotations: dict[str, str] | None = None
 
 
-@dataclass(frozen=True)
-class ImageIndex:
+class ImageIndex(msgspec.Struct, frozen=True):
     """An OCI index or Docker manifest list; its entries may be manifests or indexes."""
 
     media_type: str

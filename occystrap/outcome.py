@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from occystrap.messages import ImageDone, ImageFailed, Notice, SearchHits, StageReport
 
 
-@dataclass
-class RunResult:
+class RunResult(msgspec.Struct):
     """One run's outcome. Times are seconds, sizes bytes.
 
     `error`: why the run stopped before its end (a crash, Ctrl-C, --fail-fast), one line
@@ -26,23 +26,24 @@ class RunResult:
     `memory`, `peak_pss_total`, `queues`, `series`) are what stats/schema.py reports.
     """
 
-    done: list[ImageDone] = field(default_factory=list)
-    failed: list[ImageFailed] = field(default_factory=list)
+    done: list[ImageDone] = msgspec.field(default_factory=list)
+    failed: list[ImageFailed] = msgspec.field(default_factory=list)
     error: str | None = None
     interrupted: bool = False
     terminated: bool = False
     wall_seconds: float = 0.0
     sources: int = 0  # source URIs given (a bulk source counts once)
-    image_seconds: dict[int, float] = field(default_factory=dict)  # image id → its time
-    search_hits: list[SearchHits] = field(default_factory=list)  # the search filters' matches
-    notices: list[Notice] = field(default_factory=list)  # about the sources, for -v
+    image_seconds: dict[int, float] = msgspec.field(default_factory=dict)  # image id → its time
+    # the search filters' matches
+    search_hits: list[SearchHits] = msgspec.field(default_factory=list)
+    notices: list[Notice] = msgspec.field(default_factory=list)  # about the sources, for -v
     # measured: each stage's report, peak memory per process (rss, pss), the channels'
     # summaries and the per-second series (stats/sampler.py)
-    reports: dict[str, StageReport] = field(default_factory=dict)
-    memory: dict[str, dict[str, int]] = field(default_factory=dict)
+    reports: dict[str, StageReport] = msgspec.field(default_factory=dict)
+    memory: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     peak_pss_total: int = 0
-    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
-    series: list[dict[str, Any]] = field(default_factory=list)
+    queues: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    series: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
     def failures_by_kind(self) -> dict[str, int]:
         """The error's class name → images failed with it, by name."""

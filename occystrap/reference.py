@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
+
+import msgspec
 
 from occystrap.errors import UsageError
 from occystrap.redaction import redact_uri
@@ -71,8 +72,7 @@ def normalized_name(name: str) -> str:
     return "docker.io/" + ("" if "/" in name else "library/") + name
 
 
-@dataclass(frozen=True)
-class ImageRef:
+class ImageRef(msgspec.Struct, frozen=True):
     """A registry image: host, repository name, and a tag and/or a digest."""
 
     host: str
@@ -111,8 +111,7 @@ class ImageRef:
         return text
 
 
-@dataclass(frozen=True)
-class BulkPattern:
+class BulkPattern(msgspec.Struct, frozen=True):
     """registry://HOST/NAMESPACE/GLOB[:TAG_GLOB][?tag_regex=RE]: every matching repository
     (from /v2/_catalog) at every matching tag. The tag defaults to `latest`."""
 
@@ -148,8 +147,7 @@ def parse_bulk_pattern(text: str, where: str, options: dict[str, object]) -> Bul
     return BulkPattern(host, rest, tag_glob or "latest", str(regex) if regex is not None else None)
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(msgspec.Struct, frozen=True):
     """A parsed source or destination URI."""
 
     scheme: str
@@ -158,7 +156,7 @@ class Location:
     tag: str | None = None
     select: str | None = None  # tar:// source: `#NAME:TAG` picks one image of several
     pattern: BulkPattern | None = None  # registry://HOST/NS/GLOB[:TAGS]: many images
-    options: dict[str, object] = field(default_factory=dict)
+    options: dict[str, object] = msgspec.field(default_factory=dict)
     text: str = ""
 
     def option(self, key: str, default: object = None) -> object:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from occystrap import mediatypes
 from occystrap.errors import ManifestError
@@ -32,8 +33,7 @@ _FALLBACK_RE = re.compile(r"^sha256-[a-f0-9]{64}$")
 _COMPANION_RE = re.compile(r"^sha256-[a-f0-9]{64}\.(?:sig|att|sbom)$")
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(msgspec.Struct, frozen=True):
     """One referrer of `subject` at a source: a manifest digest, or (cosign) a tag."""
 
     reference: str  # what to fetch: a digest, or the companion tag

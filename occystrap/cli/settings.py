@@ -9,8 +9,9 @@ Like the option table, this module imports the rest of occystrap only where it i
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+from msgspec.structs import replace
 
 from occystrap.cli.options import merge
 from occystrap.errors import UsageError

@@ -16,8 +16,9 @@ import importlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from occystrap.config import Config
 from occystrap.destinations.base import Planner, Writer
@@ -52,8 +53,7 @@ def writer_class(scheme: str) -> type[Writer]:
     return cls
 
 
-@dataclass(frozen=True)
-class Destination:
+class Destination(msgspec.Struct, frozen=True):
     """A destination of this run (`token`: the run's random token, in every temp name).
     What it can hold is its writer class's capabilities, refined by the location's options
     where they change one (`?format=v1.2`, `?unique_names=true`)."""

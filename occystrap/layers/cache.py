@@ -18,7 +18,8 @@ import fcntl
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from occystrap.errors import UsageError
 from occystrap.files import write_atomic
@@ -29,8 +30,7 @@ VERSION = 1
 MAX_PLACES = 16  # repositories remembered per blob, the most recent last
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(msgspec.Struct, frozen=True):
     """A cached re-encoding: the blob it gave, and where it was published
     (`HOST/REPOSITORY`, the most recent last)."""
 

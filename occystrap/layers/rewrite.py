@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from occystrap import mediatypes as mt
 from occystrap.reference import digest_of
 
 
-@dataclass(frozen=True)
-class NewDescriptor:
+class NewDescriptor(msgspec.Struct, frozen=True):
     digest: str
     size: int
     media_type: str

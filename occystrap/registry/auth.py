@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from occystrap.errors import AuthError
 from occystrap.registry.credentials import Credentials
@@ -31,12 +32,11 @@ __all__ = ["Authenticator", "Challenge", "Credentials", "TokenFetch", "parse_cha
 TokenFetch = Callable[[TokenRequest], tuple[str, float | None]]
 
 
-@dataclass(frozen=True)
-class Challenge:
+class Challenge(msgspec.Struct, frozen=True):
     """One challenge from a WWW-Authenticate header; names are lower-cased for lookups."""
 
     scheme: str
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 # RFC 9110 §5.6.2: tchar.

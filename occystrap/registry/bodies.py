@@ -21,7 +21,8 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 #: Request headers for every request whose answer is read into memory.
 IDENTITY = {"Accept-Encoding": "identity"}
@@ -74,8 +75,7 @@ class ShortSource(Exception):
     """The file to upload is shorter than the blob: a local fault, never worth a retry."""
 
 
-@dataclass(frozen=True)
-class FileRegion:
+class FileRegion(msgspec.Struct, frozen=True):
     """Bytes [offset, offset+size) of a file, sent as a request body without loading them.
 
     Plain HTTP uses sendfile (the kernel copies page cache to socket); TLS reads 1 MiB at a

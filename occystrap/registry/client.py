@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from occystrap.errors import (
     DestinationError,
@@ -44,8 +45,7 @@ from occystrap.registry.urls import (
 MAX_MANIFEST_SIZE = 4 * 2**20
 
 
-@dataclass(frozen=True)
-class ManifestResponse:
+class ManifestResponse(msgspec.Struct, frozen=True):
     """A manifest as served: `body` byte-exact (b"" for a HEAD), its media type, digest
     (ours for a GET, the registry's Docker-Content-Digest for a HEAD) and size in bytes."""
 

@@ -29,6 +29,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 from occystrap.errors import AuthError
 from occystrap.registry import credhelper
 
@@ -59,8 +61,7 @@ class Credentials:
         return self.username is not None and self.password is not None
 
 
-@dataclass(frozen=True)
-class AuthFile:
+class AuthFile(msgspec.Struct, frozen=True):
     """One file to look in; `legacy` is `~/.dockercfg`'s shape (the `auths` map at the top)."""
 
     path: str

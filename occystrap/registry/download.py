@@ -21,8 +21,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import BinaryIO
+
+import msgspec
 
 from occystrap.errors import DestinationError, DigestError, RegistryError, TransientError
 from occystrap.reference import digest_of_hash
@@ -36,8 +37,7 @@ from occystrap.registry.urls import announced_end, redact, resume_offset
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class BlobDownload:
+class BlobDownload(msgspec.Struct):
     """Blob `digest` of repository `name` (at `url`) on its way into `dest`.
 
     With `offset`, `dest` is an existing file (a tarball being assembled) and the blob goes
@@ -57,8 +57,8 @@ class BlobDownload:
     on_progress: Callable[[int], None] | None = None
     offset: int | None = None
     written: int = 0
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
-    buffer: bytearray = field(default_factory=lambda: bytearray(BLOB_BUFFER))
+    hasher: hashlib._Hash = msgspec.field(default_factory=hashlib.sha256)
+    buffer: bytearray = msgspec.field(default_factory=lambda: bytearray(BLOB_BUFFER))
     out: BinaryIO | None = None
 
     @property

@@ -9,7 +9,6 @@ only extends the ban. The waiting itself is the caller's (`Pause`; see `ratelimi
 
 from __future__ import annotations
 
-import email.utils
 import math
 import os
 from collections.abc import Callable
@@ -47,6 +46,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
             return None if seconds < 0 else math.inf
         return max(seconds, 0.0)
     try:
+        import email.utils  # an HTTP date is rare: most servers send seconds
+
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None  # since Python 3.10 it raises rather than return None

@@ -19,6 +19,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import msgspec
+
 from occystrap.errors import AuthError, OccystrapError, RegistryError, TransientError
 from occystrap.registry.bodies import IDENTITY
 from occystrap.registry.credentials import Credentials
@@ -29,8 +31,7 @@ DEFAULT_TOKEN_LIFETIME = 60.0
 MAX_TOKEN_RESPONSE = 1 << 20
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(msgspec.Struct, frozen=True):
     value: str
     expires_at: float
     refresh_at: float

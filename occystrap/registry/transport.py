@@ -21,11 +21,11 @@ per URL and nobody else's: callers never pick a stack.
 from __future__ import annotations
 
 import http.client
+import os
 import select
 import ssl
 import threading
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
@@ -255,7 +255,13 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
 
 
 def proxied(url: str) -> bool:
-    """True when the environment routes `url` through a proxy; only httpx honours proxies."""
+    """True when the environment routes `url` through a proxy; only httpx honours proxies.
+    urllib.request (which knows the rules: *_proxy, no_proxy) is loaded only when some
+    *_proxy variable is set, as it reads nothing else on Linux."""
+    if not any(name[-6:].lower() == "_proxy" for name in os.environ):
+        return False
+    import urllib.request
+
     parts = urllib.parse.urlsplit(url)
     proxies = urllib.request.getproxies()
     if parts.scheme not in proxies and "all" not in proxies:

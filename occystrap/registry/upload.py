@@ -22,8 +22,9 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from occystrap.errors import DigestError, OccystrapError, RegistryError, TransientError
 from occystrap.registry.answers import refuse
@@ -62,8 +63,7 @@ class Growing(Protocol):
         """Block until every byte is in and its digest was checked (raise to abandon)."""
 
 
-@dataclass(frozen=True)
-class Registry:
+class Registry(msgspec.Struct, frozen=True):
     """Where uploads go: the registry's base URL, host (for messages) and origin (upload
     locations elsewhere are refused)."""
 
@@ -92,8 +92,7 @@ class Progress:
             self.add(delta)
 
 
-@dataclass
-class UploadSession:
+class UploadSession(msgspec.Struct):
     """Blob `digest` going into repository `name`; `location` is where the registry wants
     the next request, `done` how many bytes it holds. Not shared between threads.
     `exists(name, digest)` is the client's blob HEAD (a lost answer to the final PUT)."""

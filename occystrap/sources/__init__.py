@@ -9,9 +9,9 @@ open sources only through it.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from occystrap.config import Config
-from occystrap.engine import Engine, docker_socket
 from occystrap.reference import Location
 from occystrap.registry.clients import ClientPool
 from occystrap.sources.base import (
@@ -29,13 +29,9 @@ from occystrap.sources.base import (
     resolved_from_bytes,
     serves,
 )
-from occystrap.sources.bulk import RegistryBulkSource
-from occystrap.sources.directory import DirectorySource
-from occystrap.sources.ocilayout import OCILayoutSource
-from occystrap.sources.quay import QuaySource, parse_since
-from occystrap.sources.quay import registry_host as quay_registry_host
-from occystrap.sources.registry import RegistryReferrers, RegistrySource
-from occystrap.sources.tarball import TarballSource
+
+if TYPE_CHECKING:
+    from occystrap.sources.registry import RegistryReferrers
 
 __all__ = [
     "BlobFile",
@@ -68,9 +64,15 @@ def open_source(
     docker:// source unpacks its members as it reads them (one pass); `discovery`, with
     --referrers, is the run's referrer discovery (registry sources only). A tar:// and
     docker:// source is read whole here. UsageError, NotFoundError, ManifestError for what
-    is wrong with the source, naming it."""
+    is wrong with the source, naming it.
+
+    Each kind of source is imported here, for its own scheme only: a run from a registry
+    never loads the archive readers, the Quay API or the Docker engine client (issue 16)."""
     insecure = location.insecure(config.insecure)
     if location.scheme == "quay":
+        from occystrap.sources.quay import QuaySource, parse_since
+        from occystrap.sources.quay import registry_host as quay_registry_host
+
         api = config.quay_url
         plain = api.startswith("http://")
         client = clients.get(quay_registry_host(api), plain or insecure)
@@ -88,18 +90,30 @@ def open_source(
             discovery,
         ), plain or insecure
     if location.scheme == "registry" and location.pattern is not None:
+        from occystrap.sources.bulk import RegistryBulkSource
+
         client = clients.get(location.pattern.host, insecure)
         return RegistryBulkSource(client, location.pattern, config.parallel, discovery), insecure
     if location.scheme == "registry":
+        from occystrap.sources.registry import RegistrySource
+
         assert location.ref is not None
         client = clients.get(location.ref.host, insecure)
         return RegistrySource(client, location.ref, discovery), insecure
     path = os.path.abspath(location.path or "")
     if location.scheme == "oci":
+        from occystrap.sources.ocilayout import OCILayoutSource
+
         return OCILayoutSource(path, location.tag), False
     if location.scheme == "dir":
+        from occystrap.sources.directory import DirectorySource
+
         return DirectorySource(path), False
+    from occystrap.sources.tarball import TarballSource
+
     if location.scheme == "docker":
+        from occystrap.engine import Engine, docker_socket
+
         engine = Engine(docker_socket(location))
         resp, conn = engine.export(location.path or "")
         try:

@@ -15,8 +15,9 @@ source imports this module, so the package has no import cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, TypeGuard
+
+import msgspec
 
 from occystrap import mediatypes
 from occystrap.errors import DigestError, ManifestError, NotFoundError, PlatformError
@@ -26,8 +27,7 @@ from occystrap.reference import ImageRef, digest_of
 MAX_INDEX_DEPTH = 8  # indexes of indexes (containerd, Docker's containerd store) this deep
 
 
-@dataclass
-class Resolved:
+class Resolved(msgspec.Struct):
     """A manifest or index as fetched: its bytes, media type, digest and parsed form."""
 
     manifest: bytes
@@ -36,8 +36,7 @@ class Resolved:
     parsed: ImageManifest | ImageIndex
 
 
-@dataclass(frozen=True)
-class BlobFile:
+class BlobFile(msgspec.Struct, frozen=True):
     """Where a local source holds a blob's bytes."""
 
     path: str
@@ -49,8 +48,7 @@ class BlobFile:
     size: int = -1
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """One image a source offers: how to name it, what to ask `source.fetch_manifest` for,
     and the image source that serves it (the source itself, or for a bulk source one per
     repository)."""

@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
+
+import msgspec
 
 from occystrap.channel import EndOfChannel, Receiver, Sender
 from occystrap.errors import from_library
@@ -43,8 +44,7 @@ from occystrap.stages.failures import FailedImages
 from occystrap.stages.progress import ProgressTracker
 
 
-@dataclass(frozen=True)
-class Wiring:
+class Wiring(msgspec.Struct, frozen=True):
     """A stage's connections, made by the supervisor before the fork: its inbox (None for
     resolve), outbox (None for write), the control channel to the supervisor, the ring of
     failed images, and the shared running byte counts (None: not kept)."""

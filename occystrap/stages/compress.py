@@ -11,7 +11,6 @@ core: zlib, zstandard and hashlib release the GIL.
 from __future__ import annotations
 
 import os
-import tarfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -68,7 +67,9 @@ class Compress(Stage):
         if layer.image_id in self.failed:
             self.drop(layer)
             return False
-        import zstandard  # with the codecs: only a run that converts layers loads them
+        import tarfile  # with the codecs: only a run that converts layers loads them
+
+        import zstandard
 
         try:
             diff_id = work()

@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -30,12 +29,11 @@ from occystrap.stages.base import Stage, Wiring, error_kind
 STREAM_MIN = 16 * 2**20
 
 
-@dataclass
-class _Image:
+class _Image(msgspec.Struct):
     plan: ImagePlan
     pool: ThreadPoolExecutor
     remaining: int = 0
-    futures: list[Future[None]] = field(default_factory=list)
+    futures: list[Future[None]] = msgspec.field(default_factory=list)
 
 
 class _BusyClock:

@@ -11,8 +11,9 @@ import itertools
 import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from occystrap import mediatypes
 from occystrap.config import Config
@@ -102,8 +103,7 @@ def layerless_plan(
     )
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(msgspec.Struct, frozen=True):
     """One top-level image being planned: where it comes from and where it goes."""
 
     image_id: int

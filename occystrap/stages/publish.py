@@ -16,7 +16,6 @@ A failure anywhere in a tree fails the top-level image (its tag is never pushed)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -26,17 +25,16 @@ from occystrap.layers.rewrite import NewDescriptor, rewrite_config, rewrite_inde
 from occystrap.messages import ImagePlan, LayerDesc
 
 
-@dataclass
-class Node:
+class Node(msgspec.Struct):
     """One manifest of a tree on its way to the destination."""
 
     plan: ImagePlan
-    layers: dict[int, LayerDesc] = field(default_factory=dict)
-    children_changed: dict[str, NewDescriptor] = field(default_factory=dict)
-    waiting: set[int] = field(default_factory=set)  # children not yet published
+    layers: dict[int, LayerDesc] = msgspec.field(default_factory=dict)
+    children_changed: dict[str, NewDescriptor] = msgspec.field(default_factory=dict)
+    waiting: set[int] = msgspec.field(default_factory=set)  # children not yet published
     # a top-level image's referrers, in publication order, and those ready to go
-    referrers: list[int] = field(default_factory=list)
-    ready: dict[int, tuple[ImagePlan, list[LayerDesc]]] = field(default_factory=dict)
+    referrers: list[int] = msgspec.field(default_factory=list)
+    ready: dict[int, tuple[ImagePlan, list[LayerDesc]]] = msgspec.field(default_factory=dict)
     staged: bool = False  # present by digest at the destination, its referrers may follow
     layer_total: int = 0  # its children's layers
     skipped: int = 0

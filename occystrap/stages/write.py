@@ -12,7 +12,6 @@ from multiprocessing.synchronize import Semaphore
 from occystrap.destinations.base import Writer
 from occystrap.errors import OccystrapError, from_library
 from occystrap.filters import FilterChain
-from occystrap.filters.inspect import history
 from occystrap.layers.cache import LayerCache
 from occystrap.layers.cache import key as cache_key
 from occystrap.layers.rewrite import NewDescriptor
@@ -60,6 +59,8 @@ def remember(
 
 def inspect_line(plan: ImagePlan, layers: list[LayerDesc]) -> dict[str, object]:
     """The inspect filter's line for one image as written."""
+    from occystrap.filters.inspect import history  # only a run with the filter needs it
+
     doc = json.loads(plan.config)
     return {
         "name": plan.repo_tag or plan.source,

@@ -173,6 +173,13 @@ def streams(dest: Destination, config: Config) -> bool:
     )
 
 
+def recodes(dest: Destination, config: Config) -> bool:
+    """Does compress re-encode every layer and nothing else (--compression, no filters, a
+    destination that keeps layers compressed)? Then fetch hands plain layers of a local
+    source on where they lie (compress.read_in_source)."""
+    return bool(config.compression) and not config.filters and not dest.needs_uncompressed
+
+
 def _speaks_tls(sources: Sequence[Location], dest_location: Location, config: Config) -> bool:
     """Will any registry of this run be reached over TLS? Loading the CA store costs some
     20 ms; a run of plain-HTTP registries and local paths never needs it."""
@@ -226,10 +233,17 @@ def run(
     )
     makers: dict[str, Callable[[Wiring], Stage]] = {
         "resolve": lambda w: Resolve(w, sources, dest, config, admit, spool, planner, cache),
-        "fetch": lambda w: Fetch(w, config, spool, stream=streams(dest, config)),
+        "fetch": lambda w: Fetch(
+            w, config, spool, stream=streams(dest, config), recodes=recodes(dest, config)
+        ),
         "verify": lambda w: Verify(w, config),
         "compress": lambda w: Compress(
-            w, dest.needs_uncompressed, config.compression, config.compression_level, config.filters
+            w,
+            dest.needs_uncompressed,
+            config.compression,
+            config.compression_level,
+            config.filters,
+            spool,
         ),
         "write": lambda w: Write(w, writer, admit, cache, config.compression_level, config.filters),
     }

@@ -26,6 +26,29 @@ def wants_recompression(layer: LayerDesc, target: str | None) -> bool:
     return target is not None and layer.compression != target
 
 
+def read_in_source(layer: LayerDesc, recodes: bool) -> bool:
+    """May this layer go from fetch to compress without a spool copy, read where it lies in
+    the source's file (a member of a tar file, a blob file of a layout)?
+
+    `recodes`: this run re-encodes every layer and does nothing else to it (--compression,
+    no filters, a destination that takes compressed layers), so compress reads each one whole
+    and writes a new blob. Only for a plain (uncompressed) layer whose digest is its diff_id:
+    then compress's diff_id check over the bytes it reads is the digest check that fetch's
+    copy would have made, so a file changed since resolve hashed it still fails the image.
+    The file is the user's: nobody unlinks it (`Stage.drop`) and compress writes its new blob
+    into the spool, never beside it.
+    """
+    return (
+        recodes
+        and bool(layer.local_path)
+        and not layer.local_owned
+        and layer.offset < 0  # not a region of a tarball being written
+        and layer.compression == "none"
+        and bool(layer.diff_id)
+        and layer.diff_id == layer.digest
+    )
+
+
 class Compress(Stage):
     """The compress stage. `uncompress`: the destination stores plain tar layers. `target`:
     re-encode every layer not already in that compression. `chain`: the filters every
@@ -40,8 +63,11 @@ class Compress(Stage):
         target: str | None = None,
         level: int | None = None,
         chain: FilterChain | None = None,
+        spool: str = "",
     ) -> None:
+        """`spool`: where a new blob of a layer read in its source's file goes."""
         super().__init__(wiring)
+        self.spool = spool
         self.uncompress = uncompress
         self.target = target
         self.level = level
@@ -99,7 +125,13 @@ class Compress(Stage):
         # A new blob (new digest) when members change or --compression re-encodes it; a
         # plain tar for dir:// keeps its name, as without filters.
         new_blob = chain.rewrites or (encoding != layer.compression and not uncompress)
-        out = f"{layer.path}.filtered" if new_blob or uncompress else None
+        # A layer read in its source's file (read_in_source) gets its new blob in the spool.
+        base = (
+            os.path.join(self.spool, f"{layer.image_id}-{layer.index}")
+            if layer.local_path and layer.path == layer.local_path
+            else layer.path
+        )
+        out = f"{base}.filtered" if new_blob or uncompress else None
         made = []
         from occystrap.filters.layer import filter_layer  # the codecs, on first need
 

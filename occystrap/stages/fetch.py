@@ -23,6 +23,7 @@ from occystrap.layers.codec import copy_blob
 from occystrap.messages import ImageFailed, ImagePlan, LayerDesc
 from occystrap.registry.clients import ClientPool
 from occystrap.stages.base import Stage, Wiring, error_kind
+from occystrap.stages.compress import read_in_source
 
 # Downloads at least this big are announced before their bytes (`LayerDesc.streaming`) when
 # the destination uploads while they arrive; a smaller blob is over before it would pay.
@@ -166,13 +167,23 @@ class Fetch(Stage):
     watches_failures = True
     tracks_progress = True
 
-    def __init__(self, wiring: Wiring, config: Config, spool: str, stream: bool = False) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        config: Config,
+        spool: str,
+        stream: bool = False,
+        recodes: bool = False,
+    ) -> None:
         """`stream`: announce each big download as it starts (a registry destination that
-        takes the bytes as they are: it uploads while they arrive)."""
+        takes the bytes as they are: it uploads while they arrive). `recodes`: compress
+        re-encodes every layer and does nothing else, so a plain layer of a local source is
+        handed on where it lies, not copied (compress.read_in_source)."""
         super().__init__(wiring)
         self.config = config
         self.spool = spool
         self.stream = stream
+        self.recodes = recodes
         self.clients = ClientPool(config, pool_size=config.parallel * config.image_parallel)
         self.images: dict[int, _Image] = {}
         self.busy = _BusyClock()
@@ -206,6 +217,16 @@ class Fetch(Stage):
             self.drop(layer)
             return
         if layer.present:
+            self.put(layer)
+            self.settle(image)
+            return
+        if read_in_source(layer, self.recodes):
+            # compress reads it where it lies and checks every byte (its diff_id).
+            layer.path, layer.offset, layer.fetched_size = (
+                layer.local_path,
+                layer.local_offset,
+                layer.size,
+            )
             self.put(layer)
             self.settle(image)
             return

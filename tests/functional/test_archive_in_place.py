@@ -5,6 +5,7 @@ compressed archive or a pipe is still read once as a stream. Both give the same 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
@@ -129,3 +130,38 @@ def test_a_named_pipe_is_read_as_a_stream(archive, tmp_path):
     thread.join(10)
     assert errors == [] and os.listdir(spool)
     assert len(source.entries()) == 1
+
+
+def test_a_recoded_copy_reads_layers_where_they_lie(
+    archive, tmp_path, registry, skopeo, occystrap_cli
+):
+    """tar2reg with --compression: compress reads each plain layer from the archive itself
+    (no spool copy by fetch), checks its diff_id, and writes the new blob into the spool;
+    the archive is untouched and nothing is written beside it."""
+    path, image = archive
+    stats = tmp_path / "stats" / "run.json"
+    stats.parent.mkdir()
+    assert occystrap_cli("--version").returncode == 0  # its HOME is made beside the archive
+    before = (sha256_file(path), os.stat(path).st_mtime_ns, sorted(os.listdir(path.parent)))
+    dest = f"{registry.host}/recoded/app:1"
+    r = occystrap_cli(
+        "--insecure", "--compression", "gzip", "--stats-file", stats,
+        "process", f"tar://{path}", f"registry://{dest}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (sha256_file(path), os.stat(path).st_mtime_ns, sorted(os.listdir(path.parent))) == before
+    fetch = next(s for s in json.loads(stats.read_text())["stages"] if s["stage"] == "fetch")
+    assert fetch["io"]["write_chars"] < sum(la.size for la in image.layers) // 10  # no copy
+    # What was pushed: gzip layers whose content is the archive's layers, byte for byte.
+    layout = tmp_path / "back"
+    got = skopeo("copy", "--src-tls-verify=false", f"docker://{dest}", f"oci:{layout}:x")
+    assert got.returncode == 0, got.stderr
+    index = json.loads((layout / "index.json").read_text())
+    manifest_hex = index["manifests"][0]["digest"].split(":", 1)[1]
+    manifest = json.loads((layout / "blobs" / "sha256" / manifest_hex).read_text())
+    plain = []
+    for layer in manifest["layers"]:
+        assert layer["mediaType"].endswith("gzip")
+        blob = layout / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+        plain.append(ab.sha256_digest(gzip.decompress(blob.read_bytes())))
+    assert plain == [la.digest for la in image.layers]

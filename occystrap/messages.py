@@ -45,6 +45,10 @@ class ImagePlan(msgspec.Struct, tag=True):
     tar_end: int = -1
     # registry://: the destination already serves this exact manifest; nothing to copy
     up_to_date: bool = False
+    # resolve gave this image's admission slot (-J) back as it sent the plan: nothing of an
+    # image found up to date is in flight, so the next image need not wait for this one to
+    # pass through every stage (write then does not give it back again)
+    released: bool = False
     # an index copied whole: the index's plan lists its children (sent after it), and each
     # child names its parent; the index is published once every child is
     children: list[int] = []

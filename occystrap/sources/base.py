@@ -56,6 +56,10 @@ class Entry(msgspec.Struct, frozen=True):
     ref: ImageRef
     reference: str
     source: ImageSource
+    # named without asking whether it exists (a bulk pattern's literal tag, its tag lists
+    # not read): a 404 for its manifest means the repository has no such tag, which skips
+    # the image quietly, as if a tag list had been read (stages/resolve.py)
+    optional: bool = False
 
 
 class Source(Protocol):

@@ -16,7 +16,7 @@ from multiprocessing.synchronize import Semaphore
 
 from occystrap.config import Config
 from occystrap.destinations import Destination, Planner
-from occystrap.errors import OccystrapError, UsageError, from_library
+from occystrap.errors import NotFoundError, OccystrapError, UsageError, from_library
 from occystrap.layers.cache import LayerCache
 from occystrap.mediatypes import ImageIndex
 from occystrap.messages import ImagePlan, LayerDesc, Notice
@@ -56,7 +56,8 @@ class Resolver:
         self.ids = itertools.count()
         self.tree = TreePlanner(dest, config, spool, planner, cache, self.ids)
         self.discovery = RegistryReferrers()
-        self.emitting = threading.Lock()
+        self.emitting = threading.Lock()  # also guards `absent`
+        self.absent = 0  # optional entries of this source whose tag was not there
         self.crashed: list[BaseException] = []
         self.referrals = Referrals(self.tree)
 
@@ -126,8 +127,10 @@ class Resolver:
                 if overlap
                 else None
             )
+            self.absent = 0  # optional entries whose tag was not there (plan_one)
+            mine = self.shard(entries)
             try:
-                for entry in self.shard(entries):
+                for entry in mine:
                     self.admit.acquire()  # one slot per image: an index and its children
                     image_id = next(self.ids)
                     # An image of a pattern is named by itself, not by the pattern, so its
@@ -155,6 +158,13 @@ class Resolver:
                     images.shutdown(wait=True)
             if self.crashed:
                 raise self.crashed[0]
+            if mine and self.absent == len(mine) and location.pattern is not None:
+                # Every repository lacked the tag: as when tag lists find none.
+                from occystrap.sources.bulk import no_match
+
+                error = no_match(location.pattern)
+                self.admit.acquire()
+                self.stage.fail(next(self.ids), location.text, str(error), error.kind)
 
     def plan_one(
         self,
@@ -170,6 +180,10 @@ class Resolver:
         the run to raise once the other images are out."""
         try:
             self.one_image(image_id, text, entry, source, insecure, target, referrers)
+        except _Absent:
+            with self.emitting:
+                self.absent += 1
+            self.admit.release()  # no image: nothing is sent, nothing to report
         except Exception as exc:  # noqa: BLE001 - fails this image, not the run
             error = _mapped(exc)
             self.stage.fail(image_id, text, str(error), error.kind)
@@ -200,7 +214,12 @@ class Resolver:
         referrers: bool = False,
     ) -> None:
         job = Job(image_id, entry.ref, text, source, insecure, target)
-        got = source.fetch_manifest(entry.reference)  # digest verified
+        try:
+            got = source.fetch_manifest(entry.reference)  # digest verified
+        except NotFoundError:
+            if entry.optional:  # a bulk pattern's literal tag this repository lacks
+                raise _Absent() from None
+            raise
         whole_index = isinstance(got.parsed, ImageIndex) and copies_whole_index(
             self.config, self.dest
         )
@@ -212,11 +231,25 @@ class Resolver:
                 "a registry:// or oci:// destination; pick one with --platform"
             )
         plans: list[tuple[ImagePlan, list[LayerDesc]]]
+        released = False
         if not self.config.filters and self.tree.probe.up_to_date(target, got.digest):
             # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
+            # Without referrers to look for, nothing of it will be in flight once its plan
+            # is sent: its admission slot goes back at once (a bulk re-run's images then
+            # overlap instead of each waiting for the one before to reach write).
+            released = not referrers
             plans = [
                 (
-                    layerless_plan(image_id, job.ref, text, got, insecure, target, up_to_date=True),
+                    layerless_plan(
+                        image_id,
+                        job.ref,
+                        text,
+                        got,
+                        insecure,
+                        target,
+                        up_to_date=True,
+                        released=released,
+                    ),
                     [],
                 )
             ]
@@ -229,6 +262,12 @@ class Resolver:
         with self.emitting:  # an image's plans travel together, parents first
             for plan, layers in plans:
                 self.emit(plan, layers)
+        if released:
+            self.admit.release()
+
+
+class _Absent(Exception):
+    """An optional entry (sources.base.Entry) whose manifest is not there: no image."""
 
 
 def _mapped(exc: Exception) -> OccystrapError:

@@ -133,6 +133,7 @@ class Write(Stage):
         super().__init__(wiring)
         self.writer = writer
         self.admit = admit
+        self.released: set[int] = set()  # images whose slot resolve gave back (on_plan)
         self.cache = cache
         self.level = level
         self.chain = chain or FilterChain()
@@ -154,6 +155,8 @@ class Write(Stage):
     # -- the hooks -------------------------------------------------------------------------
 
     def on_plan(self, plan: ImagePlan) -> None:
+        if plan.released:
+            self.released.add(plan.image_id)
         if plan.image_id not in self.failed:
             self.step(plan, lambda: self.publisher.begin(plan))
 
@@ -292,7 +295,7 @@ class Write(Stage):
                     kind="DestinationError",
                 )
             )
-            self.admit.release()
+            self.give_back(plan.image_id)
             return
         detail = _notes(
             node,
@@ -318,7 +321,15 @@ class Write(Stage):
                 referrers=node.referrers_copied,
             )
         )
-        self.admit.release()
+        self.give_back(plan.image_id)
+
+    def give_back(self, image_id: int) -> None:
+        """The image is through: its admission slot goes back, unless resolve gave it back
+        already (ImagePlan.released)."""
+        if image_id in self.released:
+            self.released.discard(image_id)
+        else:
+            self.admit.release()
 
     def fail_tree(self, image_id: int, source: str, stage: str, reason: str, kind: str) -> None:
         """Fail an image and everything in its tree (the top-level image is what fails),
@@ -348,4 +359,4 @@ class Write(Stage):
         self.tell(
             ImageFailed(image_id=image_id, source=source, stage=stage, reason=reason, kind=kind)
         )
-        self.admit.release()
+        self.give_back(image_id)

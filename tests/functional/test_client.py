@@ -55,6 +55,26 @@ def _push_blob(registry: TestRegistry, name: str, data: bytes) -> str:
 # -- the real registry --------------------------------------------------------------------------
 
 
+def test_the_environments_proxy_is_used_and_no_proxy_honoured(
+    registry: TestRegistry, sample_images: dict[str, Sample], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY routes requests through httpx to the proxy (a TCP relay on loopback: the
+    registry takes the absolute-form request it forwards), NO_PROXY exempts the host. The
+    transport reads the variables when it is made."""
+    sample = sample_images["docker"]
+    with FaultProxy(registry.port) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.host}")
+        with RegistryClient(registry.host, insecure=True) as client:
+            got = client.get_manifest(sample.name, sample.tag, ACCEPT)
+        assert got.body == sample.manifest
+        through = proxy.request_bytes
+        assert through > 0
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with RegistryClient(registry.host, insecure=True) as client:
+            client.get_manifest(sample.name, sample.tag, ACCEPT)
+        assert proxy.request_bytes == through
+
+
 @pytest.mark.parametrize("key", ["docker", "oci", "index", "manifest_list"])
 def test_get_manifest_byte_exact(
     registry: TestRegistry, sample_images: dict[str, Sample], key: str

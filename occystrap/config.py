@@ -45,6 +45,14 @@ class Config(msgspec.Struct, frozen=True):
     verbose: bool = False
     timeout: float = 60.0
 
+    def __repr__(self) -> str:
+        """Every setting, the passwords masked (a Config may end up in a log or a report)."""
+        shown = (
+            f"{name}={'<redacted>' if name.endswith('password') and value else value!r}"
+            for name, value in msgspec.structs.asdict(self).items()
+        )
+        return f"Config({', '.join(shown)})"
+
     def credentials(self, role: str) -> tuple[str | None, str | None]:
         """(username, password) for the source or destination registry: the role's own
         flags first, then the shared --username/--password."""

@@ -264,9 +264,11 @@ def run(
     # never touches their headers, so their pages stay shared with the supervisor instead of
     # being copied into every stage on write (PSS, and page faults at the stages' start).
     gc.freeze()
-    for p in procs.values():
-        p.start()
-    gc.unfreeze()  # the supervisor's own garbage stays collectable
+    try:
+        for p in procs.values():
+            p.start()
+    finally:
+        gc.unfreeze()  # the supervisor's own garbage stays collectable
     sampler = Sampler(
         {name: p.pid for name, p in procs.items() if p.pid},
         channels={f"{STAGES[i]}>{STAGES[i + 1]}": rx for i, (_, rx) in enumerate(links)},

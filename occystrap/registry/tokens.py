@@ -36,6 +36,9 @@ class _Token(msgspec.Struct, frozen=True):
     expires_at: float
     refresh_at: float
 
+    def __repr__(self) -> str:  # a bearer token is a secret, wherever it is printed
+        return f"_Token(<redacted>, expires_at={self.expires_at}, refresh_at={self.refresh_at})"
+
 
 class TokenCache:
     """Bearer tokens by (realm, service, scope), shared by all fetch threads of one client.

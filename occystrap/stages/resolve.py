@@ -158,7 +158,12 @@ class Resolver:
                     images.shutdown(wait=True)
             if self.crashed:
                 raise self.crashed[0]
-            if mine and self.absent == len(mine) and location.pattern is not None:
+            if (
+                mine
+                and self.absent == len(mine)
+                and location.pattern is not None
+                and self.config.shard is None  # another shard's repositories may have it
+            ):
                 # Every repository lacked the tag: as when tag lists find none.
                 from occystrap.sources.bulk import no_match
 
@@ -183,7 +188,14 @@ class Resolver:
         except _Absent:
             with self.emitting:
                 self.absent += 1
-            self.admit.release()  # no image: nothing is sent, nothing to report
+            self.admit.release()  # no image: nothing is sent, no result
+            self.stage.tell(
+                Notice(
+                    source=text,
+                    text=f"registry://{entry.ref}: no such manifest (404); skipped",
+                    verbose=True,
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - fails this image, not the run
             error = _mapped(exc)
             self.stage.fail(image_id, text, str(error), error.kind)

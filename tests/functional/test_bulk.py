@@ -286,3 +286,15 @@ def test_a_literal_tag_skips_repositories_without_it(
     r = occystrap_cli("--insecure", "process", f"registry://{registry.host}/sparse/*:2.*", dest)
     assert r.returncode == 0, r.stderr
     assert client.list_tags("sparse-mirror/sparse/b") == ["2.0"]
+
+
+def test_a_literal_tag_in_shards(occystrap_cli, registry, mirror, sparse, tmp_path):
+    """With --shard, a share whose repositories all lack the tag is not a failure: another
+    share may hold the only repository that has it (the shares together copy it once)."""
+    dest = f"registry://{mirror.host}/sparse-shards"
+    src = f"registry://{registry.host}/sparse/*:1.0"
+    for k in (0, 1):
+        r = occystrap_cli("--insecure", "-v", "process", "--shard", f"{k}/2", src, dest)
+        assert r.returncode == 0, r.stderr
+    client = RegistryClient(mirror.host, insecure=True)
+    assert client.list_tags("sparse-shards/sparse/a") == ["1.0"]

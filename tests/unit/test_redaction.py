@@ -86,3 +86,17 @@ def test_every_uri_option_read_is_either_safe_or_known_secret() -> None:
     source = "\n".join(p.read_text() for p in package.rglob("*.py"))
     read = set(re.findall(r"""\.option\(\s*["']([a-z_]+)["']""", source))
     assert read and read - SAFE_OPTIONS == {"token"}, read - SAFE_OPTIONS
+
+
+def test_config_and_token_reprs_mask_their_secrets() -> None:
+    """A Config or a cached bearer token printed (a log line, a report, a crash's message)
+    shows no password and no token."""
+    from occystrap.config import Config
+    from occystrap.registry.tokens import _Token
+
+    config = Config(password="pw-1", src_password="pw-2", dest_password="pw-3", username="u")
+    shown = repr(config)
+    assert not any(s in shown for s in ("pw-1", "pw-2", "pw-3"))
+    assert "username='u'" in shown and "password='<redacted>'" in shown
+    assert "src_password" in repr(Config())  # unset: None, nothing to mask
+    assert "tok-4" not in repr(_Token("tok-4", 1.0, 2.0))

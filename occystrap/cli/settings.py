@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from msgspec.structs import replace
-
 from occystrap.cli.options import merge
 from occystrap.errors import UsageError
 
@@ -108,6 +106,8 @@ def process_config(
 ) -> Config:
     """The Config of `process`: the global options, the command's own, and the rules
     between them (UsageError)."""
+    from msgspec.structs import replace  # msgspec stays out of --help and --version
+
     config = replace(
         build_config(merge(obj, after)),
         shard=parse_shard(shard),
@@ -206,6 +206,8 @@ def source_config(src: Location, config: Config) -> Config:
         str(arch or p.architecture),
         str(variant) if variant else (None if arch else p.variant),
     )
+    from msgspec.structs import replace
+
     return replace(config, platform=platform, platform_given=True)
 
 

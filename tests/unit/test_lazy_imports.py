@@ -68,3 +68,16 @@ def test_the_probe_sees_what_a_run_needs(loaded: set[str]) -> None:
     # The probe is real: what every run needs is there.
     for module in ("occystrap.stages.fetch", "occystrap.registry.client", "msgspec", "click"):
         assert module in loaded
+
+
+def test_the_command_line_alone_loads_no_run_machinery() -> None:
+    """`--help` and `--version` import the command line only: not msgspec, the pipeline,
+    psutil or the HTTP stack (the ≤ 80 ms of issue 16)."""
+    probe = "import json, sys; import occystrap.cli; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out))
+    assert "click" in loaded
+    for module in ("msgspec", "occystrap.pipeline", "psutil", "http.client", "ssl"):
+        assert module not in loaded

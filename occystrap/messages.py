@@ -108,6 +108,12 @@ class LayerDesc(msgspec.Struct, tag=True):
     # layer's own (final) message says fetch verified it; never counted as the layer
     streaming: bool = False
 
+    @property
+    def in_source(self) -> bool:
+        """`path` is the source's own file, handed on where it lies (compress.read_in_source):
+        the user's, never ours to remove or to write beside."""
+        return bool(self.local_path) and self.path == self.local_path and not self.local_owned
+
 
 class ImageFailed(msgspec.Struct, tag=True):
     """An image that cannot be copied: the stage that found out, the one-line reason, and

@@ -205,7 +205,7 @@ class Stage:
     def drop(self, layer: LayerDesc) -> None:
         """A layer of a failed image: its spool file goes, the message stops here. A layer
         written in place into a tarball stays: the writer disowns its region."""
-        if layer.local_path and layer.path == layer.local_path and not layer.local_owned:
+        if layer.in_source:
             return  # the source's own file, read where it lies: never ours to remove
         if layer.path and layer.offset < 0 and not layer.streaming:  # fetch owns it still
             unlink_quietly(layer.path)

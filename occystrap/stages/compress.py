@@ -128,7 +128,7 @@ class Compress(Stage):
         # A layer read in its source's file (read_in_source) gets its new blob in the spool.
         base = (
             os.path.join(self.spool, f"{layer.image_id}-{layer.index}")
-            if layer.local_path and layer.path == layer.local_path
+            if layer.in_source
             else layer.path
         )
         out = f"{base}.filtered" if new_blob or uncompress else None

@@ -106,9 +106,7 @@ class Resolver:
                         f"pick one with #NAME:TAG or write to tar:// or oci://"
                     )
             except Exception as exc:  # noqa: BLE001 - a library's verdict fails the source
-                self.admit.acquire()
-                error = _mapped(exc)
-                self.stage.fail(next(self.ids), location.text, str(error), error.kind)
+                self.fail_source(location, _mapped(exc))
                 continue
             bulk = (
                 len(entries) > 1
@@ -167,9 +165,13 @@ class Resolver:
                 # Every repository lacked the tag: as when tag lists find none.
                 from occystrap.sources.bulk import no_match
 
-                error = no_match(location.pattern)
-                self.admit.acquire()
-                self.stage.fail(next(self.ids), location.text, str(error), error.kind)
+                self.fail_source(location, no_match(location.pattern))
+
+    def fail_source(self, location: Location, error: OccystrapError) -> None:
+        """The source itself failed (not one of its images): a result of its own, which
+        holds an admission slot until write reports it, like an image."""
+        self.admit.acquire()
+        self.stage.fail(next(self.ids), location.text, str(error), error.kind)
 
     def plan_one(
         self,

@@ -5,7 +5,8 @@ Memory is sampled by the supervisor (PSS where the kernel offers smaps_rollup, e
 a stage that dies still has its peak on record. Channel figures come from
 `ChannelStatistics` (channel.py), the one home of queue accounting; the running byte counts
 from the shared array the stages write (stages/accounting.py). Sampling is a handful of
-/proc reads and semaphore peeks every ~50 ms.
+/proc reads and semaphore peeks every ~50 ms; PSS, the costly one, only when RSS moved
+(`MemorySampler`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,24 @@ class HasStatistics(Protocol):
     def statistics(self) -> ChannelStatistics: ...
 
 
+#: RSS change (bytes) since a process's last PSS reading that calls for a new one; below
+#: it, the PSS is the last reading moved by the RSS change (new pages are private ones)
+PSS_DRIFT = 1 << 20
+#: seconds after which a PSS reading is renewed anyway (a sibling's exit changes sharing)
+PSS_MAX_AGE = 1.0
+
+
 class MemorySampler:
     """Peak RSS and PSS per process (`supervisor` and each stage), and the peak of their
-    PSS sum at one sample (`peak_total`), in bytes."""
+    PSS sum at one sample (`peak_total`), in bytes.
+
+    RSS is read at every sample (/proc/PID/statm, ~15 µs). PSS needs smaps_rollup, for
+    which the kernel walks the process's page tables: 0.1 ms for an idle stage, 1.5 ms for
+    a busy one (measured in a 100-image mirror: 0.6 s of the supervisor's CPU in 4.7 s,
+    on two cores). It is read again only when the RSS moved by `PSS_DRIFT` or the last
+    reading is `PSS_MAX_AGE` old; in between it is estimated from the RSS change, so a
+    peak is missed by less than `PSS_DRIFT` per process.
+    """
 
     def __init__(self, pids: Mapping[str, int]) -> None:
         self._procs: dict[str, psutil.Process] = {}
@@ -40,18 +56,27 @@ class MemorySampler:
         self.peaks: dict[str, dict[str, int]] = {name: {"rss": 0, "pss": 0} for name in self._procs}
         self.peak_total = 0
         self.last_total = 0
+        self._pss: dict[str, tuple[int, int, float]] = {}  # name → (PSS, RSS then, when)
 
     def sample(self) -> None:
         total = 0
+        now = time.monotonic()
         for name, proc in list(self._procs.items()):
             try:
-                info = proc.memory_full_info()
+                rss = proc.memory_info().rss
+                last = self._pss.get(name)
+                if last is None or abs(rss - last[1]) >= PSS_DRIFT or now - last[2] >= PSS_MAX_AGE:
+                    info = proc.memory_full_info()
+                    rss = info.rss
+                    pss = getattr(info, "pss", rss)
+                    self._pss[name] = (pss, rss, now)
+                else:
+                    pss = max(last[0] + rss - last[1], 0)
             except psutil.Error:
                 self._procs.pop(name)
                 continue
-            pss = getattr(info, "pss", info.rss)
             peak = self.peaks[name]
-            peak["rss"] = max(peak["rss"], info.rss)
+            peak["rss"] = max(peak["rss"], rss)
             peak["pss"] = max(peak["pss"], pss)
             total += pss
         self.peak_total = max(self.peak_total, total)

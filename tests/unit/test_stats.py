@@ -18,8 +18,9 @@ from occystrap.cli import progress, report
 from occystrap.messages import ImageDone, ImageFailed, Progress, StageReport
 from occystrap.registry.client import RegistryClient
 from occystrap.registry.counters import COUNTERS
+from occystrap.stats import sampler as sampler_module
 from occystrap.stats import schema
-from occystrap.stats.sampler import QueueStats, Sampler
+from occystrap.stats.sampler import MemorySampler, QueueStats, Sampler
 from occystrap.stats.verdict import bottleneck
 
 
@@ -168,6 +169,45 @@ def test_sampler_series_rows() -> None:
     assert first["queues"]["fetch>verify"] == 7
     assert second["stages"]["fetch"]["bytes"] == 1_000_000 and second["queues"]["fetch>verify"] == 1
     assert sampler.queue_stats["fetch>verify"].peak == 7
+
+
+class _FakeProcess:
+    """psutil.Process's two memory readings, counting the costly one (smaps_rollup)."""
+
+    def __init__(self, rss: int, pss: int) -> None:
+        self.rss, self.pss, self.full_reads = rss, pss, 0
+
+    def memory_info(self) -> SimpleNamespace:
+        return SimpleNamespace(rss=self.rss)
+
+    def memory_full_info(self) -> SimpleNamespace:
+        self.full_reads += 1
+        return SimpleNamespace(rss=self.rss, pss=self.pss)
+
+
+def test_pss_is_read_again_only_when_rss_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    mib = 1 << 20
+    clock = [100.0]
+    monkeypatch.setattr(sampler_module.time, "monotonic", lambda: clock[0])
+    proc = _FakeProcess(rss=10 * mib, pss=6 * mib)
+    memory = MemorySampler({})
+    memory._procs = {"fetch": proc}  # type: ignore[dict-item]
+    memory.peaks = {"fetch": {"rss": 0, "pss": 0}}
+    memory.sample()
+    assert proc.full_reads == 1 and memory.peak_total == 6 * mib
+    proc.rss += mib // 2  # new private pages: PSS moves with RSS, estimated without a read
+    proc.pss += mib // 2
+    memory.sample()
+    assert proc.full_reads == 1 and memory.peak_total == 6 * mib + mib // 2
+    proc.rss += mib  # past PSS_DRIFT since the reading: read again
+    proc.pss += mib // 4  # (less than RSS: some of the new pages are shared)
+    memory.sample()
+    assert proc.full_reads == 2 and memory.last_total == 6 * mib + 3 * mib // 4
+    proc.pss -= mib  # a sibling's exit changes sharing without any RSS change
+    clock[0] += sampler_module.PSS_MAX_AGE
+    memory.sample()
+    assert proc.full_reads == 3 and memory.last_total == 5 * mib + 3 * mib // 4
+    assert memory.peaks["fetch"] == {"rss": 11 * mib + mib // 2, "pss": 6 * mib + 3 * mib // 4}
 
 
 def _result(**kw: Any) -> SimpleNamespace:

@@ -45,6 +45,9 @@ class ImagePlan(msgspec.Struct, tag=True):
     tar_end: int = -1
     # registry://: the destination already serves this exact manifest; nothing to copy
     up_to_date: bool = False
+    # registry://: resolve asked the destination about every layer and none was there, so
+    # the config is taken as new too (written without a HEAD first)
+    config_new: bool = False
     # resolve gave this image's admission slot (-J) back as it sent the plan: nothing of an
     # image found up to date is in flight, so the next image need not wait for this one to
     # pass through every stage (write then does not give it back again)

@@ -16,6 +16,7 @@ import importlib
 import os
 import shutil
 import tempfile
+import threading
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -253,6 +254,8 @@ class Probe:
         self.dest = dest
         self._pool: ClientPool | None = None
         self._client: RegistryClient | None = None
+        self._lock = threading.Lock()
+        self._sending: set[str] = set()  # digests this run sends to the registry
         if dest.is_registry:
             assert dest.location.ref is not None
             from occystrap.registry.clients import ClientPool
@@ -272,6 +275,24 @@ class Probe:
         if self._client is None or target is None:
             return self.dest.has_layer(digest, size)
         return self._client.blob_exists(target.name, digest) is not None
+
+    def must_send(self, digest: str, size: int, target: ImageRef | None = None) -> bool:
+        """Must this run send the blob to `target`? As `has_layer`, negated, with one HEAD
+        per digest per run on a registry: once a blob was found missing, this run sends it
+        to that registry, and a later image needing it in another repository gets it
+        mounted from there by the write stage (`destinations/registry.py`), a HEAD there
+        would only add a request (a 404 in a new repository). Thread-safe: resolve plans
+        images side by side."""
+        if self._client is None or target is None:
+            return not self.dest.has_layer(digest, size)
+        with self._lock:
+            if digest in self._sending:
+                return True
+        if self._client.blob_exists(target.name, digest) is not None:
+            return False
+        with self._lock:
+            self._sending.add(digest)
+        return True
 
     def mountable(self, places: tuple[str, ...], target: ImageRef | None) -> list[str]:
         """Of the `HOST/REPOSITORY` places the layer cache recorded, the repositories of

@@ -251,7 +251,14 @@ class RegistryWriter(Writer):
         path = os.path.join(self.spool, f"config-{plan.image_id}-{hex_of(plan.config_digest)}")
         write_atomic(path, plan.config, self.token)
         self._submit(
-            plan, self._push_blob, plan, plan.config_digest, len(plan.config), path, -1, True
+            plan,
+            self._push_blob,
+            plan,
+            plan.config_digest,
+            len(plan.config),
+            path,
+            -1,
+            not plan.config_new,
         )
 
     def stream_layer(self, plan: ImagePlan, layer: LayerDesc) -> None:

@@ -81,6 +81,52 @@ def test_mirror_to_registry_dedups_and_reruns_cheaply(
     assert f"{COUNT} already up to date" in r.stderr
 
 
+def test_a_mirror_asks_once_per_blob(occystrap_cli, registry, mirror, bulk):
+    """Requests at the destination: the shared base is HEADed once in the run and mounted
+    into every other repository; a new image's config is uploaded without a HEAD (none of
+    its layers was there); a re-tag, whose layers are all there, HEADs its config and
+    uploads nothing."""
+    names = [f"bulk/app-0{i}" for i in range(10)]
+    base = bulk[names[0]].layers[0].digest
+    configs = {bulk[n].config.digest for n in names}
+    with FaultProxy(mirror.port) as wire:
+        r = occystrap_cli(
+            "--insecure",
+            "-J",
+            "1",
+            "process",
+            f"registry://{registry.host}/bulk/app-0*:1.0",
+            f"registry://{wire.host}/mirror",
+            timeout=120,
+        )
+        lines = list(wire.request_lines)
+    assert r.returncode == 0, r.stderr
+    heads = [line.rpartition("/")[2] for line in lines if line.startswith("HEAD ")]
+    assert heads.count(base) == 1, lines
+    assert not configs & set(heads), lines
+    hexes = base.partition(":")[2]  # the query's colon may be percent-encoded
+    mounts = [line for line in lines if line.startswith("POST ") and "mount=" in line]
+    assert len(mounts) == len(names) - 1 and all(hexes in m for m in mounts), lines
+    assert sum(line.startswith("PUT ") and hexes in line for line in lines) == 1, lines
+
+    one = names[0]
+    with FaultProxy(mirror.port) as wire:
+        r = occystrap_cli(
+            "--insecure",
+            "process",
+            f"registry://{registry.host}/{one}:1.0",
+            f"registry://{wire.host}/mirror/{one}:again",
+            timeout=60,
+        )
+        lines = list(wire.request_lines)
+    assert r.returncode == 0, r.stderr
+    assert f"HEAD /v2/mirror/{one}/blobs/{bulk[one].config.digest}" in lines
+    assert not [line for line in lines if line.startswith("POST ")], lines
+    client = RegistryClient(mirror.host, insecure=True)
+    got = client.get_manifest(f"mirror/{one}", "again", [bulk[one].manifest_media_type])
+    assert got.body == bulk[one].manifest
+
+
 def test_bulk_into_one_layout_and_one_tarball(occystrap_cli, registry, bulk, tmp_path):
     src = f"registry://{registry.host}/bulk/app-*"
     for dest in (f"oci://{tmp_path / 'layout'}", f"tar://{tmp_path / 'all.tar'}"):

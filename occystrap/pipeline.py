@@ -33,7 +33,6 @@ Side channels, every one of them (all made here before the fork):
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
@@ -69,6 +68,7 @@ from occystrap.reference import Location
 from occystrap.registry import credentials, ratelimit
 from occystrap.registry.tls import warm_ssl_context
 from occystrap.stages.base import Stage, Wiring, crash
+from occystrap.stages.child import setup_child
 from occystrap.stages.compress import Compress
 from occystrap.stages.failures import FailedImages
 from occystrap.stages.fetch import Fetch
@@ -79,7 +79,6 @@ from occystrap.stats.sampler import Sampler
 
 QUEUE_SIZE = 64
 SAMPLE_EVERY = 0.05  # seconds between the supervisor's memory and channel samples
-_PR_SET_PDEATHSIG = 1
 
 Event = ImageDone | ImageFailed | Notice
 
@@ -110,20 +109,9 @@ class Live(msgspec.Struct):
         return self.result.image_seconds
 
 
-def _child_setup() -> None:
-    """Children leave Ctrl-C to the supervisor and die with it if it dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
 def _stage_main(make: Callable[[Wiring], Stage], wiring: Wiring) -> None:
     """A stage process: made after the fork, it runs and exits (Stage.main)."""
-    _child_setup()
+    setup_child()
     try:
         stage = make(wiring)
     except BaseException as exc:  # noqa: BLE001 - reported like a crash in the stage

@@ -78,7 +78,9 @@ class SharedBlobs:
     def __init__(self, spool: str) -> None:
         self.spool = spool
         self._lock = threading.Lock()
-        self._blobs: dict[str, Future[tuple[str, int]]] = {}
+        # digest → (path, offset) of its bytes; a Future while its owner downloads it (a
+        # settled one is replaced by its result: 1.6 KB less a blob over a long mirror)
+        self._blobs: dict[str, tuple[str, int] | Future[tuple[str, int]]] = {}
 
     def take(
         self, layer: LayerDesc, path: str, in_place: bool
@@ -88,14 +90,19 @@ class SharedBlobs:
         while True:
             with self._lock:
                 fut = self._blobs.get(layer.digest)
-                if fut is None or (fut.done() and fut.exception() is not None):
+                if fut is None or (
+                    isinstance(fut, Future) and fut.done() and fut.exception() is not None
+                ):
                     mine: Future[tuple[str, int]] = Future()
                     self._blobs[layer.digest] = mine
                     return None, mine
-            try:
-                source, source_offset = fut.result()
-            except Exception:  # the owner failed: try again, perhaps as the owner
-                continue
+            if isinstance(fut, tuple):
+                source, source_offset = fut
+            else:
+                try:
+                    source, source_offset = fut.result()
+                except Exception:  # the owner failed: try again, perhaps as the owner
+                    continue
             if in_place:
                 if source_offset != layer.offset:
                     copy_blob(
@@ -127,14 +134,16 @@ class SharedBlobs:
         if mine is None:
             return
         if in_place:
-            mine.set_result((path, layer.offset))
-            return
-        shared = os.path.join(self.spool, f"blob-{layer.digest.split(':', 1)[1]}")
-        try:
-            os.link(path, shared)
-        except FileExistsError:
-            pass
-        mine.set_result((shared, -1))
+            where = (path, layer.offset)
+        else:
+            where = (os.path.join(self.spool, f"blob-{layer.digest.split(':', 1)[1]}"), -1)
+            try:
+                os.link(path, where[0])
+            except FileExistsError:
+                pass
+        mine.set_result(where)
+        with self._lock:
+            self._blobs[layer.digest] = where
 
     @staticmethod
     def withdraw(mine: Future[tuple[str, int]] | None, exc: BaseException) -> None:

@@ -199,6 +199,9 @@ def _write_whole(path: str, text: str) -> None:
 def _print_search_results(chain: FilterChain, results: Sequence[RunResult]) -> None:
     """The search filters' matches, on stdout, for the images that were copied: image by
     image, each layer in manifest order."""
+    searches = chain.searches
+    if not searches:
+        return  # (and the search module, 6 ms of imports, stays unloaded)
     from occystrap.filters.search import report
 
     found = []
@@ -209,7 +212,6 @@ def _print_search_results(chain: FilterChain, results: Sequence[RunResult]) -> N
         )
     if not found and not any(r.done for r in results):
         return  # nothing was searched
-    searches = chain.searches
     for position, search in searches:
         if len(searches) > 1 and not search.script_friendly:
             click.echo(f"search {search.pattern}:")

@@ -81,3 +81,16 @@ def test_the_command_line_alone_loads_no_run_machinery() -> None:
     assert "click" in loaded
     for module in ("msgspec", "occystrap.pipeline", "psutil", "http.client", "ssl"):
         assert module not in loaded
+
+
+def test_the_report_of_a_run_without_search_loads_no_filter() -> None:
+    """The end of a run (last byte → exit, issue 16): no search filter, no search module."""
+    probe = (
+        "import sys; from occystrap.cli import report; from occystrap.filters import FilterChain;"
+        " report._print_search_results(FilterChain(()), []);"
+        " print('occystrap.filters.search' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"

@@ -45,7 +45,7 @@ class ImagePlan(msgspec.Struct, tag=True):
     tar_end: int = -1
     # registry://: the destination already serves this exact manifest; nothing to copy
     up_to_date: bool = False
-    # registry://: resolve asked the destination about every layer and none was there, so
+    # registry://: no layer is at the destination and a HEAD said so for one at least, so
     # the config is taken as new too (written without a HEAD first)
     config_new: bool = False
     # resolve gave this image's admission slot (-J) back as it sent the plan: nothing of an
@@ -106,6 +106,10 @@ class LayerDesc(msgspec.Struct, tag=True):
     # registry://: present in this other repository of the destination (the layer cache
     # said so, a HEAD confirmed it): mounted at write time, no bytes move
     mount_from: str = ""
+    # registry://: resolve did not HEAD it, as this run already found it missing and sends
+    # it to another repository of the destination: write mounts it from there, or HEADs it
+    # in its own repository before it uploads it (destinations.Probe.blob_state)
+    assumed: bool = False
     # registry://: an announcement sent when the download starts, before its bytes: the
     # write stage uploads the spool file as it grows, and commits the blob only when this
     # layer's own (final) message says fetch verified it; never counted as the layer

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -276,23 +276,26 @@ class Probe:
             return self.dest.has_layer(digest, size)
         return self._client.blob_exists(target.name, digest) is not None
 
-    def must_send(self, digest: str, size: int, target: ImageRef | None = None) -> bool:
-        """Must this run send the blob to `target`? As `has_layer`, negated, with one HEAD
-        per digest per run on a registry: once a blob was found missing, this run sends it
-        to that registry, and a later image needing it in another repository gets it
-        mounted from there by the write stage (`destinations/registry.py`), a HEAD there
-        would only add a request (a 404 in a new repository). Thread-safe: resolve plans
-        images side by side."""
+    def blob_state(
+        self, digest: str, size: int, target: ImageRef | None = None
+    ) -> Literal["present", "missing", "sending"]:
+        """Where the blob stands at the destination: "present" (no bytes move), "missing"
+        (a HEAD there said so), or "sending": on a registry, a blob once found missing is
+        not HEADed again in the run, since this run sends it to that registry and the write
+        stage mounts it from the repository it went to (`destinations/registry.py`): in a
+        new repository a HEAD would only say 404. The target repository may still hold it;
+        write HEADs it there before it falls back to an upload. Images planned side by side
+        may each ask once before the first answer is known. Thread-safe."""
         if self._client is None or target is None:
-            return not self.dest.has_layer(digest, size)
+            return "present" if self.dest.has_layer(digest, size) else "missing"
         with self._lock:
             if digest in self._sending:
-                return True
+                return "sending"
         if self._client.blob_exists(target.name, digest) is not None:
-            return False
+            return "present"
         with self._lock:
             self._sending.add(digest)
-        return True
+        return "missing"
 
     def mountable(self, places: tuple[str, ...], target: ImageRef | None) -> list[str]:
         """Of the `HOST/REPOSITORY` places the layer cache recorded, the repositories of

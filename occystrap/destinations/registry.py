@@ -2,12 +2,13 @@
 
 Byte-exact: the manifest bytes pushed are the source's, so the destination serves the same
 digest and a pinned reference keeps working after a mirror. Per blob the cheapest path wins:
-resolve has already HEADed the destination (present layers never reach here); a blob that
-lives in another repository of the same registry is mounted; the rest is uploaded from the
-spool file, whose bytes fetch verified. A big blob is uploaded while it downloads
-(`stream_layer`, destinations/inflight.py): one PATCH whose body follows the spool file as it
-grows, and a committing PUT that waits for the layer's own message, which says fetch
-verified it.
+resolve has already HEADed the destination, a blob not yet met in the run (present layers never
+reach here); a blob in another repository of the same registry is mounted (one resolve did
+not HEAD, as this run sends it elsewhere, is HEADed here if that mount fails); the rest is
+uploaded from the spool file, whose bytes fetch verified. A big blob is uploaded while it
+downloads (`stream_layer`, destinations/inflight.py): one PATCH whose body follows the spool
+file as it grows, and a committing PUT that waits for the layer's own message, which says
+fetch verified it.
 
 A blob in flight waits on the write stage's thread (for that message), and that thread waits
 on uploads when it publishes an image. So a blob in flight has a thread of its own, never one
@@ -272,7 +273,15 @@ class RegistryWriter(Writer):
         checks of `_push_blob` first: a blob mounted or present needs none of its bytes)."""
         blob = BlobInFlight(layer.path, layer.digest, layer.size)
         fut = self._start_stream(
-            plan, self._push_blob, plan, layer.digest, layer.size, layer.path, -1, False, blob
+            plan,
+            self._push_blob,
+            plan,
+            layer.digest,
+            layer.size,
+            layer.path,
+            -1,
+            layer.assumed,
+            blob,
         )
         with self._lock:
             self._inflight[layer.path] = (plan.image_id, blob, fut)
@@ -303,8 +312,9 @@ class RegistryWriter(Writer):
             return
         if layer.present:
             return
-        # resolve HEADed every layer already, except those re-encoded since (new digests) and
-        # all of them when filters are given (they read every layer, present or not)
+        # resolve HEADed every layer already, except those re-encoded since (new digests),
+        # all of them when filters are given (they read every layer, present or not), and
+        # those it assumed this run sends elsewhere (a HEAD if the mount from there fails)
         self._submit(
             plan,
             self._push_blob,
@@ -313,7 +323,7 @@ class RegistryWriter(Writer):
             layer.size,
             layer.path,
             layer.offset,
-            bool(layer.source_digest or self.config.filters),
+            bool(layer.source_digest or self.config.filters or layer.assumed),
         )
 
     def _wait_uploads(self, plan: ImagePlan) -> None:

@@ -236,7 +236,7 @@ class TreePlanner:
         )
         layers = []
         needed = 0
-        probed = 0  # layers the destination was asked about (none of them there: see below)
+        missing = 0  # layers a HEAD at the destination did not find (see config_new)
         for index, d in enumerate(parsed.layers):
             layer = LayerDesc(
                 image_id=image_id,
@@ -268,8 +268,9 @@ class TreePlanner:
                 if hit is not None:
                     self.reuse(layer, hit, encoding, target)
             elif not config.filters:  # filters read every layer
-                layer.present = not probe.must_send(d.digest, d.size, target)
-                probed += 1
+                state = probe.blob_state(d.digest, d.size, target)
+                layer.present, layer.assumed = state == "present", state == "sending"
+                missing += state == "missing"
             if not layer.present:
                 needed += d.size
                 if is_local(source):
@@ -305,11 +306,12 @@ class TreePlanner:
             dest_tag=(target.tag if target else None) if top else None,
             artifact=kind or "",
             subject=parsed.subject.digest if parsed.subject else "",
-            # Every layer was asked about and none is there: a new image at the destination,
-            # whose config (made with its layers) is new too. Write then uploads it without
-            # a HEAD, which would say 404. A layer found there (a re-tag, a rebuild on the
-            # same base) keeps the HEAD.
-            config_new=probed == len(layers) > 0 and not any(la.present for la in layers),
+            # No layer is there and a HEAD in this repository said so for one at least: a
+            # new image at the destination, whose config (made with its layers) is new too.
+            # Write then uploads it without a HEAD, which would say 404. A layer found there
+            # (a re-tag, a rebuild on the same base), or none asked about here (each being
+            # sent to another repository: a re-tag into another one), keeps the HEAD.
+            config_new=missing > 0 and not any(la.present for la in layers),
             **extra,
         )
         return plan, layers

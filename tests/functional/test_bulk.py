@@ -127,6 +127,42 @@ def test_a_mirror_asks_once_per_blob(occystrap_cli, registry, mirror, bulk):
     assert got.body == bulk[one].manifest
 
 
+def test_a_repository_that_holds_the_blobs_already(occystrap_cli, registry, mirror, bulk):
+    """A repository of the destination holds an image's layers under another tag: its base,
+    which the run sends to the repository before it, is mounted (no HEAD, no bytes); its
+    own layer and its config are HEADed there and found; nothing of it is uploaded."""
+    held = "bulk/app-01"
+    r = occystrap_cli(
+        "--insecure",
+        "process",
+        f"registry://{registry.host}/{held}:1.0",
+        f"registry://{mirror.host}/mirror/{held}:old",
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    with FaultProxy(mirror.port) as wire:
+        r = occystrap_cli(
+            "--insecure",
+            "-J",
+            "1",
+            "process",
+            f"registry://{registry.host}/bulk/app-0[01]:1.0",
+            f"registry://{wire.host}/mirror",
+            timeout=60,
+        )
+        lines = list(wire.request_lines)
+    assert r.returncode == 0, r.stderr
+    image = bulk[held]
+    mine = [line for line in lines if f"/v2/mirror/{held}/" in line]
+    assert f"HEAD /v2/mirror/{held}/blobs/{image.config.digest}" in mine, mine
+    assert f"HEAD /v2/mirror/{held}/blobs/{image.layers[1].digest}" in mine, mine
+    assert f"HEAD /v2/mirror/{held}/blobs/{image.layers[0].digest}" not in mine, mine
+    assert not [line for line in mine if line.startswith("PUT ") and "/blobs/" in line], mine
+    client = RegistryClient(mirror.host, insecure=True)
+    got = client.get_manifest(f"mirror/{held}", "1.0", [image.manifest_media_type])
+    assert got.body == image.manifest
+
+
 def test_bulk_into_one_layout_and_one_tarball(occystrap_cli, registry, bulk, tmp_path):
     src = f"registry://{registry.host}/bulk/app-*"
     for dest in (f"oci://{tmp_path / 'layout'}", f"tar://{tmp_path / 'all.tar'}"):

@@ -280,7 +280,7 @@ class RegistryWriter(Writer):
             layer.size,
             layer.path,
             -1,
-            layer.assumed,
+            self._check_first(layer),
             blob,
         )
         with self._lock:
@@ -312,9 +312,6 @@ class RegistryWriter(Writer):
             return
         if layer.present:
             return
-        # resolve HEADed every layer already, except those re-encoded since (new digests),
-        # all of them when filters are given (they read every layer, present or not), and
-        # those it assumed this run sends elsewhere (a HEAD if the mount from there fails)
         self._submit(
             plan,
             self._push_blob,
@@ -323,8 +320,15 @@ class RegistryWriter(Writer):
             layer.size,
             layer.path,
             layer.offset,
-            bool(layer.source_digest or self.config.filters or layer.assumed),
+            self._check_first(layer),
         )
+
+    def _check_first(self, layer: LayerDesc) -> bool:
+        """Should `_push_blob` HEAD the layer's blob before an upload? resolve HEADed every
+        layer already, except those re-encoded since (new digests), all of them when filters
+        are given (they read every layer, present or not), and those it assumed this run
+        sends elsewhere (a HEAD if the mount from there fails)."""
+        return bool(layer.source_digest or self.config.filters or layer.assumed)
 
     def _wait_uploads(self, plan: ImagePlan) -> None:
         with self._lock:

@@ -81,6 +81,14 @@ def test_mirror_to_registry_dedups_and_reruns_cheaply(
     assert f"{COUNT} already up to date" in r.stderr
 
 
+def _requests_at(occystrap_cli, mirror, *args, timeout=120):
+    """Run occystrap with `args`, in which `{dest}` stands for the `mirror` registry seen
+    through a proxy: (the result, every request line the mirror received)."""
+    with FaultProxy(mirror.port) as wire:
+        r = occystrap_cli(*(a.replace("{dest}", wire.host) for a in args), timeout=timeout)
+        return r, list(wire.request_lines)
+
+
 def test_a_mirror_asks_once_per_blob(occystrap_cli, registry, mirror, bulk):
     """Requests at the destination: the shared base is HEADed once in the run and mounted
     into every other repository; a new image's config is uploaded without a HEAD (none of
@@ -89,17 +97,16 @@ def test_a_mirror_asks_once_per_blob(occystrap_cli, registry, mirror, bulk):
     names = [f"bulk/app-0{i}" for i in range(10)]
     base = bulk[names[0]].layers[0].digest
     configs = {bulk[n].config.digest for n in names}
-    with FaultProxy(mirror.port) as wire:
-        r = occystrap_cli(
-            "--insecure",
-            "-J",
-            "1",
-            "process",
-            f"registry://{registry.host}/bulk/app-0*:1.0",
-            f"registry://{wire.host}/mirror",
-            timeout=120,
-        )
-        lines = list(wire.request_lines)
+    r, lines = _requests_at(
+        occystrap_cli,
+        mirror,
+        "--insecure",
+        "-J",
+        "1",
+        "process",
+        f"registry://{registry.host}/bulk/app-0*:1.0",
+        "registry://{dest}/mirror",
+    )
     assert r.returncode == 0, r.stderr
     heads = [line.rpartition("/")[2] for line in lines if line.startswith("HEAD ")]
     assert heads.count(base) == 1, lines
@@ -110,15 +117,15 @@ def test_a_mirror_asks_once_per_blob(occystrap_cli, registry, mirror, bulk):
     assert sum(line.startswith("PUT ") and hexes in line for line in lines) == 1, lines
 
     one = names[0]
-    with FaultProxy(mirror.port) as wire:
-        r = occystrap_cli(
-            "--insecure",
-            "process",
-            f"registry://{registry.host}/{one}:1.0",
-            f"registry://{wire.host}/mirror/{one}:again",
-            timeout=60,
-        )
-        lines = list(wire.request_lines)
+    r, lines = _requests_at(
+        occystrap_cli,
+        mirror,
+        "--insecure",
+        "process",
+        f"registry://{registry.host}/{one}:1.0",
+        f"registry://{{dest}}/mirror/{one}:again",
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert f"HEAD /v2/mirror/{one}/blobs/{bulk[one].config.digest}" in lines
     assert not [line for line in lines if line.startswith("POST ")], lines
@@ -140,17 +147,17 @@ def test_a_repository_that_holds_the_blobs_already(occystrap_cli, registry, mirr
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    with FaultProxy(mirror.port) as wire:
-        r = occystrap_cli(
-            "--insecure",
-            "-J",
-            "1",
-            "process",
-            f"registry://{registry.host}/bulk/app-0[01]:1.0",
-            f"registry://{wire.host}/mirror",
-            timeout=60,
-        )
-        lines = list(wire.request_lines)
+    r, lines = _requests_at(
+        occystrap_cli,
+        mirror,
+        "--insecure",
+        "-J",
+        "1",
+        "process",
+        f"registry://{registry.host}/bulk/app-0[01]:1.0",
+        "registry://{dest}/mirror",
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     image = bulk[held]
     mine = [line for line in lines if f"/v2/mirror/{held}/" in line]

@@ -1,6 +1,7 @@
 """Resolve: references → plans. Fetches manifests and configs (small, verified), picks the
 platform, asks the destination what it already holds, and emits one ImagePlan followed by
-its LayerDescs per image. Admits a new image only while fewer than -J are in flight.
+its LayerDescs per image. Admits a new image only while fewer than -J are in flight; an
+image found up to date is not in flight and takes no slot.
 
 This module opens the sources and sends the plans; the planning of one image's tree is
 `stages/plan.py`, of its referrers `stages/referrals.py`."""
@@ -32,6 +33,10 @@ from occystrap.stages.referrals import Referrals
 def wants_referrers(config: Config, location: Location) -> bool:
     """--referrers, or `?referrers=true` on this source (a mirror spec's `referrers`)."""
     return config.referrers or bool(location.option("referrers", False))
+
+
+# plan_one's arguments: image id, source text, entry, source, insecure, target, referrers.
+_Work = tuple[int, str, Entry, ImageSource, bool, ImageRef | None, bool]
 
 
 class Resolver:
@@ -120,16 +125,16 @@ class Resolver:
             overlap = (
                 not source.local and self.tree.planner is None and self.config.image_parallel > 1
             )
-            images = (
-                ThreadPoolExecutor(self.config.image_parallel, thread_name_prefix="image")
-                if overlap
-                else None
-            )
+            # Twice -J planners: up to -J images hold a slot (in flight), the others look
+            # ahead (their manifests fetched, waiting for a slot) or find an image up to date,
+            # which needs no slot; a bulk re-run's HEADs then overlap twice as much.
+            planners = 2 * self.config.image_parallel
+            images = ThreadPoolExecutor(planners, thread_name_prefix="image") if overlap else None
+            queued = threading.BoundedSemaphore(planners)  # no backlog of 1,000 futures
             self.absent = 0  # optional entries whose tag was not there (plan_one)
             mine = self.shard(entries)
             try:
                 for entry in mine:
-                    self.admit.acquire()  # one slot per image: an index and its children
                     image_id = next(self.ids)
                     # An image of a pattern is named by itself, not by the pattern, so its
                     # result line, its failure and its stats entry say which image it was.
@@ -138,7 +143,7 @@ class Resolver:
                         if location.pattern is not None or location.scheme == "quay"
                         else location.text
                     )
-                    work = (
+                    work: _Work = (
                         image_id,
                         text,
                         entry,
@@ -150,7 +155,8 @@ class Resolver:
                     if images is None:
                         self.plan_one(*work)
                     else:
-                        images.submit(self.plan_one, *work)
+                        queued.acquire()
+                        images.submit(self._plan_queued, queued, work)
             finally:
                 if images is not None:
                     images.shutdown(wait=True)
@@ -173,6 +179,13 @@ class Resolver:
         self.admit.acquire()
         self.stage.fail(next(self.ids), location.text, str(error), error.kind)
 
+    def _plan_queued(self, queued: threading.BoundedSemaphore, work: _Work) -> None:
+        """plan_one on a planner thread, then make room for the next image's work."""
+        try:
+            self.plan_one(*work)
+        finally:
+            queued.release()
+
     def plan_one(
         self,
         image_id: int,
@@ -185,12 +198,13 @@ class Resolver:
     ) -> None:
         """Plan one image; what fails it is its failure, not the run's. A bug is kept for
         the run to raise once the other images are out."""
+        slot = _Slot(self.admit)
         try:
-            self.one_image(image_id, text, entry, source, insecure, target, referrers)
+            self.one_image(image_id, text, entry, source, insecure, target, referrers, slot)
         except _Absent:
             with self.emitting:
                 self.absent += 1
-            self.admit.release()  # no image: nothing is sent, no result
+            slot.give_back()  # no image: nothing is sent, no result
             self.stage.tell(
                 Notice(
                     source=text,
@@ -200,6 +214,7 @@ class Resolver:
             )
         except Exception as exc:  # noqa: BLE001 - fails this image, not the run
             error = _mapped(exc)
+            slot.take()  # write gives it back when it hears of the failure
             self.stage.fail(image_id, text, str(error), error.kind)
         except BaseException as exc:
             self.crashed.append(exc)
@@ -225,7 +240,8 @@ class Resolver:
         source: ImageSource,
         insecure: bool,
         target: ImageRef | None,
-        referrers: bool = False,
+        referrers: bool,
+        slot: _Slot,
     ) -> None:
         job = Job(image_id, entry.ref, text, source, insecure, target)
         try:
@@ -248,10 +264,12 @@ class Resolver:
         released = False
         if not self.config.filters and self.tree.probe.up_to_date(target, got.digest):
             # One HEAD, and the whole image is skipped: this is what makes a re-run cheap.
-            # Without referrers to look for, nothing of it will be in flight once its plan
-            # is sent: its admission slot goes back at once (a bulk re-run's images then
-            # overlap instead of each waiting for the one before to reach write).
+            # Without referrers to look for, nothing of it will be in flight: it takes no
+            # admission slot (a bulk re-run's images overlap instead of each waiting for an
+            # image before it to reach write), and write gives none back (`released`).
             released = not referrers
+            if not released:
+                slot.take()
             plans = [
                 (
                     layerless_plan(
@@ -269,6 +287,7 @@ class Resolver:
             ]
             subjects = self.tree.tree_digests(job, got, 0) if referrers else []
         else:
+            slot.take()  # one slot per image: an index and its children
             plans = self.tree.plan_tree(job, got, parent=-1, depth=0, image_id=image_id)
             subjects = [plan.manifest_digest for plan, _ in plans]
         if referrers:
@@ -276,8 +295,26 @@ class Resolver:
         with self.emitting:  # an image's plans travel together, parents first
             for plan, layers in plans:
                 self.emit(plan, layers)
-        if released:
+
+
+class _Slot:
+    """One image's admission slot (-J), taken once the image turns out to have something to
+    move (or a failure to report: write gives a slot back for every result but an up-to-date
+    image's, ImagePlan.released)."""
+
+    def __init__(self, admit: Semaphore) -> None:
+        self.admit = admit
+        self.held = False
+
+    def take(self) -> None:
+        if not self.held:
+            self.admit.acquire()
+            self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
             self.admit.release()
+            self.held = False
 
 
 class _Absent(Exception):

@@ -159,7 +159,7 @@ class StageReport(msgspec.Struct, tag=True):
     wait_out_seconds: float = 0.0
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
-    # psutil io_counters of the stage process: *_bytes hit storage, *_chars are every
+    # /proc/self/io of the stage process: *_bytes hit storage, *_chars are every
     # read/write syscall (sockets and pipes too)
     io_read_bytes: int = 0
     io_write_bytes: int = 0

@@ -3,7 +3,8 @@
 Time is split three ways so the report can say where a stage stands: waiting for input and
 blocked on a full output (both from the stage's channels, `ChannelStatistics`), and busy
 (the rest of its wall time, or the clock a stage keeps itself when its work is in threads).
-CPU and I/O come from psutil at the end; request counts from the registry client's counters.
+CPU (os.times) and I/O (/proc/self/io) are read at the end; request counts come from the
+registry client's counters.
 
 The live figure for the supervisor's per-second series is a running byte count in shared
 memory, one slot per stage (`messages.STAGES` order), written by that stage only: fetch
@@ -13,13 +14,13 @@ a layer leaves them. Resolve moves no layer bytes and counts none.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import psutil
 
 from occystrap.channel import ChannelStatistics
 from occystrap.messages import STAGES, ImagePlan, LayerDesc, Message, StageReport
@@ -114,7 +115,7 @@ class Accounting:
         self, inbox: ChannelStatistics | None, outbox: ChannelStatistics | None
     ) -> StageReport:
         """The report: the stage's channels say how long it waited and was blocked and how
-        many messages it took and gave; psutil its CPU and I/O; the client its requests."""
+        many messages it took and gave; the kernel its CPU and I/O; the client its requests."""
         if self._tracker is not None:
             self._tracker.close()
         report = self.report
@@ -129,21 +130,30 @@ class Accounting:
             if self.busy_override is not None
             else max(0.0, wall - report.wait_in_seconds - report.wait_out_seconds)
         )
-        proc = psutil.Process()
-        cpu = proc.cpu_times()
+        cpu = os.times()
         report.cpu_seconds = cpu.user + cpu.system
-        try:
-            io = proc.io_counters()
-            report.io_read_bytes, report.io_write_bytes = io.read_bytes, io.write_bytes
-            report.io_read_chars = getattr(io, "read_chars", 0)
-            report.io_write_chars = getattr(io, "write_chars", 0)
-        except (psutil.Error, AttributeError, NotImplementedError):
-            pass  # not every platform (or container) offers /proc/<pid>/io
+        io = own_io()
+        report.io_read_bytes = io.get("read_bytes", 0)
+        report.io_write_bytes = io.get("write_bytes", 0)
+        report.io_read_chars, report.io_write_chars = io.get("rchar", 0), io.get("wchar", 0)
         counts = COUNTERS.snapshot()
         report.requests = dict(counts["requests"])  # type: ignore[call-overload]
         for key in _REQUEST_FIELDS:
             setattr(report, key, counts[key])
         return report
+
+
+def own_io() -> dict[str, int]:
+    """This process's I/O counters from /proc/self/io (rchar, wchar: bytes through read and
+    write calls; read_bytes, write_bytes: what reached the block layer), as psutil's
+    io_counters reads them on Linux; {} where the kernel offers none (some containers).
+    Read directly so that no stage imports psutil (the supervisor's sampler does, after the
+    fork: stats/sampler.py)."""
+    try:
+        with open("/proc/self/io", "rb") as f:
+            return {k.decode(): int(v) for k, _, v in (line.partition(b":") for line in f)}
+    except (OSError, ValueError):
+        return {}
 
 
 def _layer_bytes(manifest: bytes) -> int:

@@ -78,7 +78,7 @@ class FailedImage(msgspec.Struct):
 
 
 class StageIO(msgspec.Struct):
-    """psutil io_counters: *_bytes reached the block layer, *_chars every read/write call."""
+    """/proc/PID/io: *_bytes reached the block layer, *_chars every read/write call."""
 
     read_bytes: int
     write_bytes: int

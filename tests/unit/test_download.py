@@ -4,6 +4,7 @@ its descriptor, retries spent (tests/mocktransport.py; no registry running)."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -120,7 +121,13 @@ def test_retries_spent_name_the_request(tmp_path: Path) -> None:
     assert dest.stat().st_size == 0 and len(transport.requests) == 2
 
 
-def test_into_a_region_of_an_existing_file(tmp_path: Path) -> None:
+def test_into_a_region_of_an_existing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blob lands in its region and nowhere else (through a broken connection), and the
+    region's writeback starts once it is verified: the archive is fsynced whole later."""
+    advised: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, o, n, advice: advised.append((o, n, advice))
+    )
     dest = tmp_path / "archive"
     dest.write_bytes(b"\xaa" * (len(DATA) + 2000))
     client, _ = _client(_cut_first(1, 70 * KiB))
@@ -128,6 +135,7 @@ def test_into_a_region_of_an_existing_file(tmp_path: Path) -> None:
     got = dest.read_bytes()
     assert got[:1000] == b"\xaa" * 1000 and got[-1000:] == b"\xaa" * 1000
     assert got[1000:-1000] == DATA
+    assert advised == [(1000, len(DATA), os.POSIX_FADV_DONTNEED)]
 
 
 def test_corrupt_and_missing_blobs(tmp_path: Path) -> None:

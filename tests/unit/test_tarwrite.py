@@ -5,6 +5,7 @@ byte exists."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -30,7 +31,15 @@ def test_a_header_depends_only_on_name_and_size() -> None:
     assert [padding(n) for n in (0, 1, 511, 512, 513)] == [0, 511, 1, 0, 511]
 
 
-def test_tar_stream_writes_what_tarfile_reads(tmp_path: Path) -> None:
+def test_tar_stream_writes_what_tarfile_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members as tarfile reads them; a file member's writeback starts once it is in (the
+    archive is fsynced whole before its rename)."""
+    advised: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, o, n, advice: advised.append((o, n, advice))
+    )
     src = tmp_path / "layer"
     src.write_bytes(b"x" * 1000)
     out = tmp_path / "out.tar"
@@ -39,6 +48,7 @@ def test_tar_stream_writes_what_tarfile_reads(tmp_path: Path) -> None:
         stream.add_bytes("manifest.json", b"[]")
         assert stream.add_file("a/layer.tar", str(src)) == 1000
         stream.close()
+    assert advised == [(3 * 512, 1000, os.POSIX_FADV_DONTNEED)]  # header, data, header
     data = out.read_bytes()
     assert len(data) % tarfile.RECORDSIZE == 0
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:

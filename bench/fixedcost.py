@@ -9,7 +9,10 @@
   of a few ms resolution; ``noop``: the last byte the proxies relayed either way), to the
   moment ``wait()`` returned for the command's process.
 
-Every tool that can do a workflow is measured the same way; runs are interleaved.
+Every tool that can do a workflow is measured the same way; runs are interleaved, and there
+are at least `MIN_RUNS` of them whatever ``--runs`` says: each takes well under a second, and
+figures of 50–250 ms vary by ±20–30 ms from one run to the next on this machine (a busy
+neighbour, a writeback), so the median of three is left to chance.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ import time
 from bench.specs import Inputs, command, tool_env
 from bench.wanproxy import WanProxy
 from tools.testregistry import TestRegistry
+
+#: the fewest timed rounds of the fixed costs (module docstring)
+MIN_RUNS = 9
 
 
 def _spawn(cmd: list[str], env: dict[str, str] | None) -> tuple[float, float, float, int, str]:
@@ -86,7 +92,9 @@ def measure(
     work: str,
     ours_env: dict[str, str] | None,
 ) -> dict[str, object]:
-    """Every fixed-cost measure for ``tools`` against ``repo``:1.0 in ``source``."""
+    """Every fixed-cost measure for ``tools`` against ``repo``:1.0 in ``source``, over
+    ``max(runs, MIN_RUNS)`` timed rounds after ``warmup`` untimed ones."""
+    runs = max(runs, MIN_RUNS)
     raw: dict[str, dict[str, dict[str, list[float]]]] = {}
     base = os.path.join(work, "fixed")
     os.makedirs(base, exist_ok=True)

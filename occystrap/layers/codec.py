@@ -19,11 +19,14 @@ from occystrap.reference import digest_of_hash
 # only moves blobs (registry, oci://, tar:// as fetched) never loads them.
 
 CHUNK = 1 << 20
+#: gzip input read and inflated output per call: each inflating thread holds about three of
+#: these at once (input, output, the input's unconsumed tail)
+INFLATE_CHUNK = 1 << 18
 ISAL_LEVEL = 2  # gzip without --compression-level (see LayerSink)
 
 
-def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
-    while chunk := f.read(CHUNK):
+def _read_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    while chunk := f.read(size):
         yield chunk
 
 
@@ -51,14 +54,14 @@ def _decompressed(f: BinaryIO, compression: str) -> Iterator[bytes]:
         # gzip header; a new decompressor per member handles multi-member streams (pigz,
         # concatenated gzip).
         d = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
-        for chunk in _read_chunks(f):
+        for chunk in _read_chunks(f, INFLATE_CHUNK):
             data = chunk
             while data:
                 if d.eof:
                     if not data.strip(b"\0"):
                         break  # zero padding after the last member
                     d = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
-                out = d.decompress(data, CHUNK)
+                out = d.decompress(data, INFLATE_CHUNK)
                 if out:
                     yield out
                 data = d.unused_data if d.eof else d.unconsumed_tail

@@ -193,6 +193,11 @@ def run(
     ratelimit.install(config.rate_limit)  # shared memory, before the stages fork
     if _speaks_tls(sources, dest_location, config):
         warm_ssl_context(config.tls_verify, config.ca_file)  # inherited by every stage
+    if any(loc.scheme in ("registry", "quay") for loc in (*sources, dest_location)):
+        # A process's first getaddrinfo of a str host imports the idna codec (with stringprep
+        # and unicodedata): once here, not in resolve on the way to the first request (about
+        # 10 ms there, the stages starting beside it) and again in fetch and write.
+        import encodings.idna  # noqa: F401, PLC0415
     _warm_credentials(sources, dest_location, config)  # helpers run once, here
     token = uuid.uuid4().hex[:12]
     dest = Destination(dest_location, token)

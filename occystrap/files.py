@@ -32,6 +32,19 @@ def write_atomic(path: str, data: bytes, token: str) -> None:
     os.replace(tmp, path)
 
 
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing `length` bytes of file `fd` from `offset` (bytes) to disk, without
+    waiting: for a file that is fsynced whole later (a tar:// archive before its rename), so
+    that the fsync finds little left and the disk writes overlap the rest of the run.
+    posix_fadvise(POSIX_FADV_DONTNEED) starts writeback of the dirty range and drops only the
+    pages already clean, so no data is lost. Advice only: a file that refuses it (a pipe's
+    ESPIPE, a file system's EINVAL) is left as it is."""
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+
+
 def unlink_quietly(path: str) -> None:
     """Remove the file `path`; one already gone is no error."""
     try:

@@ -13,6 +13,8 @@ import os
 import tarfile
 from typing import BinaryIO
 
+from occystrap.files import start_writeback
+
 BLOCK = 512
 
 
@@ -67,10 +69,7 @@ class TarStream:
                     if sent == 0:
                         raise OSError(f"{path} shrank while being archived")
                     offset += sent
-                # The archive is fsynced whole before its rename: start writing this
-                # member to disk now, not all of it in that fsync (download.py does the same
-                # for a blob fetched into its region).
-                os.posix_fadvise(out_fd, self.position, size, os.POSIX_FADV_DONTNEED)
+                start_writeback(out_fd, self.position, size)  # the archive is fsynced at its end
         self.position += size
         self._write(b"\0" * padding(size))
         return size

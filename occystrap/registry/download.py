@@ -26,6 +26,7 @@ from typing import BinaryIO
 import msgspec
 
 from occystrap.errors import DestinationError, DigestError, RegistryError, TransientError
+from occystrap.files import start_writeback
 from occystrap.reference import digest_of_hash
 from occystrap.registry.answers import check_status
 from occystrap.registry.counters import COUNTERS
@@ -75,12 +76,8 @@ class BlobDownload(msgspec.Struct):
             retrying(self.budget, self._attempt, pause)
             out.flush()
             self._verify()
-            if self.offset is not None:
-                # A region of an archive that is fsynced whole before its rename: start
-                # writing this region to disk now, while other blobs still download, rather
-                # than all of it in that fsync (DONTNEED starts writeback of the dirty range
-                # and drops no page that is still dirty).
-                os.posix_fadvise(out.fileno(), self.offset, self.written, os.POSIX_FADV_DONTNEED)
+            if self.offset is not None:  # a region of an archive, fsynced whole at its end
+                start_writeback(out.fileno(), self.offset, self.written)
             return self.written
         except BaseException as exc:
             self._truncate()

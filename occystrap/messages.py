@@ -48,9 +48,9 @@ class ImagePlan(msgspec.Struct, tag=True):
     # registry://: no layer is at the destination and a HEAD said so for one at least, so
     # the config is taken as new too (written without a HEAD first)
     config_new: bool = False
-    # resolve gave this image's admission slot (-J) back as it sent the plan: nothing of an
-    # image found up to date is in flight, so the next image need not wait for this one to
-    # pass through every stage (write then does not give it back again)
+    # resolve took no admission slot (-J) for this image: nothing of an image found up to
+    # date is in flight, so the next image need not wait for it to pass through every
+    # stage (and write gives none back for it)
     released: bool = False
     # an index copied whole: the index's plan lists its children (sent after it), and each
     # child names its parent; the index is published once every child is
@@ -159,8 +159,8 @@ class StageReport(msgspec.Struct, tag=True):
     wait_out_seconds: float = 0.0
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
-    # /proc/self/io of the stage process: *_bytes hit storage, *_chars are every
-    # read/write syscall (sockets and pipes too)
+    # /proc/self/io of the stage process: *_bytes hit storage, *_chars every read,
+    # write and sendfile call (pipes included; a socket's recv and send are not)
     io_read_bytes: int = 0
     io_write_bytes: int = 0
     io_read_chars: int = 0

@@ -1,7 +1,9 @@
 """Resolve: references → plans. Fetches manifests and configs (small, verified), picks the
 platform, asks the destination what it already holds, and emits one ImagePlan followed by
 its LayerDescs per image. Admits a new image only while fewer than -J are in flight; an
-image found up to date is not in flight and takes no slot.
+image found up to date is not in flight and takes no slot. The images of a registry source
+are planned 2 × -J at a time (the next ones' manifests are fetched while they wait for a
+slot); a local source, a tar:// destination or -J 1 plans one image after another.
 
 This module opens the sources and sends the plans; the planning of one image's tree is
 `stages/plan.py`, of its referrers `stages/referrals.py`."""
@@ -30,6 +32,11 @@ from occystrap.stages.plan import Job, TreePlanner, copies_whole_index, layerles
 from occystrap.stages.referrals import Referrals
 
 
+def planner_threads(config: Config) -> int:
+    """Images of one registry source planned at once: twice -J (module docstring)."""
+    return 2 * config.image_parallel
+
+
 def wants_referrers(config: Config, location: Location) -> bool:
     """--referrers, or `?referrers=true` on this source (a mirror spec's `referrers`)."""
     return config.referrers or bool(location.option("referrers", False))
@@ -40,7 +47,7 @@ _Work = tuple[int, str, Entry, ImageSource, bool, ImageRef | None, bool]
 
 
 class Resolver:
-    """Turns each source into plans, one image at a time (see the module docstring)."""
+    """Turns each source into plans (see the module docstring)."""
 
     def __init__(
         self,
@@ -57,7 +64,7 @@ class Resolver:
         self.config = config
         self.admit = admit
         self.spool = spool
-        self.clients = ClientPool(config, pool_size=4, role="src")
+        self.clients = ClientPool(config, pool_size=max(4, planner_threads(config)), role="src")
         self.ids = itertools.count()
         self.tree = TreePlanner(dest, config, spool, planner, cache, self.ids)
         self.discovery = RegistryReferrers()
@@ -120,15 +127,15 @@ class Resolver:
                 or location.scheme == "quay"
             )
             # Images of a registry are planned side by side (their HEADs and manifest GETs
-            # overlap; admission still bounds them to -J); a tar:// destination is planned
-            # one image after another, so its layout does not depend on timing.
+            # overlap; admission bounds the images in flight to -J); a tar:// destination
+            # is planned one image after another, so its layout does not depend on timing.
             overlap = (
                 not source.local and self.tree.planner is None and self.config.image_parallel > 1
             )
             # Twice -J planners: up to -J images hold a slot (in flight), the others look
             # ahead (their manifests fetched, waiting for a slot) or find an image up to date,
             # which needs no slot; a bulk re-run's HEADs then overlap twice as much.
-            planners = 2 * self.config.image_parallel
+            planners = planner_threads(self.config)
             images = ThreadPoolExecutor(planners, thread_name_prefix="image") if overlap else None
             queued = threading.BoundedSemaphore(planners)  # no backlog of 1,000 futures
             self.absent = 0  # optional entries whose tag was not there (plan_one)
@@ -213,9 +220,16 @@ class Resolver:
                 )
             )
         except Exception as exc:  # noqa: BLE001 - fails this image, not the run
-            error = _mapped(exc)
             slot.take()  # write gives it back when it hears of the failure
-            self.stage.fail(image_id, text, str(error), error.kind)
+            error = from_library(exc)
+            if error is not None:
+                self.stage.fail(image_id, text, str(error), error.kind)
+                return
+            # A bug: on a planner thread it would stay in a future nobody reads, and the
+            # image would have no result. Fail the image now; run() raises it at the end.
+            self.crashed.append(exc)
+            reason = f"internal error in the resolve stage: {type(exc).__name__}: {exc}"
+            self.stage.fail(image_id, text, reason, type(exc).__name__)
         except BaseException as exc:
             self.crashed.append(exc)
             raise

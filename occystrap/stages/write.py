@@ -133,7 +133,7 @@ class Write(Stage):
         super().__init__(wiring)
         self.writer = writer
         self.admit = admit
-        self.released: set[int] = set()  # images whose slot resolve gave back (on_plan)
+        self.released: set[int] = set()  # images resolve took no slot for (on_plan)
         self.cache = cache
         self.level = level
         self.chain = chain or FilterChain()
@@ -324,8 +324,8 @@ class Write(Stage):
         self.give_back(plan.image_id)
 
     def give_back(self, image_id: int) -> None:
-        """The image is through: its admission slot goes back, unless resolve gave it back
-        already (ImagePlan.released)."""
+        """The image is through: its admission slot goes back, unless resolve took none
+        for it (ImagePlan.released)."""
         if image_id in self.released:
             self.released.discard(image_id)
         else:

@@ -7,12 +7,14 @@ decompressed at once by threads of one process.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from occystrap.errors import DigestError
+from occystrap.files import start_writeback
 from occystrap.reference import digest_of_hash
 
 # isal and zstandard are imported where a layer is first decoded or encoded: a run that
@@ -54,9 +56,12 @@ def _decompressed(f: BinaryIO, compression: str) -> Iterator[bytes]:
         # gzip header; a new decompressor per member handles multi-member streams (pigz,
         # concatenated gzip).
         d = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
-        for chunk in _read_chunks(f, INFLATE_CHUNK):
+        # A last, empty chunk: ISA-L may have taken all the input and still hold output past
+        # max_length (python-isal issues 229, 248); calls with no input until one gives
+        # nothing collect it, here and after every chunk.
+        for chunk in itertools.chain(_read_chunks(f, INFLATE_CHUNK), [b""]):
             data = chunk
-            while data:
+            while True:
                 if d.eof:
                     if not data.strip(b"\0"):
                         break  # zero padding after the last member
@@ -65,6 +70,8 @@ def _decompressed(f: BinaryIO, compression: str) -> Iterator[bytes]:
                 if out:
                     yield out
                 data = d.unused_data if d.eof else d.unconsumed_tail
+                if not data and (d.eof or not out):
+                    break
         if not d.eof:
             raise ValueError("truncated gzip stream")
     elif compression == "zstd":
@@ -235,6 +242,8 @@ def copy_blob(
                 total += n
             if src_offset == 0 and f.read(1):
                 raise DigestError(f"blob {digest} in {src}: more than {size} bytes")
+            if offset is not None:  # a region of an archive, fsynced whole at its end
+                start_writeback(fd, offset, total)
         finally:
             os.close(fd)
     if total != size:

@@ -2,6 +2,7 @@ import gzip
 import hashlib
 import io
 import random
+import zlib
 
 import pytest
 import zstandard
@@ -28,6 +29,51 @@ def sha(data: bytes) -> str:
 )
 def test_decompressed_chunks(compressed, compression):
     assert b"".join(decompressed_chunks(io.BytesIO(compressed), compression)) == DATA
+
+
+class _Withholding:
+    """zlib's decompressobj behaving as ISA-L's may (python-isal issues 229, 248): it takes
+    all its input at once, hands out at most max_length a call, and keeps the rest for later
+    calls, with no unconsumed_tail to show for it."""
+
+    def __init__(self, wbits):
+        self._z = zlib.decompressobj(wbits)
+        self._held = b""
+
+    def decompress(self, data, max_length=0):
+        self._held += self._z.decompress(data)
+        n = max_length or len(self._held)
+        out, self._held = self._held[:n], self._held[n:]
+        return out
+
+    @property
+    def eof(self):
+        return self._z.eof and not self._held
+
+    @property
+    def unconsumed_tail(self):
+        return b""
+
+    @property
+    def unused_data(self):
+        return self._z.unused_data
+
+
+@pytest.mark.parametrize(
+    "compressed",
+    [
+        gzip.compress(DATA),
+        gzip.compress(DATA[:1000]) + gzip.compress(DATA[1000:]) + b"\0" * 512,
+        gzip.compress(DATA[:-1000]) + gzip.compress(DATA[-1000:]),  # 2nd member in the tail
+    ],
+)
+def test_gzip_output_held_past_the_input_is_collected(monkeypatch, compressed):
+    """Output still held when the input has run out is asked for, not called truncated,
+    and a member that follows it is not lost."""
+    from isal import isal_zlib
+
+    monkeypatch.setattr(isal_zlib, "decompressobj", _Withholding)
+    assert b"".join(decompressed_chunks(io.BytesIO(compressed), "gzip")) == DATA
 
 
 def test_truncated_gzip_is_an_error():

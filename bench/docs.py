@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from bench import fixedcost
 from bench.report import f, fetch_cpu_table, fixed_table, mb_s, rows, stats_line
 from bench.specs import ROOT
 from bench.targets import targets
@@ -67,8 +68,9 @@ def write_docs(doc: dict[str, object], json_path: str, analysis: str | None = No
         "spawning the command to the first byte of its first request (a relaying proxy, "
         "`bench/wanproxy.py` with no delay, timestamps it) and from the last byte written (the "
         "newest mtime in the layout; for the re-run, the last byte on the wire) to the "
-        "process's exit; at least 9 interleaved rounds whatever `--runs` says (each is well "
-        "under a second, and these figures move by ±20–30 ms from run to run)",
+        f"process's exit; at least {fixedcost.MIN_RUNS} interleaved rounds whatever `--runs` "
+        "says (each is well under a second, and these figures move by ±20–30 ms from run to "
+        "run)",
         "",
         "## Profiles",
         "",

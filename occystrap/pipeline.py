@@ -26,7 +26,7 @@ Side channels, every one of them (all made here before the fork):
 - channel statistics (shared counters in each channel): messages through it and the time its
   sender was blocked and its receiver waited; read by the stages' reports and the sampler.
 - the rate limit's shared token bucket per host (registry/ratelimit.py), and what is looked
-  up once and inherited: the TLS context, the registry credentials.
+  up once and inherited (stages/prefork.py): the TLS context, the registry credentials.
 - the destination itself: the tar planner's regions (planned by resolve, filled by fetch,
   finished by write) and the layer cache file.
 """
@@ -43,7 +43,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.process import BaseProcess
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -65,13 +64,13 @@ from occystrap.messages import (
 )
 from occystrap.outcome import RunResult
 from occystrap.reference import Location
-from occystrap.registry import credentials, ratelimit
-from occystrap.registry.tls import warm_ssl_context
+from occystrap.registry import ratelimit
 from occystrap.stages.base import Stage, Wiring, crash
 from occystrap.stages.child import setup_child
 from occystrap.stages.compress import Compress
 from occystrap.stages.failures import FailedImages
 from occystrap.stages.fetch import Fetch
+from occystrap.stages.prefork import warm_up
 from occystrap.stages.resolve import Resolve
 from occystrap.stages.verify import Verify
 from occystrap.stages.write import Write
@@ -127,28 +126,6 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _warm_credentials(sources: Sequence[Location], dest_location: Location, config: Config) -> None:
-    """Look up every known registry host's credentials before the stages fork, so they
-    inherit the answers and a credential helper runs once per host and run, not once per
-    stage process."""
-    wanted: set[tuple[str, str | None, str | None]] = set()
-    for location in sources:
-        host = (
-            location.ref.host
-            if location.ref is not None
-            else location.pattern.host
-            if location.pattern is not None
-            else urlsplit(config.quay_url).netloc
-            if location.scheme == "quay"
-            else None
-        )
-        if host:
-            wanted.add((host, *config.credentials("src")))
-    if dest_location.ref is not None:
-        wanted.add((dest_location.ref.host, *config.credentials("dest")))
-    credentials.warm(sorted(wanted, key=lambda w: w[0]), config.authfile, config.credential_helpers)
-
-
 def streams(dest: Destination, config: Config) -> bool:
     """Is a blob uploaded while it downloads? Into a registry, when nothing changes the
     bytes on the way (no --compression, no filters) and no layer waits for a full check
@@ -168,17 +145,6 @@ def recodes(dest: Destination, config: Config) -> bool:
     return bool(config.compression) and not config.filters and not dest.needs_uncompressed
 
 
-def _speaks_tls(sources: Sequence[Location], dest_location: Location, config: Config) -> bool:
-    """Will any registry of this run be reached over TLS? Loading the CA store costs some
-    20 ms; a run of plain-HTTP registries and local paths never needs it."""
-    for location in (*sources, dest_location):
-        if location.scheme == "quay" and not config.quay_url.startswith("http://"):
-            return True
-        if location.scheme == "registry" and not location.insecure(config.insecure):
-            return True
-    return False
-
-
 def run(
     sources: Sequence[Location],
     dest_location: Location,
@@ -191,14 +157,7 @@ def run(
     known so far, for a live progress display."""
     ctx = mp.get_context("fork")
     ratelimit.install(config.rate_limit)  # shared memory, before the stages fork
-    if _speaks_tls(sources, dest_location, config):
-        warm_ssl_context(config.tls_verify, config.ca_file)  # inherited by every stage
-    if any(loc.scheme in ("registry", "quay") for loc in (*sources, dest_location)):
-        # A process's first getaddrinfo of a str host imports the idna codec (with stringprep
-        # and unicodedata): once here, not in resolve on the way to the first request (about
-        # 10 ms there, the stages starting beside it) and again in fetch and write.
-        import encodings.idna  # noqa: F401, PLC0415
-    _warm_credentials(sources, dest_location, config)  # helpers run once, here
+    warm_up(sources, dest_location, config)  # what every stage inherits
     token = uuid.uuid4().hex[:12]
     dest = Destination(dest_location, token)
     spool = dest.spool_dir(config.temp_dir)
@@ -216,7 +175,7 @@ def run(
     control_tx, control = open_channel(ctx, None, senders=len(STAGES))
     failures = FailedImages(ctx)
     moved = ctx.RawArray("q", len(STAGES))  # running bytes per stage, for the series
-    admit = ctx.Semaphore(max(1, config.image_parallel))
+    admit = ctx.BoundedSemaphore(max(1, config.image_parallel))  # over-release: ValueError
     planner = writer.planner()
     # A filtered layer's blob depends on the filters too, and the cache does not key on them.
     cache = (

@@ -132,10 +132,13 @@ def fixed_table(doc: dict[str, object]) -> list[str]:
 
 def fetch_cpu(doc: dict[str, object]) -> list[dict[str, object]]:
     """The fetch stage's CPU per MB received in each ``--stats-file`` run that moved at least
-    50 MB, against sha256's cost per MB on this machine (issue 17)."""
-    sha = doc["machine"].get("sha256_ms_per_mb")  # type: ignore[union-attr]
+    50 MB, against sha256's cost per MB on this machine (issue 17): measured at the start of
+    the run the image comes from (an image's own ``sha256_ms_per_mb`` in a page merged from
+    several runs; it moves by ±10% from one run to the next here)."""
+    machine_sha = doc["machine"].get("sha256_ms_per_mb")  # type: ignore[union-attr]
     out = []
     for key, img in doc["images"].items():  # type: ignore[union-attr]
+        sha = img.get("sha256_ms_per_mb", machine_sha)
         for wf, entry in img["workflows"].items():
             for s in (entry.get("stats") or {}).get("stages", []):
                 got = s.get("bytes_received") or s.get("bytes_out") or 0

@@ -1,6 +1,7 @@
 """What the supervisor looks up and loads once, before the stages fork, so that every stage
 inherits it instead of doing it again (`warm_up`): the TLS context, registry credentials
-(a credential helper then runs once per host and run) and the idna codec."""
+(a credential helper then runs once per host and run), the idna codec, and psutil when the
+memory figures are to be reported."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def warm_up(sources: Sequence[Location], dest_location: Location, config: Config
         # 10 ms there, the stages starting beside it) and again in fetch and write.
         import encodings.idna  # noqa: F401, PLC0415
     _warm_credentials(sources, dest_location, config)
+    if config.stats or config.stats_file:
+        # The memory figures are reported: the sampler's first reading, right after the
+        # fork, must not wait for this import (stats/sampler.py imports it otherwise), or
+        # the stages of a short run may be gone before they are seen at all.
+        import psutil  # noqa: F401, PLC0415
 
 
 def _warm_credentials(sources: Sequence[Location], dest_location: Location, config: Config) -> None:

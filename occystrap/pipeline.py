@@ -145,6 +145,12 @@ def recodes(dest: Destination, config: Config) -> bool:
     return bool(config.compression) and not config.filters and not dest.needs_uncompressed
 
 
+def keeps_fetched(dest: Destination, config: Config) -> bool:
+    """Does the destination keep each downloaded blob file as it is? An oci:// layout
+    renames them into place, unless --compression or filters write new ones."""
+    return dest.location.scheme == "oci" and not config.compression and not config.filters
+
+
 def run(
     sources: Sequence[Location],
     dest_location: Location,
@@ -186,7 +192,12 @@ def run(
     makers: dict[str, Callable[[Wiring], Stage]] = {
         "resolve": lambda w: Resolve(w, sources, dest, config, admit, spool, planner, cache),
         "fetch": lambda w: Fetch(
-            w, config, spool, stream=streams(dest, config), recodes=recodes(dest, config)
+            w,
+            config,
+            spool,
+            stream=streams(dest, config),
+            recodes=recodes(dest, config),
+            keeps=keeps_fetched(dest, config),
         ),
         "verify": lambda w: Verify(w, config),
         "compress": lambda w: Compress(

@@ -197,12 +197,14 @@ class RegistryClient(RegistrySession):
         dest: str,
         on_progress: Callable[[int], None] | None = None,
         offset: int | None = None,
+        writeback: bool = False,
     ) -> int:
         """Stream a blob to `dest`, hashing inline; resume a broken stream with Range.
 
         With `offset`, `dest` is an existing file (a tarball being assembled) and the blob
         goes into the region that starts there: nothing outside it is written or truncated,
-        so `size` must be given.
+        so `size` must be given. Its writeback to disk starts once it is verified, as with
+        `writeback` for a file that is kept as it is (`files.start_writeback`).
 
         Returns the number of bytes written. `on_progress(n)` is called after each chunk; when
         the server ignores Range and the download restarts from zero, it is called once with
@@ -221,6 +223,7 @@ class RegistryClient(RegistrySession):
             Budget(self._retries),
             on_progress,
             offset,
+            writeback=writeback,
         ).run(self._waits.pause)
 
     def blob_exists(self, name: str, digest: str) -> int | None:

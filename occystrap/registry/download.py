@@ -44,7 +44,10 @@ class BlobDownload(msgspec.Struct):
     With `offset`, `dest` is an existing file (a tarball being assembled) and the blob goes
     into the region that starts there: nothing outside it is written or truncated, so
     `size` must be given. `on_progress(n)` is called after each chunk; when the download
-    restarts from zero it is called once with the negative count already reported.
+    restarts from zero it is called once with the negative count already reported. A
+    region's writeback to disk starts once the blob is verified (the archive is fsynced
+    whole at its end), and so does a whole file's with `writeback` (a file the destination
+    keeps as it is).
     """
 
     request: Requester
@@ -57,6 +60,7 @@ class BlobDownload(msgspec.Struct):
     budget: Budget
     on_progress: Callable[[int], None] | None = None
     offset: int | None = None
+    writeback: bool = False  # start writing it to disk once verified (region: always)
     written: int = 0
     hasher: hashlib._Hash = msgspec.field(default_factory=hashlib.sha256)
     buffer: bytearray = msgspec.field(default_factory=lambda: bytearray(BLOB_BUFFER))
@@ -76,8 +80,8 @@ class BlobDownload(msgspec.Struct):
             retrying(self.budget, self._attempt, pause)
             out.flush()
             self._verify()
-            if self.offset is not None:  # a region of an archive, fsynced whole at its end
-                start_writeback(out.fileno(), self.offset, self.written)
+            if self.offset is not None or self.writeback:  # a region: fsynced at its end
+                start_writeback(out.fileno(), self.offset or 0, self.written)
             return self.written
         except BaseException as exc:
             self._truncate()

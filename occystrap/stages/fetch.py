@@ -183,16 +183,21 @@ class Fetch(Stage):
         spool: str,
         stream: bool = False,
         recodes: bool = False,
+        keeps: bool = False,
     ) -> None:
         """`stream`: announce each big download as it starts (a registry destination that
         takes the bytes as they are: it uploads while they arrive). `recodes`: compress
         re-encodes every layer and does nothing else, so a plain layer of a local source is
-        handed on where it lies, not copied (compress.read_in_source)."""
+        handed on where it lies, not copied (compress.read_in_source). `keeps`: the
+        destination keeps each downloaded file as it is (renamed into an oci:// layout), so
+        its writeback to disk starts as soon as it is verified: measured, the download's
+        own CPU is lower than when the pages stay dirty (pipeline.keeps_fetched)."""
         super().__init__(wiring)
         self.config = config
         self.spool = spool
         self.stream = stream
         self.recodes = recodes
+        self.keeps = keeps
         self.clients = ClientPool(config, pool_size=config.parallel * config.image_parallel)
         self.images: dict[int, _Image] = {}
         self.busy = _BusyClock()
@@ -298,6 +303,7 @@ class Fetch(Stage):
                             path,
                             offset=layer.offset if in_place else None,
                             on_progress=self.accounting.stream(layer),
+                            writeback=self.keeps,
                         )
                     self.blobs.publish(mine, layer, path, in_place)
         except OSError as exc:

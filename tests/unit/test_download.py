@@ -138,6 +138,19 @@ def test_into_a_region_of_an_existing_file(tmp_path: Path, monkeypatch: pytest.M
     assert advised == [(1000, len(DATA), os.POSIX_FADV_DONTNEED)]
 
 
+def test_writeback_of_a_kept_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob file the destination keeps as it is has its writeback started once it is
+    verified; a spool file that is not kept, none."""
+    advised: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, o, n, how: advised.append((o, n, how)))
+    client, _ = _client(lambda r: MockResponse(200, {}, DATA))
+    client.download_blob("app", DIGEST, len(DATA), str(tmp_path / "spool"))
+    assert advised == []
+    client.download_blob("app", DIGEST, len(DATA), str(tmp_path / "kept"), writeback=True)
+    assert advised == [(0, len(DATA), os.POSIX_FADV_DONTNEED)]
+    assert (tmp_path / "kept").read_bytes() == DATA
+
+
 def test_corrupt_and_missing_blobs(tmp_path: Path) -> None:
     client, _ = _client(lambda r: MockResponse(200, {}, b"x" * len(DATA)))
     with pytest.raises(DigestError, match=f"blob {DIGEST} from {HOST}/app: got sha256:"):

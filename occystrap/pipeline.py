@@ -145,10 +145,16 @@ def recodes(dest: Destination, config: Config) -> bool:
     return bool(config.compression) and not config.filters and not dest.needs_uncompressed
 
 
-def keeps_fetched(dest: Destination, config: Config) -> bool:
+def keeps_fetched(dest: Destination, config: Config, spool: str) -> bool:
     """Does the destination keep each downloaded blob file as it is? An oci:// layout
-    renames them into place, unless --compression or filters write new ones."""
-    return dest.location.scheme == "oci" and not config.compression and not config.filters
+    renames them into place, unless --compression or filters write new ones, or the spool
+    is on another file system (--temp-dir), from which they are copied."""
+    if dest.location.scheme != "oci" or config.compression or config.filters:
+        return False
+    try:
+        return os.stat(spool).st_dev == os.stat(dest.path).st_dev
+    except OSError:
+        return False
 
 
 def run(
@@ -197,7 +203,7 @@ def run(
             spool,
             stream=streams(dest, config),
             recodes=recodes(dest, config),
-            keeps=keeps_fetched(dest, config),
+            keeps=keeps_fetched(dest, config, spool),
         ),
         "verify": lambda w: Verify(w, config),
         "compress": lambda w: Compress(

@@ -80,7 +80,7 @@ class BlobDownload(msgspec.Struct):
             retrying(self.budget, self._attempt, pause)
             out.flush()
             self._verify()
-            if self.offset is not None or self.writeback:  # a region: fsynced at its end
+            if self.offset is not None or self.writeback:  # a region, or a file kept as it is
                 start_writeback(out.fileno(), self.offset or 0, self.written)
             return self.written
         except BaseException as exc:
